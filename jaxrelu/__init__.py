@@ -8,7 +8,7 @@ that diagnoses kinks, kink analysis read from the jaxpr, and the ReLU'(0) study
 from .activations import REGISTRY as REGISTRY
 from .activations import ActivationInfo as ActivationInfo
 from .activations import Kink as Kink
-from .activations import abs as abs  # noqa: A004
+from .activations import abs as abs
 from .activations import hard_tanh as hard_tanh
 from .activations import leaky_relu as leaky_relu
 from .activations import maximum as maximum

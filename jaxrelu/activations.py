@@ -154,9 +154,7 @@ def _named_jit(fn: Callable, name: str) -> Callable:
 
 _relu_fwd = _named_jit(lambda x: jnp.maximum(x, 0), "relu")
 _relu6_fwd = _named_jit(lambda x: jnp.minimum(jnp.maximum(x, 0), 6.0), "relu6")
-_hard_tanh_fwd = _named_jit(
-    lambda x: jnp.where(x > 1, 1, jnp.where(x < -1, -1, x)), "hard_tanh"
-)
+_hard_tanh_fwd = _named_jit(lambda x: jnp.where(x > 1, 1, jnp.where(x < -1, -1, x)), "hard_tanh")
 _leaky_fwd = _named_jit(lambda x, a: jnp.where(x >= 0, x, a * x), "leaky_relu")
 _abs_fwd = _named_jit(lambda x: jnp.abs(x), "abs")
 _max_fwd = _named_jit(lambda x, y: jnp.maximum(x, y), "maximum")
@@ -233,9 +231,7 @@ def _leaky_relu_jvp(primals, tangents):
         t = jnp.zeros(ans.shape, ans.dtype)
     else:
         slope = _coef(a, g)
-        t = lax.select(
-            x > 0, g, lax.select(x == 0, _scaled(g, _coef(s, g)), g * slope)
-        )
+        t = lax.select(x > 0, g, lax.select(x == 0, _scaled(g, _coef(s, g)), g * slope))
     if not isinstance(ga, SymbolicZero):
         ga = jnp.broadcast_to(ga.astype(ans.dtype), ans.shape)
         t = t + lax.select(x < 0, x * ga, jnp.zeros_like(ga))
@@ -378,7 +374,7 @@ def leaky_relu(
     return _leaky_relu(x, s, a)
 
 
-def abs(x: ArrayLike, kink_grad: ArrayLike = 1.0) -> jax.Array:  # noqa: A001
+def abs(x: ArrayLike, kink_grad: ArrayLike = 1.0) -> jax.Array:
     r"""Absolute value with a chosen derivative at 0.
 
     .. math::
@@ -450,7 +446,8 @@ def hard_tanh(x: ArrayLike, kink_grads: Sequence[ArrayLike] = (1.0, 1.0)) -> jax
 
     Example:
         >>> import jax, jaxrelu
-        >>> float(jax.grad(jaxrelu.hard_tanh)(1.0)), float(jax.grad(jaxrelu.hard_tanh)(1.0, (1, 0)))
+        >>> dht = jax.grad(jaxrelu.hard_tanh)
+        >>> float(dht(1.0)), float(dht(1.0, (1.0, 0.0)))
         (1.0, 0.0)
     """
     x = _as_input(x)
@@ -480,8 +477,9 @@ def maximum(x: ArrayLike, y: ArrayLike, tie: ArrayLike = 0.5) -> jax.Array:
 
     Example:
         >>> import jax, jaxrelu
-        >>> float(jax.grad(jaxrelu.maximum)(0.0, 0.0)), float(jax.grad(jaxrelu.maximum)(0.0, 0.0, 1.0))
-        (0.5, 1.0)
+        >>> dmax = jax.grad(jaxrelu.maximum)
+        >>> float(dmax(0.0, 0.0)), float(dmax(0.0, 0.0, 1.0)), float(dmax(0.0, 0.0, 0.0))
+        (0.5, 1.0, 0.0)
     """
     x, y = _promote_pair(x, y)
     return _maximum(x, y, _as_kink(tie, "tie", jnp.shape(x)))
