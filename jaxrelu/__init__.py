@@ -15,19 +15,51 @@ from .activations import maximum as maximum
 from .activations import minimum as minimum
 from .activations import relu as relu
 from .activations import relu6 as relu6
+from .kinks import AuditRow as AuditRow
+from .kinks import ConventionAudit as ConventionAudit
+from .kinks import KinkSite as KinkSite
+from .kinks import audit_conventions as audit_conventions
+from .kinks import count_ties as count_ties
+from .kinks import find_kinks as find_kinks
+from .kinks import kink_radius as kink_radius
+from .kinks import summary as summary
+from .linearization import VERDICTS as VERDICTS
+from .linearization import LinearizationReport as LinearizationReport
+from .linearization import ManyReport as ManyReport
+from .linearization import NeighbourhoodError as NeighbourhoodError
+from .linearization import assert_linearization as assert_linearization
+from .linearization import check_linearization as check_linearization
+from .linearization import check_many as check_many
+from .linearization import neighbourhood_error as neighbourhood_error
 
 __version__ = "0.1.0"
 
 __all__ = [
     "REGISTRY",
+    "VERDICTS",
     "ActivationInfo",
+    "AuditRow",
+    "ConventionAudit",
     "Kink",
+    "KinkSite",
+    "LinearizationReport",
+    "ManyReport",
+    "NeighbourhoodError",
     "__version__",
     "abs",
+    "assert_linearization",
+    "audit_conventions",
+    "check_linearization",
+    "check_many",
+    "count_ties",
+    "find_kinks",
     "hard_tanh",
+    "kink_radius",
     "leaky_relu",
     "maximum",
     "minimum",
+    "neighbourhood_error",
     "relu",
     "relu6",
+    "summary",
 ]

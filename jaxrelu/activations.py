@@ -152,13 +152,15 @@ def _named_jit(fn: Callable, name: str) -> Callable:
 # The forward passes are the exact expressions jax.nn / jax.numpy use, jitted under the
 # activation's name so that the kink analysis can attribute sites to them.
 
-_relu_fwd = _named_jit(lambda x: jnp.maximum(x, 0), "relu")
-_relu6_fwd = _named_jit(lambda x: jnp.minimum(jnp.maximum(x, 0), 6.0), "relu6")
-_hard_tanh_fwd = _named_jit(lambda x: jnp.where(x > 1, 1, jnp.where(x < -1, -1, x)), "hard_tanh")
-_leaky_fwd = _named_jit(lambda x, a: jnp.where(x >= 0, x, a * x), "leaky_relu")
-_abs_fwd = _named_jit(lambda x: jnp.abs(x), "abs")
-_max_fwd = _named_jit(lambda x, y: jnp.maximum(x, y), "maximum")
-_min_fwd = _named_jit(lambda x, y: jnp.minimum(x, y), "minimum")
+_relu_fwd = _named_jit(lambda x: jnp.maximum(x, 0), "jaxrelu_relu")
+_relu6_fwd = _named_jit(lambda x: jnp.minimum(jnp.maximum(x, 0), 6.0), "jaxrelu_relu6")
+_hard_tanh_fwd = _named_jit(
+    lambda x: jnp.where(x > 1, 1, jnp.where(x < -1, -1, x)), "jaxrelu_hard_tanh"
+)
+_leaky_fwd = _named_jit(lambda x, a: jnp.where(x >= 0, x, a * x), "jaxrelu_leaky_relu")
+_abs_fwd = _named_jit(lambda x: jnp.abs(x), "jaxrelu_abs")
+_max_fwd = _named_jit(lambda x, y: jnp.maximum(x, y), "jaxrelu_maximum")
+_min_fwd = _named_jit(lambda x, y: jnp.minimum(x, y), "jaxrelu_minimum")
 
 
 # ------------------------------------------------------------------ custom_jvp cores

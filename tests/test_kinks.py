@@ -1,0 +1,214 @@
+"""Kink analysis from the jaxpr: sites, ties, margins, sources, radius, audit.
+
+``kink_radius`` is compared with a brute-force search for the first change of the
+activation pattern (float64, relative 1e-9): the first-order prediction is exact for
+piecewise-linear programs, so the only error is the bisection's (1e-13 relative).
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import jaxrelu as jr
+
+
+def _mlp(seed, widths=(4, 16, 16, 1), dt=jnp.float64):
+    keys = jax.random.split(jax.random.PRNGKey(seed), 2 * len(widths))
+    ps = []
+    for i in range(len(widths) - 1):
+        w = jax.random.normal(keys[2 * i], (widths[i + 1], widths[i]), dt) / math.sqrt(widths[i])
+        b = jax.random.normal(keys[2 * i + 1], (widths[i + 1],), dt)
+        ps.append((w, b))
+    return ps
+
+
+def _forward(ps, x):
+    pre = []
+    for w, b in ps[:-1]:
+        z = w @ x + b
+        pre.append(z)
+        x = jr.relu(z)
+    w, b = ps[-1]
+    return (w @ x + b)[0], pre
+
+
+def test_ties_counted_exactly_with_a_constructed_bias():
+    ps = _mlp(0)
+    x = jnp.array([0.3, -0.2, 0.5, 1.0])
+    (w1, b1), rest = ps[0], ps[1:]
+    b1 = b1.at[3].set(-(w1[3] @ x)).at[7].set(-(w1[7] @ x))  # neurons 3 and 7 exactly at 0
+    ps = [(w1, b1), *rest]
+    _, pre = _forward(ps, x)
+    brute = int(sum(np.sum(np.asarray(z) == 0) for z in pre))
+    assert brute >= 2
+    f = lambda v: _forward(ps, v)[0]
+    sites = jr.find_kinks(f, x)
+    assert [s.primitive for s in sites] == ["max", "max"]
+    assert all(s.activation == "relu" and s.kind == "kink" for s in sites)
+    assert sum(s.ties for s in sites) == brute == jr.count_ties(f, x)
+    assert sites[0].size == 16 and sites[0].min_margin == 0.0
+    assert all(s.source.startswith("test_kinks.py:") for s in sites)
+
+
+def test_source_points_at_the_users_line():
+    def f(x):
+        y = jnp.maximum(x, 0.5)  # the line to find
+        return jnp.sum(y)
+
+    line = f.__code__.co_firstlineno + 1
+    (site,) = jr.find_kinks(f, jnp.array([0.5, 1.0]))
+    assert site.source == f"test_kinks.py:{line}"
+    assert site.ties == 1 and site.activation is None
+    assert "max" in str(site) and "test_kinks.py" in jr.summary([site])
+
+
+def test_sites_through_jit_scan_cond_custom_jvp_vmap_remat_while():
+    @jax.jit
+    def inner(v):
+        return jnp.abs(v)
+
+    def f(x):
+        def body(c, xi):
+            return c + jr.relu(xi), xi
+
+        c, _ = lax.scan(body, 0.0, x)
+        y = lax.cond(c > 0, lambda v: jnp.sort(v), lambda v: v, x)
+        z = jax.vmap(jax.nn.relu)(x)
+        w = jax.checkpoint(lambda v: jnp.max(v))(x)
+        _, u = lax.while_loop(
+            lambda s: s[1] < 3.0, lambda s: (s[0] + 1, jnp.floor(s[1]) + 1.5), (0, c - 4.0)
+        )  # u: 0 -> 1.5 -> 2.5 -> 3.5
+        return c + y.sum() + z.sum() + w + inner(x).sum() + u
+
+    x = jnp.array([0.0, 2.0, -1.0, 2.0])
+    sites = {(s.primitive, s.activation): s for s in jr.find_kinks(f, x)}
+    assert sites[("max", "relu")].size == 4  # scan body: 4 iterations
+    assert sites[("max", "relu")].ties == 1
+    assert sites[("cond", None)].kind == "jump"
+    assert sites[("sort", None)].ties == 1  # the taken branch: two equal values
+    assert sites[("reduce_max", None)].ties == 1  # two maxima
+    assert sites[("abs", None)].ties == 1
+    assert sites[("floor", None)].kind == "jump"
+    assert (sites[("floor", None)].size, sites[("floor", None)].ties) == (3, 1)
+    assert sites[("while", None)].size == 4  # the loop test, 3 times true and once false
+    relus = [s for s in jr.find_kinks(f, x) if s.activation == "relu"]
+    assert len(relus) == 2  # jaxrelu in the scan and jax.nn under vmap
+
+
+def test_select_kinks_and_jumps_and_unknown_primitives():
+    x = jnp.array([0.0, 1.0, -2.0])
+    (s,) = jr.find_kinks(lambda v: jnp.where(v > 0, v, 0.0).sum(), x)
+    assert (s.primitive, s.kind, s.ties) == ("select_n", "kink", 1)
+    (s,) = jr.find_kinks(lambda v: jnp.where(v > 0, 1.0, 0.0).sum(), x)
+    assert s.kind == "jump"
+    (s,) = jr.find_kinks(lambda v: lax.cummax(v).sum(), x)
+    assert s.kind == "unknown" and "cummax" in str(s)
+    (s,) = jr.find_kinks(lambda v: (v > 1.0).astype(v.dtype).sum(), x)
+    assert s.kind == "jump" and s.min_margin == 0.0
+
+
+def test_max_pooling_ties_and_margin():
+    img = jnp.array([[1.0, 1.0, 0.0, 3.0], [0.0, 0.5, 2.0, 2.5]]).reshape(1, 2, 4, 1)
+    f = lambda v: lax.reduce_window(v, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID").sum()
+    (s,) = jr.find_kinks(f, img)
+    assert s.primitive == "reduce_window_max"
+    assert s.ties == 1  # the first window has two 1.0s
+    assert s.min_margin == 0.0
+    (s,) = jr.find_kinks(f, img.at[0, 0, 1, 0].set(0.75))
+    assert s.ties == 0 and s.min_margin == pytest.approx(0.25)
+
+
+def test_smooth_program_has_no_sites():
+    f = lambda x: jnp.sum(jnp.tanh(x) @ jnp.ones((3, 2)))
+    assert jr.find_kinks(f, jnp.ones(3)) == []
+    assert jr.kink_radius(f, jnp.ones(3), jnp.ones(3)) == math.inf
+    assert jr.summary([]) == "no nonsmooth sites"
+
+
+def test_kink_radius_simple_cases():
+    f = lambda x: jr.relu(x - 1.0)
+    assert jr.kink_radius(f, jnp.array(0.25), jnp.array(2.0)) == pytest.approx(0.375)
+    assert jr.kink_radius(f, jnp.array(1.0), jnp.array(1.0)) == math.inf  # on the kink
+    assert jr.kink_radius(jnp.floor, jnp.array(0.25), jnp.array(-1.0)) == pytest.approx(0.25)
+    assert jr.kink_radius(jnp.floor, jnp.array(1.0), jnp.array(1.0)) == pytest.approx(1.0)
+    g = lambda x: jnp.sort(x).sum()
+    assert jr.kink_radius(g, jnp.array([0.0, 1.0]), jnp.array([1.0, -1.0])) == pytest.approx(0.5)
+
+
+def _first_pattern_change(ps, x, d, t_max, n=4000):
+    pattern = lambda t: np.concatenate([np.asarray(z > 0) for z in _forward(ps, x + t * d)[1]])
+    p0 = pattern(0.0)
+    ts = np.linspace(0.0, t_max, n + 1)[1:]
+    prev = 0.0
+    for t in ts:
+        if not np.array_equal(pattern(t), p0):
+            lo, hi = prev, t
+            for _ in range(60):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if np.array_equal(pattern(mid), p0) else (lo, mid)
+            return hi
+        prev = t
+    return math.inf
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kink_radius_equals_brute_force_on_random_relu_networks(seed):
+    ps = _mlp(seed)
+    x = jax.random.normal(jax.random.PRNGKey(100 + seed), (4,), jnp.float64)
+    d = jax.random.normal(jax.random.PRNGKey(200 + seed), (4,), jnp.float64)
+    f = lambda v: _forward(ps, v)[0]
+    t = jr.kink_radius(f, x, d)
+    brute = _first_pattern_change(ps, x, d, 2 * t)
+    assert t == pytest.approx(brute, rel=1e-9)
+    rep = jr.check_linearization(f, x, d, rtol=1e-12)
+    if rep.verdict == "linear":
+        assert t / 2 <= rep.radius <= 2 * t
+        assert rep.kink_radius == pytest.approx(t)
+
+
+def test_audit_matches_jax_grad():
+    audit = jr.audit_conventions()
+    rows = {(r.expression, r.at): r for r in audit}
+    assert rows[("jax.nn.relu(x)", 0.0)].ad == float(jax.grad(jax.nn.relu)(0.0))
+    assert rows[("jnp.maximum(x, 0)", 0.0)].ad == float(
+        jax.grad(lambda x: jnp.maximum(x, 0.0))(0.0)
+    )
+    assert rows[("jnp.abs(x)", 0.0)].ad == float(jax.grad(jnp.abs)(0.0))
+    assert rows[("jnp.clip(x, 0, None)", 0.0)].ad == float(
+        jax.grad(lambda x: jnp.clip(x, 0.0))(0.0)
+    )
+    diff = rows[("relu(x) - relu(-x)  (= x)", 0.0)]
+    assert (diff.left, diff.right) == (1.0, 1.0) and not diff.in_clarke
+    assert rows[("jaxrelu.relu(x, 1.0)", 0.0)].ad == 1.0
+    assert all(r.in_clarke for r in audit if "relu(-x)" not in r.expression)
+    text = str(audit)
+    assert "jax.nn.relu(x)" in text and "NO" in text
+    assert audit.to_dicts()[0]["expression"] == "jax.nn.relu(x)"
+
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(TypeError, match="callable"):
+        jr.find_kinks(1.0, jnp.ones(2))
+    with pytest.raises(TypeError, match="floating-point"):
+        jr.find_kinks(lambda v: v, jnp.ones(2, jnp.int32))
+    with pytest.raises(TypeError, match="`x0`"):
+        jr.kink_radius(jr.relu, jnp.array([1, 2]), jnp.ones(2))
+    with pytest.raises(ValueError, match="`direction`.*shape"):
+        jr.kink_radius(jr.relu, jnp.ones(2), jnp.ones(3))
+    with pytest.raises(ValueError, match="`direction` is zero"):
+        jr.kink_radius(jr.relu, jnp.ones(2), jnp.zeros(2))
+
+
+def test_analysis_is_compiled_once_per_shape():
+    from jaxrelu import kinks
+
+    f = lambda v: jr.relu(v).sum()
+    jr.find_kinks(f, jnp.ones(3))
+    n = len(kinks._CACHE)
+    jr.find_kinks(f, jnp.zeros(3))
+    jr.find_kinks(f, -jnp.ones(3))
+    assert len(kinks._CACHE) == n
