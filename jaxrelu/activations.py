@@ -329,10 +329,12 @@ def relu(x: ArrayLike, kink_grad: ArrayLike = 0.0) -> jax.Array:
 
     Example:
         >>> import jax, jax.numpy as jnp, jaxrelu
-        >>> jaxrelu.relu(jnp.array([-1.0, 0.0, 2.0]))
-        Array([0., 0., 2.], dtype=float32)
-        >>> jax.grad(jaxrelu.relu)(0.0), jax.grad(lambda x: jaxrelu.relu(x, 1.0))(0.0)
-        (Array(0., dtype=float32, weak_type=True), Array(1., dtype=float32, weak_type=True))
+        >>> jaxrelu.relu(jnp.array([-1.0, 0.0, 2.0])).tolist()
+        [0.0, 0.0, 2.0]
+        >>> float(jax.grad(jaxrelu.relu)(0.0)), float(jax.grad(jaxrelu.relu)(0.0, 1.0))
+        (0.0, 1.0)
+        >>> jax.vmap(jax.grad(jaxrelu.relu), in_axes=(None, 0))(0.0, jnp.array([0.0, 0.5])).tolist()
+        [0.0, 0.5]
     """
     x = _as_input(x)
     return _relu(x, _as_kink(kink_grad, "kink_grad", jnp.shape(x)))
