@@ -207,9 +207,14 @@ def load_idx_dir(directory: str | os.PathLike, num_classes: int | None = None) -
     for k in ("y_train", "y_test"):
         if arrays[k].ndim != 1:
             raise ValueError(f"{directory}: {k} must be a vector of labels, got {arrays[k].shape}")
-    return _validated(os.path.basename(os.path.normpath(directory)) or directory,
-                      arrays["x_train"], arrays["y_train"].astype(np.int64),
-                      arrays["x_test"], arrays["y_test"].astype(np.int64), num_classes)  # fmt: skip
+    return _validated(
+        os.path.basename(os.path.normpath(directory)) or directory,
+        arrays["x_train"],
+        arrays["y_train"].astype(np.int64),
+        arrays["x_test"],
+        arrays["y_test"].astype(np.int64),
+        num_classes,
+    )
 
 
 def load_npz(path: str | os.PathLike, num_classes: int | None = None) -> Dataset:
@@ -237,8 +242,9 @@ def load_npz(path: str | os.PathLike, num_classes: int | None = None) -> Dataset
             a[k] = a[k].astype(np.float32) / 255.0
         if a[k].ndim == 3:
             a[k] = a[k][..., None]
-    return _validated(os.path.basename(path), a["x_train"], a["y_train"], a["x_test"],
-                      a["y_test"], num_classes)  # fmt: skip
+    return _validated(
+        os.path.basename(path), a["x_train"], a["y_train"], a["x_test"], a["y_test"], num_classes
+    )
 
 
 def synthetic(
@@ -260,8 +266,9 @@ def synthetic(
     w2 = rng.normal(size=(64, num_classes)) / 8.0
     x = rng.uniform(size=(n_train + n_test, dim)).astype(np.float32)
     y = np.argmax(np.maximum(x @ w1 + b1 - 0.5, 0) @ w2, axis=1)
-    return _validated(f"synthetic-{dim}d", x[:n_train], y[:n_train], x[n_train:], y[n_train:],
-                      num_classes)  # fmt: skip
+    return _validated(
+        f"synthetic-{dim}d", x[:n_train], y[:n_train], x[n_train:], y[n_train:], num_classes
+    )
 
 
 def load_data(spec: Any = "digits") -> Dataset:

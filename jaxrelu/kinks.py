@@ -54,34 +54,145 @@ _JUMP_PRIMS = {"sign", "floor", "ceil", "round", "argmax", "argmin", "rem"}
 _COMPARISONS = {"gt", "ge", "lt", "le", "eq", "ne"}
 _SMOOTH_PRIMS = {
     # arithmetic and elementary functions (smooth on their domain)
-    "add", "add_any", "sub", "mul", "div", "neg", "exp", "exp2", "log", "log1p", "expm1",
-    "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh", "tanh", "asinh",
-    "acosh", "atanh", "logistic", "sqrt", "rsqrt", "cbrt", "pow", "integer_pow", "square",
-    "erf", "erfc", "erf_inv", "lgamma", "digamma", "polygamma", "igamma", "igammac",
-    "bessel_i0e", "bessel_i1e", "real", "imag", "conj", "complex", "reduce_precision",
+    "add",
+    "add_any",
+    "sub",
+    "mul",
+    "div",
+    "neg",
+    "exp",
+    "exp2",
+    "log",
+    "log1p",
+    "expm1",
+    "sin",
+    "cos",
+    "tan",
+    "asin",
+    "acos",
+    "atan",
+    "atan2",
+    "sinh",
+    "cosh",
+    "tanh",
+    "asinh",
+    "acosh",
+    "atanh",
+    "logistic",
+    "sqrt",
+    "rsqrt",
+    "cbrt",
+    "pow",
+    "integer_pow",
+    "square",
+    "erf",
+    "erfc",
+    "erf_inv",
+    "lgamma",
+    "digamma",
+    "polygamma",
+    "igamma",
+    "igammac",
+    "bessel_i0e",
+    "bessel_i1e",
+    "real",
+    "imag",
+    "conj",
+    "complex",
+    "reduce_precision",
     # linear algebra, reductions, data movement
-    "dot_general", "conv_general_dilated", "reduce_sum", "reduce_prod", "cumsum", "cumprod",
-    "cumlogsumexp", "reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims",
-    "concatenate", "pad", "slice", "dynamic_slice", "dynamic_update_slice", "gather",
-    "scatter", "scatter-add", "scatter_add", "rev", "copy", "copy_p", "iota", "split",
-    "convert_element_type", "bitcast_convert_type", "select_n", "device_put",
-    "sharding_constraint", "reshard", "mesh_cast", "optimization_barrier", "cholesky",
-    "triangular_solve", "lu", "qr", "eigh", "svd", "fft", "stop_gradient",
+    "dot_general",
+    "conv_general_dilated",
+    "reduce_sum",
+    "reduce_prod",
+    "cumsum",
+    "cumprod",
+    "cumlogsumexp",
+    "reshape",
+    "broadcast_in_dim",
+    "transpose",
+    "squeeze",
+    "expand_dims",
+    "concatenate",
+    "pad",
+    "slice",
+    "dynamic_slice",
+    "dynamic_update_slice",
+    "gather",
+    "scatter",
+    "scatter-add",
+    "scatter_add",
+    "rev",
+    "copy",
+    "copy_p",
+    "iota",
+    "split",
+    "convert_element_type",
+    "bitcast_convert_type",
+    "select_n",
+    "device_put",
+    "sharding_constraint",
+    "reshard",
+    "mesh_cast",
+    "optimization_barrier",
+    "cholesky",
+    "triangular_solve",
+    "lu",
+    "qr",
+    "eigh",
+    "svd",
+    "fft",
+    "stop_gradient",
     # integer / boolean / random machinery (no float dependence)
-    "and", "or", "not", "xor", "shift_left", "shift_right_logical", "shift_right_arithmetic",
-    "population_count", "clz", "random_bits", "random_seed", "random_wrap", "random_unwrap",
-    "random_fold_in", "random_split", "threefry2x32", "is_finite", "nextafter", "axis_index",
-    "debug_callback", "pure_callback", "name",
-}  # fmt: skip
+    "and",
+    "or",
+    "not",
+    "xor",
+    "shift_left",
+    "shift_right_logical",
+    "shift_right_arithmetic",
+    "population_count",
+    "clz",
+    "random_bits",
+    "random_seed",
+    "random_wrap",
+    "random_unwrap",
+    "random_fold_in",
+    "random_split",
+    "threefry2x32",
+    "is_finite",
+    "nextafter",
+    "axis_index",
+    "debug_callback",
+    "pure_callback",
+    "name",
+}
 _CALL_PRIMS = {"pjit", "jit", "closed_call", "core_call", "remat", "remat2", "checkpoint"}
 _CUSTOM_PRIMS = {"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr"}
 
 _JAXRELU_PREFIX = "jaxrelu_"
 _NN_ACTIVATIONS = {
-    "relu", "relu6", "hard_tanh", "leaky_relu", "elu", "celu", "selu", "gelu", "silu",
-    "swish", "hard_sigmoid", "hard_silu", "hard_swish", "sparse_plus", "sparse_sigmoid",
-    "squareplus", "soft_sign", "log_sigmoid", "glu", "mish",
-}  # fmt: skip
+    "relu",
+    "relu6",
+    "hard_tanh",
+    "leaky_relu",
+    "elu",
+    "celu",
+    "selu",
+    "gelu",
+    "silu",
+    "swish",
+    "hard_sigmoid",
+    "hard_silu",
+    "hard_swish",
+    "sparse_plus",
+    "sparse_sigmoid",
+    "squareplus",
+    "soft_sign",
+    "log_sigmoid",
+    "glu",
+    "mish",
+}
 
 _JAXRELU_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -219,8 +330,13 @@ def _empty_stats(wide):
 
 def _combine(a, b):
     """Accumulates two evaluations of one site (loop iterations)."""
-    return (a[0] + b[0], a[1] + b[1], jnp.minimum(a[2], b[2]), jnp.minimum(a[3], b[3]),
-            jnp.maximum(a[4], b[4]))  # fmt: skip
+    return (
+        a[0] + b[0],
+        a[1] + b[1],
+        jnp.minimum(a[2], b[2]),
+        jnp.minimum(a[3], b[3]),
+        jnp.maximum(a[4], b[4]),
+    )
 
 
 def _reduce_stacked(s):
@@ -318,8 +434,9 @@ class _Interpreter:
 
     # -- environment -------------------------------------------------------------
 
-    def run(self, jaxpr: Jaxpr, consts, primals, tangents, ctx: _Ctx, cmp_in=None,
-            loop_predicate=None):  # fmt: skip
+    def run(
+        self, jaxpr: Jaxpr, consts, primals, tangents, ctx: _Ctx, cmp_in=None, loop_predicate=None
+    ):
         """Evaluates ``jaxpr``; returns output primals, tangents and, for boolean outputs
         that come from a float comparison, its (margin, rate)."""
         env: dict[Any, tuple[Any, Any]] = {}
@@ -414,10 +531,21 @@ class _Interpreter:
                 cmp[eqn.outvars[0]] = (m, dm)
             return outs
         if name in ("not", "and", "or") or (
-            name in ("convert_element_type", "broadcast_in_dim", "reshape", "squeeze",
-                     "transpose", "expand_dims", "slice", "rev", "copy", "copy_p")
+            name
+            in (
+                "convert_element_type",
+                "broadcast_in_dim",
+                "reshape",
+                "squeeze",
+                "transpose",
+                "expand_dims",
+                "slice",
+                "rev",
+                "copy",
+                "copy_p",
+            )
             and len(eqn.invars) == 1
-        ):  # fmt: skip
+        ):
             self.propagate_cmp(eqn, ins, outs, cmp, ctx)
             return outs
         if name == "select_n":
@@ -517,15 +645,26 @@ class _Interpreter:
         if name == "clamp":
             (lo, dlo), (x, dx), (hi, dhi) = ins
             s1 = _signed_stats(
-                jnp.broadcast_to(jnp.asarray(x).astype(wide) - jnp.asarray(lo).astype(wide),
-                                 jnp.shape(x)),
-                self.diff(dx, dlo, x), wide)  # fmt: skip
+                jnp.broadcast_to(
+                    jnp.asarray(x).astype(wide) - jnp.asarray(lo).astype(wide), jnp.shape(x)
+                ),
+                self.diff(dx, dlo, x),
+                wide,
+            )
             s2 = _signed_stats(
-                jnp.broadcast_to(jnp.asarray(x).astype(wide) - jnp.asarray(hi).astype(wide),
-                                 jnp.shape(x)),
-                self.diff(dx, dhi, x), wide)  # fmt: skip
-            return (s1[0], s1[1] + s2[1], jnp.minimum(s1[2], s2[2]),
-                    jnp.minimum(s1[3], s2[3]), s1[4])  # fmt: skip
+                jnp.broadcast_to(
+                    jnp.asarray(x).astype(wide) - jnp.asarray(hi).astype(wide), jnp.shape(x)
+                ),
+                self.diff(dx, dhi, x),
+                wide,
+            )
+            return (
+                s1[0],
+                s1[1] + s2[1],
+                jnp.minimum(s1[2], s2[2]),
+                jnp.minimum(s1[3], s2[3]),
+                s1[4],
+            )
         if name in ("floor", "ceil"):
             return _periodic_stats(ins[0][0], ins[0][1], wide, 0.0)
         if name == "round":
@@ -644,8 +783,9 @@ class _Interpreter:
         def step(c, x):
             child = ctx.child(eqn=eqn)
             args = list(consts) + list(c) + list(x)
-            op, ot, _ = self.run(body.jaxpr, body.consts, [a for a, _ in args],
-                                 [b for _, b in args], child)  # fmt: skip
+            op, ot, _ = self.run(
+                body.jaxpr, body.consts, [a for a, _ in args], [b for _, b in args], child
+            )
             holder["ctx"] = child
             outs = list(zip(op, ot))
             return self.inst(outs[:nk]), (tuple(outs[nk:]), tuple(child.stats))
@@ -671,16 +811,23 @@ class _Interpreter:
         def cond_eval(carry):
             child = ctx.child(eqn=eqn)
             args = list(cconsts) + list(carry)
-            op, _, _ = self.run(cj.jaxpr, cj.consts, [a for a, _ in args],
-                                [b for _, b in args], child, loop_predicate=eqn)  # fmt: skip
+            op, _, _ = self.run(
+                cj.jaxpr,
+                cj.consts,
+                [a for a, _ in args],
+                [b for _, b in args],
+                child,
+                loop_predicate=eqn,
+            )
             return op[0], child
 
         def body_eval(carry):
             pred_ctx = cond_eval(carry)[1]
             child = ctx.child(eqn=eqn)
             args = list(bconsts) + list(carry)
-            op, ot, _ = self.run(bj.jaxpr, bj.consts, [a for a, _ in args],
-                                 [b for _, b in args], child)  # fmt: skip
+            op, ot, _ = self.run(
+                bj.jaxpr, bj.consts, [a for a, _ in args], [b for _, b in args], child
+            )
             return self.inst(zip(op, ot)), pred_ctx, child
 
         init = self.inst(init)
@@ -717,8 +864,9 @@ class _Interpreter:
             def run_branch(operands):
                 child = ctx.child(eqn=eqn)
                 br = branches[b]
-                op, ot, _ = self.run(br.jaxpr, br.consts, [a for a, _ in operands],
-                                     [t for _, t in operands], child)  # fmt: skip
+                op, ot, _ = self.run(
+                    br.jaxpr, br.consts, [a for a, _ in operands], [t for _, t in operands], child
+                )
                 return self.inst(zip(op, ot)), child
 
             return run_branch
@@ -868,10 +1016,11 @@ def _random_like(args):
     leaves, treedef = jax.tree.flatten(args)
     keys = jax.random.split(jax.random.PRNGKey(0), max(len(leaves), 1))
     out = [
-        jax.random.normal(k, jnp.shape(v), jnp.float32).astype(v.dtype) if _is_float(v)
+        jax.random.normal(k, jnp.shape(v), jnp.float32).astype(v.dtype)
+        if _is_float(v)
         else jnp.zeros(jnp.shape(v), jnp.float32)
         for k, v in zip(keys, leaves)
-    ]  # fmt: skip
+    ]
     return jax.tree.unflatten(treedef, out)
 
 
@@ -938,8 +1087,9 @@ def _nearest_sites_and_radius(f, x0, d, n=3):
     """For the checker: the ``n`` sites nearest to ``x0`` (by margin) and the radius."""
     sites = _run_analysis(f, (x0,), (d,), True)
     known = [dataclasses.replace(s, radius=r) for s, r in sites if s.kind != "unknown"]
-    known.sort(key=lambda s: (-(s.ties > 0), s.min_margin if not math.isnan(s.min_margin)
-                              else math.inf))  # fmt: skip
+    known.sort(
+        key=lambda s: (-(s.ties > 0), s.min_margin if not math.isnan(s.min_margin) else math.inf)
+    )
     radius = min((r for _, r in sites), default=math.inf)
     return known[:n], radius
 
@@ -978,10 +1128,16 @@ class ConventionAudit(tuple):
     def __str__(self) -> str:
         head = ("expression", "at", "AD derivative", "left slope", "right slope", "in Clarke")
         rows = [
-            (r.expression, f"{r.at:g}", f"{r.ad:g}", f"{r.left:g}", f"{r.right:g}",
-             "yes" if r.in_clarke else "NO")
+            (
+                r.expression,
+                f"{r.at:g}",
+                f"{r.ad:g}",
+                f"{r.left:g}",
+                f"{r.right:g}",
+                "yes" if r.in_clarke else "NO",
+            )
             for r in self
-        ]  # fmt: skip
+        ]
         w = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head))]
         line = lambda r: "  ".join(c.ljust(w[i]) for i, c in enumerate(r))
         return "\n".join([line(head), "  ".join("-" * k for k in w), *map(line, rows)])

@@ -102,11 +102,15 @@ def _dense(key, fan_in, fan_out, init_name, dtype):
     kw, kb = jax.random.split(key)
     if init_name == "torch":
         bound = 1.0 / math.sqrt(fan_in)
-        return {"w": _uniform(kw, (fan_in, fan_out), bound, dtype),
-                "b": _uniform(kb, (fan_out,), bound, dtype)}  # fmt: skip
+        return {
+            "w": _uniform(kw, (fan_in, fan_out), bound, dtype),
+            "b": _uniform(kb, (fan_out,), bound, dtype),
+        }
     std = math.sqrt(2.0 / fan_in)
-    return {"w": (jax.random.normal(kw, (fan_in, fan_out), jnp.float32) * std).astype(dtype),
-            "b": jnp.zeros((fan_out,), dtype)}  # fmt: skip
+    return {
+        "w": (jax.random.normal(kw, (fan_in, fan_out), jnp.float32) * std).astype(dtype),
+        "b": jnp.zeros((fan_out,), dtype),
+    }
 
 
 def _conv(key, c_in, c_out, init_name, bias, dtype):

@@ -97,8 +97,12 @@ def test_idx_directory_mismatches(tmp_path):
 
 def test_npz_and_label_range(tmp_path):
     rng = np.random.default_rng(1)
-    ok = dict(x_train=rng.uniform(size=(10, 5)), y_train=np.arange(10) % 3,
-              x_test=rng.uniform(size=(4, 5)), y_test=np.arange(4) % 3)  # fmt: skip
+    ok = dict(
+        x_train=rng.uniform(size=(10, 5)),
+        y_train=np.arange(10) % 3,
+        x_test=rng.uniform(size=(4, 5)),
+        y_test=np.arange(4) % 3,
+    )
     np.savez(tmp_path / "ok.npz", **ok)
     ds = data.load_data(str(tmp_path / "ok.npz"))
     assert ds.num_classes == 3 and ds.image_shape == (5,)

@@ -76,9 +76,12 @@ def test_zero_hits_and_bifurcation_equal_brute_force(digits):
     den = sum(float(jnp.sum(a**2)) for a in jax.tree.leaves(g0))
     assert float(out["bifurcation_rel_l2"][0]) == pytest.approx(np.sqrt(num / den), rel=1e-6)
     # with no zero hits, no bifurcation is reported (and none exists)
-    _, out = jax.jit(T._step, static_argnums=0)(st, kinks, _carry_and_static(cfg, digits)[1],
-                                                (jnp.asarray(digits.x_train[8:16], jnp.float64),
-                                                 jnp.asarray(digits.y_train[8:16])))  # fmt: skip
+    _, out = jax.jit(T._step, static_argnums=0)(
+        st,
+        kinks,
+        _carry_and_static(cfg, digits)[1],
+        (jnp.asarray(digits.x_train[8:16], jnp.float64), jnp.asarray(digits.y_train[8:16])),
+    )
     assert int(out["zero_hits"].sum()) == 0 and not bool(out["bifurcation"].any())
 
 
@@ -89,15 +92,21 @@ def test_float64_lockstep_identical_unless_a_tie(digits):
     assert np.all(h.weight_l1 == 0)
     for a, b in zip(jax.tree.leaves(h.params), jax.tree.leaves(h.params)):
         np.testing.assert_array_equal(a[0], b[1])
-    tie = T.train(T.TrainConfig(width=32, epochs=1, dtype="float64", kink_grads=(0.0, 1.0),
-                                init="he"), _with_zero_images(digits), progress=False)  # fmt: skip
+    tie = T.train(
+        T.TrainConfig(width=32, epochs=1, dtype="float64", kink_grads=(0.0, 1.0), init="he"),
+        _with_zero_images(digits),
+        progress=False,
+    )
     assert tie.zero_hits.sum() > 0 and tie.bifurcation.any()
     assert tie.weight_l1[-1, 1] > 0 and tie.weight_l1[-1, 0] == 0
 
 
 def test_float16_reports_zero_hits_and_float32_learns(digits):
-    h16 = T.train(T.TrainConfig(width=64, epochs=2, dtype="float16", kink_grads=(0.0, 1.0)), digits,
-                  progress=False)  # fmt: skip
+    h16 = T.train(
+        T.TrainConfig(width=64, epochs=2, dtype="float16", kink_grads=(0.0, 1.0)),
+        digits,
+        progress=False,
+    )
     assert h16.zero_hits.sum() > 0 and h16.bifurcation.any()
     assert h16.status == ("ok", "ok")
     h32 = T.train(T.TrainConfig(width=128, epochs=8), digits, progress=False)
@@ -114,8 +123,19 @@ def test_mixed_precision_learns(digits, dtype):
 
 def test_cnn_adam_batchnorm_and_schedule(digits):
     sched = optax.cosine_decay_schedule(3e-3, 30)
-    h = T.train(T.TrainConfig(model="cnn", channels=(8, 8), batchnorm=True, optimizer="adam",
-                              learning_rate=sched, epochs=2, batch_size=64), digits, progress=False)  # fmt: skip
+    h = T.train(
+        T.TrainConfig(
+            model="cnn",
+            channels=(8, 8),
+            batchnorm=True,
+            optimizer="adam",
+            learning_rate=sched,
+            epochs=2,
+            batch_size=64,
+        ),
+        digits,
+        progress=False,
+    )
     assert h.zero_hits.shape[2] == 2 and h.final_accuracy[0] > 0.3  # chance is 0.1
     assert h.epoch_loss[1, 0] < h.epoch_loss[0, 0]
     assert h.activations_per_step == 64 * (8 * 8 * 8 + 4 * 4 * 8)
@@ -197,8 +217,9 @@ def test_multi_device_equals_single_device(tmp_path):
     path.write_text(script)
     res = tmp_path / "res.npz"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.run([sys.executable, str(path), str(res)], capture_output=True, text=True,
-                          env=env, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(path), str(res)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = np.load(res)
     np.testing.assert_allclose(r["4"], r["1"], rtol=1e-9, atol=1e-12)
