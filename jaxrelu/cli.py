@@ -93,21 +93,30 @@ def _build() -> _Parser:
 
     def common(sp, data=True):
         if data:
-            sp.add_argument("--data", default="digits",
-                            help="'digits' (built in), 'synthetic', an MNIST IDX directory or .npz")  # fmt: skip
+            sp.add_argument(
+                "--data",
+                default="digits",
+                help="'digits' (built in), 'synthetic', an MNIST IDX directory or .npz",
+            )
         sp.add_argument("--json", metavar="PATH", help="write the results as JSON")
         sp.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    r = sub.add_parser("reproduce", help="run the paper-mirroring set, write report.md + plots",
-                       description="Reproduce Bertoin et al. (NeurIPS 2021) on built-in data. "
-                       "Resumable: finished configurations in --out are skipped.")  # fmt: skip
+    r = sub.add_parser(
+        "reproduce",
+        help="run the paper-mirroring set, write report.md + plots",
+        description="Reproduce Bertoin et al. (NeurIPS 2021) on built-in data. "
+        "Resumable: finished configurations in --out are skipped.",
+    )
     r.add_argument("--quick", action="store_true", help="a small version (about a minute)")
     r.add_argument("--out", default="jaxrelu-results", help="output directory")
     r.add_argument("--data", default="digits", help="'digits' or an MNIST-format path")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    v = sub.add_parser("volume", help="probability of the bifurcation zone",
-                       description="The paper's section 3 protocol over a sweep of settings.")  # fmt: skip
+    v = sub.add_parser(
+        "volume",
+        help="probability of the bifurcation zone",
+        description="The paper's section 3 protocol over a sweep of settings.",
+    )
     v.add_argument("--dtypes", nargs="+", type=_dtype, default=["float16", "float32", "float64"])
     v.add_argument("--widths", nargs="+", type=_positive, default=[256])
     v.add_argument("--depths", nargs="+", type=_positive, default=[3])
@@ -116,8 +125,11 @@ def _build() -> _Parser:
     v.add_argument("--seed", type=_nonneg_int, default=0)
     common(v)
 
-    t = sub.add_parser("train", help="train with several ReLU'(0) values side by side",
-                       description="Section 4: accuracy by ReLU'(0), precision, batch norm, optimizer.")  # fmt: skip
+    t = sub.add_parser(
+        "train",
+        help="train with several ReLU'(0) values side by side",
+        description="Section 4: accuracy by ReLU'(0), precision, batch norm, optimizer.",
+    )
     t.add_argument("--kink-grads", nargs="+", type=_float, default=[0.0, 1.0])
     t.add_argument("--dtypes", nargs="+", type=_dtype, default=["float32"])
     t.add_argument("--optimizers", nargs="+", choices=["sgd", "adam"], default=["sgd"])
@@ -131,8 +143,11 @@ def _build() -> _Parser:
     t.add_argument("--lr", type=_positive_float, default=None, help="default: 0.1 SGD, 1e-3 Adam")
     common(t)
 
-    d = sub.add_parser("divergence", help="L1 distance between lockstep ReLU'(0)=0 and 1 runs",
-                       description="The introductory experiment: plain SGD from one initialisation.")  # fmt: skip
+    d = sub.add_parser(
+        "divergence",
+        help="L1 distance between lockstep ReLU'(0)=0 and 1 runs",
+        description="The introductory experiment: plain SGD from one initialisation.",
+    )
     d.add_argument("--dtypes", nargs="+", type=_dtype, default=["float16", "float32", "float64"])
     d.add_argument("--steps", type=_positive, default=100)
     d.add_argument("--width", type=_positive, default=256)
@@ -142,9 +157,12 @@ def _build() -> _Parser:
     d.add_argument("--lr", type=_positive_float, default=0.1)
     common(d)
 
-    a = sub.add_parser("audit", help="what JAX's AD returns at kinks (live, on this JAX)",
-                       description="For common nonsmooth expressions: the derivative JAX returns at each "
-                       "kink, the one-sided slopes, and whether it is in the Clarke interval.")  # fmt: skip
+    a = sub.add_parser(
+        "audit",
+        help="what JAX's AD returns at kinks (live, on this JAX)",
+        description="For common nonsmooth expressions: the derivative JAX returns at each "
+        "kink, the one-sided slopes, and whether it is in the Clarke interval.",
+    )
     a.add_argument("--json", metavar="PATH", help="write the rows as JSON")
     return p
 
@@ -212,15 +230,33 @@ def _cmd_volume(args) -> int:
     ds = _load(args.data)
     too_big = [b for b in args.batch_sizes if b > len(ds.y_train)]
     if too_big:
-        raise _UsageError(f"jaxrelu volume: error: --batch-sizes {too_big[0]} is larger than the "
-                          f"training set ({len(ds.y_train)})")  # fmt: skip
-    jobs = [(dt, w, d, b) for dt in args.dtypes for w in args.widths for d in args.depths
-            for b in args.batch_sizes]  # fmt: skip
+        raise _UsageError(
+            f"jaxrelu volume: error: --batch-sizes {too_big[0]} is larger than the "
+            f"training set ({len(ds.y_train)})"
+        )
+    jobs = [
+        (dt, w, d, b)
+        for dt in args.dtypes
+        for w in args.widths
+        for d in args.depths
+        for b in args.batch_sizes
+    ]
     rows = []
     for dt, w, d, b in _iter(jobs, "volume", not args.no_progress):
         rows.append(study.volume(dt, w, d, b, args.inits, args.seed, ds))
-    cols = ["dtype", "width", "depth", "batch_size", "inits", "in_zone", "probability", "ci",
-            "minibatch_rate", "relative_l2", "seconds"]  # fmt: skip
+    cols = [
+        "dtype",
+        "width",
+        "depth",
+        "batch_size",
+        "inits",
+        "in_zone",
+        "probability",
+        "ci",
+        "minibatch_rate",
+        "relative_l2",
+        "seconds",
+    ]
     print(_table(rows, cols))
     _write_json(args.json, ds.name, {"command": "volume", **_conf(args)}, rows)
     return 0
@@ -232,21 +268,48 @@ def _cmd_train(args) -> int:
     _check_json_path(args.json)
     ds = _load(args.data)
     if args.batch_size > len(ds.y_train):
-        raise _UsageError(f"jaxrelu train: error: --batch-size {args.batch_size} is larger than the "
-                          f"training set ({len(ds.y_train)})")  # fmt: skip
+        raise _UsageError(
+            f"jaxrelu train: error: --batch-size {args.batch_size} is larger than the "
+            f"training set ({len(ds.y_train)})"
+        )
     rows = []
-    jobs = [(dt, opt, bn, s) for dt in args.dtypes for opt in args.optimizers for bn in args.batchnorm
-            for s in args.seeds]  # fmt: skip
+    jobs = [
+        (dt, opt, bn, s)
+        for dt in args.dtypes
+        for opt in args.optimizers
+        for bn in args.batchnorm
+        for s in args.seeds
+    ]
     for dt, opt, bn, seed in jobs:
         extra: dict[str, Any] = {"batch_size": args.batch_size}
         if args.model == "mlp":
             extra.update(width=args.width, depth=args.depth)
         if args.lr is not None:
             extra["learning_rate"] = args.lr
-        rows += study.train_comparison(tuple(args.kink_grads), dt, opt, bn, seed, args.model,
-                                       args.epochs, ds, progress=not args.no_progress, **extra)  # fmt: skip
-    cols = ["model", "kink_grad", "dtype", "optimizer", "batchnorm", "seed", "status", "test_accuracy",
-            "zero_hits", "bifurcation_steps"]  # fmt: skip
+        rows += study.train_comparison(
+            tuple(args.kink_grads),
+            dt,
+            opt,
+            bn,
+            seed,
+            args.model,
+            args.epochs,
+            ds,
+            progress=not args.no_progress,
+            **extra,
+        )
+    cols = [
+        "model",
+        "kink_grad",
+        "dtype",
+        "optimizer",
+        "batchnorm",
+        "seed",
+        "status",
+        "test_accuracy",
+        "zero_hits",
+        "bifurcation_steps",
+    ]
     print(_table(rows, cols))
     _write_json(args.json, ds.name, {"command": "train", **_conf(args)}, rows)
     return 0
@@ -258,12 +321,17 @@ def _cmd_divergence(args) -> int:
     _check_json_path(args.json)
     ds = _load(args.data)
     if args.batch_size > len(ds.y_train):
-        raise _UsageError(f"jaxrelu divergence: error: --batch-size {args.batch_size} is larger than "
-                          f"the training set ({len(ds.y_train)})")  # fmt: skip
+        raise _UsageError(
+            f"jaxrelu divergence: error: --batch-size {args.batch_size} is larger than "
+            f"the training set ({len(ds.y_train)})"
+        )
     rows = []
     for dt in _iter(args.dtypes, "divergence", not args.no_progress):
-        rows.append(study.divergence(dt, args.steps, args.width, args.depth, args.batch_size, args.seed,
-                                     args.lr, ds))  # fmt: skip
+        rows.append(
+            study.divergence(
+                dt, args.steps, args.width, args.depth, args.batch_size, args.seed, args.lr, ds
+            )
+        )
     shown = [dict(r, l1_final=r["l1"][-1]) for r in rows]
     print(_table(shown, ["dtype", "steps", "first_divergence", "l1_final"]))
     _write_json(args.json, ds.name, {"command": "divergence", **_conf(args)}, rows)
@@ -278,13 +346,19 @@ def _cmd_reproduce(args) -> int:
     except ValueError as err:
         raise _UsageError(f"jaxrelu reproduce: error: {err}") from err
     ds = _load(args.data)
-    print(f"jaxrelu reproduce{' --quick' if args.quick else ''}: data {ds.name}, writing to {args.out}",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"jaxrelu reproduce{' --quick' if args.quick else ''}: data {ds.name}, "
+        f"writing to {args.out}",
+        file=sys.stderr,
+    )
     try:
         reproduce(args.out, ds, quick=args.quick, progress=not args.no_progress)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished configurations are saved in {args.out}/runs; rerun the same "
-              "command to resume", file=sys.stderr)  # fmt: skip
+        print(
+            f"\ninterrupted: finished configurations are saved in {args.out}/runs; rerun the same "
+            "command to resume",
+            file=sys.stderr,
+        )
         return 130
     print(f"\nreport: {os.path.join(args.out, 'report.md')}", file=sys.stderr)
     return 0

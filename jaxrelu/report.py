@@ -29,12 +29,27 @@ from .data import Dataset
 # ---------------------------------------------------------------- the paper's numbers
 # Bertoin et al., NeurIPS 2021, MNIST MLP, P(theta in S01) out of 1000 initialisations
 # (see REFERENCE: section 3). Quoted for comparison only; never mixed with ours.
-PAPER_DEPTH = {1: (0.871, 0.054, 0.0), 2: (0.999, 0.258, 0.0), 3: (1.0, 0.463, 0.0),
-               5: (1.0, 0.647, 0.0), 6: (1.0, 0.697, 0.0)}  # fmt: skip
-PAPER_WIDTH = {16: (0.333, 0.021, 0.0), 64: (1.0, 0.163, 0.0), 256: (1.0, 0.478, 0.0),
-               512: (1.0, 0.582, 0.0), 1024: (1.0, 0.873, 0.0)}  # fmt: skip
-PAPER_BATCH = {16: (1.0, 0.439), 64: (1.0, 0.453), 256: (1.0, 0.488), 512: (1.0, 0.351),
-               1024: (1.0, 0.384)}  # fmt: skip
+PAPER_DEPTH = {
+    1: (0.871, 0.054, 0.0),
+    2: (0.999, 0.258, 0.0),
+    3: (1.0, 0.463, 0.0),
+    5: (1.0, 0.647, 0.0),
+    6: (1.0, 0.697, 0.0),
+}
+PAPER_WIDTH = {
+    16: (0.333, 0.021, 0.0),
+    64: (1.0, 0.163, 0.0),
+    256: (1.0, 0.478, 0.0),
+    512: (1.0, 0.582, 0.0),
+    1024: (1.0, 0.873, 0.0),
+}
+PAPER_BATCH = {
+    16: (1.0, 0.439),
+    64: (1.0, 0.453),
+    256: (1.0, 0.488),
+    512: (1.0, 0.351),
+    1024: (1.0, 0.384),
+}
 PAPER_BASE = {"float16": 1.0, "float32": 0.445, "float64": 0.0}  # stored run: batch 100, 200 inits
 
 
@@ -121,8 +136,16 @@ def _volume_jobs(plan: Plan) -> list[dict[str, Any]]:
         key = (dtype, width, depth, batch)
         if key not in seen:
             seen.add(key)
-            jobs.append({"dtype": dtype, "width": width, "depth": depth, "batch_size": batch,
-                         "inits": plan.inits, "seed": 0})  # fmt: skip
+            jobs.append(
+                {
+                    "dtype": dtype,
+                    "width": width,
+                    "depth": depth,
+                    "batch_size": batch,
+                    "inits": plan.inits,
+                    "seed": 0,
+                }
+            )
 
     b = plan.volume_base
     for dt in plan.volume_dtypes:
@@ -144,17 +167,35 @@ def _train_jobs(plan: Plan) -> list[dict[str, Any]]:
         for bn in plan.train_batchnorm:
             for opt in plan.train_optimizers:
                 for seed in plan.seeds:
-                    jobs.append({"model": "mlp", "dtype": dt, "batchnorm": bn, "optimizer": opt,
-                                 "seed": seed, "epochs": plan.epochs,
-                                 "kink_grads": list(plan.train_kinks),
-                                 "width": plan.train_width, "momentum": plan.train_momentum})  # fmt: skip
+                    jobs.append(
+                        {
+                            "model": "mlp",
+                            "dtype": dt,
+                            "batchnorm": bn,
+                            "optimizer": opt,
+                            "seed": seed,
+                            "epochs": plan.epochs,
+                            "kink_grads": list(plan.train_kinks),
+                            "width": plan.train_width,
+                            "momentum": plan.train_momentum,
+                        }
+                    )
     if plan.cnn:
         for dt in plan.cnn_dtypes:
             for bn in (False, True):
                 for seed in plan.seeds[:2]:
-                    jobs.append({"model": "cnn", "dtype": dt, "batchnorm": bn, "optimizer": "sgd",
-                                 "seed": seed, "epochs": plan.epochs, "kink_grads": [0.0, 1.0],
-                                 "init": "he"})  # fmt: skip
+                    jobs.append(
+                        {
+                            "model": "cnn",
+                            "dtype": dt,
+                            "batchnorm": bn,
+                            "optimizer": "sgd",
+                            "seed": seed,
+                            "epochs": plan.epochs,
+                            "kink_grads": [0.0, 1.0],
+                            "init": "he",
+                        }
+                    )
     return jobs
 
 
@@ -328,9 +369,15 @@ def volume_tables(rows: list[dict], plan: Plan, data_name: str) -> list[tuple[st
     b = plan.volume_base
     W, D, B = b["width"], b["depth"], b["batch_size"]
     tables = []
-    head = ["precision", f"P(θ ∈ S01), {data_name} (ours, 95% CI)", "minibatches that differ",
-            "relative L2 of the difference", "minibatches with an exact zero", "seconds",
-            "paper, MNIST (batch 100, 200 inits)"]  # fmt: skip
+    head = [
+        "precision",
+        f"P(θ ∈ S01), {data_name} (ours, 95% CI)",
+        "minibatches that differ",
+        "relative L2 of the difference",
+        "minibatches with an exact zero",
+        "seconds",
+        "paper, MNIST (batch 100, 200 inits)",
+    ]
     body = []
     for dt in plan.volume_dtypes:
         r = by.get((dt, W, D, B))
@@ -338,10 +385,21 @@ def volume_tables(rows: list[dict], plan: Plan, data_name: str) -> list[tuple[st
             continue
         rel = "-" if r["relative_l2"] is None else f"{r['relative_l2']:.2e}"
         paper = PAPER_BASE.get(dt)
-        body.append([dt, _fmt_p(r), f"{r['minibatch_rate']:.3f}", rel, f"{r['zero_hit_rate']:.3f}",
-                     f"{r['seconds']:.2f}", "-" if paper is None else f"{paper:.3f}"])  # fmt: skip
-    title = (f"Volume of the bifurcation zone: MLP width {W}, depth {D}, batch {B}, "
-             f"{plan.inits} initialisations, one pass")  # fmt: skip
+        body.append(
+            [
+                dt,
+                _fmt_p(r),
+                f"{r['minibatch_rate']:.3f}",
+                rel,
+                f"{r['zero_hit_rate']:.3f}",
+                f"{r['seconds']:.2f}",
+                "-" if paper is None else f"{paper:.3f}",
+            ]
+        )
+    title = (
+        f"Volume of the bifurcation zone: MLP width {W}, depth {D}, batch {B}, "
+        f"{plan.inits} initialisations, one pass"
+    )
     tables.append((title, _md_table(head, body)))
     for name, values, key, paper in (
         ("depth", plan.depths, lambda v: (W, v, B), PAPER_DEPTH),
@@ -378,41 +436,73 @@ def train_table(rows: list[dict]) -> str:
         groups.setdefault(
             (r["model"], r["dtype"], r["batchnorm"], r["optimizer"], r["kink_grad"]), []
         ).append(r)
-    head = ["model", "precision", "batch norm", "optimizer", "ReLU'(0)", "test accuracy (mean ± std)",
-            "runs", "diverged", "zero hits (rate)", "bifurcation steps"]  # fmt: skip
+    head = [
+        "model",
+        "precision",
+        "batch norm",
+        "optimizer",
+        "ReLU'(0)",
+        "test accuracy (mean ± std)",
+        "runs",
+        "diverged",
+        "zero hits (rate)",
+        "bifurcation steps",
+    ]
     body = []
     for key in sorted(groups):
         g = groups[key]
         acc = np.array([r["test_accuracy"] for r in g if r["status"] == "ok"])
         mean = f"{acc.mean():.4f} ± {acc.std():.4f}" if len(acc) else "-"
         rate = np.mean([r["zero_hit_rate"] for r in g])
-        body.append([key[0], key[1], "on" if key[2] else "off", key[3], f"{key[4]:g}", mean,
-                     str(len(g)), str(sum(r["status"] != "ok" for r in g)),
-                     f"{sum(r['zero_hits'] for r in g)} ({rate:.1e})",
-                     str(sum(r["bifurcation_steps"] for r in g))])  # fmt: skip
+        body.append(
+            [
+                key[0],
+                key[1],
+                "on" if key[2] else "off",
+                key[3],
+                f"{key[4]:g}",
+                mean,
+                str(len(g)),
+                str(sum(r["status"] != "ok" for r in g)),
+                f"{sum(r['zero_hits'] for r in g)} ({rate:.1e})",
+                str(sum(r["bifurcation_steps"] for r in g)),
+            ]
+        )
     return _md_table(head, body)
 
 
 def divergence_table(rows: list[dict]) -> str:
-    head = ["precision", "steps", "first step with distance > 0", "L1 distance at the end",
-            "steps with an exact zero (ReLU'(0)=0 run)"]  # fmt: skip
+    head = [
+        "precision",
+        "steps",
+        "first step with distance > 0",
+        "L1 distance at the end",
+        "steps with an exact zero (ReLU'(0)=0 run)",
+    ]
     body = []
     for r in rows:
         first = "never" if r["first_divergence"] is None else str(r["first_divergence"])
-        body.append([r["dtype"], str(r["steps"]), first, f"{r['l1'][-1]:.3g}",
-                     str(sum(1 for h in r["zero_hits"] if h > 0))])  # fmt: skip
+        body.append(
+            [
+                r["dtype"],
+                str(r["steps"]),
+                first,
+                f"{r['l1'][-1]:.3g}",
+                str(sum(1 for h in r["zero_hits"] if h > 0)),
+            ]
+        )
     return _md_table(head, body)
 
 
-PAPER_TRAIN_NOTE = """The paper's training figures (Bertoin et al. 2021, section 4; networks and data
-far larger than ours, quoted for comparison only): ResNet18 / CIFAR10 / SGD without batch
+PAPER_TRAIN_NOTE = """The paper's training figures (Bertoin et al. 2021, section 4; networks and
+data far larger than ours, quoted for comparison only): ResNet18 / CIFAR10 / SGD without batch
 norm: ReLU'(0) = 0 → 90.14%, 0.1 → 89.07%, 0.2 → 86.34%, ≥ 0.3 → most runs stuck at 10%;
 with batch norm: 0 → 91.87%, 0.5 → 90.92%, 1 → 89.81%. VGG11 / SVHN / Adam without batch
 norm: 0 → 96.11%, 1 → 95.82%; with batch norm ≈ 97.1–97.2% for every value. Rate of exact
 zeros over 100 epochs of MNIST SGD: about 8.4e-8 at 16 bit, 2.9e-9 at 32 bit."""
 
-PAPER_DIVERGENCE_NOTE = """The paper (introductory experiment, MNIST MLP 784-2000-128-10, batch 128, plain
-SGD): the L1 distance between the weights stays 0 at 64 bits and jumps away from 0 at 32
+PAPER_DIVERGENCE_NOTE = """The paper (introductory experiment, MNIST MLP 784-2000-128-10, batch 128,
+plain SGD): the L1 distance between the weights stays 0 at 64 bits and jumps away from 0 at 32
 bits at the first minibatch with an exact zero pre-activation."""
 
 
@@ -486,8 +576,10 @@ def make_plots(out: str, vol: list[dict], tr: list[dict], div: list[dict], plan:
                 np.arange(len(groups)) + j * width, means, width, yerr=stds, label=f"ReLU'(0)={s:g}"
             )
         ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2)
-        ax.set_xticklabels([f"{g[0]} {g[1]}\n{'BN' if g[2] else 'no BN'} {g[3]}" for g in sorted(groups)],
-                           fontsize=7)  # fmt: skip
+        ax.set_xticklabels(
+            [f"{g[0]} {g[1]}\n{'BN' if g[2] else 'no BN'} {g[3]}" for g in sorted(groups)],
+            fontsize=7,
+        )
         lo = min(
             (np.nanmin(np.mean(v, axis=0)) for g in groups.values() for v in g.values()), default=0
         )
@@ -571,7 +663,7 @@ def write_report(out, data, plan, quick, sections, started) -> dict[str, Any]:
             "test": len(data.y_test),
             "image_shape": list(data.image_shape),
             "classes": data.num_classes,
-        },  # fmt: skip
+        },
         "config": {"mode": "quick" if quick else "full", **dataclasses.asdict(plan)},
         "machine": machine,
         "started": started,
@@ -584,7 +676,8 @@ def write_report(out, data, plan, quick, sections, started) -> dict[str, Any]:
     md = [
         f"# jaxrelu reproduce: Bertoin et al. (NeurIPS 2021) on `{data.name}`",
         "",
-        f"Mode: **{'quick' if quick else 'full'}**. jaxrelu {__version__}, JAX {machine['jax_version']}, "
+        f"Mode: **{'quick' if quick else 'full'}**. jaxrelu {__version__}, "
+        f"JAX {machine['jax_version']}, "
         f"backend {machine['backend']} ({machine['device']}), CPU: {machine['cpu']}, "
         f"{machine['cores']} cores. Started {started}. Data: {data.name} "
         f"({len(data.y_train)} training / {len(data.y_test)} test images, {data.image_shape}).",
@@ -599,23 +692,29 @@ def write_report(out, data, plan, quick, sections, started) -> dict[str, Any]:
     ]
     if sections["volume"]:
         md.append("## 1. Volume of the bifurcation zone (section 3 protocol)\n")
-        md.append("θ is in the zone S01 if, on some minibatch of one pass over the training set "
-                  "(no shuffling), the first-layer weight gradients with ReLU'(0) = 0 and = 1 differ "
-                  "exactly. PyTorch's default init; intervals are Wilson 95%.\n")  # fmt: skip
+        md.append(
+            "θ is in the zone S01 if, on some minibatch of one pass over the training set "
+            "(no shuffling), the first-layer weight gradients with ReLU'(0) = 0 and = 1 differ "
+            "exactly. PyTorch's default init; intervals are Wilson 95%.\n"
+        )
         for title, table in volume_tables(sections["volume"], plan, data.name):
             md += [f"### {title}", "", table, ""]
     if sections["train"]:
         md.append(f"## 2. Training with different ReLU'(0) (section 4), {plan.epochs} epochs\n")
-        md.append("All ReLU'(0) values of a row group train in lockstep from one initialisation "
-                  f"on the same minibatches. SGD: momentum {plan.train_momentum:g}, lr 0.1; Adam: "
-                  "lr 1e-3; batch 128. "
-                  "Accuracy is the mean ± std over seeds of runs that did not diverge.\n")  # fmt: skip
+        md.append(
+            "All ReLU'(0) values of a row group train in lockstep from one initialisation "
+            f"on the same minibatches. SGD: momentum {plan.train_momentum:g}, lr 0.1; Adam: "
+            "lr 1e-3; batch 128. "
+            "Accuracy is the mean ± std over seeds of runs that did not diverge.\n"
+        )
         md += [train_table(sections["train"]), "", PAPER_TRAIN_NOTE, ""]
     if sections["divergence"]:
         md.append("## 3. Trajectory divergence (introductory experiment)\n")
-        md.append(f"Two SGD runs (momentum {plan.divergence_momentum:g}, lr 0.1, batch 128, MLP "
-                  f"width {plan.divergence_width}, depth 2) from one initialisation, ReLU'(0) = 0 "
-                  "and = 1.\n")  # fmt: skip
+        md.append(
+            f"Two SGD runs (momentum {plan.divergence_momentum:g}, lr 0.1, batch 128, MLP "
+            f"width {plan.divergence_width}, depth 2) from one initialisation, ReLU'(0) = 0 "
+            "and = 1.\n"
+        )
         md += [divergence_table(sections["divergence"]), "", PAPER_DIVERGENCE_NOTE, ""]
     if plots:
         md.append("## Plots\n")

@@ -280,7 +280,8 @@ def divergence(
     data: Any = "digits",
     momentum: float = 0.0,
 ) -> dict[str, Any]:
-    """Lockstep SGD runs (plain by default, as in the paper) with ReLU'(0) = 0 and 1 from one initialisation; returns
+    """Lockstep SGD runs (plain by default, as in the paper) with ReLU'(0) = 0 and 1 from
+    one initialisation; returns
     ``dtype, steps, l1`` (the L1 distance between their weights after every step),
     ``first_divergence`` (first step with a nonzero distance, or None) and
     ``zero_hits`` (per step, in the ReLU'(0) = 0 run)."""
