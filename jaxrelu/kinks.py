@@ -916,25 +916,30 @@ _CACHE: collections.OrderedDict = collections.OrderedDict()
 _CACHE_SIZE = 64
 
 
-def _compiled(f: Callable, with_tangents: bool, args, tangents):
-    """Compiles the analysis of ``f`` once per argument shapes; returns (fn, metadata)."""
+def _compiled(f: Callable, mode: str, args, tangents):
+    """Compiles the analysis of ``f`` once per argument shapes; returns (fn, metadata).
+
+    ``mode``: ``"given"`` (tangents passed in), ``"random"`` (a fixed random direction
+    drawn inside the compiled program) or ``"none"`` (forward only).
+    """
     leaves, treedef = jax.tree.flatten(args)
     avals = tuple((jnp.shape(v), jnp.result_type(v)) for v in leaves)
-    key = (f, with_tangents, treedef, avals)
+    key = (f, mode, treedef, avals)
     hit = _CACHE.get(key)
     if hit is not None:
         _CACHE.move_to_end(key)
         return hit
+    _util.trace_output(f, *args)  # a clear error if f cannot be traced (first call only)
     meta_box: dict[str, Any] = {}
 
     def run(a, t):
-        ctx = _analysis(f, with_tangents, a, t)
+        if mode == "random":
+            t = _random_like(a)
+        ctx = _analysis(f, mode != "none", a, t)
         meta_box["meta"] = list(ctx.meta)
         return [tuple(s) for s in ctx.stats]
 
-    fn = jax.jit(run)
-    lowered = fn.lower(args, tangents)
-    compiled = lowered.compile()
+    compiled = jax.jit(run).lower(args, tangents).compile()
     entry = (compiled, meta_box["meta"])
     _CACHE[key] = entry
     if len(_CACHE) > _CACHE_SIZE:
@@ -942,8 +947,8 @@ def _compiled(f: Callable, with_tangents: bool, args, tangents):
     return entry
 
 
-def _run_analysis(f, args, tangents, with_tangents):
-    compiled, meta = _compiled(f, with_tangents, args, tangents)
+def _run_analysis(f, args, tangents, mode):
+    compiled, meta = _compiled(f, mode, args, tangents)
     stats = jax.device_get(compiled(args, tangents))
     sites = []
     for m, s in zip(meta, stats):
@@ -979,7 +984,6 @@ def _validated_args(f, args, name="args"):
     args = jax.tree.map(jnp.asarray, args)
     if not any(_is_float(v) for v in jax.tree.leaves(args)):
         raise TypeError(f"`{name}` must contain at least one floating-point array")
-    _util.trace_output(f, *args)
     return args
 
 
@@ -1008,8 +1012,7 @@ def find_kinks(f: Callable[..., Any], *args: Any) -> list[KinkSite]:
         [('max', 'relu', 2)]
     """
     args = _validated_args(f, args)
-    d = _random_like(args)
-    return [s for s, _ in _run_analysis(f, args, d, True)]
+    return [s for s, _ in _run_analysis(f, args, None, "random")]
 
 
 def _random_like(args):
@@ -1033,8 +1036,7 @@ def count_ties(f: Callable[..., Any], *args: Any) -> int:
         2
     """
     args = _validated_args(f, args)
-    zeros = jax.tree.map(jnp.zeros_like, args)
-    return int(sum(s.ties for s, _ in _run_analysis(f, args, zeros, False)))
+    return int(sum(s.ties for s, _ in _run_analysis(f, args, None, "none")))
 
 
 def _prepare_direction(f, x0, direction):
@@ -1050,7 +1052,6 @@ def _prepare_direction(f, x0, direction):
     if not math.isfinite(norm):
         raise ValueError("`direction` must be finite")
     direction = jax.tree.map(lambda d, x: d.astype(x.dtype), direction, x0)
-    _util.trace_output(f, x0)
     return x0, direction
 
 
@@ -1079,13 +1080,13 @@ def kink_radius(f: Callable[[Any], Any], x0: Any, direction: Any) -> float:
         0.75
     """
     x0, d = _prepare_direction(f, x0, direction)
-    sites = _run_analysis(f, (x0,), (d,), True)
+    sites = _run_analysis(f, (x0,), (d,), "given")
     return float(min((r for _, r in sites), default=math.inf))
 
 
 def _nearest_sites_and_radius(f, x0, d, n=3):
     """For the checker: the ``n`` sites nearest to ``x0`` (by margin) and the radius."""
-    sites = _run_analysis(f, (x0,), (d,), True)
+    sites = _run_analysis(f, (x0,), (d,), "given")
     known = [dataclasses.replace(s, radius=r) for s, r in sites if s.kind != "unknown"]
     known.sort(
         key=lambda s: (-(s.ties > 0), s.min_margin if not math.isnan(s.min_margin) else math.inf)

@@ -43,7 +43,11 @@ VERDICTS = ("linear", "smooth", "kink", "wrong_derivative", "discontinuous", "in
 _FLOOR_SAFETY = 4.0  # floor = 4 eps (|f(x0)| + |f(x0 + h d)| + |J dx|)
 _INFORMATIVE = 2.0  # a remainder above 2 floors carries information
 _CLEAN = 8.0  # ... and above 8 floors is used for fitting the order
-_KAPPA_MAX = 1e-3  # bound on the relative curvature that "linear" may hide (see _diagnose)
+# Bounds on the relative curvature that "linear" may hide below the floor (see _diagnose):
+# strict when the remainders never leave the floor, looser when they rise abruptly further
+# out (a jump of the remainder is the signature of a kink, which no smooth f produces).
+_KAPPA_FLAT = 1e-3
+_KAPPA_ABRUPT = 1.0
 _WINDOW = 5  # steps used to fit the asymptotic order
 
 
@@ -417,7 +421,7 @@ def _diagnose(steps, rp, rm, floor_p, floor_m, f0_norm, jd_norm, eps, finite_msg
 
     if n_flat == n:
         k = kappa(0)
-        if k <= _KAPPA_MAX:
+        if k <= _KAPPA_FLAT:
             return (
                 "linear",
                 f"the remainders stay at roundoff level for every step up to h = {h_max:.3g}: "
@@ -441,8 +445,15 @@ def _diagnose(steps, rp, rm, floor_p, floor_m, f0_norm, jd_norm, eps, finite_msg
     use = clean if len(clean) >= 3 else idx
     window = use[-_WINDOW:]
     if len(window) < 3:
-        if n_flat > 0 and kappa(n - n_flat) <= _KAPPA_MAX:
-            H = steps[n - n_flat]
+        # Too few informative steps to fit an order. The rise is abrupt if even an h^2 law
+        # from the lowest informative step would put the largest flat step clearly above
+        # its floor.
+        j = n - n_flat
+        lo = idx[-1]
+        rise = n_flat > 0 and r[lo] * (steps[j] / steps[lo]) ** 2 > _CLEAN * max(floor[j], r[j])
+        bound = _KAPPA_ABRUPT if rise else _KAPPA_FLAT
+        if n_flat >= 3 and kappa(j) <= bound:
+            H = steps[j]
             return (
                 "linear",
                 f"the remainders stay at roundoff level for steps up to h = {H:.3g} and rise "
@@ -467,7 +478,7 @@ def _diagnose(steps, rp, rm, floor_p, floor_m, f0_norm, jd_norm, eps, finite_msg
         abrupt = predicted > _CLEAN * max(floor[j], r[j])
     if abrupt:
         j = n - n_flat
-        if kappa(j) <= _KAPPA_MAX:
+        if n_flat >= 3 and kappa(j) <= _KAPPA_ABRUPT:
             return (
                 "linear",
                 f"the remainders stay at roundoff level for steps up to h = {steps[j]:.3g} "
@@ -527,10 +538,14 @@ def _report_from(steps, r, mag, df, f0, jd, eps, rtol, dtype_name) -> Linearizat
     # which includes rounding inside f that the magnitudes alone do not see (cancellation).
     # It may raise the floor up to sqrt(eps) relative: a jump smaller than that is
     # indistinguishable from noise, a larger one stays visible.
-    if steps[-1] <= math.sqrt(eps) * steps[0] * 1e-2:
+    # The noise is read off the steps so small that truncation cannot show (below
+    # 1e-2 sqrt(eps) times the largest step): its maximum there, over both sides.
+    tiny = steps <= 1e-2 * math.sqrt(eps) * steps[0]
+    if np.sum(tiny) >= 2:
         with np.errstate(invalid="ignore"):
-            floor_p = np.maximum(floor_p, np.minimum(np.max(rp[-2:]), math.sqrt(eps) * mag[:n]))
-            floor_m = np.maximum(floor_m, np.minimum(np.max(rm[-2:]), math.sqrt(eps) * mag[n:]))
+            noise = np.max(np.concatenate([rp[tiny], rm[tiny]]))
+            floor_p = np.maximum(floor_p, np.minimum(noise, math.sqrt(eps) * mag[:n]))
+            floor_m = np.maximum(floor_m, np.minimum(noise, math.sqrt(eps) * mag[n:]))
     floor = np.maximum(floor_p, floor_m)
     f0_flat, jd_flat = _flat(f0), _flat(jd)
     f0_norm, jd_norm = float(np.linalg.norm(f0_flat)), float(np.linalg.norm(jd_flat))

@@ -543,8 +543,8 @@ def make_plots(out: str, vol: list[dict], tr: list[dict], div: list[dict], plan:
             xs = [p[0] for p in pts]
             ys = [p[1]["probability"] for p in pts]
             err = [
-                [y - p[1]["ci"][0] for y, p in zip(ys, pts)],
-                [p[1]["ci"][1] - y for y, p in zip(ys, pts)],
+                [max(0.0, y - p[1]["ci"][0]) for y, p in zip(ys, pts)],
+                [max(0.0, p[1]["ci"][1] - y) for y, p in zip(ys, pts)],
             ]
             ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=dt)
         if name == "width":
@@ -707,7 +707,37 @@ def write_report(out, data, plan, quick, sections, started) -> dict[str, Any]:
             "lr 1e-3; batch 128. "
             "Accuracy is the mean ± std over seeds of runs that did not diverge.\n"
         )
-        md += [train_table(sections["train"]), "", PAPER_TRAIN_NOTE, ""]
+        md += [train_table(sections["train"]), ""]
+        diverged = [r for r in sections["train"] if r["status"] != "ok"]
+        if diverged:
+            groups = sorted(
+                {
+                    (
+                        r["model"],
+                        r["dtype"],
+                        r["optimizer"],
+                        r["batchnorm"],
+                        r["seed"],
+                        r["diverged_step"],
+                    )
+                    for r in diverged
+                }
+            )
+            lines = [
+                f"{m} {d} {o}{' BN' if bn else ''} seed {s}: loss not finite at step {st}"
+                for m, d, o, bn, s, st in groups
+            ]
+            md.append(
+                "Diverged runs (their accuracy is left out of the mean): " + "; ".join(lines) + "."
+            )
+            if any(r["dtype"] == "float16" and r["optimizer"] == "adam" for r in diverged):
+                md.append(
+                    " In pure float16, Adam's default epsilon (1e-8) rounds to 0, so the first "
+                    "update divides by zero wherever a gradient is 0; `TrainConfig(mixed=True)` "
+                    "(float32 master weights) avoids it."
+                )
+            md.append("")
+        md += [PAPER_TRAIN_NOTE, ""]
     if sections["divergence"]:
         md.append("## 3. Trajectory divergence (introductory experiment)\n")
         md.append(

@@ -1,0 +1,61 @@
+"""Activations: jaxrelu vs jax.nn / jnp, forward and forward+backward, against a device
+copy of the same size (the memory-bandwidth ceiling)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from _harness import Row, block, timeit
+
+import jaxrelu as jr
+
+NAME = "activations"
+
+
+def run(quick: bool) -> list[Row]:
+    sizes = [2**16, 2**20] if quick else [2**16, 2**20, 2**22, 2**24]
+    rows = []
+    cases = {
+        "relu": (lambda x, s: jr.relu(x), jax.nn.relu),
+        "relu, traced kink value": (lambda x, s: jr.relu(x, s), jax.nn.relu),
+        "leaky_relu": (lambda x, s: jr.leaky_relu(x), jax.nn.leaky_relu),
+        "abs": (lambda x, s: jr.abs(x), jnp.abs),
+    }
+    for n in sizes:
+        x = jax.random.normal(jax.random.PRNGKey(0), (n,), jnp.float32)
+        x = x.at[: n // 64].set(0.0)  # exact kinks in the data
+        s = jnp.float32(0.0)
+        copy = jax.jit(lambda v: v + 1.0)
+        t_copy, _ = timeit(lambda: block(copy(x)))
+        bytes_moved = 2 * 4 * n  # read + write
+        ceiling = bytes_moved / t_copy
+        for name, (ours, theirs) in cases.items():
+            for mode in ("forward", "forward+backward"):
+                if mode == "forward":
+                    f_ours = jax.jit(ours)
+                    f_theirs = jax.jit(lambda v, s, t=theirs: t(v))
+                else:
+                    f_ours = jax.jit(jax.grad(lambda v, s, o=ours: jnp.sum(o(v, s))))
+                    f_theirs = jax.jit(jax.grad(lambda v, s, t=theirs: jnp.sum(t(v))))
+                a, b = np.asarray(f_ours(x, s)), np.asarray(f_theirs(x, s))
+                if not np.array_equal(a, b):  # defaults are bit-for-bit JAX's
+                    raise AssertionError(f"{name} {mode}: results differ from JAX")
+                t_o, sp_o = timeit(lambda: block(f_ours(x, s)))
+                t_t, sp_t = timeit(lambda: block(f_theirs(x, s)))
+                rows.append(
+                    Row(
+                        NAME,
+                        f"{name}, {mode}, 2^{n.bit_length() - 1} float32",
+                        t_o,
+                        "jax.nn/jnp",
+                        t_t,
+                        goal=0.97,
+                        ours_spread=sp_o,
+                        baseline_spread=sp_t,
+                        note=f"{bytes_moved / t_o / 1e9:.1f} GB/s = "
+                        f"{100 * bytes_moved / t_o / ceiling:.0f}% of copy "
+                        f"({ceiling / 1e9:.1f} GB/s)",
+                    )
+                )
+    return rows
