@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -42,6 +41,13 @@ class Row:
         if self.goal is None or self.speedup is None:
             return None
         return bool(self.speedup >= self.goal)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Row:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        known = {k: v for k, v in d.items() if k in fields}
+        extra = {k: v for k, v in d.items() if k not in fields and k not in ("speedup", "met")}
+        return cls(**known, extra=extra)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,22 +92,32 @@ def timeit(fn: Callable[[], Any], repeats: int = 7, min_time: float = 0.05, warm
     return med, (q[2] - q[0]) / 2 / med if med else 0.0
 
 
+def compare(fn_a: Callable[[], Any], fn_b: Callable[[], Any], rounds: int = 9, min_time=0.05):
+    """Times two functions alternately (a, b, a, b, ...) so that drifts in the machine's
+    speed hit both alike; returns (median a, spread a, median b, spread b)."""
+    ta, tb = [], []
+    for _ in range(rounds):
+        ta.append(timeit(fn_a, repeats=1, min_time=min_time, warmup=0)[0])
+        tb.append(timeit(fn_b, repeats=1, min_time=min_time, warmup=0)[0])
+
+    def stat(xs):
+        med = statistics.median(xs)
+        q = statistics.quantiles(xs, n=4)
+        return med, (q[2] - q[0]) / 2 / med if med else 0.0
+
+    return (*stat(ta), *stat(tb))
+
+
 def machine() -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    dev = jax.devices()[0]
+    """The run header: backend, device kind, JAX version, CPU model (jaxrelu's own)."""
+    from jaxrelu.report import machine_info
+
+    info = machine_info()
     return {
-        "backend": jax.default_backend(),
-        "device": getattr(dev, "device_kind", str(dev)),
-        "jax_version": jax.__version__,
-        "cpu": f"{cpu} ({os.cpu_count()} cores)",
+        "backend": info["backend"],
+        "device": info["device"],
+        "jax_version": info["jax_version"],
+        "cpu": f"{info['cpu']} ({info['cores']} cores)",
     }
 
 
@@ -112,6 +128,13 @@ def torch_or_none():
         return None
     torch.set_num_threads(os.cpu_count() or 1)
     return torch
+
+
+def torch_device(torch):
+    """The device PyTorch baselines run on: the GPU when JAX runs on one too."""
+    if jax.default_backend() == "gpu" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def fmt_time(t: float | None) -> str:

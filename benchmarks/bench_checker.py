@@ -79,3 +79,9 @@ def run(quick: bool) -> list[Row]:
             note,
         ),
     ]
+
+
+NOTES = """Goal (issue 3): check_many at least 50x a Python loop of `jax.test_util.check_grads`
+on the same points. check_grads uses one central difference per point (and passes here
+because no point sits on a kink); check_many evaluates the whole step grid on both sides for
+all points in one compiled call, then diagnoses each point on the host."""

@@ -62,3 +62,8 @@ def run(quick: bool) -> list[Row]:
             sp_j,
         ),
     ]
+
+
+NOTES = """Goal (issue 4): find_kinks and kink_radius cost at most 3x one jax.jvp of the same
+network (speedup >= 1/3), measured end to end (validation, the compiled forward + JVP with
+every switching quantity's statistics, transfer of the per-site results)."""

@@ -223,17 +223,29 @@ def _iter(items, desc, enabled):
     return items
 
 
+def _data_for(args, flag: str, sizes: list[int]):
+    """Checks --json, loads --data and checks the batch sizes against it (before work)."""
+    _check_json_path(args.json)
+    ds = _load(args.data)
+    too_big = [b for b in sizes if b > len(ds.y_train)]
+    if too_big:
+        raise _UsageError(
+            f"jaxrelu {args.command}: error: {flag} {too_big[0]} is larger than the "
+            f"training set ({len(ds.y_train)})"
+        )
+    return ds
+
+
+def _finish(args, ds, rows: list[dict], cols: list[str]) -> int:
+    print(_table(rows, cols))
+    _write_json(args.json, ds.name, {"command": args.command, **_conf(args)}, rows)
+    return 0
+
+
 def _cmd_volume(args) -> int:
     from . import study
 
-    _check_json_path(args.json)
-    ds = _load(args.data)
-    too_big = [b for b in args.batch_sizes if b > len(ds.y_train)]
-    if too_big:
-        raise _UsageError(
-            f"jaxrelu volume: error: --batch-sizes {too_big[0]} is larger than the "
-            f"training set ({len(ds.y_train)})"
-        )
+    ds = _data_for(args, "--batch-sizes", args.batch_sizes)
     jobs = [
         (dt, w, d, b)
         for dt in args.dtypes
@@ -241,101 +253,57 @@ def _cmd_volume(args) -> int:
         for d in args.depths
         for b in args.batch_sizes
     ]
-    rows = []
-    for dt, w, d, b in _iter(jobs, "volume", not args.no_progress):
-        rows.append(study.volume(dt, w, d, b, args.inits, args.seed, ds))
-    cols = [
-        "dtype",
-        "width",
-        "depth",
-        "batch_size",
-        "inits",
-        "in_zone",
-        "probability",
-        "ci",
-        "minibatch_rate",
-        "relative_l2",
-        "seconds",
+    rows = [
+        study.volume(dt, w, d, b, args.inits, args.seed, ds)
+        for dt, w, d, b in _iter(jobs, "volume", not args.no_progress)
     ]
-    print(_table(rows, cols))
-    _write_json(args.json, ds.name, {"command": "volume", **_conf(args)}, rows)
-    return 0
+    cols = ["dtype", "width", "depth", "batch_size", "inits", "in_zone", "probability", "ci"]
+    return _finish(args, ds, rows, [*cols, "minibatch_rate", "relative_l2", "seconds"])
 
 
 def _cmd_train(args) -> int:
     from . import study
 
-    _check_json_path(args.json)
-    ds = _load(args.data)
-    if args.batch_size > len(ds.y_train):
-        raise _UsageError(
-            f"jaxrelu train: error: --batch-size {args.batch_size} is larger than the "
-            f"training set ({len(ds.y_train)})"
-        )
+    ds = _data_for(args, "--batch-size", [args.batch_size])
+    extra: dict[str, Any] = {"batch_size": args.batch_size}
+    if args.model == "mlp":
+        extra.update(width=args.width, depth=args.depth)
+    if args.lr is not None:
+        extra["learning_rate"] = args.lr
     rows = []
-    jobs = [
-        (dt, opt, bn, s)
-        for dt in args.dtypes
-        for opt in args.optimizers
-        for bn in args.batchnorm
-        for s in args.seeds
-    ]
-    for dt, opt, bn, seed in jobs:
-        extra: dict[str, Any] = {"batch_size": args.batch_size}
-        if args.model == "mlp":
-            extra.update(width=args.width, depth=args.depth)
-        if args.lr is not None:
-            extra["learning_rate"] = args.lr
-        rows += study.train_comparison(
-            tuple(args.kink_grads),
-            dt,
-            opt,
-            bn,
-            seed,
-            args.model,
-            args.epochs,
-            ds,
-            progress=not args.no_progress,
-            **extra,
-        )
-    cols = [
-        "model",
-        "kink_grad",
-        "dtype",
-        "optimizer",
-        "batchnorm",
-        "seed",
-        "status",
-        "test_accuracy",
-        "zero_hits",
-        "bifurcation_steps",
-    ]
-    print(_table(rows, cols))
-    _write_json(args.json, ds.name, {"command": "train", **_conf(args)}, rows)
-    return 0
+    for dt in args.dtypes:
+        for opt in args.optimizers:
+            for bn in args.batchnorm:
+                for seed in args.seeds:
+                    rows += study.train_comparison(
+                        tuple(args.kink_grads),
+                        dt,
+                        opt,
+                        bn,
+                        seed,
+                        args.model,
+                        args.epochs,
+                        ds,
+                        progress=not args.no_progress,
+                        **extra,
+                    )
+    cols = ["model", "kink_grad", "dtype", "optimizer", "batchnorm", "seed", "status"]
+    return _finish(args, ds, rows, [*cols, "test_accuracy", "zero_hits", "bifurcation_steps"])
 
 
 def _cmd_divergence(args) -> int:
     from . import study
 
-    _check_json_path(args.json)
-    ds = _load(args.data)
-    if args.batch_size > len(ds.y_train):
-        raise _UsageError(
-            f"jaxrelu divergence: error: --batch-size {args.batch_size} is larger than "
-            f"the training set ({len(ds.y_train)})"
+    ds = _data_for(args, "--batch-size", [args.batch_size])
+    rows = [
+        study.divergence(
+            dt, args.steps, args.width, args.depth, args.batch_size, args.seed, args.lr, ds
         )
-    rows = []
-    for dt in _iter(args.dtypes, "divergence", not args.no_progress):
-        rows.append(
-            study.divergence(
-                dt, args.steps, args.width, args.depth, args.batch_size, args.seed, args.lr, ds
-            )
-        )
-    shown = [dict(r, l1_final=r["l1"][-1]) for r in rows]
-    print(_table(shown, ["dtype", "steps", "first_divergence", "l1_final"]))
-    _write_json(args.json, ds.name, {"command": "divergence", **_conf(args)}, rows)
-    return 0
+        for dt in _iter(args.dtypes, "divergence", not args.no_progress)
+    ]
+    for r in rows:
+        r["l1_final"] = r["l1"][-1]
+    return _finish(args, ds, rows, ["dtype", "steps", "first_divergence", "l1_final"])
 
 
 def _cmd_reproduce(args) -> int:

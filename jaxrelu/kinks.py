@@ -24,6 +24,7 @@ import dataclasses
 import itertools
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
+from jax.extend.core import Jaxpr, Literal
 
 from . import _util
 
@@ -418,6 +419,39 @@ def _window_patches(x, params, fill):
     return jnp.stack(patches)
 
 
+def _open(j: Any) -> tuple[Jaxpr, list]:
+    """(jaxpr, consts) of a closed jaxpr, or of an open one (JAX >= 0.11 stores those)."""
+    if hasattr(j, "jaxpr") and hasattr(j, "consts"):
+        return j.jaxpr, list(j.consts)
+    return j, []
+
+
+def _scan_counts(eqn: Any, body: Jaxpr) -> tuple[int, int]:
+    """Numbers of constants and carries of a scan equation. Older JAX names them in the
+    parameters; newer JAX does not, so they are read off the shapes: the scanned inputs
+    and outputs are the trailing ones whose shape is (length, *body shape)."""
+    p = eqn.params
+    if "num_consts" in p and "num_carry" in p:
+        return p["num_consts"], p["num_carry"]
+    length = p["length"]
+
+    def scanned(outer, inner):
+        return tuple(outer.aval.shape) == (length, *inner.aval.shape)
+
+    n_ys = 0
+    for o, i in zip(reversed(eqn.outvars), reversed(body.outvars)):
+        if not scanned(o, i):
+            break
+        n_ys += 1
+    n_carry = len(eqn.outvars) - n_ys
+    n_xs = 0
+    for o, i in zip(reversed(eqn.invars), reversed(body.invars)):
+        if n_xs >= len(eqn.invars) - n_carry or not scanned(o, i):
+            break
+        n_xs += 1
+    return len(eqn.invars) - n_carry - n_xs, n_carry
+
+
 def _is_float(v: Any) -> bool:
     dt = getattr(v, "dtype", None)
     if dt is None:
@@ -732,10 +766,7 @@ class _Interpreter:
         if sub is None:
             ctx.add(eqn, name, "unknown", self.unknown_stats(self.bind(eqn, ins)))
             return self.bind(eqn, ins)
-        if isinstance(sub, ClosedJaxpr):
-            jaxpr, consts = sub.jaxpr, sub.consts
-        else:
-            jaxpr, consts = sub, []
+        jaxpr, consts = _open(sub)
         act = ctx.activation
         fname = params.get("name")
         if isinstance(fname, str):
@@ -775,8 +806,8 @@ class _Interpreter:
 
     def scan(self, eqn, ins, cmp, ctx):
         p = eqn.params
-        body: ClosedJaxpr = p["jaxpr"]
-        nc, nk = p["num_consts"], p["num_carry"]
+        body, body_consts = _open(p["jaxpr"])
+        nc, nk = _scan_counts(eqn, body)
         consts, carry, xs = ins[:nc], self.inst(ins[nc : nc + nk]), ins[nc + nk :]
         holder = {}
 
@@ -784,7 +815,7 @@ class _Interpreter:
             child = ctx.child(eqn=eqn)
             args = list(consts) + list(c) + list(x)
             op, ot, _ = self.run(
-                body.jaxpr, body.consts, [a for a, _ in args], [b for _, b in args], child
+                body, body_consts, [a for a, _ in args], [b for _, b in args], child
             )
             holder["ctx"] = child
             outs = list(zip(op, ot))
@@ -812,8 +843,7 @@ class _Interpreter:
             child = ctx.child(eqn=eqn)
             args = list(cconsts) + list(carry)
             op, _, _ = self.run(
-                cj.jaxpr,
-                cj.consts,
+                *_open(cj),
                 [a for a, _ in args],
                 [b for _, b in args],
                 child,
@@ -825,9 +855,7 @@ class _Interpreter:
             pred_ctx = cond_eval(carry)[1]
             child = ctx.child(eqn=eqn)
             args = list(bconsts) + list(carry)
-            op, ot, _ = self.run(
-                bj.jaxpr, bj.consts, [a for a, _ in args], [b for _, b in args], child
-            )
+            op, ot, _ = self.run(*_open(bj), [a for a, _ in args], [b for _, b in args], child)
             return self.inst(zip(op, ot)), pred_ctx, child
 
         init = self.inst(init)
@@ -865,7 +893,7 @@ class _Interpreter:
                 child = ctx.child(eqn=eqn)
                 br = branches[b]
                 op, ot, _ = self.run(
-                    br.jaxpr, br.consts, [a for a, _ in operands], [t for _, t in operands], child
+                    *_open(br), [a for a, _ in operands], [t for _, t in operands], child
                 )
                 return self.inst(zip(op, ot)), child
 
@@ -939,7 +967,12 @@ def _compiled(f: Callable, mode: str, args, tangents):
         meta_box["meta"] = list(ctx.meta)
         return [tuple(s) for s in ctx.stats]
 
-    compiled = jax.jit(run).lower(args, tangents).compile()
+    with jax.default_matmul_precision("highest"), warnings.catch_warnings():  # as the checker
+        # (first-order JVPs of max pooling make JAX warn about second derivatives on GPUs)
+        warnings.filterwarnings(
+            "ignore", message=".*reduced precision for gradient of reduce-window"
+        )
+        compiled = jax.jit(run).lower(args, tangents).compile()
     entry = (compiled, meta_box["meta"])
     _CACHE[key] = entry
     if len(_CACHE) > _CACHE_SIZE:

@@ -12,6 +12,10 @@ order :math:`p` of :math:`r \sim h^p` above it, and says why the property holds 
 2 where :math:`f` is smooth, 1 at a kink or where automatic differentiation returned a
 wrong derivative, 0 at a jump. ``h d`` is taken *as represented*: the step actually made,
 ``fl(x0 + h d) - x0``, so that rounding of the input does not pose as a kink.
+
+Matrix products are evaluated at full precision of their dtype
+(``jax.default_matmul_precision("highest")``): on GPUs, JAX's default would run float32
+products in TF32, whose 10-bit mantissa the float32 roundoff floor does not describe.
 """
 
 from __future__ import annotations
@@ -385,10 +389,11 @@ def _select_slope(steps, side_df, floor, sign):
 
 
 def _as_output(tree: Any) -> Any:
+    # (+ 0.0 turns -0.0 into 0.0: a slope of "minus zero" is just zero)
     leaves = jax.tree.leaves(tree)
     if len(leaves) == 1 and np.ndim(leaves[0]) == 0:
-        return float(leaves[0])
-    return jax.tree.map(lambda v: np.asarray(v, np.float64), tree)
+        return float(leaves[0]) + 0.0
+    return jax.tree.map(lambda v: np.asarray(v, np.float64) + 0.0, tree)
 
 
 def _flat(tree: Any) -> np.ndarray:
@@ -710,7 +715,8 @@ def check_linearization(
     if rtol is None:
         rtol = 64 * eps
     wide = _util.widest_float()
-    r, mag, df, f0, jd = _core_jit(f, x0, d, jnp.asarray(steps, wide))
+    with jax.default_matmul_precision("highest"):
+        r, mag, df, f0, jd = _core_jit(f, x0, d, jnp.asarray(steps, wide))
     rep = _report_from(steps, r, mag, df, f0, jd, eps, rtol, dtype_name)
     if analyze_kinks:
         rep = _with_kinks(rep, f, x0, d)
@@ -803,7 +809,8 @@ def check_many(
     else:
         grid = np.broadcast_to(_validate_steps(steps), (n_pts, len(steps)))
     wide = _util.widest_float()
-    r, mag, df, f0, jd = _many_jit(f, x0s, directions, jnp.asarray(grid, wide))
+    with jax.default_matmul_precision("highest"):
+        r, mag, df, f0, jd = _many_jit(f, x0s, directions, jnp.asarray(grid, wide))
     r, mag = np.asarray(r), np.asarray(mag)
     df = jax.tree.map(np.asarray, df)
     f0 = jax.tree.map(np.asarray, f0)
@@ -902,7 +909,8 @@ def neighbourhood_error(
         raise ValueError(f"`n_directions` must be a positive integer, got {n_directions!r}")
     keys = jax.random.split(key if key is not None else jax.random.PRNGKey(0), n_directions)
     us = jax.vmap(lambda k: _random_direction(x0, k))(keys)
-    err, mag = _nbhd_jit(f, x0, us, jnp.asarray(rad, _util.widest_float()))
+    with jax.default_matmul_precision("highest"):
+        err, mag = _nbhd_jit(f, x0, us, jnp.asarray(rad, _util.widest_float()))
     err, mag = np.asarray(err, np.float64), np.asarray(mag, np.float64)
     eps, _ = _dtype_info(x0, out)
     worst = np.argmax(err, axis=1)

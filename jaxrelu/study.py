@@ -76,10 +76,9 @@ def _batches(x: np.ndarray, y: np.ndarray, batch: int):
 def _volume_program(arch: models.Architecture, dtype: str, n_devices: int):
     """The whole protocol as one jitted function of (init keys, minibatches).
 
-    Per initialisation: one forward pass over all minibatches at once (one large matrix
-    product per layer) counts the exact zeros at the ReLUs of every minibatch; then a scan
-    over the minibatches runs both backward passes under a ``lax.cond`` only where there
-    were zeros. Initialisations are mapped over with ``lax.map`` (a real conditional per
+    Per initialisation: a forward pass over every minibatch counts the exact zeros at the
+    ReLUs; then a scan over the minibatches runs both backward passes under a ``lax.cond``
+    only where there were zeros. Initialisations are mapped over with ``lax.map`` (a real conditional per
     initialisation, large matrix products), split over the local devices by ``shard_map``.
     """
     dt = jnp.dtype(dtype)
@@ -96,9 +95,16 @@ def _volume_program(arch: models.Architecture, dtype: str, n_devices: int):
 
     def one_init(key, xs, ys, ms):
         params = models.init(arch, key, dt)[0]
-        nb, b = xs.shape[:2]
-        _, _, pre = models.apply(arch, params, {"bn": []}, xs.reshape(nb * b, -1), 0.0)
-        hits = sum(jnp.sum((z.reshape(nb, b, -1) == 0) & ms[:, :, None], axis=(1, 2)) for z in pre)
+
+        def batch_hits(batch):
+            # the forward pass of one minibatch, with the shapes of the backward passes below:
+            # matrix products of other shapes may round differently (e.g. on GPUs), and the
+            # exact zeros must be those the gradients see
+            xb, mb = batch
+            _, _, pre = models.apply(arch, params, {"bn": []}, xb, 0.0)
+            return sum(jnp.sum((z == 0) & mb[:, None]) for z in pre)
+
+        hits = lax.map(batch_hits, (xs, ms))
 
         def per_batch(_, batch):
             xb, yb, mb, hb = batch
@@ -196,7 +202,9 @@ def volume(
     args = (keys, jnp.asarray(xs, dt), jnp.asarray(ys), jnp.asarray(ms))
     shapes = (inits, xs.shape)
     if shapes not in _PROGRAMS[key]:
-        _PROGRAMS[key][shapes] = _PROGRAMS[key]["jit"].lower(*args).compile()
+        # float32 means float32 products (no TF32 on GPUs), as in PyTorch's defaults
+        with jax.default_matmul_precision("highest"):
+            _PROGRAMS[key][shapes] = _PROGRAMS[key]["jit"].lower(*args).compile()
     start = time.perf_counter()  # compilation excluded
     hits, differ, rel = jax.device_get(_PROGRAMS[key][shapes](*args))
     seconds = time.perf_counter() - start

@@ -86,6 +86,9 @@ class TrainConfig:
         devices: number of local devices for data parallelism; None uses as many as divide
             the batch size.
         loss_scale: initial dynamic loss scale for mixed float16.
+        matmul_precision: ``jax.default_matmul_precision`` for the run: ``"highest"`` (the
+            default) makes float32 products float32 on GPUs too, as PyTorch does by default;
+            ``"default"`` lets JAX use TF32 there.
     """
 
     model: str = "mlp"
@@ -108,6 +111,7 @@ class TrainConfig:
     instrument: bool = True
     devices: int | None = None
     loss_scale: float = 2.0**15
+    matmul_precision: str = "highest"
 
     def validate(self, data: Dataset | None = None) -> None:
         """Raises a ``ValueError``/``TypeError`` naming the bad field (before compiling)."""
@@ -155,6 +159,11 @@ class TrainConfig:
                 raise ValueError(
                     f"`batch_size` {self.batch_size} is not divisible by `devices` {self.devices}"
                 )
+        precisions = ("highest", "high", "default", "float32", "tensorfloat32", "bfloat16")
+        if self.matmul_precision not in precisions:
+            raise ValueError(
+                f"`matmul_precision` must be one of {precisions}, got {self.matmul_precision!r}"
+            )
         if not self.loss_scale > 0:
             raise ValueError(f"`loss_scale` must be positive, got {self.loss_scale!r}")
         self.architecture((8, 8, 1), 10)  # checks model/init/activation/channels fields
@@ -617,21 +626,22 @@ def train(config: TrainConfig, data: Any = "digits", *, progress: bool = True) -
         config.epochs, f"{config.model} {config.dtype} s={list(config.kink_grads)}", progress
     )
     t_first = None
-    try:
-        for e in range(config.epochs):
-            carry, out = _epoch(st, carry, kinks, epoch_keys[e], x_train, y_train)
-            acc, tloss = _eval(st, carry["params"], carry["bn"], x_test, y_test, 1000)
-            out, acc, tloss, alive = jax.device_get((out, acc, tloss, carry["alive"]))
-            if t_first is None:
-                t_first = time.perf_counter()
-            outs.append(out)
-            accs.append(acc)
-            tlosses.append(tloss)
-            bar.update(e + 1, loss=float(np.nanmean(out["loss"])), acc=float(np.mean(acc)))
-            if not np.any(alive):
-                break
-    finally:
-        bar.close()
+    with jax.default_matmul_precision(config.matmul_precision):
+        try:
+            for e in range(config.epochs):
+                carry, out = _epoch(st, carry, kinks, epoch_keys[e], x_train, y_train)
+                acc, tloss = _eval(st, carry["params"], carry["bn"], x_test, y_test, 1000)
+                out, acc, tloss, alive = jax.device_get((out, acc, tloss, carry["alive"]))
+                if t_first is None:
+                    t_first = time.perf_counter()
+                outs.append(out)
+                accs.append(acc)
+                tlosses.append(tloss)
+                bar.update(e + 1, loss=float(np.nanmean(out["loss"])), acc=float(np.mean(acc)))
+                if not np.any(alive):
+                    break
+        finally:
+            bar.close()
     seconds = time.perf_counter() - start
     cat = lambda key, empty: (
         np.concatenate([o[key] for o in outs]) if outs and key in outs[0] else empty

@@ -212,3 +212,25 @@ def test_analysis_is_compiled_once_per_shape():
     jr.find_kinks(f, jnp.zeros(3))
     jr.find_kinks(f, -jnp.ones(3))
     assert len(kinks._CACHE) == n
+
+
+def test_scan_counts_without_named_parameters():
+    """Newer JAX (0.11) no longer names the numbers of constants and carries of a scan:
+    they are read off the shapes. Checked here against the named parameters."""
+    from types import SimpleNamespace
+
+    from jaxrelu import kinks
+
+    def f(x, w):
+        def body(c, xi):
+            return (c[0] + w * xi, c[1]), (xi * w, jnp.sum(c[0]))
+
+        return lax.scan(body, (jnp.zeros(3), jnp.ones((5, 3))), x)
+
+    closed = jax.make_jaxpr(f)(jnp.ones((5, 3)), jnp.ones(3))
+    (eqn,) = [e for e in closed.jaxpr.eqns if e.primitive.name == "scan"]
+    body, _ = kinks._open(eqn.params["jaxpr"])
+    named = kinks._scan_counts(eqn, body)
+    params = {k: v for k, v in eqn.params.items() if k not in ("num_consts", "num_carry")}
+    bare = SimpleNamespace(params=params, invars=eqn.invars, outvars=eqn.outvars)
+    assert kinks._scan_counts(bare, body) == named

@@ -7,7 +7,6 @@ import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from jaxrelu import models, report, study
@@ -89,11 +88,22 @@ def test_volume_bad_input(small):
 
 
 def test_train_comparison_and_divergence_rows(small):
-    rows = study.train_comparison((0.0, 1.0), "float32", "sgd", False, 0, epochs=2, data=small,
-                                  width=16, batch_size=32)  # fmt: skip
+    rows = study.train_comparison(
+        (0.0, 1.0), "float32", "sgd", False, 0, epochs=2, data=small, width=16, batch_size=32
+    )
     assert [r["kink_grad"] for r in rows] == [0.0, 1.0]
-    keys = {"model", "kink_grad", "dtype", "optimizer", "batchnorm", "seed", "status", "test_accuracy",
-            "zero_hits", "bifurcation_steps"}  # fmt: skip
+    keys = {
+        "model",
+        "kink_grad",
+        "dtype",
+        "optimizer",
+        "batchnorm",
+        "seed",
+        "status",
+        "test_accuracy",
+        "zero_hits",
+        "bifurcation_steps",
+    }
     assert keys <= set(rows[0]) and rows[0]["status"] == "ok"
     d64 = study.divergence("float64", steps=12, width=16, batch_size=32, data=small)
     assert d64["first_divergence"] is None and set(d64["l1"]) == {0.0} and d64["steps"] == 12
@@ -103,11 +113,25 @@ def test_reproduce_is_resumable(tmp_path, monkeypatch, small):
     tiny = report.Plan(
         volume_base={"width": 8, "depth": 1, "batch_size": 64},
         volume_dtypes=("float32", "float64"),
-        depths=(1, 2), widths=(8,), batch_sizes=(), sweep_dtypes=("float64",), batch_dtypes=(),
-        inits=4, train_kinks=(0.0, 1.0), train_dtypes=("float32",), train_optimizers=("sgd",),
-        train_batchnorm=(False,), seeds=(0,), epochs=1, train_width=8, cnn=False, cnn_dtypes=(),
-        divergence_dtypes=("float64",), divergence_steps=3, divergence_width=8,
-    )  # fmt: skip
+        depths=(1, 2),
+        widths=(8,),
+        batch_sizes=(),
+        sweep_dtypes=("float64",),
+        batch_dtypes=(),
+        inits=4,
+        train_kinks=(0.0, 1.0),
+        train_dtypes=("float32",),
+        train_optimizers=("sgd",),
+        train_batchnorm=(False,),
+        seeds=(0,),
+        epochs=1,
+        train_width=8,
+        cnn=False,
+        cnn_dtypes=(),
+        divergence_dtypes=("float64",),
+        divergence_steps=3,
+        divergence_width=8,
+    )
     monkeypatch.setattr(report, "QUICK", tiny)
     calls = {"volume": 0}
     real_volume = study.volume

@@ -217,6 +217,7 @@ def test_multi_device_equals_single_device(tmp_path):
     path.write_text(script)
     res = tmp_path / "res.npz"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"  # four simulated CPU devices, also on a GPU machine
     proc = subprocess.run(
         [sys.executable, str(path), str(res)], capture_output=True, text=True, env=env, timeout=300
     )
