@@ -78,8 +78,8 @@ def _volume_program(arch: models.Architecture, dtype: str, n_devices: int):
 
     Per initialisation: a forward pass over every minibatch counts the exact zeros at the
     ReLUs; then a scan over the minibatches runs both backward passes under a ``lax.cond``
-    only where there were zeros. Initialisations are mapped over with ``lax.map`` (a real conditional per
-    initialisation, large matrix products), split over the local devices by ``shard_map``.
+    only where there were zeros. Initialisations are mapped over with ``lax.map`` (a real
+    conditional per initialisation), split over the local devices by ``shard_map``.
     """
     dt = jnp.dtype(dtype)
 
