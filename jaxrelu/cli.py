@@ -40,24 +40,21 @@ def _dtype(value: str) -> str:
     return value
 
 
-def _positive(value: str) -> int:
-    try:
-        v = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be positive")
-    return v
+def _int_at_least(lowest: int, what: str):
+    def parse(value: str) -> int:
+        try:
+            v = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+        if v < lowest:
+            raise argparse.ArgumentTypeError(f"{value!r} must be {what}")
+        return v
+
+    return parse
 
 
-def _nonneg_int(value: str) -> int:
-    try:
-        v = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be >= 0")
-    return v
+_positive = _int_at_least(1, "positive")
+_nonneg_int = _int_at_least(0, ">= 0")
 
 
 def _float(value: str) -> float:
