@@ -210,14 +210,15 @@ def _table(rows: list[dict], cols: list[str]) -> str:
 
 
 def _iter(items, desc, enabled):
-    if enabled:
-        try:
-            from tqdm.auto import tqdm
+    from ._util import Progress
 
-            return tqdm(items, desc=desc, file=sys.stderr, leave=False)
-        except ImportError:
-            pass
-    return items
+    bar = Progress(len(items), desc, "config", enabled)
+    try:
+        for item in items:
+            yield item
+            bar.update()
+    finally:
+        bar.close()
 
 
 def _data_for(args, flag: str, sizes: list[int]):

@@ -336,24 +336,27 @@ def _sq(tree: Any, wide: Any) -> jax.Array:
 # ------------------------------------------------------------------- the jitted core
 
 
+def _remainder(f, lin, x0, f0, h, d, wide):
+    """The remainder ``||f(x0 + h d) - f(x0) - J (h d)||`` with ``h d`` taken as represented
+    (``fl(x0 + h d) - x0``), the magnitudes that set its roundoff floor, and
+    ``f(x0 + h d) - f(x0)``; differences and norms in the wide dtype."""
+    x = jax.tree.map(lambda a, b: a + h.astype(a.dtype) * b, x0, d)
+    dx = jax.tree.map(lambda a, b: a - b, x, x0)  # the step as represented
+    fx = f(x)
+    ldx = lin(dx)
+    df = jax.tree.map(lambda u, v: u.astype(wide) - v.astype(wide), fx, f0)
+    rem = jax.tree.map(lambda a, b: a - b.astype(wide), df, ldx)
+    mag = jnp.sqrt(_sq(fx, wide)) + jnp.sqrt(_sq(f0, wide)) + jnp.sqrt(_sq(ldx, wide))
+    return jnp.sqrt(_sq(rem, wide)), mag, df
+
+
 def _core(f: Callable, x0: Any, d: Any, steps: jax.Array):
     """Both sides of the whole grid in one vmapped evaluation."""
     wide = _util.widest_float()
     f0, lin = jax.linearize(f, x0)
     jd = lin(d)
     hs = jnp.concatenate([steps, -steps])
-
-    def at(h):
-        x = jax.tree.map(lambda a, b: a + h.astype(a.dtype) * b, x0, d)
-        dx = jax.tree.map(lambda a, b: a - b, x, x0)  # the step as represented
-        fx = f(x)
-        ldx = lin(dx)
-        df = jax.tree.map(lambda u, v: u.astype(wide) - v.astype(wide), fx, f0)
-        rem = jax.tree.map(lambda a, b: a - b.astype(wide), df, ldx)
-        mag = jnp.sqrt(_sq(fx, wide)) + jnp.sqrt(_sq(f0, wide)) + jnp.sqrt(_sq(ldx, wide))
-        return jnp.sqrt(_sq(rem, wide)), mag, df
-
-    r, mag, df = jax.vmap(at)(hs)
+    r, mag, df = jax.vmap(lambda h: _remainder(f, lin, x0, f0, h, d, wide))(hs)
     f0w = jax.tree.map(lambda v: v.astype(wide), f0)
     jdw = jax.tree.map(lambda v: v.astype(wide), jd)
     return r, mag, df, f0w, jdw
@@ -845,18 +848,10 @@ def _nbhd_core(f, x0, us, radii):
     f0, lin = jax.linearize(f, x0)
 
     def at(rad, u):
-        x = jax.tree.map(lambda a, b: a + rad.astype(a.dtype) * b, x0, u)
-        dx = jax.tree.map(lambda a, b: a - b, x, x0)
-        fx, ldx = f(x), lin(dx)
-        rem = jax.tree.map(
-            lambda a, b, c: a.astype(wide) - b.astype(wide) - c.astype(wide), fx, f0, ldx
-        )
-        mag = jnp.sqrt(_sq(fx, wide)) + jnp.sqrt(_sq(f0, wide)) + jnp.sqrt(_sq(ldx, wide))
-        return jnp.sqrt(_sq(rem, wide)), mag
+        return _remainder(f, lin, x0, f0, rad, u, wide)[:2]
 
     over_dirs = jax.vmap(at, in_axes=(None, 0))
-    err, mag = jax.vmap(over_dirs, in_axes=(0, None))(radii, us)
-    return err, mag
+    return jax.vmap(over_dirs, in_axes=(0, None))(radii, us)
 
 
 _nbhd_jit = jax.jit(_nbhd_core, static_argnums=0)

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import platform
-import sys
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from . import __version__, study
+from . import __version__, _util, study
 from .data import Dataset
 
 # ---------------------------------------------------------------- the paper's numbers
@@ -281,7 +280,7 @@ class Runner:
 
     def run(self, experiment: str, jobs: list[dict], fn: Callable[[dict], Any]) -> list[dict]:
         results = []
-        bar = _bar(len(jobs), experiment, self.progress)
+        bar = _util.Progress(len(jobs), experiment, "config", self.progress)
         try:
             for job in jobs:
                 path = os.path.join(
@@ -290,13 +289,13 @@ class Runner:
                 if os.path.exists(path):
                     with open(path) as fh:
                         results.append(json.load(fh))
-                    bar.skip()
+                    bar.update("(saved earlier)")
                     continue
                 rows = fn(job)
                 record = {"experiment": experiment, "job": job, "rows": rows}
                 atomic_write(path, json.dumps(record, default=_json_default))
                 results.append(record)
-                bar.step(job)
+                bar.update()
         finally:
             bar.close()
         return results
@@ -310,42 +309,6 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-class _bar:
-    def __init__(self, total, desc, enabled):
-        self.t = None
-        self.enabled = enabled
-        self.done = 0
-        self.total = total
-        self.desc = desc
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
-
-                self.t = tqdm(total=total, desc=desc, unit="config", file=sys.stderr, leave=False)
-            except ImportError:
-                self.t = None
-
-    def _show(self, job, skipped=False):
-        self.done += 1
-        if not self.enabled:
-            return
-        if self.t is not None:
-            self.t.update(1)
-        else:
-            tag = " (saved earlier)" if skipped else ""
-            print(f"{self.desc} {self.done}/{self.total}{tag}", file=sys.stderr, flush=True)
-
-    def step(self, job):
-        self._show(job)
-
-    def skip(self):
-        self._show(None, skipped=True)
-
-    def close(self):
-        if self.t is not None:
-            self.t.close()
 
 
 # ---------------------------------------------------------------------- the tables

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -46,7 +45,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import models
+from . import _util, models
 from .data import Dataset, load_data
 
 __all__ = ["DTYPES", "TrainConfig", "TrainHistory", "make_optimizer", "train"]
@@ -535,37 +534,6 @@ class TrainHistory:
         )
 
 
-class _Progress:
-    """tqdm when installed, else one line on stderr per epoch; silent when disabled."""
-
-    def __init__(self, total: int, desc: str, enabled: bool):
-        self.bar = None
-        self.enabled = enabled
-        self.desc = desc
-        self.total = total
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
-
-                self.bar = tqdm(total=total, desc=desc, unit="epoch", leave=False, file=sys.stderr)
-            except ImportError:
-                self.bar = None
-
-    def update(self, epoch: int, **info: float) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.set_postfix({k: f"{v:.4g}" for k, v in info.items()}, refresh=False)
-            self.bar.update(1)
-        else:
-            text = " ".join(f"{k}={v:.4g}" for k, v in info.items())
-            print(f"{self.desc} epoch {epoch}/{self.total} {text}", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _static_of(config: TrainConfig, data: Dataset) -> _Static:
     return _Static(
         arch=config.architecture(data.image_shape, data.num_classes),
@@ -622,8 +590,11 @@ def train(config: TrainConfig, data: Any = "digits", *, progress: bool = True) -
     carry = jax.device_put(carry, rep)
     epoch_keys = jax.random.split(k_shuffle, config.epochs)
     outs, accs, tlosses = [], [], []
-    bar = _Progress(
-        config.epochs, f"{config.model} {config.dtype} s={list(config.kink_grads)}", progress
+    bar = _util.Progress(
+        config.epochs,
+        f"{config.model} {config.dtype} s={list(config.kink_grads)}",
+        "epoch",
+        progress,
     )
     t_first = None
     with jax.default_matmul_precision(config.matmul_precision):
@@ -637,7 +608,7 @@ def train(config: TrainConfig, data: Any = "digits", *, progress: bool = True) -
                 outs.append(out)
                 accs.append(acc)
                 tlosses.append(tloss)
-                bar.update(e + 1, loss=float(np.nanmean(out["loss"])), acc=float(np.mean(acc)))
+                bar.update(loss=float(np.nanmean(out["loss"])), acc=float(np.mean(acc)))
                 if not np.any(alive):
                     break
         finally:
