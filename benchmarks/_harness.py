@@ -110,7 +110,7 @@ def compare(fn_a: Callable[[], Any], fn_b: Callable[[], Any], rounds: int = 9, m
 
 def machine() -> dict[str, str]:
     """The run header: backend, device kind, JAX version, CPU model (jaxrelu's own)."""
-    from jaxrelu.report import machine_info
+    from jaxrelu.study.report import machine_info
 
     info = machine_info()
     return {

@@ -12,7 +12,7 @@ from bench_checker import network
 from bench_training import engine_step_time
 
 import jaxrelu as jr
-from jaxrelu.data import synthetic
+from jaxrelu.study.data import synthetic
 
 NAME = "scaling"
 

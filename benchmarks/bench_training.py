@@ -11,8 +11,8 @@ import numpy as np
 import optax
 from _harness import Row, block, timeit, torch_device, torch_or_none
 
-from jaxrelu import train as T
-from jaxrelu.data import synthetic
+from jaxrelu.study import engine as T
+from jaxrelu.study.data import synthetic
 
 NAME = "training"
 SIZES = [((64, 128, 128, 10), 64), ((64, 512, 512, 10), 128), ((64, 1024, 1024, 1024, 10), 256)]

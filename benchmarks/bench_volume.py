@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 from _harness import Row, torch_device, torch_or_none
 
-from jaxrelu import models, study
-from jaxrelu.data import load_digits
+from jaxrelu.study import experiments as study
+from jaxrelu.study import models
+from jaxrelu.study.data import load_digits
 
 NAME = "volume"
 

@@ -5,6 +5,8 @@ that diagnoses kinks, kink analysis read from the jaxpr, and the ReLU'(0) study
 (Bertoin et al., NeurIPS 2021).
 """
 
+from importlib import metadata as _metadata
+
 from .activations import REGISTRY as REGISTRY
 from .activations import ActivationInfo as ActivationInfo
 from .activations import Kink as Kink
@@ -32,7 +34,10 @@ from .linearization import check_linearization as check_linearization
 from .linearization import check_many as check_many
 from .linearization import neighbourhood_error as neighbourhood_error
 
-__version__ = "0.1.0"
+try:
+    __version__: str = _metadata.version("jaxrelu")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
 
 __all__ = [
     "REGISTRY",

@@ -34,7 +34,7 @@ import numpy as np
 from jax import lax
 from jax.extend.core import Jaxpr, Literal
 
-from . import _util
+from . import _util, _validate
 
 __all__ = [
     "AuditRow",
@@ -1007,7 +1007,7 @@ def _run_analysis(f, args, tangents, mode):
 
 
 def _validated_args(f, args, name="args"):
-    _util.check_callable(f)
+    _validate.check_callable(f)
     if not args:
         raise TypeError("give the point(s) at which to evaluate `f`, e.g. find_kinks(f, x)")
     leaves = jax.tree.leaves(args)
@@ -1073,12 +1073,12 @@ def count_ties(f: Callable[..., Any], *args: Any) -> int:
 
 
 def _prepare_direction(f, x0, direction):
-    _util.check_callable(f)
-    x0 = _util.float_tree(x0, "x0")
+    _validate.check_callable(f)
+    x0 = _validate.float_tree(x0, "x0")
     if direction is None:
         raise TypeError("`direction` is required")
-    direction = _util.float_tree(direction, "direction")
-    _util.check_same_structure(x0, direction, "x0", "direction")
+    direction = _validate.float_tree(direction, "direction")
+    _validate.check_same_structure(x0, direction, "x0", "direction")
     norm = _util.tree_norm(direction)
     if norm == 0:
         raise ValueError("`direction` is zero; give a nonzero direction")

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _util
+from . import _util, _validate
 
 __all__ = [
     "VERDICTS",
@@ -311,15 +311,15 @@ def _validate_rtol(rtol: Any) -> float | None:
 
 
 def _prepare(f, x0, direction, key, name_x="x0", name_d="direction"):
-    _util.check_callable(f)
-    x0 = _util.float_tree(x0, name_x)
+    _validate.check_callable(f)
+    x0 = _validate.float_tree(x0, name_x)
     if direction is None:
         if key is None:
             key = jax.random.PRNGKey(0)
         direction = _random_direction(x0, key)
     else:
-        direction = _util.float_tree(direction, name_d)
-        _util.check_same_structure(x0, direction, name_x, name_d)
+        direction = _validate.float_tree(direction, name_d)
+        _validate.check_same_structure(x0, direction, name_x, name_d)
         direction = jax.tree.map(lambda d, x: d.astype(x.dtype), direction, x0)
     d_norm = _util.tree_norm(direction)
     if not math.isfinite(d_norm):
@@ -775,8 +775,8 @@ def check_many(
         >>> res.verdict.tolist(), res.counts["kink"]
         (['linear', 'kink', 'linear'], 1)
     """
-    _util.check_callable(f)
-    x0s = _util.float_tree(x0s, "x0s")
+    _validate.check_callable(f)
+    x0s = _validate.float_tree(x0s, "x0s")
     leaves = jax.tree.leaves(x0s)
     if any(jnp.ndim(v) == 0 for v in leaves):
         raise ValueError("every leaf of `x0s` needs a leading batch axis")
@@ -789,8 +789,8 @@ def check_many(
         keys = jax.random.split(key if key is not None else jax.random.PRNGKey(0), n_pts)
         directions = jax.vmap(_random_direction)(x0s, keys)
     else:
-        directions = _util.float_tree(directions, "directions")
-        _util.check_same_structure(x0s, directions, "x0s", "directions")
+        directions = _validate.float_tree(directions, "directions")
+        _validate.check_same_structure(x0s, directions, "x0s", "directions")
         directions = jax.tree.map(lambda d, x: d.astype(x.dtype), directions, x0s)
     one = jax.tree.map(lambda v: v[0], x0s)
     out = _util.trace_output(f, one)
@@ -889,8 +889,8 @@ def neighbourhood_error(
         >>> round(res.order, 2)
         1.0
     """
-    _util.check_callable(f)
-    x0 = _util.float_tree(x0, "x0")
+    _validate.check_callable(f)
+    x0 = _validate.float_tree(x0, "x0")
     out = _util.trace_output(f, x0)
     try:
         rad = np.asarray(radii, np.float64)

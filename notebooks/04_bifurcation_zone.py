@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from jaxrelu import models, study
-from jaxrelu.data import load_digits
+from jaxrelu import study
+from jaxrelu.study import models
+from jaxrelu.study.data import load_digits
 
 digits = load_digits()
 rows = {

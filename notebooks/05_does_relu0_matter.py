@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from jaxrelu import study
-from jaxrelu.data import load_digits
-from jaxrelu.train import TrainConfig, train
+from jaxrelu.study.data import load_digits
+from jaxrelu.study.engine import TrainConfig, train
 
 digits = load_digits()
 curves = {

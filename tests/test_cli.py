@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from jaxrelu import cli
+from jaxrelu.study import cli
 
 COMMANDS = ["reproduce", "volume", "train", "divergence", "audit"]
 
@@ -147,7 +147,7 @@ def test_audit_prints_the_table(capsys, tmp_path):
 
 def test_console_script_error_has_no_traceback():
     proc = subprocess.run(
-        [sys.executable, "-m", "jaxrelu.cli", "volume", "--dtypes", "float17"],
+        [sys.executable, "-m", "jaxrelu.study.cli", "volume", "--dtypes", "float17"],
         capture_output=True,
         text=True,
         timeout=120,

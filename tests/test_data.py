@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from jaxrelu import data
+from jaxrelu.study import data
 
 
 def write_idx(path, array, code=0x08, compress=False, magic=None, extra=b"", cut=0):

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import pytest
 
 import jaxrelu as jr
-from jaxrelu import _util, data
+from jaxrelu import _util
+from jaxrelu.study import data
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def test_require_names_the_extra(without):
 
 
 def test_training_runs_without_tqdm(without, capsys):
-    from jaxrelu.train import TrainConfig, train
+    from jaxrelu.study.engine import TrainConfig, train
 
     without("tqdm")
     train(TrainConfig(width=8, epochs=1), data.synthetic(256, 32, dim=8), progress=True)

@@ -9,8 +9,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxrelu import models, report, study
-from jaxrelu.data import synthetic
+from jaxrelu.study import experiments as study
+from jaxrelu.study import models, report
+from jaxrelu.study.data import synthetic
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ import numpy as np
 import optax
 import pytest
 
-from jaxrelu import models
-from jaxrelu import train as T
-from jaxrelu.data import Dataset, load_digits
+from jaxrelu.study import engine as T
+from jaxrelu.study import models
+from jaxrelu.study.data import Dataset, load_digits
 
 
 @pytest.fixture(scope="module")
@@ -199,8 +199,8 @@ def test_multi_device_equals_single_device(tmp_path):
         import jax
         jax.config.update("jax_enable_x64", True)
         import numpy as np
-        from jaxrelu.train import TrainConfig, train
-        from jaxrelu.data import synthetic
+        from jaxrelu.study.engine import TrainConfig, train
+        from jaxrelu.study.data import synthetic
         assert len(jax.local_devices()) == 4
         ds = synthetic(512, 64, dim=16)
         out = {}

@@ -186,7 +186,7 @@ def _check_json_path(path: str | None) -> None:
 def _write_json(path: str | None, data_name: str, config: dict, rows: list[dict]) -> None:
     if path is None:
         return
-    from . import __version__
+    from .. import __version__
     from .report import _json_default, atomic_write
 
     doc = {"jaxrelu_version": __version__, "dataset": data_name, "config": config, "results": rows}
@@ -210,7 +210,7 @@ def _table(rows: list[dict], cols: list[str]) -> str:
 
 
 def _iter(items, desc, enabled):
-    from ._util import Progress
+    from .progress import Progress
 
     bar = Progress(len(items), desc, "config", enabled)
     try:
@@ -241,7 +241,7 @@ def _finish(args, ds, rows: list[dict], cols: list[str]) -> int:
 
 
 def _cmd_volume(args) -> int:
-    from . import study
+    from . import experiments as study
 
     ds = _data_for(args, "--batch-sizes", args.batch_sizes)
     jobs = [
@@ -260,7 +260,7 @@ def _cmd_volume(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from . import study
+    from . import experiments as study
 
     ds = _data_for(args, "--batch-size", [args.batch_size])
     extra: dict[str, Any] = {"batch_size": args.batch_size}
@@ -290,7 +290,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_divergence(args) -> int:
-    from . import study
+    from . import experiments as study
 
     ds = _data_for(args, "--batch-size", [args.batch_size])
     rows = [
@@ -331,7 +331,7 @@ def _cmd_reproduce(args) -> int:
 
 
 def _cmd_audit(args) -> int:
-    from .kinks import audit_conventions
+    from ..kinks import audit_conventions
 
     _check_json_path(args.json)
     audit = audit_conventions()

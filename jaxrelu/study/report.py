@@ -22,8 +22,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from . import __version__, _util, study
+from .. import __version__
+from . import experiments as study
 from .data import Dataset
+from .progress import Progress
 
 # ---------------------------------------------------------------- the paper's numbers
 # Bertoin et al., NeurIPS 2021, MNIST MLP, P(theta in S01) out of 1000 initialisations
@@ -280,7 +282,7 @@ class Runner:
 
     def run(self, experiment: str, jobs: list[dict], fn: Callable[[dict], Any]) -> list[dict]:
         results = []
-        bar = _util.Progress(len(jobs), experiment, "config", self.progress)
+        bar = Progress(len(jobs), experiment, "config", self.progress)
         try:
             for job in jobs:
                 path = os.path.join(

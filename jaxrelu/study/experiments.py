@@ -31,7 +31,7 @@ from jax.sharding import PartitionSpec as P
 
 from . import models
 from .data import Dataset, load_data
-from .train import DTYPES, TrainConfig, train
+from .engine import DTYPES, TrainConfig, train
 
 __all__ = ["divergence", "train_comparison", "volume", "wilson_interval"]
 
