@@ -7,6 +7,7 @@ that diagnoses kinks, kink analysis read from the jaxpr, and the ReLU'(0) study
 
 from importlib import metadata as _metadata
 
+from ._jaxpr import clear_caches as clear_caches
 from .activations import REGISTRY as REGISTRY
 from .activations import ActivationInfo as ActivationInfo
 from .activations import Kink as Kink
@@ -17,14 +18,9 @@ from .activations import maximum as maximum
 from .activations import minimum as minimum
 from .activations import relu as relu
 from .activations import relu6 as relu6
-from .kinks import AuditRow as AuditRow
-from .kinks import ConventionAudit as ConventionAudit
-from .kinks import KinkSite as KinkSite
-from .kinks import audit_conventions as audit_conventions
-from .kinks import count_ties as count_ties
-from .kinks import find_kinks as find_kinks
-from .kinks import kink_radius as kink_radius
-from .kinks import summary as summary
+from .audit import AuditRow as AuditRow
+from .audit import ConventionAudit as ConventionAudit
+from .audit import audit_conventions as audit_conventions
 from .linearization import VERDICTS as VERDICTS
 from .linearization import LinearizationReport as LinearizationReport
 from .linearization import ManyReport as ManyReport
@@ -33,6 +29,18 @@ from .linearization import assert_linearization as assert_linearization
 from .linearization import check_linearization as check_linearization
 from .linearization import check_many as check_many
 from .linearization import neighbourhood_error as neighbourhood_error
+from .kinks import KinkSite as KinkSite
+from .kinks import count_ties as count_ties
+from .kinks import find_kinks as find_kinks
+from .kinks import kink_radius as kink_radius
+from .kinks import kink_sites as kink_sites
+from .kinks import summary as summary
+from .lexicographic import Certificate as Certificate
+from .lexicographic import certified_grad as certified_grad
+from .lexicographic import directional_derivative as directional_derivative
+from .lexicographic import ld_grad as ld_grad
+from .lexicographic import ld_jacobian as ld_jacobian
+from .lexicographic import ld_jvp as ld_jvp
 
 try:
     __version__: str = _metadata.version("jaxrelu")
@@ -44,6 +52,7 @@ __all__ = [
     "VERDICTS",
     "ActivationInfo",
     "AuditRow",
+    "Certificate",
     "ConventionAudit",
     "Kink",
     "KinkSite",
@@ -54,12 +63,19 @@ __all__ = [
     "abs",
     "assert_linearization",
     "audit_conventions",
+    "certified_grad",
     "check_linearization",
     "check_many",
+    "clear_caches",
     "count_ties",
+    "directional_derivative",
     "find_kinks",
     "hard_tanh",
     "kink_radius",
+    "kink_sites",
+    "ld_grad",
+    "ld_jacobian",
+    "ld_jvp",
     "leaky_relu",
     "maximum",
     "minimum",

@@ -56,6 +56,17 @@ def float_tree(x: Any, name: str) -> Any:
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
+def finite_tree(x: Any, name: str) -> None:
+    """Raises ``ValueError`` naming ``name`` if a leaf is empty or holds NaN/inf."""
+    for i, leaf in enumerate(jax.tree_util.tree_leaves(x)):
+        arr = np.asarray(leaf)
+        if arr.size == 0:
+            raise ValueError(f"`{name}` leaf {i} is empty (shape {arr.shape}); give values")
+        if not np.all(np.isfinite(arr)):
+            bad = "NaN" if np.any(np.isnan(arr)) else "inf"
+            raise ValueError(f"`{name}` must be finite; leaf {i} holds {bad}")
+
+
 def check_same_structure(a: Any, b: Any, name_a: str, name_b: str) -> None:
     ta, tb = jax.tree_util.tree_structure(a), jax.tree_util.tree_structure(b)
     if ta != tb:
@@ -143,3 +154,32 @@ def float_dtype(value: Any, name: str = "dtype") -> str:
             "jax.config.update('jax_enable_x64', True) first"
         )
     return value
+
+
+def boolean(value: Any, name: str) -> bool:
+    """A Python or NumPy boolean."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}")
+    return bool(value)
+
+
+def int_tuple(
+    values: Any, name: str, *, lo: int = 1, hi: int | None = None, nonempty: bool = True
+) -> tuple[int, ...]:
+    """A sequence of integers in ``[lo, hi]``, returned as a tuple of Python ints."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"`{name}` must be a sequence of integers, got {values!r}")
+    out = tuple(integer(v, f"{name}[{i}]", lo=lo, hi=hi) for i, v in enumerate(values))
+    if nonempty and not out:
+        raise ValueError(f"`{name}` must not be empty")
+    return out
+
+
+def number_tuple(values: Any, name: str, *, nonempty: bool = True) -> tuple[float, ...]:
+    """A sequence of finite real numbers, returned as a tuple of Python floats."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"`{name}` must be a sequence of numbers, got {values!r}")
+    out = tuple(number(v, f"{name}[{i}]") for i, v in enumerate(values))
+    if nonempty and not out:
+        raise ValueError(f"`{name}` must not be empty")
+    return out

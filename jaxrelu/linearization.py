@@ -727,14 +727,18 @@ def check_linearization(
 
 
 def _with_kinks(rep: LinearizationReport, f: Callable, x0: Any, d: Any) -> LinearizationReport:
+    from .kinks import kink_sites
+
     try:
-        from .kinks import _nearest_sites_and_radius
-    except ImportError:  # pragma: no cover
-        return rep
-    try:
-        sites, radius = _nearest_sites_and_radius(f, x0, d)
+        sites = kink_sites(f, x0, d)
     except Exception:  # the analysis is a bonus: never let it break the check
         return rep
+    radius = min((s.radius for s in sites), default=math.inf)
+    known = [s for s in sites if s.kind != "unknown"]
+    known.sort(
+        key=lambda s: (-(s.ties > 0), s.min_margin if not math.isnan(s.min_margin) else 1e300)
+    )
+    sites = known[:3]
     reason = rep.reason
     if rep.verdict in ("kink", "wrong_derivative", "discontinuous") and sites:
         s = sites[0]

@@ -1,0 +1,262 @@
+"""Rules for the order-based primitives: ``reduce_max``/``reduce_min``, ``argmax``/
+``argmin``, max/min pooling (``reduce_window_max``/``_min``), ``cummax``/``cummin``,
+``sort`` and ``top_k``. Their lexicographic tangents follow the element that is largest
+(or comes first) in the order of ``(value, tangent column 1, column 2, …)``; their sites
+measure the gap between each element and the extremum (or its neighbour in order)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .core import Interpreter, Recorder, SiteStats, Val, first_true, is_float, rule, switch_stats
+from .rules import _bind, discrete, unknown
+
+__all__: list[str] = []
+
+
+def lex_pick(interp: Interpreter, x: Any, t: Any, axes: Sequence[int], sign: float) -> Any:
+    """One-hot mask over ``axes`` of the lexicographically largest (sign 1) or smallest
+    (sign -1) element: the largest value, ties broken by the tangent columns in order,
+    then by position (the first)."""
+    xs = sign * x.astype(interp.wide)
+    cand = xs == jnp.max(xs, axis=tuple(axes), keepdims=True)
+    if t is not None and interp.n_ld:
+        cols = sign * t[: interp.n_ld].astype(interp.wide)
+
+        def refine(c: Any) -> Any:
+            def body(c: Any, col: Any) -> tuple[Any, None]:
+                best = jnp.max(jnp.where(c, col, -jnp.inf), axis=tuple(axes), keepdims=True)
+                return c & (col == best), None
+
+            return lax.scan(body, c, cols)[0]
+
+        tied = jnp.any(jnp.sum(cand, axis=tuple(axes)) > 1)
+        cand = lax.cond(tied, refine, lambda c: c, cand)
+    return first_true(cand, axes)
+
+
+def gap_stats(interp, x, t, top, t_top, axes, sign) -> SiteStats:
+    """Gaps between every element and the extremum of its group: a tie is a second
+    maximiser; an element closing the gap (``d(gap) < 0``) reaches it at ``gap / rate``."""
+    wide = interp.wide
+    xw = sign * x.astype(wide)
+    tw = sign * jnp.expand_dims(top.astype(wide), tuple(axes))
+    gap = tw - xw
+    is_top = gap == 0
+    n_out = int(np.prod(top.shape, dtype=int))
+    ties = (jnp.sum(is_top) - n_out).astype(jnp.int32)
+    pos = jnp.where(is_top, jnp.inf, gap)
+    margin = jnp.where(ties > 0, 0.0, jnp.min(pos, initial=jnp.inf)).astype(wide)
+    radius = jnp.asarray(jnp.inf, wide)
+    if t is not None and interp.n_ld:
+        rate = sign * (jnp.expand_dims(t_top[0].astype(wide), tuple(axes)) - t[0].astype(wide))
+        toward = (~is_top) & (rate < 0)
+        radius = jnp.min(jnp.where(toward, gap / jnp.where(toward, -rate, 1), jnp.inf))
+    zero = jnp.int32(0)
+    return SiteStats(
+        jnp.int32(x.size), jnp.maximum(ties, 0), margin, radius, jnp.asarray(0.0, wide), zero
+    )
+
+
+def _picked(t: Any, pick: Any, axes: Sequence[int]) -> Any:
+    return jnp.sum(jnp.where(pick[None], t, 0), axis=tuple(a + 1 for a in axes))
+
+
+@rule("reduce_max", "reduce_min", "argmax", "argmin")
+def reduce_extremum(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    (x,) = ins
+    if not is_float(x.p):
+        return discrete(interp, eqn, ins, rec)
+    name = eqn.primitive.name
+    axes = tuple(a % np.ndim(x.p) for a in eqn.params["axes"])
+    sign = 1.0 if name in ("reduce_max", "argmax") else -1.0
+    (out,) = _bind(eqn, [x.p])
+    xp = jnp.asarray(x.p)
+    pick = lex_pick(interp, xp, x.t, axes, sign)
+    top = jnp.max(xp, axis=axes) if sign > 0 else jnp.min(xp, axis=axes)
+    t_top = None if x.t is None else _picked(x.t, pick, axes)
+    st = gap_stats(interp, xp, x.t, top, t_top, axes, sign)
+    if name.startswith("reduce"):
+        rec.add(eqn, name, "kink", st)
+        return [Val(out, t_top)]
+    lex = jnp.argmax(pick, axis=axes[0]).astype(out.dtype)
+    rec.add(eqn, name, "jump", st._replace(leaving=jnp.sum(lex != out).astype(jnp.int32)))
+    return [Val(out, None, lex)]
+
+
+def window_patches(x: Any, params: dict, fill: Any) -> Any:
+    """The elements of every pooling window, stacked on a new leading axis (None for
+    base-dilated windows, which the analysis does not take apart)."""
+    wd, ws = params["window_dimensions"], params["window_strides"]
+    pad, wdil = params["padding"], params["window_dilation"]
+    if any(b != 1 for b in params["base_dilation"]):
+        return None
+    xp = lax.pad(x, jnp.asarray(fill, x.dtype), [(lo, hi, 0) for lo, hi in pad])
+    out_shape = [(xp.shape[i] - (wd[i] - 1) * wdil[i] - 1) // ws[i] + 1 for i in range(x.ndim)]
+    patches = []
+    for off in itertools.product(*[range(k) for k in wd]):
+        start = [o * d for o, d in zip(off, wdil)]
+        limit = [s + (n - 1) * st + 1 for s, n, st in zip(start, out_shape, ws)]
+        patches.append(lax.slice(xp, start, limit, ws))
+    return jnp.stack(patches)
+
+
+@rule("reduce_window_max", "reduce_window_min")
+def pooling(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    (x,) = ins
+    if not is_float(x.p):
+        return discrete(interp, eqn, ins, rec)
+    sign = 1.0 if eqn.primitive.name.endswith("max") else -1.0
+    xp = jnp.asarray(x.p)
+    pat = window_patches(xp, eqn.params, -sign * jnp.inf)
+    if pat is None:
+        return unknown(interp, eqn, ins, rec)
+    (out,) = _bind(eqn, [x.p])
+    tp = None
+    if x.t is not None:
+        tp = jax.vmap(lambda c: window_patches(c, eqn.params, 0.0))(x.t)
+    pick = lex_pick(interp, pat, tp, (0,), sign)
+    t_out = None if tp is None else _picked(tp, pick, (0,))
+    st = gap_stats(interp, pat, tp, jnp.asarray(out), t_out, (0,), sign)
+    rec.add(eqn, eqn.primitive.name, "kink", st._replace(size=jnp.int32(xp.size)))
+    return [Val(out, t_out)]
+
+
+def _lex_sign_last(interp: Interpreter, m: Any, cols: Any) -> Any:
+    s = jnp.sign(m)
+    if cols is None or interp.n_ld == 0:
+        return s
+    c = cols[..., : interp.n_ld]
+    first = jnp.argmax(c != 0, axis=-1)
+    val = jnp.take_along_axis(c, first[..., None], axis=-1)[..., 0]
+    return jnp.where(s != 0, s, jnp.sign(val))
+
+
+@rule("cummax", "cummin")
+def cumulative(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    (x,) = ins
+    if not is_float(x.p):
+        return discrete(interp, eqn, ins, rec)
+    axis, reverse = eqn.params["axis"] % np.ndim(x.p), eqn.params["reverse"]
+    sign = 1.0 if eqn.primitive.name == "cummax" else -1.0
+    (out,) = _bind(eqn, [x.p])
+    xp, wide = jnp.asarray(x.p), interp.wide
+    t_out = None
+    if x.t is not None:
+        cols = jnp.moveaxis(x.t, 0, -1)
+
+        def combine(a: tuple, b: tuple) -> tuple:
+            va, ca = a
+            vb, cb = b
+            m = sign * (va.astype(wide) - vb.astype(wide))
+            s = _lex_sign_last(interp, m, sign * (ca - cb).astype(wide))
+            keep_a = (s >= 0) if not reverse else (s > 0)
+            return jnp.where(keep_a, va, vb), jnp.where(keep_a[..., None], ca, cb)
+
+        _, c_out = lax.associative_scan(combine, (xp, cols), reverse=reverse, axis=axis)
+        t_out = jnp.moveaxis(c_out, -1, 0)
+    # switching quantity: each element against the running extremum before it
+    n = xp.shape[axis]
+    fill = jnp.full_like(jnp.take(jnp.asarray(out), jnp.arange(1), axis=axis), -sign * jnp.inf)
+    if reverse:
+        prev = jnp.concatenate([lax.slice_in_dim(out, 1, n, axis=axis), fill], axis=axis)
+    else:
+        prev = jnp.concatenate([fill, lax.slice_in_dim(out, 0, n - 1, axis=axis)], axis=axis)
+    m = xp.astype(wide) - jnp.asarray(prev).astype(wide)
+    rate = None
+    if t_out is not None and interp.n_ld:
+        z = jnp.zeros_like(lax.slice_in_dim(t_out[0], 0, 1, axis=axis))
+        if reverse:
+            t_prev = jnp.concatenate([lax.slice_in_dim(t_out[0], 1, n, axis=axis), z], axis=axis)
+        else:
+            t_prev = jnp.concatenate(
+                [z, lax.slice_in_dim(t_out[0], 0, n - 1, axis=axis)], axis=axis
+            )
+        rate = interp.rate(m, (x.t[0] - t_prev)[None])
+    rec.add(eqn, eqn.primitive.name, "kink", switch_stats(jnp.abs(m), rate, wide))
+    return [Val(out, t_out)]
+
+
+def _lex_sort(interp, keys: list[Val], payload: list[Any], dim: int, descending: bool):
+    """Sorts ``payload`` in the order of the perturbed keys: each float key followed by
+    its lexicographic tangent columns."""
+    sk = []
+    for v in keys:
+        base = v.lex if v.lex is not None else jnp.asarray(v.p)
+        sk.append(-base if descending and is_float(base) else base)
+        if v.t is not None and is_float(v.p):
+            sk += [(-c if descending else c) for c in v.t[: interp.n_ld]]
+    out = lax.sort(tuple(sk) + tuple(payload), dimension=dim, is_stable=True, num_keys=len(sk))
+    return list(out[len(sk) :])
+
+
+@rule("sort")
+def sort(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    p = eqn.params
+    dim, nk = p["dimension"] % np.ndim(ins[0].p), p["num_keys"]
+    outs = _bind(eqn, [v.p for v in ins])
+    if not any(is_float(v.p) for v in ins[:nk]):
+        return discrete(interp, eqn, ins, rec)
+    with_t = [v for v in ins if v.t is not None]
+    res = [Val(o) for o in outs]
+    if interp.ncols and (with_t or any(v.lex is not None for v in ins)):
+        cols = [c for v in with_t for c in v.t]
+        moved = _lex_sort(interp, ins[:nk], [jnp.asarray(v.p) for v in ins] + cols, dim, False)
+        lexp, rest = moved[: len(ins)], moved[len(ins) :]
+        res, k = [], 0
+        for v, o, lp in zip(ins, outs, lexp):
+            if v.t is not None:
+                res.append(Val(o, jnp.stack(rest[k : k + interp.ncols])))
+                k += interp.ncols
+            else:
+                res.append(Val(o, None, None if is_float(o) else lp))
+    key = jnp.asarray(outs[0])
+    if is_float(key) and key.shape[dim] > 1:
+        m = jnp.diff(key.astype(interp.wide), axis=dim)
+        rate = None
+        if res[0].t is not None and interp.n_ld:
+            rate = jnp.diff(res[0].t[0].astype(interp.wide), axis=dim)
+        st = switch_stats(m, rate, interp.wide)
+        rec.add(eqn, "sort", "kink", st._replace(size=jnp.int32(key.size)))
+    return res
+
+
+@rule("top_k")
+def top_k(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """``top_k``: the k largest along the last axis (or ``axis``). Ties between the k-th
+    and the first element left out count too."""
+    (x,) = ins
+    if not is_float(x.p):
+        return discrete(interp, eqn, ins, rec)
+    vals, idx = _bind(eqn, [x.p])
+    k = eqn.params["k"]
+    axis = eqn.params.get("axis", -1) % np.ndim(x.p)
+    xp = jnp.moveaxis(jnp.asarray(x.p), axis, -1)
+    n = xp.shape[-1]
+    iota = jnp.broadcast_to(jnp.arange(n, dtype=idx.dtype), xp.shape)
+    cols = [] if x.t is None else list(jnp.moveaxis(x.t, axis + 1, -1))
+    key = Val(xp, None if x.t is None else jnp.moveaxis(x.t, axis + 1, -1))
+    srt = _lex_sort(interp, [key], [xp, iota, *cols], xp.ndim - 1, True)
+    sv, si, sc = srt[0], srt[1], srt[2:]
+    t = None
+    if sc:
+        t = jnp.moveaxis(jnp.stack([c[..., :k] for c in sc]), -1, axis + 1)
+    lex = jnp.moveaxis(si[..., :k], -1, axis)
+    kk = min(k + 1, n)
+    if kk > 1:
+        head = sv[..., :kk].astype(interp.wide)
+        gap = head[..., :-1] - head[..., 1:]
+        rate = None
+        if sc and interp.n_ld:
+            h0 = sc[0][..., :kk].astype(interp.wide)
+            rate = h0[..., :-1] - h0[..., 1:]
+        st = switch_stats(gap, rate, interp.wide)
+        rec.add(eqn, "top_k", "kink", st._replace(size=jnp.int32(xp.size)))
+    return [Val(vals, t), Val(idx, None, lex)]

@@ -1,0 +1,600 @@
+r"""Rules for first-order primitives: smooth ones, integer/boolean machinery, comparisons,
+selects, and the nonsmooth elementals with their lexicographic (LD) tangent rules.
+
+With ``fsign(u, U)`` the sign of the first nonzero among ``u`` and the lexicographic
+tangent columns ``U₁, U₂, …`` (Khan & Barton 2015):
+
+* ``abs``: ``fsign(x, X) · X``; complex ``abs``: ``Re(conj(u) X) / |u|`` with ``u`` the
+  first nonzero among ``z, Z₁, Z₂, …``;
+* ``max(a, b)``: ``A`` if ``fsign(a - b, A - B) >= 0`` else ``B`` (``min`` symmetric);
+  ``clamp`` is ``min(max(x, lo), hi)``; ``reduce_max``, max pooling, ``argmax`` and
+  ``cummax`` pick the lexicographically largest ``(value, tangent columns)``;
+* ``sort`` and ``top_k`` order by ``(value, tangent columns)``;
+* comparisons take their value at the perturbed point (``x > c`` at ``x = c`` is true
+  along ``+d``, false along ``-d``; ``x == c`` is false along any ``d != 0``), and every
+  integer or boolean computation downstream (``and``, ``argmax`` over stacked conditions,
+  ``cumsum``, indexing) is evaluated on those perturbed values; a ``select_n`` or a
+  ``gather`` then takes its tangent from the branch or element the perturbed program uses;
+* ``floor``, ``ceil``, ``round``, ``sign`` have zero derivative (they are jumps);
+* smooth primitives push every column through JAX's JVP in one batched call.
+
+Each nonsmooth primitive also records a *site*: the switching distance of every element
+(``|a - b|`` for ``max``, ``|x|`` for ``abs``, the gap to the runner-up for ``reduce_max``,
+the distance to the nearest integer boundary for ``floor``), how many elements sit exactly
+on a switch, and how soon one is reached along the first direction.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.extend.core import Literal
+
+from .core import (
+    RULES,
+    Interpreter,
+    Recorder,
+    SiteStats,
+    Switch,
+    Val,
+    is_float,
+    rule,
+    switch_stats,
+)
+
+__all__ = ["SMOOTH", "lookup"]
+
+SMOOTH = frozenset(
+    """add add_any sub mul div neg exp exp2 log log1p expm1 sin cos tan asin acos atan atan2
+    sinh cosh tanh asinh acosh atanh logistic sqrt rsqrt cbrt pow integer_pow square erf erfc
+    erf_inv lgamma digamma polygamma igamma igammac bessel_i0e bessel_i1e real imag conj
+    complex reduce_precision dot_general conv_general_dilated reduce_sum reduce_prod cumsum
+    cumprod cumlogsumexp reshape broadcast_in_dim transpose squeeze expand_dims concatenate
+    pad slice dynamic_slice dynamic_update_slice gather scatter scatter-add scatter_add
+    scatter-mul scatter_mul rev copy copy_p iota split device_put sharding_constraint reshard
+    mesh_cast optimization_barrier cholesky triangular_solve lu qr eigh svd fft
+    reduce_window_sum nextafter axis_index debug_callback pure_callback name square
+    tridiagonal_solve""".split()
+)
+"""Primitives that are smooth where they are defined: their tangents are JAX's JVP."""
+
+_SHAPE_OPS = frozenset(
+    """broadcast_in_dim reshape squeeze expand_dims transpose slice rev copy copy_p
+    concatenate stack pad dynamic_slice gather reduce_precision""".split()
+)
+_SCANS = frozenset({"cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp"})
+_FLIP_LIMIT = 16  # longest reduced axis over which a discrete reduction's switches are traced
+
+
+def _bind(eqn: Any, args: Sequence[Any], **override: Any) -> list[Any]:
+    params = dict(eqn.params, **override) if override else eqn.params
+    out = eqn.primitive.bind(*args, **params)
+    return list(out) if eqn.primitive.multiple_results else [out]
+
+
+def lookup(eqn: Any) -> Any:
+    """The rule for an equation: its registered rule, else the discrete rule for
+    integer/boolean results, the smooth rule for :data:`SMOOTH` primitives, and the
+    unknown-primitive rule otherwise."""
+    name = eqn.primitive.name
+    fn = RULES.get(name)
+    if fn is not None:
+        return fn
+    if not any(is_float(getattr(o, "aval", None)) for o in eqn.outvars):
+        return discrete
+    if name in SMOOTH:
+        return smooth
+    return unknown
+
+
+# ---------------------------------------------------------------- smooth propagation
+
+
+def jvp_columns(interp: Interpreter, eqn: Any, ins: Sequence[Val]) -> list[Any] | None:
+    """Tangent blocks of the outputs from JAX's JVP of the primitive, every column in one
+    vmapped call; integer and boolean operands take their values at the perturbed point
+    (so ``gather`` with tied indices reads the element the perturbed program reads)."""
+    tpos = [i for i, v in enumerate(ins) if v.t is not None]
+    if not tpos or interp.ncols == 0:
+        return None
+    args = [v.lex if v.lex is not None else v.p for v in ins]
+    primals = [jnp.asarray(ins[i].p) for i in tpos]
+
+    def fn(*xs: Any) -> tuple:
+        a = list(args)
+        for i, x in zip(tpos, xs):
+            a[i] = x
+        return tuple(_bind(eqn, a))
+
+    def one(*ts: Any) -> tuple:
+        return jax.jvp(fn, primals, list(ts))[1]
+
+    return list(jax.vmap(one)(*[ins[i].t for i in tpos]))
+
+
+def _vals(outs: Sequence[Any], ts: Sequence[Any] | None) -> list[Val]:
+    if ts is None:
+        return [Val(o) for o in outs]
+    return [Val(o, t if is_float(o) else None) for o, t in zip(outs, ts)]
+
+
+def smooth(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    outs = _bind(eqn, [v.p for v in ins])
+    return _vals(outs, jvp_columns(interp, eqn, ins))
+
+
+def unknown(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """A primitive the analysis does not know: listed as an ``"unknown"`` site, tangents
+    from JAX's own JVP."""
+    outs = _bind(eqn, [v.p for v in ins])
+    if any(is_float(v.p) for v in ins):
+        size = sum(int(np.size(o)) for o in outs)
+        nan = jnp.asarray(jnp.nan, interp.wide)
+        inf = jnp.asarray(jnp.inf, interp.wide)
+        st = SiteStats(jnp.int32(size), jnp.int32(0), nan, inf, nan, jnp.int32(0))
+        rec.add(eqn, eqn.primitive.name, "unknown", st)
+    try:
+        ts = jvp_columns(interp, eqn, ins)
+    except NotImplementedError:  # no JVP rule either: no tangent
+        ts = None
+    return _vals(outs, ts)
+
+
+# -------------------------------------------------- integer and boolean computations
+
+
+def discrete(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """Integer/boolean results: evaluated at the point and at the perturbed point, and the
+    nearest switch of the operands carried along (where it can be traced)."""
+    outs = _bind(eqn, [v.p for v in ins])
+    lex = None
+    if any(v.lex is not None for v in ins):
+        lex = _bind(eqn, [v.lex if v.lex is not None else v.p for v in ins])
+    sws = _propagate_switch(interp, eqn, ins, outs)
+    return [
+        Val(o, None, None if lex is None else lo, sw) for o, lo, sw in zip(outs, lex or outs, sws)
+    ]
+
+
+def _propagate_switch(interp, eqn, ins, outs) -> list[Switch | None]:
+    none = [None] * len(outs)
+    if all(v.sw is None for v in ins) or len(outs) != 1:
+        return none
+    name = eqn.primitive.name
+    out = jnp.asarray(outs[0])
+    if name in _SHAPE_OPS:
+        return [_shape_switch(interp, eqn, ins)]
+    if "axes" in eqn.params or name in _SCANS:
+        return [_reduction_switch(interp, eqn, ins[0], out)] if len(ins) == 1 else none
+    shapes = [np.shape(v.p) for v in ins]
+    if all(s in ((), out.shape) for s in shapes):
+        return [_elementwise_switch(interp, eqn, ins, out)]
+    return none
+
+
+def _shape_switch(interp, eqn, ins) -> Switch:
+    """Data movement: the same movement applied to distances, rates and across-values."""
+    name = eqn.primitive.name
+    if name in ("concatenate", "stack"):
+        data: Sequence[int] = range(len(ins))
+    else:
+        data = (0, 1) if name == "pad" else (0,)
+    wide = interp.wide
+
+    def moved(field: str, fill: Any) -> Any:
+        args = []
+        for i, v in enumerate(ins):
+            if i not in data:
+                args.append(v.p)
+                continue
+            if v.sw is None or getattr(v.sw, field) is None:
+                if field == "across":
+                    args.append(v.p)
+                elif field == "rate" and all(u.sw is None or u.sw.rate is None for u in ins):
+                    return None
+                else:
+                    args.append(jnp.full(np.shape(v.p), fill, wide))
+            else:
+                args.append(jnp.broadcast_to(getattr(v.sw, field), np.shape(v.p)))
+        return _bind(eqn, args)[0]
+
+    return Switch(moved("dist", jnp.inf), moved("rate", 0.0), moved("across", None))
+
+
+def _elementwise_switch(interp, eqn, ins, out) -> Switch:
+    """The operand nearest to its switch decides; across = the result with that operand
+    across its switch."""
+    shape = out.shape
+    dists, rates, alts = [], [], []
+    for j, v in enumerate(ins):
+        if v.sw is None:
+            continue
+        args = [u.p for u in ins]
+        args[j] = v.sw.across
+        alts.append(jnp.broadcast_to(_bind(eqn, args)[0], shape))
+        dists.append(jnp.broadcast_to(v.sw.dist, shape))
+        rates.append(None if v.sw.rate is None else jnp.broadcast_to(v.sw.rate, shape))
+    if len(dists) == 1:
+        return Switch(dists[0], rates[0], alts[0])
+    d = jnp.stack(dists)
+    near = jnp.argmin(d, axis=0)[None]
+    pick = lambda xs: jnp.take_along_axis(jnp.stack(xs), near, axis=0)[0]
+    rate = None if any(r is None for r in rates) else pick(rates)
+    return Switch(pick(dists), rate, pick(alts))
+
+
+def _reduction_switch(interp, eqn, v: Val, out) -> Switch | None:
+    """A reduction or scan over a short axis (e.g. ``argmax`` over stacked conditions, as in
+    ``jnp.select``): each element of the axis is flipped across its switch in turn; the
+    nearest one whose flip changes the result decides."""
+    name = eqn.primitive.name
+    x = jnp.asarray(v.p)
+    axes = tuple(eqn.params["axes"]) if "axes" in eqn.params else (eqn.params["axis"],)
+    axes = tuple(a % x.ndim for a in axes)
+    n = int(np.prod([x.shape[a] for a in axes], dtype=int))
+    if n > _FLIP_LIMIT or (v.sw.rate is None and interp.n_ld):
+        return None
+    keep = name in _SCANS
+    dist = jnp.broadcast_to(v.sw.dist, x.shape)
+    rate = None if v.sw.rate is None else jnp.broadcast_to(v.sw.rate, x.shape)
+    across = jnp.broadcast_to(v.sw.across, x.shape)
+    best_d = jnp.full(out.shape, jnp.inf, interp.wide)
+    best_r = jnp.zeros(out.shape, interp.wide)
+    best_a = out
+    for idx in itertools.product(*[range(x.shape[a]) for a in axes]):
+        hot = jnp.ones((), bool)
+        for a, i in zip(axes, idx):
+            shape = [1] * x.ndim
+            shape[a] = x.shape[a]
+            hot = hot & (jnp.arange(x.shape[a]) == i).reshape(shape)
+        alt = _bind(eqn, [jnp.where(hot, across, x)])[0]
+        changed = alt != out
+
+        def at(field: Any, hot: Any = hot) -> Any:
+            picked = jnp.sum(jnp.where(hot, field, 0), axis=axes, keepdims=keep)
+            return jnp.broadcast_to(picked, out.shape)
+
+        d_j = jnp.where(changed, at(dist), jnp.inf)
+        better = d_j < best_d
+        best_d = jnp.where(better, d_j, best_d)
+        if rate is not None:
+            best_r = jnp.where(better, at(rate), best_r)
+        best_a = jnp.where(better, alt, best_a)
+    return Switch(best_d, None if rate is None else best_r, best_a)
+
+
+# ------------------------------------------------------------------- comparisons
+
+_LEX_TEST = {
+    "gt": lambda s: s > 0,
+    "ge": lambda s: s >= 0,
+    "lt": lambda s: s < 0,
+    "le": lambda s: s <= 0,
+    "eq": lambda s: s == 0,
+    "ne": lambda s: s != 0,
+}
+
+
+def _nonfinite_literal(var: Any) -> bool:
+    if not isinstance(var, Literal):
+        return False
+    try:
+        return not bool(np.all(np.isfinite(np.asarray(var.val))))
+    except TypeError:
+        return False
+
+
+@rule("gt", "ge", "lt", "le", "eq", "ne")
+def compare(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """A float comparison is a switch at ``a == b``. ``x != x`` (NaN tests) and comparisons
+    with an infinite constant (``nan_to_num``) switch at no finite point."""
+    a, b = ins
+    if not (is_float(a.p) or is_float(b.p)):
+        return discrete(interp, eqn, ins, rec)
+    (out,) = _bind(eqn, [a.p, b.p])
+    x, y = eqn.invars
+    same = x is y and not isinstance(x, Literal)
+    if same or _nonfinite_literal(x) or _nonfinite_literal(y):
+        return [Val(out)]
+    if jnp.iscomplexobj(a.p) or jnp.iscomplexobj(b.p):
+        return [Val(out)]
+    shape = np.shape(out)
+    m = interp.wide_of(a.p, shape) - interp.wide_of(b.p, shape)
+    t = None
+    if a.t is not None or b.t is not None:
+        t = interp.t_of(a, shape, interp.wide) - interp.t_of(b, shape, interp.wide)
+    lex = _LEX_TEST[eqn.primitive.name](interp.lex_sign(m, t)) if interp.n_ld else None
+    return [Val(out, None, lex, Switch(jnp.abs(m), interp.rate(m, t), ~out))]
+
+
+# ------------------------------------------------------------------------ selects
+
+
+def _same_cases(cases: Sequence[Val]) -> bool:
+    keys = {c.key for c in cases}
+    return len(keys) == 1 and None not in keys
+
+
+def _select_t(interp, idx, cases, shape):
+    if all(c.t is None for c in cases) or interp.ncols == 0:
+        return None
+    cols = [interp.t_of(c, shape) for c in cases]
+    idx = jnp.broadcast_to(idx, shape) if np.ndim(idx) else idx
+    return jax.vmap(lambda *cs: lax.select_n(idx, *cs))(*cols)
+
+
+def jump_evidence(interp, sw: Switch, here, there, t_here, t_there, shape) -> Any:
+    """How far apart the two sides of a switch are *at* the switching surface, relative to
+    their size: ``here``/``there`` are the outputs on this side and across, extrapolated to
+    the surface along the first direction (0 for continuous switches such as
+    ``where(x > 0, x, 0)``; NaN sides give no evidence)."""
+    wide = interp.wide
+    u = jnp.broadcast_to(jnp.asarray(here).astype(wide), shape)
+    v = jnp.broadcast_to(jnp.asarray(there).astype(wide), shape)
+    dist = jnp.broadcast_to(sw.dist, shape).astype(wide)
+    gap = v - u
+    scale = jnp.abs(u) + jnp.abs(v) + jnp.finfo(wide).tiny
+    ev = jnp.where(dist == 0, jnp.abs(gap), 0.0)
+    if sw.rate is not None and t_here is not None:
+        rate = jnp.broadcast_to(sw.rate, shape).astype(wide)
+        dgap = (t_there[0] - t_here[0]).astype(wide)
+        moving = rate != 0
+        surface = gap - dist * dgap / jnp.where(moving, rate, 1.0)
+        ev = jnp.where(dist == 0, ev, jnp.where(moving, jnp.abs(surface), 0.0))
+    ev = jnp.where(jnp.isfinite(ev), ev / scale, 0.0)
+    return jnp.max(ev, initial=0.0)
+
+
+def select_threshold(dtype: Any) -> float:
+    """Relative gap above which a switch is a jump: 1e-3, or 32 ulps in low precision."""
+    return max(1e-3, 32 * float(jnp.finfo(dtype).eps))
+
+
+@rule("select_n")
+def select(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """``select_n(which, *cases)``: the primal from ``which``, the tangent from ``which``
+    at the perturbed point. A site when ``which`` comes from float comparisons (unless
+    every case is the same value, as in ``jnp.piecewise``'s stop-gradient routing)."""
+    which, cases = ins[0], ins[1:]
+    (out,) = _bind(eqn, [v.p for v in ins])
+    if not is_float(out):
+        return discrete(interp, eqn, ins, rec)
+    shape = np.shape(out)
+    idx_lex = which.lex if which.lex is not None else which.p
+    t = _select_t(interp, idx_lex, cases, shape)
+    sw = which.sw
+    if sw is not None and not _same_cases(cases):
+        prim = [c.p for c in cases]
+        there = lax.select_n(sw.across, *[jnp.broadcast_to(c, shape) for c in prim])
+        t_here = _select_t(interp, which.p, cases, shape)
+        t_there = _select_t(interp, sw.across, cases, shape)
+        ev = jump_evidence(interp, sw, out, there, t_here, t_there, shape)
+        leaving = jnp.sum(jnp.broadcast_to(idx_lex != which.p, np.shape(sw.dist)))
+        st = switch_stats(jnp.broadcast_to(sw.dist, shape), _bcast(sw.rate, shape), interp.wide)
+        st = st._replace(evidence=ev, size=jnp.int32(max(1, int(np.prod(shape)))))
+        rec.add(eqn, "select_n", "select", _with_leaving(st, leaving), select_threshold(out.dtype))
+    return [Val(out, t)]
+
+
+def _bcast(x: Any, shape: Sequence[int]) -> Any:
+    return None if x is None else jnp.broadcast_to(x, shape)
+
+
+def _with_leaving(st: SiteStats, leaving: Any) -> SiteStats:
+    return st._replace(leaving=jnp.asarray(leaving, jnp.int32))
+
+
+@rule("convert_element_type")
+def convert(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """Float to float is smooth; a comparison or integer turned into a float is a step
+    (a jump site where it depends on a float comparison); float to integer truncates."""
+    (x,) = ins
+    (out,) = _bind(eqn, [x.p])
+    src, dst = is_float(x.p), is_float(out)
+    if src and dst:
+        return smooth(interp, eqn, ins, rec)
+    if dst:
+        if x.sw is not None:
+            shape = np.shape(out)
+            st = switch_stats(
+                jnp.broadcast_to(x.sw.dist, shape), _bcast(x.sw.rate, shape), interp.wide
+            )
+            leaving = 0 if x.lex is None else jnp.sum(x.lex != x.p)
+            rec.add(eqn, "step", "jump", _with_leaving(st, leaving))
+        return [Val(out)]
+    if src:
+        xw = interp.wide_of(x.p)
+        dist = jnp.abs(xw - jnp.round(xw))
+        return [Val(out, None, None, Switch(dist, interp.rate(xw - jnp.round(xw), x.t), out))]
+    return discrete(interp, eqn, ins, rec)
+
+
+@rule("stop_gradient")
+def stop_gradient(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """Zero tangent; the probe column (when carried) is seeded with ones here, so that the
+    output's probe says how much the output depends on stop-gradient values."""
+    (x,) = ins
+    t = None
+    if interp.probe and is_float(x.p):
+        t = interp.zeros_t(x.p).at[-1].set(1)
+    return [Val(x.p, t, x.lex, x.sw, x.key)]
+
+
+# ----------------------------------------------------- nonsmooth elementwise primitives
+
+
+def lex_choose(interp, a: Any, ta: Any, b: Any, tb: Any, sign: float) -> Any:
+    """The tangent of ``max`` (sign 1) or ``min`` (sign -1) of ``a`` and ``b``: ``ta``
+    where ``sign · fsign(a - b, ta - tb) >= 0``."""
+    m = a.astype(interp.wide) - b.astype(interp.wide)
+    s = interp.lex_sign(m, (ta - tb).astype(interp.wide))
+    return jnp.where((sign * s >= 0)[None], ta, tb)
+
+
+@rule("max", "min")
+def maxmin(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    a, b = ins
+    (out,) = _bind(eqn, [a.p, b.p])
+    if not is_float(out):
+        return discrete(interp, eqn, ins, rec)
+    shape = np.shape(out)
+    ap, bp = jnp.broadcast_to(a.p, shape), jnp.broadcast_to(b.p, shape)
+    m = ap.astype(interp.wide) - bp.astype(interp.wide)
+    t = dm = None
+    if a.t is not None or b.t is not None:
+        ta, tb = interp.t_of(a, shape), interp.t_of(b, shape)
+        dm = (ta - tb).astype(interp.wide)
+        sign = 1.0 if eqn.primitive.name == "max" else -1.0
+        t = lex_choose(interp, ap, ta, bp, tb, sign)
+    rec.add(
+        eqn, eqn.primitive.name, "kink", switch_stats(jnp.abs(m), interp.rate(m, dm), interp.wide)
+    )
+    return [Val(out, t)]
+
+
+@rule("clamp")
+def clamp(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """``clamp(lo, x, hi) = min(max(x, lo), hi)``: two switches per element."""
+    lo, x, hi = ins
+    (out,) = _bind(eqn, [lo.p, x.p, hi.p])
+    if not is_float(out):
+        return discrete(interp, eqn, ins, rec)
+    shape = np.shape(out)
+    lp, xp, hp = (jnp.broadcast_to(v.p, shape) for v in (lo, x, hi))
+    t = None
+    d1 = d2 = None
+    if any(v.t is not None for v in ins):
+        tl, tx, th = (interp.t_of(v, shape) for v in (lo, x, hi))
+        t1 = lex_choose(interp, xp, tx, lp, tl, 1.0)
+        t = lex_choose(interp, jnp.maximum(xp, lp), t1, hp, th, -1.0)
+        d1, d2 = (tx - tl).astype(interp.wide), (tx - th).astype(interp.wide)
+    m1 = xp.astype(interp.wide) - lp.astype(interp.wide)
+    m2 = xp.astype(interp.wide) - hp.astype(interp.wide)
+    s1 = switch_stats(jnp.abs(m1), interp.rate(m1, d1), interp.wide)
+    s2 = switch_stats(jnp.abs(m2), interp.rate(m2, d2), interp.wide)
+    rec.add(eqn, "clamp", "kink", s1.merge(s2)._replace(size=s1.size))
+    return [Val(out, t)]
+
+
+@rule("abs")
+def abs_(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    (x,) = ins
+    (out,) = _bind(eqn, [x.p])
+    if not is_float(out):
+        return discrete(interp, eqn, ins, rec)
+    z = jnp.asarray(x.p)
+    wide = interp.wide
+    t = None
+    if rec.positive and rec.positive[0]:  # abs of a positive quantity: no switch
+        return smooth(interp, eqn, ins, rec)
+    if jnp.iscomplexobj(z):
+        mag = jnp.abs(z).astype(wide)
+        rate = None
+        if x.t is not None:
+            cols = x.t[: max(interp.n_ld, 1)]
+            first = jnp.argmax(cols != 0, axis=0)
+            u = jnp.where(z != 0, z, jnp.take_along_axis(cols, first[None], axis=0)[0])
+            au = jnp.abs(u)
+            t = jnp.where(au > 0, jnp.real(jnp.conj(u)[None] * x.t) / jnp.where(au > 0, au, 1), 0)
+            t = t.astype(out.dtype)
+            r0 = jnp.real(jnp.conj(z) * x.t[0]) / jnp.where(mag > 0, mag, 1)
+            rate = r0.astype(wide) if interp.n_ld else None
+        rec.add(eqn, "abs", "kink", switch_stats(mag, rate, wide))
+        return [Val(out, t)]
+    if x.t is not None:
+        t = interp.lex_sign(z, x.t).astype(z.dtype)[None] * x.t
+    zw = z.astype(wide)
+    dz = None if x.t is None else x.t.astype(wide)
+    rec.add(eqn, "abs", "kink", switch_stats(jnp.abs(zw), interp.rate(zw, dz), wide))
+    return [Val(out, t)]
+
+
+# ------------------------------------------------------------------------- jumps
+
+
+def periodic_stats(interp, q: Any, tq: Any, fn: Any, offset: float, skip_zero=False):
+    """Statistics of a function with jumps at every integer + ``offset`` (``floor`` and
+    ``ceil``: 0, ``round``: 0.5; ``rem``: the quotient's nonzero integers). The radius is
+    the distance to the next jump along the direction; a tied element that the
+    direction moves into the other piece at once (``floor`` at an integer, going down)
+    marks the site as switching immediately."""
+    wide = interp.wide
+    x = jnp.asarray(q).astype(wide) - offset
+    near = jnp.round(x)
+    dist = jnp.abs(x - near)
+    if skip_zero:  # the quotient crossing 0 is no jump of a truncated remainder
+        dist = jnp.where(near == 0, jnp.minimum(1 - jnp.abs(x), jnp.abs(x) + 1), dist)
+    st = switch_stats(dist, None, wide)
+    if tq is None or interp.n_ld == 0 or x.size == 0:
+        return st
+    dx = tq[0].astype(wide)
+    target = jnp.where(dx > 0, jnp.floor(x) + 1, jnp.ceil(x) - 1)
+    if skip_zero:
+        target = jnp.where(target == 0, target + jnp.sign(dx), target)
+    t = jnp.where(dx != 0, (target - x) / jnp.where(dx != 0, dx, 1), jnp.inf)
+    s = interp.lex_sign(jnp.zeros_like(x), tq.astype(wide))
+    q = jnp.asarray(q)
+    step = jnp.where(s > 0, jnp.inf, -jnp.inf).astype(q.dtype)
+    moved = fn(jnp.nextafter(q, step))
+    leaving = jnp.sum((dist == 0) & (s != 0) & (moved != fn(q)))
+    return _with_leaving(st._replace(radius=jnp.min(t)), leaving)
+
+
+_PERIODIC = {"floor": (jnp.floor, 0.0), "ceil": (jnp.ceil, 0.0), "round": (jnp.round, 0.5)}
+
+
+@rule("floor", "ceil", "round")
+def staircase(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    (x,) = ins
+    (out,) = _bind(eqn, [x.p])
+    if not is_float(out):
+        return discrete(interp, eqn, ins, rec)
+    name = eqn.primitive.name
+    fn, offset = _PERIODIC[name]
+    if name == "round":
+        fn = lambda v: _bind(eqn, [v])[0]
+    rec.add(eqn, name, "jump", periodic_stats(interp, x.p, x.t, fn, offset))
+    return [Val(out)]
+
+
+@rule("sign")
+def sign(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    (x,) = ins
+    (out,) = _bind(eqn, [x.p])
+    if not is_float(out):
+        return discrete(interp, eqn, ins, rec)
+    if rec.positive and rec.positive[0]:  # the sign of a positive quantity is constant
+        return [Val(out)]
+    xw = interp.wide_of(jnp.abs(x.p) if jnp.iscomplexobj(x.p) else x.p)
+    dx = None if x.t is None or jnp.iscomplexobj(x.p) else x.t.astype(interp.wide)
+    st = switch_stats(jnp.abs(xw), interp.rate(xw, dx), interp.wide)
+    leaving = 0
+    if dx is not None and interp.n_ld:
+        leaving = jnp.sum((xw == 0) & (interp.lex_sign(xw, dx) != 0))
+    rec.add(eqn, "sign", "jump", _with_leaving(st, leaving))
+    return [Val(out)]
+
+
+@rule("rem")
+def rem(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """``rem(x, y) = x - y trunc(x / y)`` jumps where ``x / y`` crosses a nonzero integer."""
+    x, y = ins
+    outs = _bind(eqn, [x.p, y.p])
+    if not is_float(outs[0]):
+        return discrete(interp, eqn, ins, rec)
+    wide = interp.wide
+    q = interp.wide_of(x.p) / interp.wide_of(y.p)
+    tq = None
+    if interp.ncols and (x.t is not None or y.t is not None):
+        shape = np.shape(q)
+        tx, ty = interp.t_of(x, shape, wide), interp.t_of(y, shape, wide)
+        yw = jnp.broadcast_to(interp.wide_of(y.p), shape)
+        tq = (tx - q[None] * ty) / yw[None]
+    rec.add(eqn, "rem", "jump", periodic_stats(interp, q, tq, jnp.trunc, 0.0, skip_zero=True))
+    return _vals(outs, jvp_columns(interp, eqn, ins))

@@ -1,0 +1,382 @@
+r"""Lexicographic derivatives: a derivative that is right at kinks, for any JAX program.
+
+Automatic differentiation applies a convention at kinks (``relu'(0) = 0``,
+``max``'s 0.5 split), and a composition of conventions can be wrong where the function is
+differentiable: ``relu(x) - relu(-x)`` is ``x``, yet ``jax.grad`` gives 0 at 0 (Kakade &
+Lee 2018). Nesterov's lexicographic differentiation (2005) and Khan & Barton's
+LD-derivatives (2013, 2015) give a derivative that is always valid for compositions of
+smooth and piecewise-smooth elementals.
+
+For a matrix of directions :math:`M = [m_1\ m_2\ \dots\ m_k]`, the LD-derivative
+:math:`f'(x; M)` has one column per direction: the first is the one-sided directional
+derivative :math:`f'(x; m_1)`, and each next column is the directional derivative of what
+the previous ones left undecided. It is computed by a vector forward mode over the
+program's jaxpr, one rule per primitive: with :math:`\mathrm{fsign}(u, U)` the sign of the
+first nonzero among :math:`u, U_1, U_2, \dots`,
+
+* ``abs``: :math:`\mathrm{fsign}(u, U) \cdot U`; ``relu``: :math:`U` if
+  :math:`\mathrm{fsign}(u, U) > 0`, else 0;
+* ``max(a, b)``: :math:`A` if :math:`\mathrm{fsign}(a - b, A - B) \ge 0`, else :math:`B`;
+  likewise ``min``, ``clamp``, ``reduce_max``, pooling, ``sort``, ``top_k``;
+* a ``where``/``select`` or ``cond`` on comparisons takes the branch valid at
+  :math:`x + \varepsilon_1 m_1 + \varepsilon_2 m_2 + \dots` for
+  :math:`\varepsilon_1 \gg \varepsilon_2 \gg \dots > 0` (``x == c`` is false there);
+* smooth primitives: their JVP, applied to all columns in one batched call.
+
+``custom_jvp`` functions (``jax.nn.relu``, jaxrelu's activations) and ``custom_vjp``
+functions are differentiated through their primal definition: their custom rule *is* the
+convention being replaced. For square nonsingular :math:`M`, the lexicographic Jacobian
+:math:`J_L = f'(x; M)\, M^{-1}` equals the Jacobian wherever :math:`f` is differentiable,
+and is an element of the Clarke generalized Jacobian everywhere else (for
+piecewise-differentiable :math:`f`, a limiting Jacobian: the ordinary Jacobian at
+:math:`x + \varepsilon m_1 + \varepsilon^2 m_2 + \dots` for small :math:`\varepsilon`).
+
+Discontinuous programs (``floor``, a ``where`` whose branches differ at the switch) have
+no derivative at their jumps; there the result is the derivative of the piece the
+perturbed point lies in, and :func:`certified_grad` says the point is a jump.
+
+References: Y. Nesterov, *Lexicographic differentiation of nonsmooth functions*, Math.
+Program. 104 (2005); K. A. Khan, P. I. Barton, *A vector forward mode of automatic
+differentiation for generalized derivative evaluation*, Optim. Methods Softw. 30 (2015).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _validate
+from ._jaxpr import analyse
+from .kinks import KinkSite, sites_of
+
+__all__ = [
+    "Certificate",
+    "certified_grad",
+    "directional_derivative",
+    "ld_grad",
+    "ld_jacobian",
+    "ld_jvp",
+]
+
+
+def _point(x: Any, name: str = "x") -> Any:
+    x = _validate.float_tree(x, name)
+    for i, leaf in enumerate(jax.tree.leaves(x)):
+        if jnp.iscomplexobj(leaf):
+            raise TypeError(
+                f"`{name}` leaf {i} is complex; lexicographic derivatives need real inputs"
+            )
+    return x
+
+
+def _size(x: Any) -> int:
+    return int(sum(np.size(v) for v in jax.tree.leaves(x)))
+
+
+def _blocks(x: Any, m: np.ndarray) -> list[Any]:
+    """Splits the rows of ``m`` (n × k) over the leaves of ``x``: a tangent block
+    ``(k, *leaf.shape)`` per leaf."""
+    out, start = [], 0
+    for leaf in jax.tree.leaves(x):
+        n = int(np.size(leaf))
+        rows = m[start : start + n]
+        out.append(jnp.asarray(rows.T.reshape((m.shape[1], *np.shape(leaf))), leaf.dtype))
+        start += n
+    return out
+
+
+def _directions(directions: Any, n: int, *, square: bool, name: str = "directions") -> np.ndarray:
+    try:
+        m = np.asarray(directions, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"`{name}` must be a real matrix, got {type(directions).__name__}") from err
+    if m.ndim == 1 and not square:
+        m = m[:, None]
+    if m.ndim != 2 or m.shape[0] != n or m.shape[1] < 1:
+        want = f"{n}×{n}" if square else f"{n}×k (k >= 1)"
+        raise ValueError(
+            f"`{name}` must be a {want} matrix whose columns are directions in the "
+            f"flattened input (size {n}); got shape {m.shape}"
+        )
+    if not np.all(np.isfinite(m)):
+        raise ValueError(f"`{name}` must be finite")
+    if square and (m.shape[1] != n or np.linalg.matrix_rank(m) < n):
+        raise ValueError(f"`{name}` must be a nonsingular {n}×{n} matrix; this one is singular")
+    if not square and not np.any(m[:, 0]):
+        raise ValueError(f"the first column of `{name}` is zero; give a nonzero direction")
+    return m
+
+
+def _run(f: Callable, args: tuple, blocks: list, k: int) -> tuple[Any, Any]:
+    """Output value and LD-derivative (output leaves with a trailing axis of k columns)."""
+    res = analyse(f, args, blocks, n_ld=k)
+    value = jax.tree.unflatten(res.out_tree, [jnp.asarray(p) for p in res.out_p])
+    cols = [
+        jnp.zeros((*np.shape(p), k), np.asarray(p).dtype) if t is None else jnp.moveaxis(t, 0, -1)
+        for p, t in zip(res.out_p, res.out_t)
+    ]
+    return value, jax.tree.unflatten(res.out_tree, cols)
+
+
+def directional_derivative(f: Callable[[Any], Any], x: Any, d: Any) -> Any:
+    r"""The one-sided directional derivative :math:`f'(x; d) = \lim_{t \downarrow 0}
+    (f(x + t d) - f(x)) / t`, exact for piecewise-smooth programs.
+
+    At a tie every nonsmooth operation takes the branch that holds for :math:`x + t d`,
+    :math:`t > 0` (``relu`` passes :math:`\max(0, \dot m)`, ``abs`` :math:`|\dot m|`).
+
+    Args:
+        f: a JAX-traceable function of one argument.
+        x: the point (floating-point array or pytree).
+        d: the direction, same structure as ``x``.
+
+    Returns:
+        :math:`f'(x; d)`, with the structure of ``f``'s output.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, jaxrelu
+        >>> float(jaxrelu.directional_derivative(jax.nn.relu, jnp.array(0.0), jnp.array(-1.0)))
+        0.0
+        >>> float(jaxrelu.directional_derivative(jnp.abs, jnp.array(0.0), jnp.array(-2.0)))
+        2.0
+    """
+    _validate.check_callable(f)
+    x = _point(x)
+    d = _point(d, "d")
+    _validate.check_same_structure(x, d, "x", "d")
+    d = jax.tree.map(lambda u, v: u.astype(v.dtype), d, x)
+    blocks = [jnp.asarray(v)[None] for v in jax.tree.leaves(d)]
+    _, cols = _run(f, (x,), blocks, 1)
+    return jax.tree.map(lambda c: c[..., 0], cols)
+
+
+def ld_jvp(f: Callable[[Any], Any], x: Any, directions: Any) -> tuple[Any, Any]:
+    r"""Value and LD-derivative :math:`f'(x; M)` for a matrix of directions.
+
+    Args:
+        f: a JAX-traceable function of one argument.
+        x: the point (floating-point array or pytree; ``n`` elements in all).
+        directions: an ``n × k`` matrix :math:`M` whose columns are directions in the
+            flattened input (leaves in ``jax.tree.leaves`` order, each raveled); each
+            column resolves the ties the previous ones left.
+
+    Returns:
+        ``(f(x), L)`` where ``L`` has ``f``'s output structure with a trailing axis of
+        ``k`` columns; ``L[..., 0]`` is :math:`f'(x; m_1)`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, jaxrelu
+        >>> y, L = jaxrelu.ld_jvp(lambda x: jnp.max(x), jnp.array([1.0, 1.0]), jnp.eye(2))
+        >>> float(y), L.tolist()
+        (1.0, [1.0, 0.0])
+    """
+    _validate.check_callable(f)
+    x = _point(x)
+    m = _directions(directions, _size(x), square=False)
+    return _run(f, (x,), _blocks(x, m), m.shape[1])
+
+
+def _unravel_columns(cols: Any, x: Any) -> Any:
+    """Output leaves with a trailing axis of n columns → ``jax.jacfwd``'s structure."""
+    x_leaves, x_def = jax.tree.flatten(x)
+
+    def split(c: Any) -> Any:
+        parts, start = [], 0
+        lead = c.shape[:-1]
+        for leaf in x_leaves:
+            n = int(np.size(leaf))
+            parts.append(c[..., start : start + n].reshape((*lead, *np.shape(leaf))))
+            start += n
+        return jax.tree.unflatten(x_def, parts)
+
+    return jax.tree.map(split, cols)
+
+
+def ld_jacobian(f: Callable[[Any], Any], x: Any, directions: Any = None) -> Any:
+    r"""The lexicographic Jacobian :math:`f'(x; M)\, M^{-1}`.
+
+    It is the Jacobian wherever ``f`` is differentiable and an element of the Clarke
+    generalized Jacobian everywhere else (a limiting Jacobian for piecewise-differentiable
+    ``f``).
+
+    Args:
+        f: a JAX-traceable function of one argument.
+        x: the point (floating-point array or pytree, ``n`` elements in all).
+        directions: a nonsingular ``n × n`` matrix :math:`M` whose columns are the
+            directions; default the identity.
+
+    Returns:
+        The Jacobian with the structure :func:`jax.jacfwd` gives.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, jaxrelu
+        >>> f = lambda x: jax.nn.relu(x) - jax.nn.relu(-x)  # = x
+        >>> float(jax.jacfwd(f)(0.0)), float(jaxrelu.ld_jacobian(f, jnp.array(0.0)))
+        (0.0, 1.0)
+    """
+    _validate.check_callable(f)
+    x = _point(x)
+    n = _size(x)
+    if directions is None:
+        m = np.eye(n)
+    else:
+        m = _directions(directions, n, square=True)
+    _, cols = _run(f, (x,), _blocks(x, m), n)
+    if directions is not None:
+        minv = np.linalg.inv(m)
+        cols = jax.tree.map(
+            lambda c: jnp.asarray(np.asarray(c, np.float64).reshape(-1, n) @ minv, c.dtype).reshape(
+                c.shape
+            ),
+            cols,
+        )
+    return _unravel_columns(cols, x)
+
+
+def _argnums(argnums: Any, n_args: int) -> tuple[int, ...]:
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    if not nums or any(not isinstance(a, int) or isinstance(a, bool) for a in nums):
+        raise TypeError(f"`argnums` must be an int or a tuple of ints, got {argnums!r}")
+    for a in nums:
+        if not -n_args <= a < n_args:
+            raise ValueError(f"`argnums` {a} is out of range for {n_args} positional argument(s)")
+    return tuple(a % n_args for a in nums)
+
+
+def _ld_grad_at(f: Callable, args: tuple, nums: tuple[int, ...]) -> Any:
+    selected = [args[i] for i in nums]
+    n = _size(selected)
+    eye = np.eye(n)
+    blocks, start = [], 0
+    for i, a in enumerate(args):
+        for leaf in jax.tree.leaves(a):
+            if i in nums:
+                k = int(np.size(leaf))
+                blocks.append(_blocks(leaf, eye[start : start + k])[0])
+                start += k
+            else:
+                blocks.append(None)
+    res = analyse(f, args, blocks, n_ld=n)
+    if len(res.out_p) != 1 or np.ndim(res.out_p[0]) != 0:
+        raise TypeError("`f` must return a scalar (as for jax.grad)")
+    t = res.out_t[0]
+    row = np.zeros(n, np.asarray(res.out_p[0]).dtype) if t is None else np.asarray(t)
+    grads = _unravel_columns(jnp.asarray(row), selected)
+    return grads[0] if len(nums) == 1 else tuple(grads)
+
+
+def ld_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
+    r"""A drop-in for :func:`jax.grad` that returns the lexicographic gradient
+    (directions: the identity over the selected arguments, flattened).
+
+    It equals ``jax.grad(f)`` wherever ``f`` is differentiable *and* AD's conventions do
+    not interfere, and is right where they do: for ``relu(x) - relu(-x)`` at 0 it gives 1.
+    Forward mode with one column per input element: cost grows with the input size.
+
+    Args:
+        f: a scalar-valued JAX-traceable function.
+        argnums: which positional argument(s) to differentiate, as in :func:`jax.grad`.
+
+    Returns:
+        A function with ``f``'s signature returning the gradient (a tuple for a tuple
+        ``argnums``).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, jaxrelu
+        >>> g = lambda x: jnp.maximum(jnp.minimum(x, 0.0), x)  # = x
+        >>> float(jax.grad(g)(0.0)), float(jaxrelu.ld_grad(g)(jnp.array(0.0)))
+        (0.75, 1.0)
+    """
+    _validate.check_callable(f)
+
+    def grad_fn(*args: Any) -> Any:
+        nums = _argnums(argnums, len(args))
+        args = tuple(_point(a, f"args[{i}]") if i in nums else a for i, a in enumerate(args))
+        return _ld_grad_at(f, args, nums)
+
+    return grad_fn
+
+
+@dataclasses.dataclass(frozen=True)
+class Certificate:
+    """How :func:`certified_grad` obtained its gradient.
+
+    Attributes:
+        method: ``"ad"`` (no nonsmooth site is tied at the point: ``jax.grad``'s result is
+            the true gradient) or ``"lexicographic"`` (some site is tied: the lexicographic
+            gradient, an element of the Clarke subdifferential).
+        sites: the tied :class:`~jaxrelu.KinkSite` s (primitive, ``file:line``, ties).
+        certified: False where no guarantee holds: a tied *jump* (``f`` is discontinuous
+            there) or a primitive the analysis does not know.
+        reason: one sentence.
+    """
+
+    method: str
+    sites: tuple[KinkSite, ...]
+    certified: bool = True
+    reason: str = ""
+
+
+def _ad_grad(f: Callable, nums: tuple[int, ...]) -> Callable:
+    return jax.grad(f, argnums=nums if len(nums) > 1 else nums[0])
+
+
+def certified_grad(
+    f: Callable[..., Any], argnums: int | Sequence[int] = 0
+) -> Callable[..., tuple[Any, Certificate]]:
+    """``jax.grad`` where it is provably right, the lexicographic gradient where it may not
+    be, and a certificate saying which.
+
+    The program is evaluated once by the kink analysis (forward only): if no nonsmooth
+    site has an element exactly at its kink, ``f`` is differentiable there and
+    ``jax.grad(f)`` is returned unchanged (bit for bit); otherwise the lexicographic
+    gradient (:func:`ld_grad`) is returned, with the tied sites.
+
+    Args:
+        f: a scalar-valued JAX-traceable function.
+        argnums: as in :func:`jax.grad`.
+
+    Returns:
+        A function returning ``(gradient, Certificate)``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, jaxrelu
+        >>> f = lambda x: jnp.sum(jax.nn.relu(x) - jax.nn.relu(-x))
+        >>> g, cert = jaxrelu.certified_grad(f)(jnp.array([0.0, 2.0]))
+        >>> g.tolist(), cert.method, [s.ties for s in cert.sites]
+        ([1.0, 1.0], 'lexicographic', [1, 1])
+    """
+    _validate.check_callable(f)
+
+    def fn(*args: Any) -> tuple[Any, Certificate]:
+        nums = _argnums(argnums, len(args))
+        args = tuple(_point(a, f"args[{i}]") if i in nums else a for i, a in enumerate(args))
+        res = analyse(f, args)
+        if len(res.out_p) != 1 or np.ndim(res.out_p[0]) != 0:
+            raise TypeError("`f` must return a scalar (as for jax.grad)")
+        sites = sites_of(res, with_radius=False)
+        unknown = sorted({s.primitive for s in sites if s.kind == "unknown"})
+        tied = tuple(s for s in sites if s.ties > 0)
+        if not tied:
+            g = _ad_grad(f, nums)(*args)
+            reason = "no nonsmooth site is at its kink: f is differentiable here"
+            if unknown:
+                reason = f"no known site is tied, but {', '.join(unknown)} is not analysed"
+            return g, Certificate("ad", (), not unknown, reason)
+        jumps = [s for s in tied if s.kind == "jump"]
+        reason = f"{len(tied)} site(s) tied: the lexicographic gradient (a Clarke subgradient)"
+        if jumps:
+            reason = (
+                f"{len(jumps)} tied site(s) are jumps ({jumps[0].primitive} at "
+                f"{jumps[0].source}): f is discontinuous here; the gradient of the piece "
+                "the perturbed point lies in"
+            )
+        g = _ld_grad_at(f, args, nums)
+        return g, Certificate("lexicographic", tied, not jumps and not unknown, reason)
+
+    return fn
