@@ -21,14 +21,15 @@ from .activations import relu6 as relu6
 from .audit import AuditRow as AuditRow
 from .audit import ConventionAudit as ConventionAudit
 from .audit import audit_conventions as audit_conventions
-from .linearization import VERDICTS as VERDICTS
-from .linearization import LinearizationReport as LinearizationReport
-from .linearization import ManyReport as ManyReport
-from .linearization import NeighbourhoodError as NeighbourhoodError
-from .linearization import assert_linearization as assert_linearization
-from .linearization import check_linearization as check_linearization
-from .linearization import check_many as check_many
-from .linearization import neighbourhood_error as neighbourhood_error
+from .checker import VERDICTS as VERDICTS
+from .checker import LinearizationReport as LinearizationReport
+from .checker import ManyReport as ManyReport
+from .checker import NeighbourhoodError as NeighbourhoodError
+from .checker import Verdict as Verdict
+from .checker import assert_linearization as assert_linearization
+from .checker import check_linearization as check_linearization
+from .checker import check_many as check_many
+from .checker import neighbourhood_error as neighbourhood_error
 from .kinks import KinkSite as KinkSite
 from .kinks import count_ties as count_ties
 from .kinks import find_kinks as find_kinks
@@ -59,6 +60,7 @@ __all__ = [
     "LinearizationReport",
     "ManyReport",
     "NeighbourhoodError",
+    "Verdict",
     "__version__",
     "abs",
     "assert_linearization",

@@ -1,0 +1,585 @@
+r"""The public entry points: :func:`check_linearization`, :func:`check_many`,
+:func:`assert_linearization`, :func:`neighbourhood_error`.
+
+A check is a pipeline of small steps: :func:`~.problem.setup` (validation, ``argnums``,
+tracing, mode, working precision) → the step grid (:mod:`.grid`) → the measurements, one
+compiled program (:mod:`.evaluate`) → the kink analysis along ``±d`` (one batched run of
+the jaxpr interpreter: nearby sites, switch distances, exact one-sided slopes) → the
+evidence (floors, one-sided slopes, the reading of the remainders) → :func:`~.verdict.decide`
+→ :func:`~.explain.explain`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
+
+from .. import _util, _validate
+from .._jaxpr import analyse
+from .._jaxpr.driver import compile_cached
+from .._jaxpr.passes import fingerprint
+from ..kinks import KinkSite, sites_of
+from . import grid
+from .evaluate import Measurements, measure
+from .explain import explain
+from .problem import Problem, random_direction, setup
+from .remainders import (
+    CLEAN,
+    FLOOR_SAFETY,
+    INFORMATIVE,
+    classify_remainders,
+    fit_order,
+    roundoff_floor,
+)
+from .report import LinearizationReport, ManyReport, NeighbourhoodError
+from .slopes import one_sided
+from .verdict import VERDICTS, Evidence, SlopeTests, Verdict, decide
+
+__all__ = [
+    "assert_linearization",
+    "check_linearization",
+    "check_many",
+    "neighbourhood_error",
+]
+
+
+# ------------------------------------------------------------------- kink analysis
+
+
+@dataclasses.dataclass(frozen=True)
+class _Kinks:
+    """What the jaxpr says about one point: nearby sites, ties, switch distances along
+    ``±d`` and the exact one-sided slopes (projected on ``w`` in reverse mode)."""
+
+    sites: tuple[KinkSite, ...] = ()
+    known: bool = False
+    tied: int = 0
+    radius_plus: float = math.nan
+    radius_minus: float = math.nan
+    exact_plus: np.ndarray | None = None
+    exact_minus: np.ndarray | None = None
+    note: str = ""
+
+
+def _nearness(s: KinkSite) -> tuple[int, float]:
+    """Tied sites first, then by margin."""
+    return -(s.ties > 0), s.min_margin if not math.isnan(s.min_margin) else math.inf
+
+
+def _kinks(problem: Problem, n_pts: int) -> list[_Kinks]:
+    """One batched analysis of every point along ``+d`` and ``-d``."""
+    x0, fixed, d = problem.x0, problem.fixed, problem.direction
+    if not problem.batched:
+        x0, fixed, d = jax.tree.map(lambda v: jnp.asarray(v)[None], (x0, fixed, d))
+    twice = lambda t: jax.tree.map(lambda v: jnp.concatenate([v, v]), t)
+    args = (twice(x0), twice(fixed))
+    dirs = jax.tree.map(lambda v: jnp.concatenate([v, -v]), d)
+    blocks = [jnp.asarray(v)[:, None] for v in jax.tree.leaves(dirs)]
+    blocks += [None] * len(jax.tree.leaves(args[1]))
+    try:
+        res = analyse(problem.fn, args, blocks, n_ld=1, batched=True)
+    except Exception as err:  # reported in the reason, never silent
+        note = f"kink analysis unavailable ({type(err).__name__}: {str(err).splitlines()[0]})"
+        return [_Kinks(note=note)] * n_pts
+    out = []
+    w = problem.cotangent
+    for i in range(n_pts):
+        plus, minus = res.take(i), res.take(n_pts + i)
+        sp, sm = sites_of(plus, True), sites_of(minus, True)
+        known = all(s.kind != "unknown" for s in sp)
+
+        def slope(r: Any, sign: float) -> np.ndarray:
+            cols = [
+                np.zeros(np.size(p)) if t is None else np.ravel(np.asarray(t)[0])
+                for p, t in zip(r.out_p, r.out_t)
+            ]
+            flat = np.concatenate(cols) if cols else np.zeros(0)
+            if w is not None:
+                flat = np.array([float(np.sum(flat * np.concatenate([np.ravel(v) for v in w])))])
+            return sign * flat + 0.0
+
+        near = sorted((s for s in sp if s.kind != "unknown"), key=_nearness)
+        out.append(
+            _Kinks(
+                sites=tuple(near[:3]),
+                known=known,
+                tied=sum(s.ties for s in sp),
+                radius_plus=min((s.radius for s in sp), default=math.inf),
+                radius_minus=min((s.radius for s in sm), default=math.inf),
+                exact_plus=slope(plus, 1.0) if known else None,
+                exact_minus=slope(minus, -1.0) if known else None,
+            )
+        )
+    return out
+
+
+# ------------------------------------------------------------------------ evidence
+
+
+def _finite_prefix(meas: Measurements, n: int) -> tuple[np.ndarray, str, bool]:
+    """Steps kept: all, or all but the largest ones where ``f`` is not finite (a domain
+    edge further out). ``ok`` is False when ``f`` is not finite at small steps."""
+    fin = np.all(np.isfinite(meas.df[:n]), axis=1) & np.all(np.isfinite(meas.df[n:]), axis=1)
+    if np.all(fin):
+        return np.arange(n), "", True
+    bad = np.flatnonzero(~fin)
+    if np.array_equal(bad, np.arange(len(bad))) and n - len(bad) >= 3:
+        return (
+            np.arange(len(bad), n),
+            (f" (f is not finite at the {len(bad)} largest step(s), which were left out)"),
+            True,
+        )
+    return np.arange(n), "", False
+
+
+def _evidence(problem: Problem, steps: np.ndarray, meas: Measurements, kinks: _Kinks):
+    n, eps = len(steps), problem.eps
+    keep, note, f_ok = _finite_prefix(meas, n)
+    h = steps[keep]
+    ad = meas.ad
+    ad_finite = bool(np.all(np.isfinite(ad)))
+    mag_p, mag_m = (
+        (meas.mag if ad_finite else meas.vmag)[:n][keep],
+        (meas.mag if ad_finite else meas.vmag)[n:][keep],
+    )
+    dfp, dfm = meas.df[:n][keep], meas.df[n:][keep]
+    plus = one_sided(h, meas.heff[:n][keep], dfp, meas.vmag[:n][keep], eps)
+    minus = one_sided(h, meas.heff[n:][keep], dfm, meas.vmag[n:][keep], eps)
+    if ad_finite:
+        rp, rm = meas.rem[:n][keep], meas.rem[n:][keep]
+    else:  # each side against its own slope: the values alone
+        with np.errstate(invalid="ignore"):
+            rp = np.linalg.norm(dfp - meas.heff[:n][keep, None] * plus.value, axis=1)
+            rm = np.linalg.norm(dfm - meas.heff[n:][keep, None] * minus.value, axis=1)
+    floor = np.maximum(roundoff_floor(h, rp, mag_p, eps), roundoff_floor(h, rm, mag_m, eps))
+    r = np.maximum(rp, rm)
+    f0_norm = float(np.linalg.norm(meas.f0))
+    slope_norm = float(np.linalg.norm(ad if ad_finite else plus.value))
+    rem = classify_remainders(
+        h, np.where(np.isfinite(r), r, np.inf), floor, f0_norm + h[0] * slope_norm
+    )
+    near = min(kinks.radius_plus, kinks.radius_minus)
+    below = h < near if math.isfinite(near) else np.ones(len(h), bool)
+    ev = Evidence(
+        remainders=rem,
+        ad=ad,
+        ad_finite=ad_finite,
+        plus=plus,
+        minus=minus,
+        tests=SlopeTests.of(ad, plus, minus, eps),
+        exact_plus=kinks.exact_plus,
+        exact_minus=kinks.exact_minus,
+        f0_finite=bool(np.all(np.isfinite(meas.f0))),
+        f_finite=f_ok,
+        sites_known=kinks.known,
+        tied=kinks.tied,
+        radius_plus=kinks.radius_plus,
+        radius_minus=kinks.radius_minus,
+        piecewise_linear=problem.piecewise_linear,
+        below_switch=int(np.sum(below)),
+        flat_below_switch=bool(np.all(r[below] <= INFORMATIVE * floor[below])),
+        eps=eps,
+    )
+    return ev, keep, note, floor
+
+
+def _shaped(flat: np.ndarray, like: Any) -> Any:
+    """A flat slope back in the shape of ``like`` (output leaves), as Python floats for
+    scalars (``-0`` as ``0``)."""
+    leaves, treedef = jax.tree.flatten(like)
+    if len(leaves) == 1 and np.size(leaves[0]) == 1 and flat.size == 1:
+        return float(flat[0]) + 0.0
+    out, start = [], 0
+    for v in leaves:
+        k = int(np.size(v))
+        out.append(np.reshape(flat[start : start + k], np.shape(v)) + 0.0)
+        start += k
+    return jax.tree.unflatten(treedef, out)
+
+
+def _report(problem, steps, meas, kinks, rtol, out_like) -> LinearizationReport:
+    ev, keep, note, floor = _evidence(problem, steps, meas, kinks)
+    verdict, cause = decide(ev)
+    reason = explain(cause, ev, steps[keep]) + note
+    if verdict in (Verdict.KINK, Verdict.WRONG_DERIVATIVE, Verdict.DISCONTINUOUS) and kinks.sites:
+        s = kinks.sites[0]
+        where = f" in {s.activation}" if s.activation else ""
+        reason += (
+            f". Nearest nonsmooth site: {s.primitive}{where} at {s.source} "
+            f"({s.ties} element(s) exactly at the kink, margin {s.min_margin:.3g})"
+        )
+    if kinks.note:
+        reason += f". Note: {kinks.note}"
+    if problem.mode_note:
+        reason += f". Reverse mode was used: forward mode failed ({problem.mode_note})"
+    n = len(steps)
+    full_floor = np.full(n, np.nan)
+    full_floor[keep] = floor
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.linalg.norm(meas.f0) + steps * np.linalg.norm(meas.ad)
+        ok = (meas.rem[:n] <= rtol * scale) | (meas.rem[:n] <= INFORMATIVE * full_floor)
+    radius = 0.0
+    for i in range(n - 1, -1, -1):
+        if not ok[i]:
+            break
+        radius = float(steps[i])
+    ad_like = out_like if problem.mode == "fwd" else 0.0
+    order = (
+        ev.remainders.order if ev.remainders.pattern.name in ("POWER", "SCATTERED") else math.nan
+    )
+    return LinearizationReport(
+        steps=steps,
+        remainder_plus=meas.rem[:n] if ev.ad_finite else np.full(n, np.nan),
+        remainder_minus=meas.rem[n:] if ev.ad_finite else np.full(n, np.nan),
+        floor=full_floor,
+        order=float(order),
+        ad_slope=_shaped(meas.ad, ad_like),
+        slope_plus=_shaped(ev.plus.value, ad_like),
+        slope_minus=_shaped(ev.minus.value, ad_like),
+        ad_in_hull=ev.tests.in_hull,
+        radius=radius,
+        verdict=verdict.value,
+        reason=reason,
+        rtol=rtol,
+        dtype=problem.dtype_name,
+        kink_radius=kinks.radius_plus,
+        sites=kinks.sites,
+        mode=problem.mode,
+        exact_slope_plus=np.nan if ev.exact_plus is None else _shaped(ev.exact_plus, ad_like),
+        exact_slope_minus=np.nan if ev.exact_minus is None else _shaped(ev.exact_minus, ad_like),
+    )
+
+
+def _out_like(problem: Problem) -> Any:
+    avals = [v.aval for v in problem.closed.jaxpr.outvars]
+    return jax.tree.unflatten(problem.out_tree, [np.zeros(a.shape, np.float64) for a in avals])
+
+
+def _rtol(rtol: Any, eps: float) -> float:
+    if rtol is None:
+        return 64 * eps
+    return _validate.number(rtol, "rtol", positive=True)
+
+
+def _steps_for(problem: Problem, steps: Any, i: int | None) -> np.ndarray:
+    x0, _, d = problem.point(i)
+    x_leaves = [np.asarray(v) for v in jax.tree.leaves(x0)]
+    d_leaves = [np.asarray(v) for v in jax.tree.leaves(d)]
+    if steps is None:
+        return grid.default_steps(x_leaves, d_leaves, problem.eps)
+    given = grid.validate_steps(steps)
+    k = grid.moving_steps(given, x_leaves, d_leaves)
+    if k < 3:
+        raise ValueError(
+            f"`steps`: only {k} of the given steps move `x0` along `direction` in its "
+            f"precision; give larger steps"
+        )
+    return given[:k]
+
+
+# ---------------------------------------------------------------------- public API
+
+
+def check_linearization(
+    f: Callable[..., Any],
+    x0: Any,
+    direction: Any = None,
+    *,
+    mode: str = "auto",
+    argnums: int | Sequence[int] | None = None,
+    key: jax.Array | None = None,
+    steps: Sequence[float] | np.ndarray | None = None,
+    rtol: float | None = None,
+    analyze_kinks: bool = True,
+) -> LinearizationReport:
+    r"""Checks the linearization property of ``f`` at ``x0`` along a direction.
+
+    Evaluates :math:`r_\pm(h) = \lVert f(x_0 \pm h d) - f(x_0) \mp J(x_0)(h d)\rVert` on a
+    grid of steps (one jitted, vmapped call, both sides at once), estimates the roundoff
+    floor, reads the order of :math:`r \sim h^p` above it and returns a verdict:
+    ``"smooth"`` (order 2: the derivative is right), ``"linear"`` (remainders at roundoff:
+    ``f`` is affine near ``x0``, e.g. inside one linear region of a ReLU network),
+    ``"kink"`` (the one-sided slopes differ), ``"wrong_derivative"`` (``f`` is
+    differentiable along ``d`` but AD returned another value or NaN, as for
+    ``relu(x) - relu(-x)`` at 0 or ``norm(x)**2`` at 0), ``"discontinuous"`` (order 0) or
+    ``"inconclusive"`` (with the reason: the precision cannot tell).
+
+    The working precision is the lowest floating-point precision inside the program (read
+    from its jaxpr: a ``bfloat16`` computation inside a ``float32`` function counts). The
+    one-sided slopes come from values of ``f``, so they exist where AD returns NaN. The
+    kink analysis of the jaxpr gives the nearest switches along ``±d``, the exact one-sided
+    slopes, and, for piecewise-linear programs, a proof that ``f`` is affine up to them.
+
+    Args:
+        f: a JAX-traceable function returning a scalar, an array or a pytree of
+            floating-point arrays (remainders use the Euclidean norm over all leaves).
+        x0: the point: a floating-point array or pytree of them (finite, non-empty); with
+            ``argnums``, the tuple of all positional arguments of ``f``.
+        direction: same structure as ``x0`` (as the selected arguments with ``argnums``),
+            used as given (steps are in its units). Default: a random direction drawn
+            from ``key``, of unit length over all leaves.
+        mode: ``"fwd"`` (JVP), ``"rev"`` (VJP with a random unit cotangent ``w``:
+            :math:`w^\top J d` is checked, so ``custom_vjp`` functions and reverse-only
+            NaNs are covered) or ``"auto"`` (forward where it works, else reverse). The
+            report records the mode used.
+        argnums: None (``f(x0)``), or an int or tuple of ints as in :func:`jax.grad`: then
+            ``x0`` is the tuple of all positional arguments, ``f(*x0)`` is called and only
+            the selected ones are perturbed.
+        key: PRNG key for the default direction and the reverse-mode cotangent (default
+            fixed keys, so results are reproducible).
+        steps: decreasing step sizes (at least 3). Default: halving from the problem's
+            scale (``max(||x0||, 1) / ||d||``, rounded to a power of 2) down to the last
+            step that still moves ``x0`` along ``d`` in its precision.
+        rtol: relative tolerance for ``radius`` (default ``64 * eps`` of the working
+            precision).
+        analyze_kinks: also read the program's jaxpr (nearest sites, switch distances,
+            exact slopes; see :func:`jaxrelu.kink_sites`).
+
+    Returns:
+        A :class:`LinearizationReport`.
+
+    Raises:
+        TypeError: ``f`` not callable or not traceable; non-float ``x0``.
+        ValueError: non-finite or empty ``x0``/``direction``, a zero direction, an unknown
+            ``mode``, bad ``argnums`` or ``steps``.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxrelu
+        >>> jaxrelu.check_linearization(jaxrelu.relu, jnp.array(0.0), jnp.array(1.0)).verdict
+        'kink'
+        >>> rep = jaxrelu.check_linearization(jnp.sin, jnp.array(0.5, jnp.float32))
+        >>> rep.verdict, round(rep.order)
+        ('smooth', 2)
+    """
+    problem = setup(f, x0, direction, mode=mode, argnums=argnums, key=key)
+    rtol = _rtol(rtol, problem.eps)
+    grid_ = _steps_for(problem, steps, None)
+    (meas,) = measure(problem, grid_)
+    kinks = _kinks(problem, 1)[0] if analyze_kinks else _Kinks()
+    return _report(problem, grid_, meas, kinks, rtol, _out_like(problem))
+
+
+def check_many(
+    f: Callable[..., Any],
+    x0s: Any,
+    directions: Any = None,
+    *,
+    mode: str = "auto",
+    argnums: int | Sequence[int] | None = None,
+    key: jax.Array | None = None,
+    steps: Sequence[float] | np.ndarray | None = None,
+    rtol: float | None = None,
+    analyze_kinks: bool = True,
+) -> ManyReport:
+    """:func:`check_linearization` for a batch of points, in one jitted vmapped call (and
+    one batched kink analysis).
+
+    Args:
+        f: as for :func:`check_linearization`.
+        x0s: the points: every leaf has a leading axis of the same length (with
+            ``argnums``: the tuple of all arguments, each batched).
+        directions: same structure and shapes as the selected points, or None for random
+            unit directions (one per point, drawn from ``key``).
+        mode, argnums, key, steps, rtol, analyze_kinks: as for :func:`check_linearization`;
+            default steps are chosen per point.
+
+    Returns:
+        A :class:`ManyReport` with per-point arrays and ``counts`` (verdict -> number). A
+        point that is not finite gets an ``"inconclusive"`` report saying so; the others
+        are checked as usual.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxrelu
+        >>> xs = jnp.array([-1.0, 0.0, 2.0])
+        >>> res = jaxrelu.check_many(jaxrelu.relu, xs, jnp.ones_like(xs))
+        >>> res.verdict.tolist(), res.counts["kink"]
+        (['linear', 'kink', 'linear'], 1)
+    """
+    problem = setup(
+        f,
+        x0s,
+        directions,
+        mode=mode,
+        argnums=argnums,
+        key=key,
+        batched=True,
+        names=("x0s", "directions"),
+        finite=False,
+    )
+    n_pts = int(np.shape(jax.tree.leaves(problem.x0)[0])[0])
+    if n_pts == 0:
+        raise ValueError("`x0s` holds no points")
+    rtol = _rtol(rtol, problem.eps)
+    bad = _nonfinite_points(problem)
+    grids = []
+    for i in range(n_pts):
+        grids.append(np.geomspace(1.0, 2.0**-8, 9) if bad[i] else _steps_for(problem, steps, i))
+    width = max(len(g) for g in grids)
+    padded = np.stack(
+        [np.concatenate([g, g[-1] * 2.0 ** -np.arange(1, width - len(g) + 1)]) for g in grids]
+    )
+    meas = measure(problem, padded)
+    kinks = _kinks(problem, n_pts) if analyze_kinks else [_Kinks()] * n_pts
+    like = _out_like(problem)
+    reports = []
+    for i in range(n_pts):
+        k = len(grids[i])
+        m = meas[i]
+        side = lambda v, k=k: np.concatenate([v[:k], v[width : width + k]])
+        trimmed = dataclasses.replace(
+            m, rem=side(m.rem), mag=side(m.mag), vmag=side(m.vmag), df=side(m.df), heff=side(m.heff)
+        )
+        rep = _report(problem, grids[i], trimmed, kinks[i], rtol, like)
+        if bad[i]:
+            rep = dataclasses.replace(rep, verdict="inconclusive", reason=f"x0s[{i}] is not finite")
+        reports.append(rep)
+    return _many(reports)
+
+
+def _pad(g: np.ndarray, width: int) -> np.ndarray:
+    """A grid continued by halvings to ``width`` steps (the extra ones are not used)."""
+    return np.concatenate([g, g[-1] * 2.0 ** -np.arange(1, width - len(g) + 1)])
+
+
+def _nonfinite_points(problem: Problem) -> np.ndarray:
+    flags = None
+    for v in jax.tree.leaves((problem.x0, problem.direction)):
+        a = np.asarray(v, np.float64).reshape(np.shape(v)[0], -1)
+        bad = ~np.all(np.isfinite(a), axis=1)
+        flags = bad if flags is None else flags | bad
+    return flags
+
+
+def _many(reports: list[LinearizationReport]) -> ManyReport:
+    verdict = np.array([str(r.verdict) for r in reports])
+    stack = lambda name: jax.tree.map(
+        lambda *v: np.stack([np.asarray(u, np.float64) for u in v]),
+        *[getattr(r, name) for r in reports],
+    )
+    return ManyReport(
+        verdict=verdict,
+        order=np.array([r.order for r in reports]),
+        ad_slope=stack("ad_slope"),
+        slope_plus=stack("slope_plus"),
+        slope_minus=stack("slope_minus"),
+        ad_in_hull=np.array([r.ad_in_hull for r in reports]),
+        radius=np.array([r.radius for r in reports]),
+        counts={v: int(np.sum(verdict == v)) for v in VERDICTS},
+        reports=tuple(reports),
+    )
+
+
+def assert_linearization(
+    f: Callable[..., Any],
+    x0: Any,
+    direction: Any = None,
+    *,
+    allow: Sequence[str] = ("smooth", "linear"),
+    **kw: Any,
+) -> LinearizationReport:
+    """Raises ``AssertionError`` (whose message is the report's table) unless the verdict
+    of :func:`check_linearization` is one of ``allow``. For users' test suites; takes the
+    same keywords (``mode``, ``argnums``, ...).
+
+    Example:
+        >>> import jax.numpy as jnp, jaxrelu
+        >>> _ = jaxrelu.assert_linearization(jnp.tanh, jnp.array([0.1, 0.2]))
+    """
+    if isinstance(allow, str):
+        allow = (allow,)
+    unknown = set(allow) - set(VERDICTS)
+    if unknown:
+        raise ValueError(f"`allow` holds unknown verdicts {sorted(unknown)}; known: {VERDICTS}")
+    rep = check_linearization(f, x0, direction, **kw)
+    if str(rep.verdict) not in allow:
+        raise AssertionError(f"verdict {str(rep.verdict)!r} not in {tuple(allow)}\n{rep}")
+    return rep
+
+
+# ------------------------------------------------------------ neighbourhood error
+
+
+def _nbhd_core(closed: Any) -> Callable:
+    def core(consts, x0, us, radii):
+        wide = _util.widest_float()
+        run = jaxpr_as_fun(ClosedJaxpr(closed.jaxpr, list(consts)))
+        g = lambda x: run(*jax.tree.leaves(x))
+        f0, lin = jax.linearize(g, x0)
+
+        def at(rad, u):
+            x = jax.tree.map(lambda a, b: a + rad.astype(a.dtype) * b, x0, u)
+            dx = jax.tree.map(lambda a, b: a - b, x, x0)
+            fx, ldx = g(x), lin(dx)
+            rem = [a.astype(wide) - b.astype(wide) - c.astype(wide) for a, b, c in zip(fx, f0, ldx)]
+            sq = lambda vs: jnp.sqrt(sum(jnp.sum(jnp.square(jnp.abs(v.astype(wide)))) for v in vs))
+            return sq(rem), sq(fx) + sq(f0) + sq(ldx)
+
+        return jax.vmap(jax.vmap(at, in_axes=(None, 0)), in_axes=(0, None))(radii, us)
+
+    return core
+
+
+def neighbourhood_error(
+    f: Callable[[Any], Any],
+    x0: Any,
+    radii: Sequence[float] | np.ndarray,
+    *,
+    n_directions: int = 64,
+    key: jax.Array | None = None,
+) -> NeighbourhoodError:
+    r"""The seed's property literally: the worst remainder on spheres around ``x0``.
+
+    For each radius :math:`r`, returns
+    :math:`\max_{u} \lVert f(x_0 + r u) - f(x_0) - J(x_0)(r u)\rVert` over
+    ``n_directions`` random unit directions :math:`u` (all radii and directions in one
+    vmapped call), and the order fitted over the radii whose error is above the roundoff
+    floor: 2 where ``f`` is smooth near ``x0``, 1 where a kink sits at ``x0``.
+
+    Args:
+        f: a JAX-traceable function of one argument.
+        x0: the centre (a floating-point array or pytree of them, finite).
+        radii: the radii (positive; at least 2).
+        n_directions: number of sampled directions.
+        key: PRNG key for the directions (default ``PRNGKey(0)``).
+
+    Returns:
+        A :class:`NeighbourhoodError` with ``radii``, ``error``, ``floor`` and ``order``.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxrelu
+        >>> res = jaxrelu.neighbourhood_error(jaxrelu.relu, jnp.zeros(3), [1e-1, 1e-2, 1e-3])
+        >>> round(res.order, 2)
+        1.0
+    """
+    try:
+        rad = np.asarray(radii, np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"`radii` must be a 1-D sequence of numbers, got {radii!r}") from err
+    if rad.ndim != 1 or rad.size < 2:
+        raise ValueError("`radii` must be 1-D with at least 2 radii")
+    if not np.all(np.isfinite(rad)) or np.any(rad <= 0):
+        raise ValueError("`radii` must be finite and positive")
+    n_directions = _validate.positive_int(n_directions, "n_directions")
+    problem = setup(f, x0, None, mode="fwd", key=key)
+    keys = jax.random.split(key if key is not None else jax.random.PRNGKey(0), n_directions)
+    us = jax.vmap(lambda k: random_direction(problem.x0, k))(keys)
+    wide = _util.widest_float()
+    args = (list(problem.closed.consts), problem.x0, us, jnp.asarray(rad, wide))
+    text, refs = fingerprint(problem.closed)
+    avals = str(jax.tree.map(lambda v: (jnp.shape(v), str(jnp.result_type(v))), args[1:]))
+    key_ = ("neighbourhood", text, tuple(map(id, refs)), avals, jax.config.jax_enable_x64)
+    compiled = compile_cached(key_, refs, lambda: _nbhd_core(problem.closed), *args)
+    err, mag = (np.asarray(v, np.float64) for v in compiled(*args))
+    worst = np.argmax(err, axis=1)
+    error = err[np.arange(len(rad)), worst]
+    floor = FLOOR_SAFETY * problem.eps * mag.max(axis=1)
+    above = error > CLEAN * floor
+    order = fit_order(rad[above], error[above]) if np.sum(above) >= 2 else math.nan
+    return NeighbourhoodError(radii=rad, error=error, floor=floor, order=order)

@@ -1,0 +1,155 @@
+"""The sentence behind a verdict, written from the same numbers the report shows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .verdict import Cause, Evidence
+
+__all__ = ["explain", "fmt_slope"]
+
+
+def fmt_slope(v: np.ndarray | float) -> str:
+    """A slope as the report prints it: ``-0`` shows as ``0``; long vectors by norm."""
+    flat = np.ravel(np.asarray(v, np.float64)) + 0.0
+    if flat.size == 1:
+        return f"{flat[0]:.6g}"
+    if flat.size <= 4:
+        return "[" + ", ".join(f"{x:.4g}" for x in flat) + "]"
+    return f"a vector of {flat.size} values, norm {np.linalg.norm(flat):.4g}"
+
+
+def _span(ev: Evidence, steps: np.ndarray) -> str:
+    w = ev.remainders.window
+    if not w:
+        return ""
+    return f" over h in [{steps[w[-1]]:.2g}, {steps[w[0]]:.2g}]"
+
+
+def _slopes(ev: Evidence) -> str:
+    return (
+        f"one-sided slopes {fmt_slope(ev.plus.value)} (along +d) and "
+        f"{fmt_slope(ev.minus.value)} (from -d)"
+    )
+
+
+def _exact(ev: Evidence) -> str:
+    if ev.exact_plus is None or ev.exact_minus is None:
+        return ""
+    return f" (from the jaxpr: {fmt_slope(ev.exact_plus)} and {fmt_slope(ev.exact_minus)})"
+
+
+_TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
+    Cause.F0_NOT_FINITE: lambda ev, h: "f(x0) is not finite",
+    Cause.F_NOT_FINITE: lambda ev, h: "f is not finite at some of the small steps",
+    Cause.AFFINE_BETWEEN_SWITCHES: lambda ev, h: (
+        "the program is piecewise linear in x and no switch is crossed before "
+        f"t = {ev.radius_plus:.3g} along +d and {ev.radius_minus:.3g} along -d (from the "
+        "jaxpr), and the remainders below are at roundoff: f is affine there"
+    ),
+    Cause.SWITCH_TOO_CLOSE: lambda ev, h: (
+        f"the nearest switch is {min(ev.radius_plus, ev.radius_minus):.3g} away (from the "
+        f"jaxpr), closer than the smallest step this precision resolves ({h[-1]:.3g})"
+    ),
+    Cause.AD_NOT_FINITE_SLOPES_DIFFER: lambda ev, h: (
+        f"AD's derivative is not finite ({fmt_slope(ev.ad)}), and the {_slopes(ev)} differ: "
+        f"f is not differentiable at x0 along d{_exact(ev)}"
+    ),
+    Cause.AD_NOT_FINITE_SLOPES_AGREE: lambda ev, h: (
+        f"AD's derivative is not finite ({fmt_slope(ev.ad)}), although the {_slopes(ev)} "
+        f"agree: f is differentiable along d with slope {fmt_slope(ev.plus.value)}"
+        f"{_exact(ev)}"
+    ),
+    Cause.AD_NOT_FINITE_JUMP: lambda ev, h: (
+        f"AD's derivative is not finite ({fmt_slope(ev.ad)}) and the values of f do not "
+        f"converge as h shrinks (order {ev.remainders.order:.2f}): f jumps at x0"
+    ),
+    Cause.AD_NOT_FINITE_NON_LIPSCHITZ: lambda ev, h: (
+        f"AD's derivative is not finite ({fmt_slope(ev.ad)}) and the difference quotients "
+        f"grow without bound (order {ev.remainders.order:.2f}): f is not Lipschitz at x0"
+    ),
+    Cause.AD_NOT_FINITE_UNRESOLVED: lambda ev, h: (
+        f"AD's derivative is not finite ({fmt_slope(ev.ad)}); the {_slopes(ev)} cannot be "
+        f"told apart or confirmed equal in {_prec(ev)}"
+    ),
+    Cause.FLAT: lambda ev, h: (
+        f"the remainders stay at roundoff level for every step up to h = {h[0]:.3g}: f is "
+        "affine along d near x0"
+    ),
+    Cause.FLAT_TOO_COARSE: lambda ev, h: (
+        "the remainders never rise above the roundoff floor, and in "
+        f"{_prec(ev)} the floor is too coarse to tell a linear function from a smooth one"
+    ),
+    Cause.FLAT_THEN_RISE: lambda ev, h: (
+        f"the remainders stay at roundoff level for steps up to h = {ev.remainders.rise:.3g} "
+        "and rise abruptly beyond (no power law reaches down to the floor): f is affine "
+        "along d near x0, with a nonsmooth point further out"
+    ),
+    Cause.RISE_TOO_COARSE: lambda ev, h: (
+        f"the remainders are at roundoff level up to h = {ev.remainders.rise:.3g} and rise "
+        f"abruptly beyond, but too few steps lie below, or in {_prec(ev)} the floor is too "
+        "coarse, to claim f is affine"
+    ),
+    Cause.FEW_STEPS: lambda ev, h: (
+        "fewer than 3 steps rise above the roundoff floor: too few to estimate an order"
+    ),
+    Cause.SCATTERED: lambda ev, h: (
+        f"the local orders {np.round(ev.remainders.local, 2).tolist()}{_span(ev, h)} are "
+        "too scattered to fit one power law (noise, or a nonsmooth point near x0)"
+    ),
+    Cause.ORDER_TWO: lambda ev, h: (
+        f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)}: the "
+        "derivative is right and the linearization holds"
+    ),
+    Cause.SLOPES_DIFFER: lambda ev, h: (
+        f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)} and the "
+        f"{_slopes(ev)} differ{_exact(ev)}: f is not differentiable at x0 along d; AD's "
+        f"slope {fmt_slope(ev.ad)} is {'inside' if ev.tests.in_hull else 'outside'} their hull"
+    ),
+    Cause.EXACT_SLOPES_DIFFER: lambda ev, h: (
+        f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)}; in "
+        f"{_prec(ev)} the measured {_slopes(ev)} cannot resolve their difference, but the "
+        f"exact ones from the jaxpr, {fmt_slope(ev.exact_plus)} and "
+        f"{fmt_slope(ev.exact_minus)}, differ and agree with them: f is not differentiable "
+        "at x0 along d"
+    ),
+    Cause.AD_OFF_SLOPES: lambda ev, h: (
+        f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)} although the "
+        f"{_slopes(ev)} agree: f is differentiable along d with slope "
+        f"{fmt_slope(ev.plus.value)}{_exact(ev)}, but AD returned {fmt_slope(ev.ad)}"
+    ),
+    Cause.AD_OFF_EXACT: lambda ev, h: (
+        f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)}; the exact "
+        f"one-sided slopes from the jaxpr agree ({fmt_slope(ev.exact_plus)}), but AD "
+        f"returned {fmt_slope(ev.ad)}"
+    ),
+    Cause.ORDER_ONE_UNRESOLVED: lambda ev, h: (
+        f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)}, but in "
+        f"{_prec(ev)} neither a difference between the {_slopes(ev)} nor a gap between them "
+        f"and AD's {fmt_slope(ev.ad)} can be resolved (tolerance {ev.tests.tol:.2g})"
+    ),
+    Cause.ORDER_ZERO: lambda ev, h: (
+        f"the remainder does not shrink with h (order {ev.remainders.order:.2f}"
+        f"{_span(ev, h)}): f jumps at x0 along d"
+    ),
+    Cause.ORDER_OTHER: lambda ev, h: (
+        f"order {ev.remainders.order:.2f}{_span(ev, h)} is none of 0, 1, 2 (f may be "
+        "non-Lipschitz at x0, e.g. sqrt(|x|))"
+    ),
+    Cause.NEAR_SWITCH: lambda ev, h: (
+        "the remainders look nonsmooth, but no element sits on a switch at x0: the nearest "
+        f"switch is {min(ev.radius_plus, ev.radius_minus):.3g} away (from the jaxpr), too "
+        "close for the steps to resolve"
+    ),
+}
+
+
+def _prec(ev: Evidence) -> str:
+    return f"this precision (eps {ev.eps:.2g})"
+
+
+def explain(cause: Cause, ev: Evidence, steps: np.ndarray) -> str:
+    """One sentence for ``cause``, from the evidence and the steps."""
+    return _TEXT[cause](ev, steps)

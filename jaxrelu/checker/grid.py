@@ -1,0 +1,77 @@
+"""The step grid: powers of two from the problem's scale down to the smallest step that
+still moves ``x0`` as asked, in ``x0``'s own precision.
+
+A step ``h`` is evaluated *as represented*: ``dx = fl(x0 + h d) - x0``. Below about an ulp
+of ``x0`` that step no longer moves ``x0`` along ``d`` (``dx`` is 0 or off direction), and
+remainders computed there say nothing about ``f``. The grid therefore ends at the last
+power of two whose represented step is within 25% of ``h d``; since it is made of powers
+of two relative to ``x0``'s binade, moving ``x0`` by one ulp does not change it, and
+neither do the verdicts built on it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DISTORTION", "default_steps", "ladder", "moving_steps", "validate_steps"]
+
+DISTORTION = 0.25  # largest relative error of the represented step kept in the grid
+
+
+def _flat64(leaves: Sequence[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in leaves])
+
+
+def ladder(x0_norm: float, d_norm: float, eps: float) -> np.ndarray:
+    """Halving steps from ``max(||x0||, 1) / ||d||`` (rounded to a power of two) down to
+    about ``eps / 16`` times it."""
+    scale = max(x0_norm, 1.0) / d_norm
+    top = 2.0 ** round(math.log2(scale))
+    return top * 2.0 ** -np.arange(round(-math.log2(eps)) + 4, dtype=np.float64)
+
+
+def moving_steps(steps: np.ndarray, x0: Sequence[np.ndarray], d: Sequence[np.ndarray]) -> int:
+    """How many of the (decreasing) ``steps`` move ``x0`` to within :data:`DISTORTION` of
+    ``h d`` in ``x0``'s dtype: the grid stops at the first that does not."""
+    d64 = _flat64(d)
+    d_norm = float(np.linalg.norm(d64))
+    for i, h in enumerate(steps):
+        err = 0.0
+        for x, v in zip(x0, d):
+            x = np.asarray(x)
+            moved = (
+                x + (np.asarray(h, np.float64) * np.asarray(v, np.float64)).astype(x.dtype)
+            ).astype(x.dtype)
+            dx = moved.astype(np.float64) - x.astype(np.float64)
+            err += float(np.sum(np.square(dx - h * np.asarray(v, np.float64))))
+        if math.sqrt(err) > DISTORTION * h * d_norm:
+            return i
+    return len(steps)
+
+
+def default_steps(x0: Sequence[np.ndarray], d: Sequence[np.ndarray], eps: float) -> np.ndarray:
+    """The default grid for the point ``x0`` and direction ``d`` (lists of leaves), with at
+    least 3 steps."""
+    full = ladder(float(np.linalg.norm(_flat64(x0))), float(np.linalg.norm(_flat64(d))), eps)
+    return full[: max(moving_steps(full, x0, d), 3)]
+
+
+def validate_steps(steps: Any) -> np.ndarray:
+    """User-given steps: 1-D, at least 3, finite, positive, strictly decreasing."""
+    try:
+        s = np.asarray(steps, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"`steps` must be a 1-D sequence of numbers, got {steps!r}") from err
+    if s.ndim != 1:
+        raise ValueError(f"`steps` must be 1-D, got shape {s.shape}")
+    if s.size < 3:
+        raise ValueError(f"`steps` needs at least 3 step sizes, got {s.size}")
+    if not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise ValueError("`steps` must be finite and positive")
+    if np.any(np.diff(s) >= 0):
+        raise ValueError("`steps` must be strictly decreasing")
+    return s

@@ -1,0 +1,195 @@
+r"""Reading a remainder sequence: the roundoff floor, and the order of convergence.
+
+For a smooth ``f`` the remainder behaves like :math:`C h^2`, at a kink (or where AD
+returned a wrong derivative) like :math:`C h`, at a jump like a constant, until it meets
+the roundoff floor :math:`\varphi(h) \approx \varepsilon (|f(x_0+\delta)| + |f(x_0)| + |J\delta|)`
+below which it carries no information. :func:`classify_remainders` finds the contiguous
+window of steps just above the floor where the sequence follows one power law, fits its
+order and checks that the local orders agree; a sequence that stays at the floor, or that
+stays there up to some step and then rises more abruptly than any power law allows (a kink
+or jump further out), is told apart and the curvature a smooth function could hide below
+the floor is bounded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+
+import numpy as np
+
+__all__ = [
+    "CLEAN",
+    "FLOOR_SAFETY",
+    "INFORMATIVE",
+    "KAPPA_ABRUPT",
+    "KAPPA_FLAT",
+    "SCATTER",
+    "WINDOW",
+    "Pattern",
+    "RemainderEvidence",
+    "classify_remainders",
+    "fit_order",
+    "local_orders",
+    "roundoff_floor",
+]
+
+FLOOR_SAFETY = 4.0  # floor = 4 eps (|f(x0 + δ)| + |f(x0)| + |J δ|): rounding of the three terms
+INFORMATIVE = 2.0  # a remainder above 2 floors carries information ...
+CLEAN = 8.0  # ... and above 8 floors is used to fit the order
+WINDOW = 5  # the order is fitted on at most 5 steps: the smallest clean ones
+SCATTER = 1.0  # local orders in the window may differ by at most this much
+TAIL_SCATTER = 0.5  # a tail of steps whose local orders agree this well is signal, not noise
+# Bounds on the relative curvature rho = |f''| h_max^2 / |f| that a "linear" verdict may
+# leave unresolved below the floor: strict when the remainders never leave the floor,
+# looser when they rise abruptly further out (a kink or jump there; no smooth f does that).
+KAPPA_FLAT = 1e-3
+KAPPA_ABRUPT = 1.0
+
+
+class Pattern(enum.Enum):
+    """What a remainder sequence looks like."""
+
+    FLAT = "at the roundoff floor at every step"
+    FLAT_THEN_RISE = "at the floor up to some step, then an abrupt rise"
+    POWER = "a power law h^p above the floor"
+    SCATTERED = "local orders too scattered for one power law"
+    FEW = "fewer than 3 informative steps"
+
+
+@dataclasses.dataclass(frozen=True)
+class RemainderEvidence:
+    """The reading of a remainder sequence.
+
+    Attributes:
+        pattern: the :class:`Pattern`.
+        order: fitted order (NaN unless ``POWER`` or ``SCATTERED``).
+        window: indices of the fitted steps.
+        local: local orders over the window.
+        n_flat: number of smallest steps at the floor.
+        rise: the largest step still at the floor, for ``FLAT_THEN_RISE`` (NaN otherwise).
+        kappa: relative curvature a smooth ``f`` could hide below the floor up to the
+            flat range's largest step (0 for remainders exactly zero over >= 3 steps).
+    """
+
+    pattern: Pattern
+    order: float
+    window: tuple[int, ...]
+    local: tuple[float, ...]
+    n_flat: int
+    rise: float
+    kappa: float
+
+
+def local_orders(steps: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``log(r_i / r_{i+1}) / log(h_i / h_{i+1})`` between consecutive steps."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(r[:-1] / r[1:]) / np.log(steps[:-1] / steps[1:])
+
+
+def fit_order(h: np.ndarray, r: np.ndarray) -> float:
+    """Least-squares slope of ``log r`` against ``log h``."""
+    if len(h) < 2:
+        return float("nan")
+    lh, lr = np.log(h), np.log(r)
+    lh = lh - lh.mean()
+    return float(np.sum(lh * (lr - lr.mean())) / np.sum(lh * lh))
+
+
+def roundoff_floor(steps: np.ndarray, r: np.ndarray, mag: np.ndarray, eps: float) -> np.ndarray:
+    """The floor :data:`FLOOR_SAFETY` ``eps · mag``, raised to the noise actually seen at
+    the tiniest steps when rounding inside ``f`` (cancellation) makes it larger.
+
+    The noise is read off steps below ``1e-2 sqrt(eps)`` times the largest, where no
+    truncation term of a smooth ``f`` is visible. A tail whose local orders agree (a
+    constant remainder: a jump; one halving with ``h``: a kink) is a signal and raises
+    nothing; an erratic one raises the floor to its maximum, at most ``sqrt(eps)`` times
+    the magnitudes (a larger jump stays visible).
+    """
+    floor = FLOOR_SAFETY * eps * mag
+    tiny = steps <= 1e-2 * math.sqrt(eps) * steps[0]
+    rt = r[tiny]
+    if np.sum(tiny) < 3 or not np.all(np.isfinite(rt)):
+        return floor
+    lo = local_orders(steps[tiny], rt)
+    signal = np.all(rt > INFORMATIVE * floor[tiny]) and np.ptp(lo) <= TAIL_SCATTER
+    if signal or np.max(rt) <= np.max(floor[tiny]):
+        return floor
+    return np.maximum(floor, np.minimum(np.max(rt), math.sqrt(eps) * mag))
+
+
+def _kappa(i: int, steps, r, floor, magnitude) -> float:
+    """Bound on the relative curvature a smooth ``f`` could hide below the floor up to
+    ``steps[i]``: one with ``|f''| h_max^2 / |f| = rho`` has remainder
+    ``rho |f| h^2 / (2 h_max^2)``. Remainders exactly zero over >= 3 steps are no noise:
+    ``f`` is affine on those floating-point points."""
+    n = len(steps)
+    if floor[i] == 0 or (n - i >= 3 and np.all(r[i:] == 0)):
+        return 0.0
+    if magnitude == 0:
+        return math.inf
+    return float(floor[i] / magnitude * (steps[0] / steps[i]) ** 2)
+
+
+def _window(r: np.ndarray, floor: np.ndarray, a: int, b: int) -> np.ndarray:
+    """The fitting window inside the informative run ``[a, b]``: the contiguous clean
+    steps at its small end (at most :data:`WINDOW`), else its last steps."""
+    clean = r > CLEAN * floor
+    c = b
+    while c >= a and not clean[c]:
+        c -= 1
+    e = c
+    while e > a and clean[e - 1]:
+        e -= 1
+    if c >= a and c - e + 1 >= 3:
+        return np.arange(max(e, c - WINDOW + 1), c + 1)
+    return np.arange(max(a, b - WINDOW + 1), b + 1)
+
+
+def classify_remainders(
+    steps: np.ndarray, r: np.ndarray, floor: np.ndarray, magnitude: float
+) -> RemainderEvidence:
+    """Reads a remainder sequence (steps decreasing, all finite).
+
+    Args:
+        steps: the step sizes.
+        r: remainders (the larger of the two sides at each step).
+        floor: roundoff floor per step.
+        magnitude: ``|f(x0)| + h_max |J d|``: the scale against which curvature is bounded.
+    """
+    n = len(steps)
+    informative = r > INFORMATIVE * floor
+    n_flat = 0
+    while n_flat < n and not informative[n - 1 - n_flat]:
+        n_flat += 1
+    nan = float("nan")
+    if n_flat == n:
+        k = _kappa(0, steps, r, floor, magnitude)
+        return RemainderEvidence(Pattern.FLAT, nan, (), (), n, nan, k)
+    b = n - 1 - n_flat
+    a = b
+    while a > 0 and informative[a - 1]:
+        a -= 1
+    win = _window(r, floor, a, b)
+    j = n - n_flat  # the largest flat step (if any)
+    if len(win) < 3:
+        rise, k = nan, math.inf
+        if n_flat:  # an abrupt rise: even h^2 from the lowest informative step overshoots
+            lo = b
+            if r[lo] * (steps[j] / steps[lo]) ** 2 > CLEAN * max(floor[j], r[j]):
+                rise, k = float(steps[j]), _kappa(j, steps, r, floor, magnitude)
+        pattern = Pattern.FLAT_THEN_RISE if not math.isnan(rise) else Pattern.FEW
+        return RemainderEvidence(pattern, nan, tuple(win), (), n_flat, rise, k)
+    p = fit_order(steps[win], r[win])
+    local = local_orders(steps[win], r[win])
+    if n_flat:  # the power law seen above predicts clearly informative flat steps
+        lo = win[-1]
+        predicted = r[lo] * (steps[j] / steps[lo]) ** max(p, 0.0)
+        if predicted > CLEAN * max(floor[j], r[j]):
+            k = _kappa(j, steps, r, floor, magnitude)
+            return RemainderEvidence(
+                Pattern.FLAT_THEN_RISE, p, tuple(win), tuple(local), n_flat, float(steps[j]), k
+            )
+    pattern = Pattern.SCATTERED if np.ptp(local) > SCATTER else Pattern.POWER
+    return RemainderEvidence(pattern, p, tuple(win), tuple(local), n_flat, nan, nan)

@@ -1,0 +1,272 @@
+"""From evidence to a verdict: a small pure function, and the closed sets of verdicts and
+of the causes behind them (each cause has its sentence in :mod:`.explain`).
+
+The rules, in order:
+
+1. ``f(x0)`` or ``f`` at small steps not finite: inconclusive.
+2. A piecewise-linear program (read from the jaxpr) with no element on a switch is affine
+   up to its nearest switch: *linear* when the remainders below that switch are at
+   roundoff; inconclusive when the switch is closer than the smallest step.
+3. AD's derivative not finite (``norm`` at 0, the ``where`` trap in reverse mode): the
+   one-sided slopes from values decide: *kink* if they differ, *wrong_derivative* if
+   they agree (``f`` is differentiable along ``d``), *discontinuous* if the values jump.
+4. Otherwise the remainders: at the floor everywhere: *linear* if the floor is fine enough
+   to exclude curvature; at the floor then an abrupt rise: *linear* (a kink further out),
+   unless fewer than 3 steps are flat and an element sits on a switch: then the rise is
+   read as below (the flat steps are rounding inside ``f``);
+   order 2: *smooth*; order 1: *kink* if the one-sided slopes differ,
+   *wrong_derivative* if AD is resolvably off both (the slopes from the jaxpr break ties
+   the measured ones cannot resolve); order 0: *discontinuous*.
+5. A *kink* or *discontinuous* verdict with no element of any known site on its switch
+   means the switch is closer than the steps can resolve: inconclusive.
+
+Anything else is *inconclusive*, with the reason; a confident wrong verdict is worse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+
+import numpy as np
+
+from .remainders import KAPPA_ABRUPT, KAPPA_FLAT, Pattern, RemainderEvidence
+from .slopes import Slope
+
+__all__ = ["RESOLUTION", "VERDICTS", "Cause", "Evidence", "SlopeTests", "Verdict", "decide"]
+
+RESOLUTION = 0.25  # a slope-based claim needs errors below 25% of the slopes' scale
+MIN_FLAT = 3  # a "linear" verdict from remainders alone needs 3 steps at the floor
+
+
+class Verdict(enum.StrEnum):
+    """What the linearization property does at ``x0`` along ``d``. String-valued:
+    ``Verdict.KINK == "kink"``, and reports and JSON show the plain string."""
+
+    LINEAR = "linear"
+    SMOOTH = "smooth"
+    KINK = "kink"
+    WRONG_DERIVATIVE = "wrong_derivative"
+    DISCONTINUOUS = "discontinuous"
+    INCONCLUSIVE = "inconclusive"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+VERDICTS = tuple(v.value for v in Verdict)
+
+
+class Cause(enum.Enum):
+    """Why a verdict was reached (one per branch of :func:`decide`)."""
+
+    F0_NOT_FINITE = enum.auto()
+    F_NOT_FINITE = enum.auto()
+    AFFINE_BETWEEN_SWITCHES = enum.auto()
+    SWITCH_TOO_CLOSE = enum.auto()
+    AD_NOT_FINITE_SLOPES_DIFFER = enum.auto()
+    AD_NOT_FINITE_SLOPES_AGREE = enum.auto()
+    AD_NOT_FINITE_JUMP = enum.auto()
+    AD_NOT_FINITE_NON_LIPSCHITZ = enum.auto()
+    AD_NOT_FINITE_UNRESOLVED = enum.auto()
+    FLAT = enum.auto()
+    FLAT_TOO_COARSE = enum.auto()
+    FLAT_THEN_RISE = enum.auto()
+    RISE_TOO_COARSE = enum.auto()
+    FEW_STEPS = enum.auto()
+    SCATTERED = enum.auto()
+    ORDER_TWO = enum.auto()
+    SLOPES_DIFFER = enum.auto()
+    EXACT_SLOPES_DIFFER = enum.auto()
+    AD_OFF_SLOPES = enum.auto()
+    AD_OFF_EXACT = enum.auto()
+    ORDER_ONE_UNRESOLVED = enum.auto()
+    ORDER_ZERO = enum.auto()
+    ORDER_OTHER = enum.auto()
+    NEAR_SWITCH = enum.auto()
+
+
+@dataclasses.dataclass(frozen=True)
+class SlopeTests:
+    """Comparisons of AD's slope with the one-sided slopes, with the tolerance that
+    decides them (``differ``: the slopes differ by more than ``tol``; ``agree``: they
+    agree and ``tol`` is fine enough to say so; ``ad_off``: AD is farther than ``tol``
+    from both; ``resolution``: ``tol`` relative to the slopes' scale)."""
+
+    tol: float
+    differ: bool
+    agree: bool
+    ad_off: bool
+    in_hull: bool
+    resolution: float
+
+    @staticmethod
+    def of(ad: np.ndarray, plus: Slope, minus: Slope, eps: float) -> SlopeTests:
+        sp, sm = plus.value, minus.value
+        scale = max(1.0, float(np.linalg.norm(sp)), float(np.linalg.norm(sm)))
+        if np.all(np.isfinite(ad)):
+            scale = max(scale, float(np.linalg.norm(ad)))
+        tol = plus.error + minus.error + 16 * eps * scale
+        resolution = tol / scale
+        gap = float(np.linalg.norm(sp - sm))
+        finite = bool(np.all(np.isfinite(sp)) and np.all(np.isfinite(sm)))
+        differ = finite and gap > tol
+        agree = finite and gap <= tol and resolution <= RESOLUTION
+        off = min(float(np.linalg.norm(ad - sp)), float(np.linalg.norm(ad - sm)))
+        ad_off = bool(np.all(np.isfinite(ad))) and off > tol and resolution <= RESOLUTION
+        lo, hi = np.minimum(sp, sm), np.maximum(sp, sm)
+        in_hull = finite and bool(np.all(ad >= lo - tol) and np.all(ad <= hi + tol))
+        return SlopeTests(tol, differ, agree, ad_off, in_hull, resolution)
+
+
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+    """Everything :func:`decide` looks at (NumPy values, flat over outputs).
+
+    Attributes:
+        remainders: the reading of the AD remainders (of the value remainders, against
+            each side's own slope, when AD is not finite).
+        ad: AD's slope; ``ad_finite`` whether it is finite.
+        plus, minus: one-sided slopes from values; ``tests`` their comparisons.
+        exact_plus, exact_minus: the one-sided slopes from the jaxpr (None if unknown).
+        f0_finite: ``f(x0)`` finite; ``f_finite``: ``f`` finite at the small steps.
+        sites_known: the kink analysis ran and knows every primitive.
+        tied: elements exactly on a switch (over all sites).
+        radius_plus, radius_minus: distance to the nearest switch along ``±d``.
+        piecewise_linear: the program is piecewise linear in ``x``.
+        below_switch: number of grid steps below the nearest switch (both sides).
+        flat_below_switch: the remainders at those steps are at the floor.
+        eps: working machine epsilon.
+    """
+
+    remainders: RemainderEvidence
+    ad: np.ndarray
+    ad_finite: bool
+    plus: Slope
+    minus: Slope
+    tests: SlopeTests
+    exact_plus: np.ndarray | None = None
+    exact_minus: np.ndarray | None = None
+    f0_finite: bool = True
+    f_finite: bool = True
+    sites_known: bool = False
+    tied: int = 0
+    radius_plus: float = math.nan
+    radius_minus: float = math.nan
+    piecewise_linear: bool = False
+    below_switch: int = 0
+    flat_below_switch: bool = False
+    eps: float = 2.0**-52
+
+
+def _order_class(p: float) -> str:
+    if p >= 1.6:
+        return "two"
+    if 0.7 <= p <= 1.3:
+        return "one"
+    if p <= 0.3:
+        return "zero"
+    return "other"
+
+
+def _exact_break(ev: Evidence) -> tuple[Verdict, Cause] | None:
+    """The one-sided slopes read from the jaxpr, where the measured ones cannot resolve
+    the case but agree with them."""
+    ex_p, ex_m, t = ev.exact_plus, ev.exact_minus, ev.tests
+    if (
+        ex_p is None
+        or ex_m is None
+        or not (np.all(np.isfinite(ex_p)) and np.all(np.isfinite(ex_m)))
+    ):
+        return None
+    consistent = np.linalg.norm(ev.plus.value - ex_p) <= ev.plus.error + 16 * ev.eps * (
+        1 + np.linalg.norm(ex_p)
+    ) and np.linalg.norm(ev.minus.value - ex_m) <= ev.minus.error + 16 * ev.eps * (
+        1 + np.linalg.norm(ex_m)
+    )
+    if not consistent:
+        return None
+    exact_tol = 16 * ev.eps * (1 + np.linalg.norm(ex_p) + np.linalg.norm(ex_m))
+    if np.linalg.norm(ex_p - ex_m) > exact_tol:
+        return Verdict.KINK, Cause.EXACT_SLOPES_DIFFER
+    if ev.ad_finite and np.linalg.norm(ev.ad - ex_p) > max(t.tol, exact_tol):
+        return Verdict.WRONG_DERIVATIVE, Cause.AD_OFF_EXACT
+    return None
+
+
+def _ad_not_finite(ev: Evidence) -> tuple[Verdict, Cause]:
+    rem, t = ev.remainders, ev.tests
+    if rem.pattern in (Pattern.POWER, Pattern.SCATTERED):
+        cls = _order_class(rem.order)
+        if cls == "zero":
+            return Verdict.DISCONTINUOUS, Cause.AD_NOT_FINITE_JUMP
+        if rem.order < 0.7:
+            return Verdict.INCONCLUSIVE, Cause.AD_NOT_FINITE_NON_LIPSCHITZ
+    if t.differ:
+        return Verdict.KINK, Cause.AD_NOT_FINITE_SLOPES_DIFFER
+    if t.agree:
+        return Verdict.WRONG_DERIVATIVE, Cause.AD_NOT_FINITE_SLOPES_AGREE
+    return Verdict.INCONCLUSIVE, Cause.AD_NOT_FINITE_UNRESOLVED
+
+
+def _from_remainders(ev: Evidence) -> tuple[Verdict, Cause]:
+    rem, t = ev.remainders, ev.tests
+    if rem.pattern is Pattern.FLAT:
+        if rem.kappa <= KAPPA_FLAT:
+            return Verdict.LINEAR, Cause.FLAT
+        return Verdict.INCONCLUSIVE, Cause.FLAT_TOO_COARSE
+    if rem.pattern is Pattern.FLAT_THEN_RISE:
+        if rem.n_flat >= MIN_FLAT and rem.kappa <= KAPPA_ABRUPT:
+            return Verdict.LINEAR, Cause.FLAT_THEN_RISE
+        if not (ev.sites_known and ev.tied > 0) or math.isnan(rem.order):
+            return Verdict.INCONCLUSIVE, Cause.RISE_TOO_COARSE
+        # x0 sits on a switch (from the jaxpr): the few flat smallest steps are rounding
+        # inside f (floor(x + 2) at 1 in float32: x + 2 swallows the step), and the rise
+        # above them is the behaviour at the switch
+    if rem.pattern is Pattern.FEW:
+        return Verdict.INCONCLUSIVE, Cause.FEW_STEPS
+    if rem.pattern is Pattern.SCATTERED:
+        return Verdict.INCONCLUSIVE, Cause.SCATTERED
+    cls = _order_class(rem.order)
+    if cls == "two":
+        return Verdict.SMOOTH, Cause.ORDER_TWO
+    if cls == "zero":
+        return Verdict.DISCONTINUOUS, Cause.ORDER_ZERO
+    if cls == "other":
+        return Verdict.INCONCLUSIVE, Cause.ORDER_OTHER
+    if t.differ:
+        return Verdict.KINK, Cause.SLOPES_DIFFER
+    if t.ad_off:
+        return Verdict.WRONG_DERIVATIVE, Cause.AD_OFF_SLOPES
+    exact = _exact_break(ev)
+    if exact is not None:
+        return exact
+    return Verdict.INCONCLUSIVE, Cause.ORDER_ONE_UNRESOLVED
+
+
+def decide(ev: Evidence) -> tuple[Verdict, Cause]:
+    """The verdict and its cause (see the module docstring for the rules)."""
+    if not ev.f0_finite:
+        return Verdict.INCONCLUSIVE, Cause.F0_NOT_FINITE
+    if not ev.f_finite:
+        return Verdict.INCONCLUSIVE, Cause.F_NOT_FINITE
+    affine_proof = ev.piecewise_linear and ev.sites_known and ev.tied == 0
+    if affine_proof and ev.ad_finite and min(ev.radius_plus, ev.radius_minus) > 0:
+        if ev.below_switch == 0:
+            return Verdict.INCONCLUSIVE, Cause.SWITCH_TOO_CLOSE
+        if ev.flat_below_switch:
+            return Verdict.LINEAR, Cause.AFFINE_BETWEEN_SWITCHES
+    if not ev.ad_finite:
+        verdict, cause = _ad_not_finite(ev)
+    else:
+        verdict, cause = _from_remainders(ev)
+    near = min(ev.radius_plus, ev.radius_minus)
+    if (
+        verdict in (Verdict.KINK, Verdict.DISCONTINUOUS)
+        and ev.sites_known
+        and ev.tied == 0
+        and math.isfinite(near)
+    ):
+        return Verdict.INCONCLUSIVE, Cause.NEAR_SWITCH
+    return verdict, cause

@@ -1,0 +1,319 @@
+"""The checker's decision stages on crafted inputs, without any function evaluation.
+
+Remainder sequences r = C h^p (+ noise, + a roundoff floor) for p in {0, 0.5, 1, 1.5, 2}
+pin the thresholds of :func:`jaxrelu.checker.classify_remainders` (order classes 0 / 1 /
+2 split at 0.3, 0.7, 1.3, 1.6; scatter limit 1.0; informative 2 floors, clean 8 floors;
+3 flat steps; curvature bounds 1e-3 and 1), and hand-built evidence pins every branch of
+:func:`jaxrelu.checker.decide`. Expected values are the definitions, not outputs.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from jaxrelu.checker import (
+    Cause,
+    Evidence,
+    Pattern,
+    Slope,
+    SlopeTests,
+    Verdict,
+    classify_remainders,
+    decide,
+)
+from jaxrelu.checker.remainders import roundoff_floor
+
+H = 2.0 ** -np.arange(30)  # 1 .. 2^-29
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+FLOOR = 1e-14
+
+
+def power(c, p, floor=FLOOR, seed=0):
+    """C h^p, with roundoff noise below ``floor`` where it would sink under it."""
+    rng = np.random.default_rng(seed)
+    return np.maximum(c * H**p, floor * rng.uniform(0.1, 0.9, len(H)))
+
+
+def read(r, floor=FLOOR):
+    return classify_remainders(H, r, np.full(len(H), floor), 1.0)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0, 1.5, 2.0])
+def test_the_order_of_a_clean_power_law_is_recovered(p):
+    ev = read(power(1.0, p))
+    assert ev.pattern is Pattern.POWER
+    assert ev.order == pytest.approx(p, abs=0.02)
+    assert len(ev.window) == 5 and np.all(np.diff(ev.window) == 1)
+    assert all(power(1.0, p)[i] > 8 * FLOOR for i in ev.window)  # the clean steps ...
+    after = ev.window[-1] + 1  # ... the smallest ones: the next step is not clean
+    assert after == len(H) or power(1.0, p)[after] <= 8 * FLOOR
+
+
+@pytest.mark.parametrize(
+    "p, verdict",
+    [
+        (0.0, "discontinuous"),
+        (0.25, "discontinuous"),
+        (0.5, "inconclusive"),
+        (0.69, "inconclusive"),
+        (0.75, "kink"),
+        (1.0, "kink"),
+        (1.25, "kink"),
+        (1.45, "inconclusive"),
+        (1.65, "smooth"),
+        (2.0, "smooth"),
+        (3.0, "smooth"),
+    ],
+)
+def test_order_classes_and_their_boundaries(p, verdict):
+    # slopes 1 and 0 with AD at 0.5: order 1 is a kink
+    assert decide(_evidence(read(power(1.0, p)), ad=0.5, sp=1.0, sm=0.0))[0] == verdict
+
+
+def test_the_window_is_contiguous_and_scatter_is_checked():
+    # above the floor the local orders jump about (3.8, -1.8, 1.4, ...): no power law
+    r = np.tile([1.0, 0.5, 0.02, 0.5, 0.01, 0.2], 5)  # never reaches the floor
+    ev = read(r)
+    assert ev.pattern is Pattern.SCATTERED
+    assert np.all(np.diff(ev.window) == 1) and ev.window[-1] == len(H) - 1
+    assert decide(_evidence(ev)) == (Verdict.INCONCLUSIVE, Cause.SCATTERED)
+    # a clean subset (steps 0, 1, 3) would fit a power law: it is not used
+    assert read(power(1.0, 1.0)).pattern is Pattern.POWER
+
+
+def test_scatter_threshold_is_one():
+    base = 1e-3 * H  # clean down to the last step (1e-3 2^-29 > 8 1e-14)
+    r = base.copy()
+    r[27] *= 2.0**0.45  # local orders 1 - 0.45 and 1 + 0.45 around it: spread 0.9
+    ev = read(r)
+    assert ev.pattern is Pattern.POWER and 27 in ev.window
+    r[27] = base[27] * 2.0**0.55  # spread 1.1
+    assert read(r).pattern is Pattern.SCATTERED
+
+
+def test_flat_sequences_and_the_curvature_bound():
+    floor = np.full(len(H), 1e-8)
+    r = floor * 0.5
+    ev = classify_remainders(H, r, floor, 1.0)
+    assert ev.pattern is Pattern.FLAT and ev.n_flat == len(H)
+    # a smooth f with relative curvature rho would show rho |f| h^2/2 at h = 1
+    assert ev.kappa == pytest.approx(1e-8)
+    assert decide(_evidence(ev))[0] == "linear"
+    coarse = classify_remainders(H, np.full(len(H), 1e-3), np.full(len(H), 2e-3), 1.0)
+    assert coarse.kappa == pytest.approx(2e-3)  # above the 1e-3 bound
+    assert decide(_evidence(coarse)) == (Verdict.INCONCLUSIVE, Cause.FLAT_TOO_COARSE)
+    exact = classify_remainders(H, np.zeros(len(H)), np.full(len(H), 1.0), 1.0)
+    assert exact.kappa == 0.0  # exactly affine on these points, whatever the precision
+    assert decide(_evidence(exact))[0] == "linear"
+
+
+def test_flat_then_abrupt_rise_is_linear_with_the_rise_step():
+    # a kink 2^-10 away along +d: zero remainder below it, (h - t0) beyond
+    t0 = 2.0**-10
+    r = np.where(H > t0, H - t0, 0.0) + 1e-17
+    floor = np.full(len(H), 1e-15)
+    ev = classify_remainders(H, r, floor, 1.0)
+    assert ev.pattern is Pattern.FLAT_THEN_RISE
+    assert ev.rise == t0
+    assert ev.n_flat == 20
+    assert decide(_evidence(ev)) == (Verdict.LINEAR, Cause.FLAT_THEN_RISE)
+
+
+def test_a_rise_with_too_few_flat_steps_is_inconclusive():
+    t0 = 2.0**-28  # only 2 steps at or below the kink
+    r = np.where(H > t0, H - t0, 0.0) + 1e-17
+    ev = classify_remainders(H, r, np.full(len(H), 1e-15), 1.0)
+    assert ev.pattern is Pattern.FLAT_THEN_RISE and ev.n_flat == 2
+    assert decide(_evidence(ev)) == (Verdict.INCONCLUSIVE, Cause.RISE_TOO_COARSE)
+
+
+def test_a_smooth_function_reaching_the_floor_is_not_an_abrupt_rise():
+    r = np.maximum(0.5 * H**2, 1e-16)
+    ev = classify_remainders(H, r, np.full(len(H), 1e-16), 1.0)
+    assert ev.pattern is Pattern.POWER and ev.order == pytest.approx(2, abs=0.01)
+
+
+def test_informative_and_clean_thresholds():
+    floor = np.full(len(H), 1.0)
+    # 2.5 floors is informative but not clean; 7.9 floors too: the window falls back
+    r = np.full(len(H), 0.5)
+    r[:3] = [9.0, 2.5, 7.9]
+    ev = classify_remainders(H, r, floor, 1.0)
+    assert ev.n_flat == len(H) - 3
+    r[:3] = [1.9, 1.8, 1.7]
+    assert classify_remainders(H, r, floor, 1.0).pattern is Pattern.FLAT
+
+
+def test_roundoff_floor_keeps_a_constant_tail_and_absorbs_noise():
+    mag = np.full(len(H), 2.0)
+    jump = np.full(len(H), 1e-4)  # 1 + x + where(x > 0, 1e-4, 0): constant remainder
+    floor = roundoff_floor(H, jump, mag, EPS32)
+    assert np.all(floor == 4 * EPS32 * mag)  # not raised: a constant tail is a signal
+    rng = np.random.default_rng(0)
+    noise = 50 * EPS32 * rng.uniform(0, 1, len(H))  # cancellation inside f: erratic
+    raised = roundoff_floor(H, noise, mag, EPS32)
+    tiny = H <= 1e-2 * np.sqrt(EPS32)
+    assert raised[0] == pytest.approx(np.max(noise[tiny]))
+    capped = roundoff_floor(H, np.where(tiny, rng.uniform(0, 1, len(H)), 0), mag, EPS32)
+    assert np.all(capped <= np.sqrt(EPS32) * mag + 1e-30)  # at most sqrt(eps) relative
+
+
+def test_a_small_jump_is_discontinuous_whatever_its_size_relative_to_the_floor():
+    mag = np.full(len(H), 2.0)
+    r = np.full(len(H), 1e-4)
+    floor = roundoff_floor(H, r, mag, EPS32)
+    ev = classify_remainders(H, r, floor, 1.0)
+    assert ev.pattern is Pattern.POWER and abs(ev.order) < 0.05
+    assert decide(_evidence(ev))[0] == "discontinuous"
+
+
+# ------------------------------------------------------------------------ decide()
+
+
+def _slope(v, err=1e-9):
+    return Slope(np.atleast_1d(np.asarray(v, float)), err, 1e-3)
+
+
+def _evidence(rem, ad=1.0, sp=1.0, sm=1.0, err=1e-9, eps=2.0**-52, **kw):
+    plus, minus = _slope(sp, err), _slope(sm, err)
+    ad = np.atleast_1d(np.asarray(ad, float))
+    return Evidence(
+        remainders=rem,
+        ad=ad,
+        ad_finite=bool(np.all(np.isfinite(ad))),
+        plus=plus,
+        minus=minus,
+        tests=SlopeTests.of(ad, plus, minus, eps),
+        eps=eps,
+        **kw,
+    )
+
+
+ORDER1 = read(power(1.0, 1.0))
+ORDER2 = read(power(1.0, 2.0))
+FLAT = read(np.zeros(len(H)))
+
+
+def test_order_one_with_different_slopes_is_a_kink_and_the_hull_is_reported():
+    v, c = decide(_evidence(ORDER1, ad=0.0, sp=1.0, sm=0.0))
+    assert (v, c) == (Verdict.KINK, Cause.SLOPES_DIFFER)
+    assert SlopeTests.of(np.array([0.0]), _slope(1.0), _slope(0.0), 1e-16).in_hull
+    assert not SlopeTests.of(np.array([2.0]), _slope(1.0), _slope(0.0), 1e-16).in_hull
+
+
+def test_order_one_with_equal_slopes_and_ad_off_is_a_wrong_derivative():
+    assert decide(_evidence(ORDER1, ad=0.0, sp=1.0, sm=1.0)) == (
+        Verdict.WRONG_DERIVATIVE,
+        Cause.AD_OFF_SLOPES,
+    )
+
+
+def test_unresolvable_slopes_never_give_a_confident_wrong_derivative():
+    # bfloat16 relu(x, 1) at 0: AD = 1 = the right slope; a coarse tolerance cannot
+    # separate the slopes 1 and 0: inconclusive, not wrong_derivative
+    ev = _evidence(ORDER1, ad=1.0, sp=1.0, sm=0.0, err=0.6, eps=2.0**-8)
+    assert decide(ev) == (Verdict.INCONCLUSIVE, Cause.ORDER_ONE_UNRESOLVED)
+    # AD equal to one side is never "off both"
+    ev = _evidence(ORDER1, ad=1.0, sp=1.0, sm=0.9, err=0.1, eps=2.0**-8)
+    assert decide(ev)[0] != "wrong_derivative"
+
+
+def test_exact_slopes_from_the_jaxpr_break_unresolvable_ties_only_when_consistent():
+    # float16 leaky ReLU with slope 0.9: measured slopes too coarse, exact ones differ
+    ev = _evidence(
+        ORDER1,
+        ad=1.0,
+        sp=1.0,
+        sm=0.9,
+        err=0.2,
+        eps=2.0**-10,
+        exact_plus=np.array([1.0]),
+        exact_minus=np.array([0.9]),
+    )
+    assert decide(ev) == (Verdict.KINK, Cause.EXACT_SLOPES_DIFFER)
+    ev = _evidence(
+        ORDER1,
+        ad=1.0,
+        sp=1.0,
+        sm=0.9,
+        err=0.2,
+        eps=2.0**-10,
+        exact_plus=np.array([5.0]),
+        exact_minus=np.array([0.9]),  # contradicts the values
+    )
+    assert decide(ev)[0] == "inconclusive"
+    # in bfloat16 (eps 2^-8) a difference of 0.1 is below what even exact slopes resolve
+    ev = _evidence(
+        ORDER1,
+        ad=1.0,
+        sp=1.0,
+        sm=0.9,
+        err=0.2,
+        eps=2.0**-8,
+        exact_plus=np.array([1.0]),
+        exact_minus=np.array([0.9]),
+    )
+    assert decide(ev)[0] == "inconclusive"
+
+
+def test_order_two_is_smooth_and_flat_is_linear():
+    assert decide(_evidence(ORDER2)) == (Verdict.SMOOTH, Cause.ORDER_TWO)
+    assert decide(_evidence(FLAT)) == (Verdict.LINEAR, Cause.FLAT)
+
+
+def test_non_finite_ad_is_decided_by_the_slopes():
+    nan = float("nan")
+    assert decide(_evidence(ORDER2, ad=nan, sp=0.0, sm=0.0)) == (
+        Verdict.WRONG_DERIVATIVE,
+        Cause.AD_NOT_FINITE_SLOPES_AGREE,
+    )
+    assert decide(_evidence(ORDER2, ad=nan, sp=1.0, sm=-1.0)) == (
+        Verdict.KINK,
+        Cause.AD_NOT_FINITE_SLOPES_DIFFER,
+    )
+    half = read(power(1.0, 0.5))
+    assert decide(_evidence(half, ad=nan)) == (
+        Verdict.INCONCLUSIVE,
+        Cause.AD_NOT_FINITE_NON_LIPSCHITZ,
+    )
+    jump = read(power(1.0, 0.0))
+    assert decide(_evidence(jump, ad=nan))[0] == "discontinuous"
+    coarse = _evidence(ORDER2, ad=nan, sp=0.0, sm=0.1, err=1.0)
+    assert decide(coarse) == (Verdict.INCONCLUSIVE, Cause.AD_NOT_FINITE_UNRESOLVED)
+
+
+def test_non_finite_values_are_inconclusive():
+    assert decide(_evidence(ORDER2, f0_finite=False))[1] is Cause.F0_NOT_FINITE
+    assert decide(_evidence(ORDER2, f_finite=False))[1] is Cause.F_NOT_FINITE
+
+
+def test_piecewise_linear_proof_from_the_jaxpr():
+    kw = dict(piecewise_linear=True, sites_known=True, tied=0, radius_plus=0.1, radius_minus=0.2)
+    assert decide(_evidence(ORDER1, below_switch=4, flat_below_switch=True, **kw)) == (
+        Verdict.LINEAR,
+        Cause.AFFINE_BETWEEN_SWITCHES,
+    )
+    assert decide(_evidence(ORDER1, below_switch=0, **kw)) == (
+        Verdict.INCONCLUSIVE,
+        Cause.SWITCH_TOO_CLOSE,
+    )
+    # remainders informative below the switch: no proof, the remainders decide
+    assert decide(_evidence(ORDER1, ad=0.0, below_switch=4, flat_below_switch=False, **kw))[0] == (
+        "wrong_derivative"
+    )
+    # a tie somewhere: x0 sits on a switch, no proof
+    tied = dict(kw, tied=1)
+    assert decide(_evidence(ORDER1, ad=0.0, sp=1.0, sm=0.0, below_switch=4, **tied))[0] == "kink"
+
+
+def test_a_kink_verdict_needs_an_element_on_a_switch():
+    kw = dict(sites_known=True, tied=0, radius_plus=1e-9, radius_minus=math.inf)
+    assert decide(_evidence(ORDER1, ad=0.0, sp=1.0, sm=0.0, **kw)) == (
+        Verdict.INCONCLUSIVE,
+        Cause.NEAR_SWITCH,
+    )
+    unknown = dict(kw, sites_known=False)
+    assert decide(_evidence(ORDER1, ad=0.0, sp=1.0, sm=0.0, **unknown))[0] == "kink"
