@@ -9,30 +9,39 @@ architecture page's place in the navigation.
   cells (``tests/test_notebooks.py`` writes them there when the variable is set, as CI
   does), that copy is shown and not executed again. Otherwise the build executes the
   notebook.
-* Every public name of :mod:`jaxrelu` must appear in the API reference: a name in
-  ``jaxrelu.__all__`` that no page documents is a warning, hence an error in strict builds.
+* Every public name appears in the API reference: ``jaxrelu-other-public-names`` documents
+  the names of ``jaxrelu.__all__`` that its page does not already document (a new public
+  name is never missing; move it into its section when convenient), and
+  ``jaxrelu-study-modules`` documents every public module of :mod:`jaxrelu.study` (each
+  module's ``__all__``).
 * ``docs/architecture.md`` is listed in the navigation once it exists.
-* Two renderer adjustments for docstrings as they are written: a cross-reference through a
-  re-exported or alias path (``jaxrelu.models.Architecture``, kept working since 0.2.0) is
-  resolved to where the object is documented (``jaxrelu.study.models.Architecture``); and a
-  property docstring that opens with a phrase and a colon ("Shape of one image: ...") keeps
-  that phrase as text, where napoleon would read it as the property's type. A type alias
-  inside a generic (``Sequence[ArrayLike]``) is shown by its name, not by Sphinx's repr.
+* Renderer adjustments for docstrings as they are written. References: one to another
+  library (``jax.Array``, ``enum.IntEnum``) is shown as plain text (the build downloads no
+  inventories); one through a re-exported or alias path (``jaxrelu.models.Architecture``,
+  kept working since 0.2.0) is resolved where the object is documented
+  (``jaxrelu.study.models.Architecture``); one relative to a sibling module
+  (``limits.MAX_WIDTH``) is looked up as a leading ``.`` would; a private type in an
+  annotation is shown unlinked. An attribute docstring that
+  opens with a phrase and a colon ("Shape of one image: ...") keeps that phrase as text,
+  where napoleon would read it as the attribute's type. A type alias inside a generic
+  (``Sequence[ArrayLike]``) is shown by its name, not by Sphinx's repr. Not listed as
+  members: a NamedTuple's field aliases (its ``Attributes:`` section describes them) and
+  class attributes holding another library's function (a field default like ``print``).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import pathlib
+import pkgutil
 import re
 import shutil
 
 import jupytext
 import nbformat
-from sphinx.util import logging
-
-logger = logging.getLogger(__name__)
+from sphinx.util.docutils import SphinxDirective
 
 EXECUTED_DIR_ENV = "JAXRELU_EXECUTED_NOTEBOOKS"
 OPTIONAL_PAGES = ("architecture",)  # listed in index.md's toctree only when the file exists
@@ -81,16 +90,43 @@ def _list_optional_pages(app, docname: str, source: list[str]) -> None:
             source[0] = source[0].replace(f"\n{page}\n", "\n")
 
 
-def _check_api_coverage(app, env) -> None:
-    import jaxrelu
+class OtherPublicNames(SphinxDirective):
+    """Documents the names of ``jaxrelu.__all__`` that this page's autodoc directives do not."""
 
-    documented = env.get_domain("py").objects
-    for name in jaxrelu.__all__:
-        if name != "__version__" and f"jaxrelu.{name}" not in documented:
-            logger.warning(
-                f"jaxrelu.{name} is public (jaxrelu.__all__) but not in the API reference: "
-                "add it to docs/api/toolkit.md"
-            )
+    def run(self):
+        import jaxrelu
+
+        page = pathlib.Path(self.env.doc2path(self.env.docname)).read_text()
+        listed = set(re.findall(r"\.\. auto\w+:: jaxrelu\.(\w+)", page))
+        rest = [n for n in jaxrelu.__all__ if n != "__version__" and n not in listed]
+        if not rest:
+            return []
+        lines = [".. rubric:: Other public names", ""]
+        for name in rest:
+            obj = getattr(jaxrelu, name)
+            kind = "class" if isinstance(obj, type) else "function" if callable(obj) else "data"
+            lines += [f".. auto{kind}:: jaxrelu.{name}", ""]
+        return self.parse_text_to_nodes("\n".join(lines))
+
+
+class StudyModules(SphinxDirective):
+    """An ``automodule`` section for every public module of :mod:`jaxrelu.study`."""
+
+    def run(self):
+        import jaxrelu.study
+
+        lines = []
+        for info in sorted(pkgutil.iter_modules(jaxrelu.study.__path__), key=lambda m: m.name):
+            if not info.name.startswith("_"):
+                title = f"``jaxrelu.study.{info.name}``"
+                lines += [
+                    title,
+                    "-" * len(title),
+                    "",
+                    f".. automodule:: jaxrelu.study.{info.name}",
+                    "",
+                ]
+        return self.parse_text_to_nodes("\n".join(lines), allow_section_headings=True)
 
 
 def _import_path(dotted: str) -> object | None:
@@ -109,29 +145,40 @@ def _import_path(dotted: str) -> object | None:
     return None
 
 
-def _resolve_alias(app, env, node, contnode):
-    """A Python reference that did not resolve: retry with the object's canonical name."""
-    if node.get("refdomain") != "py" or not node.get("reftarget", "").startswith("jaxrelu."):
-        return None
-    obj = _import_path(node["reftarget"])
-    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
-    if obj is None or not module or not qualname:
-        return None
-    canonical = f"{module}.{qualname}"
-    if canonical == node["reftarget"]:
-        return None
-    domain = env.get_domain("py")
-    return domain.resolve_xref(
-        env, node["refdoc"], app.builder, node["reftype"], canonical, node, contnode
-    )
+def _is_external(target: str) -> bool:
+    top = target.split(".")[0]
+    return "." in target and top != "jaxrelu" and importlib.util.find_spec(top) is not None
 
 
-_PROSE_BEFORE_COLON = re.compile(r"^:type: ([A-Z][a-z]+ [^`:]*)$")
+def _resolve_reference(app, env, node, contnode):
+    """A Python reference that did not resolve (see the module docstring)."""
+    if node.get("refdomain") != "py":
+        return None
+    target, domain = node.get("reftarget", ""), env.get_domain("py")
+    if _is_external(target):
+        return contnode
+    if "._" in target and node.source is None:
+        return contnode  # a private type in a signature's annotation: shown, not linked
+    obj = _import_path(target) if target.startswith("jaxrelu.") else None
+    canonical = f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
+    if obj is not None and canonical.startswith("jaxrelu.") and canonical != target:
+        return domain.resolve_xref(
+            env, node["refdoc"], app.builder, node["reftype"], canonical, node, contnode
+        )
+    if not target.startswith("jaxrelu.") and not node.get("refspecific"):
+        node["refspecific"] = True  # as if written with a leading "."
+        return domain.resolve_xref(
+            env, node["refdoc"], app.builder, node["reftype"], target, node, contnode
+        )
+    return None
+
+
+_PROSE_BEFORE_COLON = re.compile(r"^:type: ([A-Z][a-z']* [^`:]*)$")
 
 
 def _keep_property_phrase(app, what, name, obj, options, lines) -> None:
     """Undo napoleon's reading of "Phrase: description" as "type: description"."""
-    if what != "property":
+    if what not in ("property", "attribute", "data"):
         return
     for i, line in enumerate(lines):
         match = _PROSE_BEFORE_COLON.match(line)
@@ -151,11 +198,22 @@ def _tidy_alias_reprs(app, what, name, obj, options, signature, return_annotatio
         annotations[key] = _ALIAS_REPR.sub(r"\1", value)
 
 
+def _skip_member(app, what, name, obj, skip, options):
+    if (getattr(obj, "__doc__", None) or "").startswith("Alias for field number"):
+        return True  # a NamedTuple field: its class's Attributes section describes it
+    if what == "class" and callable(obj):
+        if not (getattr(obj, "__module__", None) or "").startswith("jaxrelu"):
+            return True  # a field whose default is another library's function (echo = print)
+    return None
+
+
 def setup(app):
     app.connect("builder-inited", _copy_notebooks)
     app.connect("source-read", _list_optional_pages)
-    app.connect("env-check-consistency", _check_api_coverage)
-    app.connect("missing-reference", _resolve_alias)
+    app.add_directive("jaxrelu-other-public-names", OtherPublicNames)
+    app.add_directive("jaxrelu-study-modules", StudyModules)
+    app.connect("missing-reference", _resolve_reference)
+    app.connect("autodoc-skip-member", _skip_member)
     app.connect("autodoc-process-docstring", _keep_property_phrase, priority=600)
     app.connect("autodoc-process-signature", _tidy_alias_reprs, priority=600)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
