@@ -37,21 +37,20 @@ def engine_step_time(ds, sizes, batch, instrument):
         instrument=instrument,
         learning_rate=0.05,
     )
-    st = T._static_of(cfg, ds)
-    kinks = jnp.zeros((1,), jnp.float32)
-    carry = jax.jit(T._init_carry, static_argnums=0)(st, jax.random.PRNGKey(0), kinks)
+    spec = T.EngineSpec.of(cfg, ds)
+    state = T.init_state(spec, jax.random.PRNGKey(0), cfg.kink_grads)
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     n_steps = len(ds.y_train) // batch
-    state = {"c": carry, "k": 0}
+    box = {"state": state, "k": 0}
 
     def epoch():
-        state["k"] += 1
-        state["c"], out = T._epoch(st, state["c"], kinks, jax.random.PRNGKey(state["k"]), x, y)
-        block(state["c"])
-        return out
+        box["k"] += 1
+        box["state"], rec = T.train_epoch(spec, box["state"], x, y, jax.random.PRNGKey(box["k"]))
+        block(box["state"])
+        return rec
 
-    out = epoch()  # compile
-    loss = np.asarray(out["loss"])[:, 0]
+    rec = epoch()  # compile
+    loss = np.asarray(rec.loss)[:, 0]
     if not (np.all(np.isfinite(loss)) and loss[-1] < math.log(10)):
         raise AssertionError(f"engine did not train: losses {loss[:3]}...{loss[-3:]}")
     t, sp = timeit(epoch, repeats=5, min_time=0.2)

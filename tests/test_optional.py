@@ -56,5 +56,6 @@ def test_training_runs_without_tqdm(without, capsys):
     from jaxrelu.study.engine import TrainConfig, train
 
     without("tqdm")
-    train(TrainConfig(width=8, epochs=1), data.synthetic(256, 32, dim=8), progress=True)
-    assert "epoch 1/1" in capsys.readouterr().err  # the plain-text progress line
+    ds = data.synthetic(256, 64, dim=8, num_classes=3, seed=2)  # test_train's program
+    train(TrainConfig(width=8, epochs=2, batch_size=32), ds, progress=True)
+    assert "epoch 2/2" in capsys.readouterr().err  # the plain-text progress line

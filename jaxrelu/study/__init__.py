@@ -3,15 +3,28 @@
 Reproduces Bertoin et al., *Numerical influence of ReLU'(0) on backpropagation* (NeurIPS
 2021) on built-in data. Modules:
 
-* :mod:`jaxrelu.study.data` -- data sets (scikit-learn digits, MNIST IDX files, ``.npz``);
-* :mod:`jaxrelu.study.models` -- MLP and CNN as plain pytrees, jaxrelu activations;
-* :mod:`jaxrelu.study.engine` -- jitted, instrumented ``lax.scan`` training;
+* :mod:`jaxrelu.study.data` -- data sets (scikit-learn digits, MNIST IDX files, ``.npz``),
+  checked and size-limited before they are read;
+* :mod:`jaxrelu.study.models` -- MLP and CNN as plain pytrees, activations from
+  :data:`jaxrelu.REGISTRY`;
+* :mod:`jaxrelu.study.config` -- ``TrainConfig`` and its parts (network, optimisation, run);
+* :mod:`jaxrelu.study.instrument` -- zero hits and the bifurcation test, shared by the
+  engine and the volume estimate;
+* :mod:`jaxrelu.study.engine` -- jitted, instrumented ``lax.scan`` training
+  (``TrainState``, ``init_state``, ``train_step``, ``train_epoch``, ``train``);
 * :mod:`jaxrelu.study.experiments` -- the bifurcation-zone volume, training comparison and
   trajectory divergence (also importable from here: ``jaxrelu.study.volume``);
-* :mod:`jaxrelu.study.report` -- ``jaxrelu reproduce``: the plan, resumable runs, report;
+* :mod:`jaxrelu.study.plan`, :mod:`~jaxrelu.study.runner`, :mod:`~jaxrelu.study.report`,
+  :mod:`~jaxrelu.study.plots`, :mod:`~jaxrelu.study.reproduce` -- ``jaxrelu reproduce``:
+  what runs, resumable saved results, the markdown report, the figures, orchestration;
+* :mod:`jaxrelu.study.outputs` -- the versioned JSON format (with its JSON Schema) and safe
+  output paths;
+* :mod:`jaxrelu.study.limits`, :mod:`~jaxrelu.study.interrupt`,
+  :mod:`~jaxrelu.study.progress` -- resource limits, Ctrl-C at step boundaries, progress;
 * :mod:`jaxrelu.study.cli` -- the ``jaxrelu`` command.
 
-The study uses only the toolkit's public API (:mod:`jaxrelu`).
+The study uses only the toolkit's public API (:mod:`jaxrelu`) and its internal helpers
+(``_validate``, ``_table``, ``_util``).
 """
 
 from .experiments import divergence as divergence

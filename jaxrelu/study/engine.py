@@ -1,27 +1,40 @@
 r"""Jitted training with kink instrumentation, in every precision, on one or many devices.
 
 :func:`train` takes a frozen :class:`TrainConfig` and a data set and returns a
-:class:`TrainHistory`. One epoch is one jitted :func:`jax.lax.scan` over minibatches,
-with the data on the device and a fresh shuffle from the epoch's key; nothing is copied to
-the host until the epoch ends, and the second epoch reuses the first one's compilation.
+:class:`TrainHistory`. Underneath, three public pure functions do the work and can be
+used directly (tests and benchmarks do):
+
+* :func:`init_state` -- the :class:`TrainState` (a NamedTuple pytree) of every lockstep
+  run, from one initialisation;
+* :func:`train_step` -- one minibatch: gradients, instrumentation, unscaling, the masked
+  update, divergence detection, loss scaling, the distance between runs;
+* :func:`train_epoch` -- one pass over the data: a jitted :func:`jax.lax.scan` of
+  :func:`train_step` over shuffled minibatches, in chunks of at most
+  :data:`MAX_STEPS_PER_CALL` steps (Ctrl-C is honoured between chunks, see
+  :mod:`jaxrelu.study.interrupt`); the second epoch reuses the first one's compilation.
+
+The compile-time part of a run is its :class:`EngineSpec` (hashable); the seed and the
+kink values are data (the kink values live in the state), so changing them never
+recompiles.
 
 Several values of the activation's derivative at its kink (``kink_grads``) train in
 lockstep in one program: same initialisation, same minibatches, vmapped over the kink
-value. Per step and per run the engine records
+value. Per step and per run the engine records (:class:`StepRecord`) the loss, the zero
+hits per layer and the bifurcation test (:mod:`jaxrelu.study.instrument`), and the L1
+distance between each run's weights and the first run's.
 
-* the loss;
-* ``zero_hits``: pre-activations exactly at the kink, per layer;
-* ``bifurcation``: whether the minibatch gradient with kink value 0 and with 1 differ
-  (computed only on steps where some pre-activation hit the kink, since only then can they
-  differ) and the relative L2 norm of the difference;
-* ``weight_l1``: the L1 distance between each run's weights and the first run's.
-
-A run whose loss becomes non-finite stops updating, is marked ``"diverged"`` with its
-step, and the others go on.
+**Divergence.** A run diverges at the first step where its minibatch loss is not finite,
+its updated parameters are not finite, or its loss exceeds :data:`DIVERGENCE_FACTOR` times
+its first minibatch's loss (for 10 classes, about 230 nats: the network gives the right
+class a probability below :math:`e^{-230}`). From then on it stops updating and is
+reported ``"diverged"`` with its step and reason (:class:`Divergence`); the other runs go
+on.
 
 Precision: ``dtype`` is used for parameters and arithmetic ("pure", as in Bertoin et
 al.); with ``mixed=True`` the master weights and optimizer state stay float32 and only the
-forward/backward pass runs in ``dtype``, with dynamic loss scaling for float16.
+forward/backward pass runs in ``dtype``, with dynamic loss scaling for float16 (a step
+with non-finite gradients is skipped and halves the scale; ``loss_scale_period`` good
+steps double it).
 
 Scale-out: the batch axis is sharded over the local devices with :mod:`jax.sharding`
 (parameters replicated); results equal one device's up to the order of reductions. For
@@ -32,10 +45,10 @@ the same data: the mesh then spans ``jax.devices()`` (all hosts) and the same co
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -45,181 +58,106 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import models
+from .. import _util
+from . import instrument, interrupt, limits, models
+from .config import (
+    DTYPES,
+    NetworkConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+)
 from .data import Dataset, load_data
 from .progress import Progress
 
-__all__ = ["DTYPES", "TrainConfig", "TrainHistory", "make_optimizer", "train"]
+__all__ = [
+    "DIVERGENCE_FACTOR",
+    "DTYPES",
+    "MAX_STEPS_PER_CALL",
+    "Divergence",
+    "EngineSpec",
+    "NetworkConfig",
+    "OptimConfig",
+    "RunConfig",
+    "StepRecord",
+    "TrainConfig",
+    "TrainHistory",
+    "TrainState",
+    "evaluate",
+    "init_state",
+    "make_optimizer",
+    "preflight",
+    "train",
+    "train_epoch",
+    "train_step",
+]
 
-DTYPES = ("float16", "bfloat16", "float32", "float64")
-OPTIMIZERS = ("sgd", "adam")
+DIVERGENCE_FACTOR = 100.0
+"""A run diverges when its minibatch loss exceeds this many times its first one."""
+MAX_STEPS_PER_CALL = 256
+"""Longest scan run by one XLA call: Ctrl-C waits at most this many steps."""
+EVAL_CHUNK = 1000
 
-_TRACE_COUNT = {"epoch": 0}
-_UNROLL = 1  # unrolling measured no faster on CPU
 
+class Divergence(enum.IntEnum):
+    """Why a run stopped (0: it did not)."""
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run (frozen, hashable).
+    NONE = 0
+    LOSS_NOT_FINITE = 1
+    PARAMS_NOT_FINITE = 2
+    LOSS_EXPLODED = 3
 
-    Attributes:
-        model: ``"mlp"`` or ``"cnn"`` (see :class:`jaxrelu.models.Architecture`).
-        width, depth: MLP hidden width and number of hidden layers.
-        channels: CNN convolution channels.
-        batchnorm: batch norm before every activation.
-        init: ``"torch"`` (the paper's) or ``"he"``.
-        activation: ``"relu"`` (default), ``"leaky_relu"``, ``"abs"``, ``"relu6"`` or
-            ``"hard_tanh"``.
-        dtype: ``"float16"``, ``"bfloat16"``, ``"float32"`` or ``"float64"`` (float64 needs
-            ``jax.config.update("jax_enable_x64", True)``).
-        mixed: float32 master weights with ``dtype`` compute (and loss scaling for float16).
-        optimizer: ``"sgd"`` (momentum, weight decay added to the gradient as in PyTorch)
-            or ``"adam"``.
-        learning_rate: a number or an optax schedule (step -> rate).
-        momentum: SGD momentum.
-        weight_decay: L2 weight decay.
-        batch_size: minibatch size (the last partial batch of an epoch is dropped).
-        epochs: number of passes over the training set.
-        kink_grads: the values of ReLU'(0) trained side by side, from one initialisation.
-        seed: seeds the initialisation and the shuffling.
-        instrument: record zero hits and bifurcations (cheap; on by default).
-        devices: number of local devices for data parallelism; None uses as many as divide
-            the batch size.
-        loss_scale: initial dynamic loss scale for mixed float16.
-        matmul_precision: ``jax.default_matmul_precision`` for the run: ``"highest"`` (the
-            default) makes float32 products float32 on GPUs too, as PyTorch does by default;
-            ``"default"`` lets JAX use TF32 there.
-    """
-
-    model: str = "mlp"
-    width: int = 256
-    depth: int = 2
-    channels: tuple[int, ...] = (16, 32)
-    batchnorm: bool = False
-    init: str = "torch"
-    activation: str = "relu"
-    dtype: str = "float32"
-    mixed: bool = False
-    optimizer: str = "sgd"
-    learning_rate: float | Callable[[Any], Any] = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    epochs: int = 10
-    kink_grads: tuple[float, ...] = (0.0,)
-    seed: int = 0
-    instrument: bool = True
-    devices: int | None = None
-    loss_scale: float = 2.0**15
-    matmul_precision: str = "highest"
-
-    def validate(self, data: Dataset | None = None) -> None:
-        """Raises a ``ValueError``/``TypeError`` naming the bad field (before compiling)."""
-        if self.dtype not in DTYPES:
-            raise ValueError(f"`dtype` must be one of {DTYPES}, got {self.dtype!r}")
-        if self.dtype == "float64" and not jax.config.jax_enable_x64:
-            raise ValueError(
-                "`dtype` float64 needs 64-bit mode: call "
-                "jax.config.update('jax_enable_x64', True) first"
-            )
-        if self.mixed and self.dtype in ("float32", "float64"):
-            raise ValueError("`mixed` precision needs a low-precision `dtype` (float16, bfloat16)")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.model not in ("mlp", "cnn"):
-            raise ValueError(f"`model` must be 'mlp' or 'cnn', got {self.model!r}")
-        for name in ("batch_size", "epochs", "width", "depth"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"`{name}` must be a positive integer, got {v!r}")
-        if not callable(self.learning_rate):
-            lr = self.learning_rate
-            if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-                raise ValueError(f"`learning_rate` must be positive, got {lr!r}")
-            if not math.isfinite(lr):
-                raise ValueError(f"`learning_rate` must be finite, got {lr!r}")
-        for name in ("momentum", "weight_decay"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or v < 0 or not math.isfinite(v):
-                raise ValueError(f"`{name}` must be a non-negative number, got {v!r}")
-        if not isinstance(self.kink_grads, tuple) or not self.kink_grads:
-            raise ValueError(f"`kink_grads` must be a non-empty tuple, got {self.kink_grads!r}")
-        for v in self.kink_grads:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"`kink_grads` must hold finite numbers, got {v!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ValueError(f"`seed` must be an integer, got {self.seed!r}")
-        if self.devices is not None:
-            n = len(jax.local_devices())
-            if not isinstance(self.devices, int) or not 1 <= self.devices <= n:
-                raise ValueError(
-                    f"`devices` must be between 1 and {n} (local devices), got {self.devices!r}"
-                )
-            if self.batch_size % self.devices:
-                raise ValueError(
-                    f"`batch_size` {self.batch_size} is not divisible by `devices` {self.devices}"
-                )
-        precisions = ("highest", "high", "default", "float32", "tensorfloat32", "bfloat16")
-        if self.matmul_precision not in precisions:
-            raise ValueError(
-                f"`matmul_precision` must be one of {precisions}, got {self.matmul_precision!r}"
-            )
-        if not self.loss_scale > 0:
-            raise ValueError(f"`loss_scale` must be positive, got {self.loss_scale!r}")
-        self.architecture((8, 8, 1), 10)  # checks model/init/activation/channels fields
-        if data is not None:
-            if self.batch_size > len(data.y_train):
-                raise ValueError(
-                    f"`batch_size` {self.batch_size} is larger than the training set "
-                    f"({len(data.y_train)} examples)"
-                )
-            self.architecture(data.image_shape, data.num_classes)
-
-    def architecture(self, in_shape: tuple[int, ...], num_classes: int) -> models.Architecture:
-        return models.Architecture(
-            kind=self.model,
-            in_shape=tuple(in_shape),
-            num_classes=num_classes,
-            width=self.width,
-            depth=self.depth,
-            channels=tuple(self.channels),
-            batchnorm=self.batchnorm,
-            init=self.init,
-            activation=self.activation,
-        )
-
-    def n_devices(self) -> int:
-        if self.devices is not None:
-            return self.devices
-        n = len(jax.local_devices())
-        while self.batch_size % n:
-            n -= 1
-        return n
+    @property
+    def message(self) -> str:
+        return {
+            Divergence.NONE: "",
+            Divergence.LOSS_NOT_FINITE: "loss not finite",
+            Divergence.PARAMS_NOT_FINITE: "parameters not finite",
+            Divergence.LOSS_EXPLODED: f"loss above {DIVERGENCE_FACTOR:g}x its initial value",
+        }[self]
 
 
 @dataclasses.dataclass(frozen=True)
-class _Static:
-    """The compile-time part of a run: everything but the seed and the kink values."""
+class EngineSpec:
+    """The compile-time part of a run: everything but the seed and the kink values.
+
+    Build it with :meth:`of`; one compilation per spec (it is hashable)."""
 
     arch: models.Architecture
+    optim: OptimConfig
     dtype: str
     mixed: bool
-    optimizer: str
-    learning_rate: Any
-    momentum: float
-    weight_decay: float
-    batch_size: int
     n_runs: int
     instrument: bool
     n_devices: int
-    loss_scale: float = 2.0**15
+    loss_scale: float
+    loss_scale_period: int
+    matmul_precision: str
+
+    @classmethod
+    def of(cls, config: TrainConfig, data: Dataset) -> EngineSpec:
+        """The spec of ``config`` on ``data`` (checked against the data first)."""
+        config.check_data(data.image_shape, data.num_classes, len(data.y_train))
+        run = config.run
+        return cls(
+            arch=config.network.architecture(data.image_shape, data.num_classes),
+            optim=config.optim,
+            dtype=run.dtype,
+            mixed=run.mixed,
+            n_runs=len(run.kink_grads),
+            instrument=run.instrument,
+            n_devices=config.n_devices(),
+            loss_scale=run.loss_scale,
+            loss_scale_period=run.loss_scale_period,
+            matmul_precision=run.matmul_precision,
+        )
 
     @property
-    def compute_dtype(self):
+    def compute_dtype(self) -> jnp.dtype:
         return jnp.dtype(self.dtype)
 
     @property
-    def param_dtype(self):
+    def param_dtype(self) -> jnp.dtype:
         return jnp.dtype("float32") if self.mixed else jnp.dtype(self.dtype)
 
     @property
@@ -228,6 +166,71 @@ class _Static:
 
     def mesh(self) -> Mesh:
         return Mesh(np.array(jax.local_devices()[: self.n_devices]), ("data",))
+
+    def optimizer(self) -> optax.GradientTransformation:
+        o = self.optim
+        return make_optimizer(o.optimizer, o.learning_rate, o.momentum, o.weight_decay)
+
+    def memory_bytes(self, n_examples: int) -> int:
+        """Estimated device memory of a run (parameters, optimizer state, gradients of
+        the lockstep runs and the bifurcation test, activations, data), before the
+        :data:`limits.SAFETY` factor."""
+        p = models.n_params(self.arch)
+        cb, pb = self.compute_dtype.itemsize, self.param_dtype.itemsize
+        slots = {"sgd": 1, "adam": 2}[self.optim.optimizer]
+        per_param = pb * (4 + slots) + cb * (2 + self.mixed)
+        acts = models.n_activations(self.arch, self.optim.batch_size)
+        eval_acts = models.n_activations(self.arch, min(EVAL_CHUNK, n_examples))
+        data = n_examples * math.prod(self.arch.in_shape) * cb
+        return self.n_runs * (p * per_param + 6 * acts * cb + 2 * eval_acts * cb) + data
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training, with a leading run axis (a pytree).
+
+    Attributes:
+        params: parameters (``param_dtype``), ``(runs, ...)`` leaves.
+        opt_state: optimizer state.
+        model_state: batch norm running statistics.
+        kink_grads: ``(runs,)`` each run's derivative at the kink (compute dtype).
+        alive: ``(runs,)`` false once a run diverged.
+        diverged_step: ``(runs,)`` the step at which it diverged, or -1.
+        diverged_reason: ``(runs,)`` a :class:`Divergence` code.
+        initial_loss: ``(runs,)`` the first minibatch's loss.
+        loss_scale: ``(runs,)`` dynamic loss scale (1 unless mixed float16).
+        good_steps: ``(runs,)`` steps since the loss scale last changed.
+        step: scalar step counter.
+    """
+
+    params: Any
+    opt_state: Any
+    model_state: Any
+    kink_grads: jax.Array
+    alive: jax.Array
+    diverged_step: jax.Array
+    diverged_reason: jax.Array
+    initial_loss: jax.Array
+    loss_scale: jax.Array
+    good_steps: jax.Array
+    step: jax.Array
+
+
+class StepRecord(NamedTuple):
+    """What one step records, per run (``None`` fields when not instrumented).
+
+    Attributes:
+        loss: ``(runs,)`` minibatch loss (float32).
+        weight_l1: ``(runs,)`` L1 distance from each run's weights to the first run's.
+        zero_hits: ``(runs, layers)`` pre-activations exactly at a kink.
+        bifurcation: ``(runs,)`` whether the gradients with kink derivative 0 and 1 differ.
+        bifurcation_rel_l2: ``(runs,)`` their relative L2 difference.
+    """
+
+    loss: Any
+    weight_l1: Any
+    zero_hits: Any = None
+    bifurcation: Any = None
+    bifurcation_rel_l2: Any = None
 
 
 def make_optimizer(
@@ -240,215 +243,290 @@ def make_optimizer(
     elif name == "adam":
         parts.append(optax.adam(learning_rate))
     else:
-        raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}, got {name!r}")
+        raise ValueError(f"`optimizer` must be one of 'sgd', 'adam'; got {name!r}")
     return optax.chain(*parts)
 
 
-def _cross_entropy(logits, labels):
-    logp = jax.nn.log_softmax(logits)
-    return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
+# ------------------------------------------------------------------------------ state
 
 
-def _where_runs(mask, new, old):
-    """Per-run select over pytrees with a leading run axis."""
-
-    def sel(n, o):
-        m = mask.reshape(mask.shape + (1,) * (n.ndim - 1))
-        return jnp.where(m, n, o)
-
-    return jax.tree.map(sel, new, old)
+def _per_run(tree: Any, k: int) -> Any:
+    return jax.tree.map(lambda v: jnp.broadcast_to(v, (k, *v.shape)), tree)
 
 
-def _tree_sum(tree, fn):
-    leaves = [fn(v) for v in jax.tree.leaves(tree)]
-    return sum(leaves[1:], leaves[0])
-
-
-def _wide():
-    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-
-
-def _init_carry(st: _Static, key, kinks):
-    params, bn = models.init(st.arch, key, st.param_dtype)
-    opt = make_optimizer(st.optimizer, st.learning_rate, st.momentum, st.weight_decay)
-    k = st.n_runs
-    rep = lambda t: jax.tree.map(lambda v: jnp.broadcast_to(v, (k, *v.shape)), t)
-    params_k, bn_k = rep(params), rep(bn)
-    opt_k = jax.vmap(opt.init)(params_k)
-    return {
-        "params": params_k,
-        "opt": opt_k,
-        "bn": bn_k,
-        "alive": jnp.ones((k,), bool),
-        "diverged_step": jnp.full((k,), -1, jnp.int32),
-        "scale": jnp.full((k,), st.loss_scale if st.scaled else 1.0, jnp.float32),
-        "good": jnp.zeros((k,), jnp.int32),
-        "step": jnp.zeros((), jnp.int32),
-    }
-
-
-def _loss_fn(st: _Static, params, bn, xb, yb, kink, scale):
-    p = jax.tree.map(lambda v: v.astype(st.compute_dtype), params) if st.mixed else params
-    b = jax.tree.map(lambda v: v.astype(st.compute_dtype), bn) if st.mixed else bn
-    logits, new_bn, pre = models.apply(st.arch, p, b, xb, kink, train=True)
-    loss = _cross_entropy(logits, yb)
-    if st.mixed:
-        new_bn = jax.tree.map(lambda v: v.astype(jnp.float32), new_bn)
-    return loss.astype(jnp.float32) * scale, (loss, new_bn, pre)
-
-
-def _step(st: _Static, kinks, carry, batch):
-    xb, yb = batch
-    if st.n_devices > 1:
-        sh = NamedSharding(st.mesh(), P("data"))
-        xb = lax.with_sharding_constraint(xb, sh)
-        yb = lax.with_sharding_constraint(yb, sh)
-    params, bn = carry["params"], carry["bn"]
-    grad_fn = jax.value_and_grad(
-        lambda p, b, s, sc: _loss_fn(st, p, b, xb, yb, s, sc), has_aux=True
+def _init_state(spec: EngineSpec, key: jax.Array, kink_grads: jax.Array) -> TrainState:
+    params, model_state = models.init(spec.arch, key, spec.param_dtype)
+    k = spec.n_runs
+    params_k = _per_run(params, k)
+    return TrainState(
+        params=params_k,
+        opt_state=jax.vmap(spec.optimizer().init)(params_k),
+        model_state=_per_run(model_state, k),
+        kink_grads=jnp.asarray(kink_grads, spec.compute_dtype),
+        alive=jnp.ones((k,), bool),
+        diverged_step=jnp.full((k,), -1, jnp.int32),
+        diverged_reason=jnp.zeros((k,), jnp.int32),
+        initial_loss=jnp.full((k,), jnp.nan, jnp.float32),
+        loss_scale=jnp.full((k,), spec.loss_scale if spec.scaled else 1.0, jnp.float32),
+        good_steps=jnp.zeros((k,), jnp.int32),
+        step=jnp.zeros((), jnp.int32),
     )
-    (_, (loss, new_bn, pre)), grads = jax.vmap(grad_fn)(params, bn, kinks, carry["scale"])
-    k = st.n_runs
-    _, kink_at = models.ACTIVATIONS[st.arch.activation]
-    out = {"loss": loss.astype(jnp.float32)}
-    if st.instrument:
-        hits = jnp.stack(
-            [
-                sum(
-                    jnp.sum(z == jnp.asarray(a, z.dtype), axis=tuple(range(1, z.ndim)))
-                    for a in kink_at
-                )
-                for z in pre
-            ],
-            axis=1,
-        ).astype(jnp.int32)  # (runs, layers)
 
-        def both(_):
-            def g_at(s):
-                f = lambda p, b, sc: _loss_fn(st, p, b, xb, yb, s, sc)[0]
-                return jax.vmap(jax.grad(f))(params, bn, carry["scale"])
 
-            g0 = g_at(jnp.zeros((), st.compute_dtype))
-            g1 = g_at(jnp.ones((), st.compute_dtype))
-            wide = _wide()
-            diff = jax.tree.map(lambda a, b: a != b, g0, g1)
-            differ = jnp.any(
-                jnp.stack([jnp.any(v.reshape(k, -1), axis=1) for v in jax.tree.leaves(diff)]),
-                axis=0,
-            )
-            num = _tree_sum(
-                jax.tree.map(lambda a, b: a.astype(wide) - b.astype(wide), g0, g1),
-                lambda v: jnp.sum(jnp.square(v.reshape(k, -1)), axis=1),
-            )
-            den = _tree_sum(
-                g0, lambda v: jnp.sum(jnp.square(v.astype(wide).reshape(k, -1)), axis=1)
-            )
-            rel = jnp.sqrt(num) / jnp.maximum(jnp.sqrt(den), jnp.finfo(wide).tiny)
-            return differ, rel.astype(jnp.float32)
+_init_state_jit = jax.jit(_init_state, static_argnums=0)
 
-        def neither(_):
-            return jnp.zeros((k,), bool), jnp.zeros((k,), jnp.float32)
 
-        differ, rel = lax.cond(jnp.any(hits > 0), both, neither, None)
-        out.update(zero_hits=hits, bifurcation=differ, bifurcation_rel_l2=rel)
-
-    # unscale, skip non-finite steps of mixed float16, update
-    scale = carry["scale"]
-    grads = jax.tree.map(
-        lambda g: (
-            (g.astype(jnp.float32) / scale.reshape((k,) + (1,) * (g.ndim - 1))).astype(g.dtype)
-            if st.scaled
-            else g
-        ),
-        grads,
-    )
-    grads_finite = jnp.all(
-        jnp.stack(
-            [jnp.all(jnp.isfinite(v.reshape(k, -1)), axis=1) for v in jax.tree.leaves(grads)]
-        ),
-        axis=0,
-    )
-    opt = make_optimizer(st.optimizer, st.learning_rate, st.momentum, st.weight_decay)
-    updates, new_opt = jax.vmap(opt.update)(grads, carry["opt"], params)
-    new_params = jax.vmap(optax.apply_updates)(params, updates)
-    loss_ok = jnp.isfinite(loss)
-    alive = carry["alive"]
-    apply = alive & loss_ok & (grads_finite if st.scaled else True)
-    new_carry = dict(carry)
-    new_carry["params"] = _where_runs(apply, new_params, params)
-    new_carry["opt"] = _where_runs(apply, new_opt, carry["opt"])
-    new_carry["bn"] = _where_runs(apply, new_bn, bn)
-    new_carry["alive"] = alive & loss_ok
-    new_carry["diverged_step"] = jnp.where(alive & ~loss_ok, carry["step"], carry["diverged_step"])
-    if st.scaled:
-        good = jnp.where(grads_finite, carry["good"] + 1, 0)
-        grow = good >= 2000
-        new_carry["scale"] = jnp.where(
-            grads_finite, jnp.where(grow, scale * 2, scale), jnp.maximum(scale / 2, 1.0)
+def init_state(spec: EngineSpec, key: jax.Array, kink_grads: Any) -> TrainState:
+    """The initial :class:`TrainState` of ``spec.n_runs`` lockstep runs, one per entry of
+    ``kink_grads``, all from the initialisation drawn with ``key``."""
+    kink_grads = jnp.asarray(kink_grads, spec.compute_dtype)
+    if kink_grads.shape != (spec.n_runs,):
+        raise ValueError(
+            f"`kink_grads` must have shape ({spec.n_runs},) (one per run), got {kink_grads.shape}"
         )
-        new_carry["good"] = jnp.where(grow, 0, good)
-    new_carry["step"] = carry["step"] + 1
-    if k == 1:  # a single run is at distance 0 from itself
-        out["weight_l1"] = jnp.zeros((1,), jnp.float32)
-        return new_carry, out
-    wide = _wide()
-    first = jax.tree.map(lambda v: v[:1], new_carry["params"])
-    out["weight_l1"] = _tree_sum(
-        jax.tree.map(
-            lambda a, b: jnp.abs(a.astype(wide) - b.astype(wide)), new_carry["params"], first
-        ),
-        lambda v: jnp.sum(v.reshape(k, -1), axis=1),
-    ).astype(jnp.float64 if wide == jnp.float64 else jnp.float32)
-    return new_carry, out
+    return _init_state_jit(spec, key, kink_grads)
 
 
-def _epoch_impl(st: _Static, carry, kinks, key, x, y):
-    _TRACE_COUNT["epoch"] += 1
-    n = x.shape[0]
-    n_batches = n // st.batch_size
-    perm = jax.random.permutation(key, n)[: n_batches * st.batch_size]
-    idx = perm.reshape(n_batches, st.batch_size)
-
-    def body(c, i):
-        return _step(st, kinks, c, (x[i], y[i]))
-
-    return lax.scan(body, carry, idx, unroll=_UNROLL)
+# ------------------------------------------------------------------------------- step
 
 
-_epoch = jax.jit(_epoch_impl, static_argnums=0)
+def _cast_tree(tree: Any, dtype: Any) -> Any:
+    return jax.tree.map(lambda v: v.astype(dtype), tree)
 
 
-def _eval_impl(st: _Static, params, bn, x, y, chunk=1000):
-    n = x.shape[0]
-    n_chunks = -(-n // chunk)
-    pad = n_chunks * chunk - n
-    xs = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]).reshape(
-        n_chunks, chunk, *x.shape[1:]
+def _loss(spec: EngineSpec, params, model_state, xb, yb, kink, scale):
+    """One run's scaled loss (float32) and ``(loss, new model state, pre-activations)``."""
+    if spec.mixed:
+        params = _cast_tree(params, spec.compute_dtype)
+        model_state = _cast_tree(model_state, spec.compute_dtype)
+    logits, new_state, pre = models.apply(spec.arch, params, model_state, xb, kink, train=True)
+    loss = models.cross_entropy(logits, yb)
+    if spec.mixed:
+        new_state = _cast_tree(new_state, jnp.float32)
+    return loss.astype(jnp.float32) * scale, (loss, new_state, pre)
+
+
+def _shard(spec: EngineSpec, xb: jax.Array, yb: jax.Array):
+    if spec.n_devices == 1:
+        return xb, yb
+    sh = NamedSharding(spec.mesh(), P("data"))
+    return lax.with_sharding_constraint(xb, sh), lax.with_sharding_constraint(yb, sh)
+
+
+def _gradients(spec: EngineSpec, state: TrainState, xb, yb):
+    """Every run's loss, new batch norm statistics, pre-activations and gradients."""
+    grad_fn = jax.value_and_grad(lambda p, b, s, sc: _loss(spec, p, b, xb, yb, s, sc), has_aux=True)
+    (_, (loss, new_bn, pre)), grads = jax.vmap(grad_fn)(
+        state.params, state.model_state, state.kink_grads, state.loss_scale
     )
-    ys = jnp.concatenate([y, jnp.zeros((pad,), y.dtype)]).reshape(n_chunks, chunk)
-    mask = (jnp.arange(n_chunks * chunk) < n).reshape(n_chunks, chunk)
+    return loss.astype(jnp.float32), new_bn, pre, grads
+
+
+def _instrumentation(spec: EngineSpec, state: TrainState, xb, yb, pre):
+    """Zero hits per run and layer, and the bifurcation test where there are any."""
+    kinks = models.ACTIVATIONS[spec.arch.activation].kinks
+    hits = jax.vmap(lambda z: instrument.kink_hits(z, kinks))(pre)
+
+    def grad_at(s: float):
+        kink = jnp.asarray(s, spec.compute_dtype)
+        f = lambda p, b, sc: _loss(spec, p, b, xb, yb, kink, sc)[0]
+        return jax.vmap(jax.grad(f))(state.params, state.model_state, state.loss_scale)
+
+    differ, rel = instrument.bifurcation_test(grad_at, jnp.any(hits > 0), runs=spec.n_runs)
+    return hits, differ, rel
+
+
+def _finite_per_run(tree: Any) -> jax.Array:
+    leaves = [
+        jnp.all(jnp.isfinite(v.reshape(v.shape[0], -1)), axis=1) for v in jax.tree.leaves(tree)
+    ]
+    return jnp.all(jnp.stack(leaves), axis=0)
+
+
+def _unscale(spec: EngineSpec, grads: Any, scale: jax.Array) -> Any:
+    if not spec.scaled:
+        return grads
+
+    def one(g):
+        s = scale.reshape((-1,) + (1,) * (g.ndim - 1))
+        return (g.astype(jnp.float32) / s).astype(g.dtype)
+
+    return jax.tree.map(one, grads)
+
+
+def _where_runs(mask: jax.Array, new: Any, old: Any) -> Any:
+    """Per-run select over pytrees with a leading run axis."""
+    return jax.tree.map(
+        lambda n, o: jnp.where(mask.reshape(mask.shape + (1,) * (n.ndim - 1)), n, o), new, old
+    )
+
+
+def _divergence(state: TrainState, loss, new_params, grads_ok) -> tuple[jax.Array, jax.Array]:
+    """``(reason, initial_loss)``: each run's :class:`Divergence` code at this step."""
+    initial = jnp.where(state.step == 0, loss, state.initial_loss)
+    params_bad = ~_finite_per_run(new_params) & grads_ok
+    reason = jnp.where(
+        ~jnp.isfinite(loss),
+        int(Divergence.LOSS_NOT_FINITE),
+        jnp.where(
+            params_bad,
+            int(Divergence.PARAMS_NOT_FINITE),
+            jnp.where(loss > DIVERGENCE_FACTOR * initial, int(Divergence.LOSS_EXPLODED), 0),
+        ),
+    )
+    return reason.astype(jnp.int32), initial
+
+
+def _loss_scale(spec: EngineSpec, state: TrainState, grads_ok: jax.Array):
+    """Dynamic loss scaling: halve on non-finite gradients, double after a period."""
+    if not spec.scaled:
+        return state.loss_scale, state.good_steps
+    good = jnp.where(grads_ok, state.good_steps + 1, 0)
+    grow = good >= spec.loss_scale_period
+    scale = state.loss_scale
+    scale = jnp.where(grads_ok, jnp.where(grow, scale * 2, scale), jnp.maximum(scale / 2, 1.0))
+    return scale, jnp.where(grow, 0, good)
+
+
+def _update(spec: EngineSpec, state: TrainState, grads, new_bn, loss) -> TrainState:
+    """The optimizer step, applied only to live runs whose step is sound."""
+    grads_ok = _finite_per_run(grads) if spec.scaled else jnp.ones((spec.n_runs,), bool)
+    updates, new_opt = jax.vmap(spec.optimizer().update)(grads, state.opt_state, state.params)
+    new_params = jax.vmap(optax.apply_updates)(state.params, updates)
+    reason, initial = _divergence(state, loss, new_params, grads_ok)
+    ok = state.alive & (reason == 0)
+    apply = ok & grads_ok
+    newly = state.alive & (reason != 0)
+    scale, good = _loss_scale(spec, state, grads_ok)
+    return state._replace(
+        params=_where_runs(apply, new_params, state.params),
+        opt_state=_where_runs(apply, new_opt, state.opt_state),
+        model_state=_where_runs(apply, new_bn, state.model_state),
+        alive=ok,
+        diverged_step=jnp.where(newly, state.step, state.diverged_step),
+        diverged_reason=jnp.where(newly, reason, state.diverged_reason),
+        initial_loss=initial,
+        loss_scale=scale,
+        good_steps=good,
+        step=state.step + 1,
+    )
+
+
+def _weight_l1(spec: EngineSpec, params: Any) -> jax.Array:
+    """L1 distance from each run's parameters to the first run's, in the widest float."""
+    if spec.n_runs == 1:  # a single run is at distance 0 from itself
+        return jnp.zeros((1,), jnp.float32)
+    wide = _util.widest_float()
+    per_leaf = [
+        jnp.sum(jnp.abs(v.astype(wide) - v[:1].astype(wide)).reshape(spec.n_runs, -1), axis=1)
+        for v in jax.tree.leaves(params)
+    ]
+    return sum(per_leaf[1:], per_leaf[0])
+
+
+def train_step(
+    spec: EngineSpec, state: TrainState, batch: tuple[jax.Array, jax.Array]
+) -> tuple[TrainState, StepRecord]:
+    """One minibatch for every lockstep run: ``(new_state, record)``.
+
+    Pure and jittable (``jax.jit(train_step, static_argnums=0)``); :func:`train_epoch`
+    scans it. ``batch`` is ``(images, integer labels)`` with ``spec.optim.batch_size``
+    examples.
+    """
+    xb, yb = _shard(spec, *batch)
+    loss, new_bn, pre, grads = _gradients(spec, state, xb, yb)
+    extra = _instrumentation(spec, state, xb, yb, pre) if spec.instrument else (None,) * 3
+    grads = _unscale(spec, grads, state.loss_scale)
+    new_state = _update(spec, state, grads, new_bn, loss)
+    record = StepRecord(loss, _weight_l1(spec, new_state.params), *extra)
+    return new_state, record
+
+
+# ------------------------------------------------------------------------------ epoch
+
+
+def _run_steps(spec: EngineSpec, state: TrainState, x, y, idx):
+    # `train_step` is looked up when traced, so a wrapped `train_step` sees every trace
+    return lax.scan(lambda s, i: train_step(spec, s, (x[i], y[i])), state, idx)
+
+
+_run_steps_jit = jax.jit(_run_steps, static_argnums=0)
+
+
+def _chunks(n: int, most: int) -> list[tuple[int, int]]:
+    """``n`` steps as near-equal chunks of at most ``most`` (two lengths at most, so at
+    most two compilations)."""
+    count = -(-n // most)
+    size = -(-n // count)
+    return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+
+
+def train_epoch(
+    spec: EngineSpec, state: TrainState, x: Any, y: Any, key: jax.Array
+) -> tuple[TrainState, StepRecord]:
+    """One shuffled pass over ``(x, y)`` (the last partial batch dropped).
+
+    Returns the new state and the :class:`StepRecord` of every step as NumPy arrays
+    (steps first). Runs in chunks of at most :data:`MAX_STEPS_PER_CALL` steps and calls
+    :func:`jaxrelu.study.interrupt.check` between them.
+    """
+    n = x.shape[0]
+    n_batches = n // spec.optim.batch_size
+    if n_batches == 0:
+        raise ValueError(
+            f"`batch_size` {spec.optim.batch_size} is larger than the data ({n} examples)"
+        )
+    perm = jax.random.permutation(key, n)[: n_batches * spec.optim.batch_size]
+    idx = perm.reshape(n_batches, spec.optim.batch_size)
+    records = []
+    with jax.default_matmul_precision(spec.matmul_precision):
+        for lo, hi in _chunks(n_batches, MAX_STEPS_PER_CALL):
+            state, rec = _run_steps_jit(spec, state, x, y, idx[lo:hi])
+            records.append(jax.device_get(rec))
+            interrupt.check()
+    stacked = jax.tree.map(lambda *a: np.concatenate(a), *records)
+    return state, stacked
+
+
+def _evaluate(spec: EngineSpec, params, model_state, x, y):
+    n = x.shape[0]
+    n_chunks = -(-n // EVAL_CHUNK)
+    pad = n_chunks * EVAL_CHUNK - n
+    xs = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]).reshape(
+        n_chunks, EVAL_CHUNK, *x.shape[1:]
+    )
+    ys = jnp.concatenate([y, jnp.zeros((pad,), y.dtype)]).reshape(n_chunks, EVAL_CHUNK)
+    mask = (jnp.arange(n_chunks * EVAL_CHUNK) < n).reshape(n_chunks, EVAL_CHUNK)
 
     def one_run(p, b):
-        if st.mixed:
-            p = jax.tree.map(lambda v: v.astype(st.compute_dtype), p)
-            b = jax.tree.map(lambda v: v.astype(st.compute_dtype), b)
+        if spec.mixed:
+            p, b = _cast_tree(p, spec.compute_dtype), _cast_tree(b, spec.compute_dtype)
 
         def per_chunk(args):
             xc, yc, mc = args
-            logits, _, _ = models.apply(st.arch, p, b, xc, 0.0, train=False)
+            logits, _, _ = models.apply(spec.arch, p, b, xc, 0.0, train=False)
             logits = logits.astype(jnp.float32)
             correct = jnp.sum((jnp.argmax(logits, axis=1) == yc) & mc)
-            logp = jax.nn.log_softmax(logits)
-            nll = -jnp.sum(jnp.where(mc, jnp.take_along_axis(logp, yc[:, None], 1)[:, 0], 0.0))
-            return correct, nll
+            return correct, jnp.sum(jnp.where(mc, models.nll(logits, yc), 0.0))
 
         correct, nll = lax.map(per_chunk, (xs, ys, mask))
         return jnp.sum(correct) / n, jnp.sum(nll) / n
 
-    return jax.vmap(one_run)(params, bn)
+    return jax.vmap(one_run)(params, model_state)
 
 
-_eval = jax.jit(_eval_impl, static_argnums=(0, 5))
+_evaluate_jit = jax.jit(_evaluate, static_argnums=0)
+
+
+def evaluate(spec: EngineSpec, state: TrainState, x: Any, y: Any) -> tuple[np.ndarray, ...]:
+    """``(accuracy, mean loss)`` of every run on ``(x, y)``, as NumPy ``(runs,)`` arrays
+    (batch norm in inference mode)."""
+    with jax.default_matmul_precision(spec.matmul_precision):
+        out = _evaluate_jit(spec, state.params, state.model_state, x, y)
+    return tuple(np.asarray(v) for v in jax.device_get(out))
+
+
+# ---------------------------------------------------------------------------- history
 
 
 @dataclasses.dataclass
@@ -469,7 +547,8 @@ class TrainHistory:
         bifurcation_rel_l2: ``(steps, runs)`` their relative L2 difference.
         weight_l1: ``(steps, runs)`` L1 distance from each run's weights to the first run's.
         status: per run, ``"ok"`` or ``"diverged"``.
-        diverged_step: ``(runs,)`` the step at which the loss became non-finite, or -1.
+        diverged_step: ``(runs,)`` the step at which the run diverged, or -1.
+        diverged_reason: per run, why it diverged (:attr:`Divergence.message`), or None.
         params, state: final parameters and batch norm statistics (leading run axis).
         activations_per_step: pre-activations evaluated per step (for zero-hit rates).
         seconds: wall time including compilation; ``steps_per_second`` excludes the first
@@ -489,6 +568,7 @@ class TrainHistory:
     weight_l1: np.ndarray
     status: tuple[str, ...]
     diverged_step: np.ndarray
+    diverged_reason: tuple[str | None, ...]
     params: Any
     state: Any
     activations_per_step: int
@@ -497,32 +577,32 @@ class TrainHistory:
 
     @property
     def final_accuracy(self) -> np.ndarray:
-        return (
-            self.test_accuracy[-1]
-            if len(self.test_accuracy)
-            else np.full(len(self.kink_grads), np.nan)
-        )
+        if len(self.test_accuracy):
+            return self.test_accuracy[-1]
+        return np.full(len(self.kink_grads), np.nan)
 
     def runs(self) -> list[dict[str, Any]]:
-        """One JSON-ready summary per run (kink value)."""
+        """One JSON-ready summary per run (kink value); non-finite numbers are None."""
         out = []
+        steps = len(self.step_loss)
         for i, s in enumerate(self.kink_grads):
             hits = int(self.zero_hits[:, i].sum()) if self.zero_hits.size else 0
+            final = float(self.epoch_loss[-1, i]) if len(self.epoch_loss) else math.nan
+            acc = float(self.final_accuracy[i])
             out.append(
                 {
                     "kink_grad": float(s),
                     "status": self.status[i],
                     "diverged_step": int(self.diverged_step[i]),
-                    "test_accuracy": float(self.final_accuracy[i]),
-                    "final_loss": float(self.epoch_loss[-1, i])
-                    if len(self.epoch_loss)
-                    else math.nan,
+                    "diverged_reason": self.diverged_reason[i],
+                    "test_accuracy": acc if math.isfinite(acc) else None,
+                    "final_loss": final if math.isfinite(final) else None,
                     "zero_hits": hits,
-                    "zero_hit_rate": hits / max(1, self.activations_per_step * len(self.step_loss)),
+                    "zero_hit_rate": hits / max(1, self.activations_per_step * steps),
                     "bifurcation_steps": int(self.bifurcation[:, i].sum())
                     if self.bifurcation.size
                     else 0,
-                    "steps": len(self.step_loss),
+                    "steps": steps,
                 }
             )
         return out
@@ -535,21 +615,49 @@ class TrainHistory:
         )
 
 
-def _static_of(config: TrainConfig, data: Dataset) -> _Static:
-    return _Static(
-        arch=config.architecture(data.image_shape, data.num_classes),
-        dtype=config.dtype,
-        mixed=config.mixed,
-        optimizer=config.optimizer,
-        learning_rate=config.learning_rate,
-        momentum=float(config.momentum),
-        weight_decay=float(config.weight_decay),
-        batch_size=config.batch_size,
-        n_runs=len(config.kink_grads),
-        instrument=config.instrument,
-        n_devices=config.n_devices(),
-        loss_scale=float(config.loss_scale),
+def _history(config, spec, data, records, accs, tlosses, state, seconds, sps) -> TrainHistory:
+    k = spec.n_runs
+    n_layers = models.n_activation_layers(spec.arch)
+
+    def cat(field: str, empty: np.ndarray) -> np.ndarray:
+        parts = [getattr(r, field) for r in records if getattr(r, field) is not None]
+        return np.concatenate(parts) if parts else empty
+
+    state = jax.device_get(state)
+    alive = np.asarray(state.alive)
+    reasons = [Divergence(int(c)) for c in np.asarray(state.diverged_reason)]
+    return TrainHistory(
+        config=config,
+        dataset=data.name,
+        kink_grads=np.asarray(config.kink_grads, np.float64),
+        epoch_loss=np.stack([np.mean(r.loss, axis=0) for r in records])
+        if records
+        else np.zeros((0, k)),
+        test_accuracy=np.stack(accs) if accs else np.zeros((0, k)),
+        test_loss=np.stack(tlosses) if tlosses else np.zeros((0, k)),
+        step_loss=cat("loss", np.zeros((0, k))),
+        zero_hits=cat("zero_hits", np.zeros((0, k, n_layers), np.int32)),
+        bifurcation=cat("bifurcation", np.zeros((0, k), bool)),
+        bifurcation_rel_l2=cat("bifurcation_rel_l2", np.zeros((0, k))),
+        weight_l1=cat("weight_l1", np.zeros((0, k))),
+        status=tuple("ok" if a else "diverged" for a in alive),
+        diverged_step=np.asarray(state.diverged_step),
+        diverged_reason=tuple(r.message or None for r in reasons),
+        params=state.params,
+        state=state.model_state,
+        activations_per_step=models.n_activations(spec.arch, spec.optim.batch_size),
+        seconds=seconds,
+        steps_per_second=sps,
     )
+
+
+def preflight(config: TrainConfig, data: Dataset) -> EngineSpec:
+    """Every check :func:`train` makes before compiling (fields against the data, memory
+    estimate); returns the run's :class:`EngineSpec`."""
+    spec = EngineSpec.of(config, data)
+    n_examples = len(data.y_train) + len(data.y_test)
+    limits.check_fits(spec.memory_bytes(n_examples), f"training {config!r}")
+    return spec
 
 
 def train(config: TrainConfig, data: Any = "digits", *, progress: bool = True) -> TrainHistory:
@@ -564,8 +672,12 @@ def train(config: TrainConfig, data: Any = "digits", *, progress: bool = True) -
     Returns:
         The history. Results are returned even when every run diverged.
 
+    Raises:
+        ValueError: a field that does not fit the data (named), or a
+            :class:`~jaxrelu.study.limits.ResourceLimitError` if the run cannot fit in
+            memory -- both before anything is compiled.
+
     Example:
-        >>> import jaxrelu
         >>> from jaxrelu.train import TrainConfig, train
         >>> cfg = TrainConfig(width=32, epochs=2, kink_grads=(0.0, 1.0))
         >>> hist = train(cfg, "synthetic", progress=False)
@@ -575,84 +687,34 @@ def train(config: TrainConfig, data: Any = "digits", *, progress: bool = True) -
     if not isinstance(config, TrainConfig):
         raise TypeError(f"`config` must be a TrainConfig, got {type(config).__name__}")
     data = load_data(data)
-    config.validate(data)
-    st = _static_of(config, data)
+    spec = preflight(config, data)
     start = time.perf_counter()
-    mesh = st.mesh()
-    rep = NamedSharding(mesh, P())
-    dtype = st.compute_dtype
-    x_train = jax.device_put(jnp.asarray(data.x_train, dtype), rep)
-    y_train = jax.device_put(jnp.asarray(data.y_train, jnp.int32), rep)
-    x_test = jax.device_put(jnp.asarray(data.x_test, dtype), rep)
-    y_test = jax.device_put(jnp.asarray(data.y_test, jnp.int32), rep)
-    kinks = jnp.asarray(config.kink_grads, dtype)
+    rep = NamedSharding(spec.mesh(), P())
+    put = lambda a, dt: jax.device_put(jnp.asarray(a, dt), rep)
+    x_train, y_train = put(data.x_train, spec.compute_dtype), put(data.y_train, jnp.int32)
+    x_test, y_test = put(data.x_test, spec.compute_dtype), put(data.y_test, jnp.int32)
     k_init, k_shuffle = jax.random.split(jax.random.PRNGKey(config.seed))
-    carry = jax.jit(_init_carry, static_argnums=0)(st, k_init, kinks)
-    carry = jax.device_put(carry, rep)
+    state = jax.device_put(init_state(spec, k_init, config.kink_grads), rep)
     epoch_keys = jax.random.split(k_shuffle, config.epochs)
-    outs, accs, tlosses = [], [], []
-    bar = Progress(
-        config.epochs,
-        f"{config.model} {config.dtype} s={list(config.kink_grads)}",
-        "epoch",
-        progress,
-    )
+    records, accs, tlosses = [], [], []
+    desc = f"{config.model} {config.dtype} s={list(config.kink_grads)}"
+    bar = Progress(config.epochs, desc, "epoch", progress)
     t_first = None
-    with jax.default_matmul_precision(config.matmul_precision):
-        try:
-            for e in range(config.epochs):
-                carry, out = _epoch(st, carry, kinks, epoch_keys[e], x_train, y_train)
-                acc, tloss = _eval(st, carry["params"], carry["bn"], x_test, y_test, 1000)
-                out, acc, tloss, alive = jax.device_get((out, acc, tloss, carry["alive"]))
-                if t_first is None:
-                    t_first = time.perf_counter()
-                outs.append(out)
-                accs.append(acc)
-                tlosses.append(tloss)
-                bar.update(loss=float(np.nanmean(out["loss"])), acc=float(np.mean(acc)))
-                if not np.any(alive):
-                    break
-        finally:
-            bar.close()
+    try:
+        for e in range(config.epochs):
+            state, rec = train_epoch(spec, state, x_train, y_train, epoch_keys[e])
+            acc, tloss = evaluate(spec, state, x_test, y_test)
+            t_first = t_first or time.perf_counter()
+            records.append(rec)
+            accs.append(acc)
+            tlosses.append(tloss)
+            bar.update(loss=float(np.nanmean(rec.loss)), acc=float(np.mean(acc)))
+            if not np.any(jax.device_get(state.alive)):
+                break
+    finally:
+        bar.close()
     seconds = time.perf_counter() - start
-    cat = lambda key, empty: (
-        np.concatenate([o[key] for o in outs]) if outs and key in outs[0] else empty
-    )
-    k = len(config.kink_grads)
-    n_layers = models.n_activation_layers(st.arch)
-    steps = cat("loss", np.zeros((0, k)))
-    n_steps_epoch = len(data.y_train) // config.batch_size
-    later = max(len(outs) - 1, 0) * n_steps_epoch
-    sps = (
-        later / (seconds - (t_first - start)) if later and seconds > (t_first - start) else math.nan
-    )
-    carry = jax.device_get(carry)
-    alive = np.asarray(carry["alive"])
-    epoch_loss = np.stack([np.mean(o["loss"], axis=0) for o in outs]) if outs else np.zeros((0, k))
-    return TrainHistory(
-        config=config,
-        dataset=data.name,
-        kink_grads=np.asarray(config.kink_grads, np.float64),
-        epoch_loss=epoch_loss,
-        test_accuracy=np.stack(accs) if accs else np.zeros((0, k)),
-        test_loss=np.stack(tlosses) if tlosses else np.zeros((0, k)),
-        step_loss=steps,
-        zero_hits=cat("zero_hits", np.zeros((0, k, n_layers), np.int32)),
-        bifurcation=cat("bifurcation", np.zeros((0, k), bool)),
-        bifurcation_rel_l2=cat("bifurcation_rel_l2", np.zeros((0, k))),
-        weight_l1=cat("weight_l1", np.zeros((0, k))),
-        status=tuple("ok" if a else "diverged" for a in alive),
-        diverged_step=np.asarray(carry["diverged_step"]),
-        params=carry["params"],
-        state=carry["bn"],
-        activations_per_step=_activations_per_step(st),
-        seconds=seconds,
-        steps_per_second=sps,
-    )
-
-
-def _activations_per_step(st: _Static) -> int:
-    x = jax.ShapeDtypeStruct((st.batch_size, *st.arch.in_shape), jnp.float32)
-    params, state = jax.eval_shape(lambda: models.init(st.arch, jax.random.PRNGKey(0)))
-    _, _, pre = jax.eval_shape(lambda p, s, v: models.apply(st.arch, p, s, v), params, state, x)
-    return int(sum(math.prod(z.shape) for z in pre))
+    later = max(len(records) - 1, 0) * (len(data.y_train) // config.batch_size)
+    compile_s = (t_first or start) - start
+    sps = later / (seconds - compile_s) if later and seconds > compile_s else math.nan
+    return _history(config, spec, data, records, accs, tlosses, state, seconds, sps)
