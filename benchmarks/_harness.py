@@ -110,7 +110,7 @@ def compare(fn_a: Callable[[], Any], fn_b: Callable[[], Any], rounds: int = 9, m
 
 def machine() -> dict[str, str]:
     """The run header: backend, device kind, JAX version, CPU model (jaxrelu's own)."""
-    from jaxrelu.study.report import machine_info
+    from jaxrelu.study.reproduce import machine_info
 
     info = machine_info()
     return {
@@ -167,9 +167,10 @@ def table(rows: list[Row]) -> str:
 
 
 def markdown(head: list[str], body: list[list[str]]) -> str:
-    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    out += ["| " + " | ".join(c.replace("|", "/") for c in b) + " |" for b in body]
-    return "\n".join(out)
+    """A Markdown table, through jaxrelu's one table renderer."""
+    from jaxrelu._table import render
+
+    return render(head, body, style="markdown")
 
 
 def fit_exponent(xs: list[float], ys: list[float]) -> float:

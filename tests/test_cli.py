@@ -1,148 +1,227 @@
-"""The command line: one-line errors with a non-zero exit, --help everywhere, JSON output."""
+"""The command line: --version, usage, help with defaults, one-line errors before any
+work (bad values, unsafe output paths, data that cannot be used, memory), versioned JSON
+that validates against the shipped schema, and one rendering of values shared with the
+report."""
 
-import json
+import os
+import signal
+import stat
 import subprocess
 import sys
+import textwrap
+import time
 
+import jsonschema
+import numpy as np
 import pytest
 
-from jaxrelu.study import cli
+import jaxrelu
+from jaxrelu.study import cli, limits, outputs
+from jaxrelu.study.config import NetworkConfig, OptimConfig, RunConfig
+from jaxrelu.study.experiments import DivergenceConfig, VolumeConfig
 
 COMMANDS = ["reproduce", "volume", "train", "divergence", "audit"]
 
 
+def validate(path):
+    with open(path) as fh:
+        doc = outputs.loads(fh.read())  # strict JSON: a bare NaN fails here
+    jsonschema.validate(doc, outputs.schema())
+    return doc
+
+
+@pytest.fixture(scope="module")
+def small_npz(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "small.npz"
+    x = np.random.default_rng(0).uniform(size=(360, 12)).astype(np.float32)
+    y = np.arange(360) % 4
+    np.savez(path, x_train=x[:300], y_train=y[:300], x_test=x[300:], y_test=y[300:])
+    return str(path)
+
+
+def test_version_and_bare_usage(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip().startswith(f"jaxrelu {jaxrelu.__version__} (JAX ")
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: jaxrelu") and all(c in err for c in COMMANDS)
+
+
+def _subparsers():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sub.choices
+
+
 @pytest.mark.parametrize("cmd", COMMANDS)
-def test_help(cmd, capsys):
+def test_help_text_and_default_for_every_option(cmd, capsys):
     with pytest.raises(SystemExit) as info:
         cli.main([cmd, "--help"])
     assert info.value.code == 0
-    assert "usage: jaxrelu" in capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith(f"usage: jaxrelu {cmd}")
+    for action in _subparsers()[cmd]._actions:
+        if action.dest == "help":
+            continue
+        assert action.help, f"{cmd} {action.option_strings} has no help text"
+        assert " ".join(action.help.split()) in out
+        if action.default is not None and action.default is not False:
+            shown = action.default
+            if isinstance(shown, list):
+                shown = " ".join(map(str, shown))
+            assert f"(default: {shown})" in out, (cmd, action.dest)
+        elif action.default is None and action.dest not in ("json",):
+            assert "default: " in action.help, (cmd, action.dest)  # stated in the text
+
+
+def test_closed_sets_have_choices():
+    closed = {"dtypes", "optimizers", "batchnorm", "model"}
+    for name, sp in _subparsers().items():
+        for action in sp._actions:
+            if action.dest in closed:
+                assert action.choices, (name, action.dest)
+
+
+def test_defaults_come_from_the_config_dataclasses(capsys):
+    expected = {
+        "volume": [f"(default: {VolumeConfig.inits})", f"(default: {VolumeConfig.width})"],
+        "train": [
+            f"(default: {NetworkConfig.width}; MLP only)",
+            f"(default: {RunConfig.epochs})",
+            f"(default: {OptimConfig.batch_size})",
+            "(default: 0.1 for sgd, 0.001 for adam)",
+        ],
+        "divergence": [f"(default: {DivergenceConfig.steps})", "(default: 0.0)"],
+        "reproduce": ["(default: jaxrelu-results)", "(default: digits)"],
+    }
+    for cmd, needles in expected.items():
+        with pytest.raises(SystemExit):
+            cli.main([cmd, "--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        for needle in needles:
+            assert needle in out, (cmd, needle)
 
 
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["volume", "--dtypes", "float17"], "float17"),
-        (["volume", "--inits", "0"], "--inits"),
-        (["volume", "--widths", "x"], "--widths"),
-        (["train", "--batchnorm", "maybe"], "maybe"),
-        (["train", "--model", "resnet"], "resnet"),
-        (["train", "--kink-grads", "nan"], "nan"),
-        (["volume", "--data", "/no/such/dir"], "not found"),
+        (["volume", "--dtypes", "float17"], "invalid choice: 'float17'"),
+        (["volume", "--inits", "0"], "--inits: 0 must be between 1"),
+        (["volume", "--widths", "x"], "--widths: 'x' is not an integer"),
+        (["volume", "--widths", "1000000000"], "must be between 1 and 65536"),
+        (["volume", "--widths", str(10**30)], "must be between 1 and 65536"),
+        (["volume", "--depths", "100000"], "must be between 1 and 64"),
+        (["volume", "--seed", str(2**70)], "--seed: 1180591620717411303424 must be between 0"),
+        (["train", "--batchnorm", "maybe"], "invalid choice: 'maybe'"),
+        (["train", "--model", "resnet"], "invalid choice: 'resnet'"),
+        (["train", "--kink-grads", "nan"], "'nan' is not finite"),
+        (["train", "--model", "cnn", "--width", "8"], "--width/--depth apply to the MLP"),
+        (["train", "--channels", "8"], "--channels applies to the CNN"),
+        (["train", "--model", "cnn", "--data", "synthetic"], "CNN needs (H, W, C) images"),
+        (["volume", "--data", "/no/such/dir"], "--data: data path not found"),
         (["volume", "--batch-sizes", "100000"], "larger than the training set"),
-        (["reproduce", "--out", "/proc/no/such"], "not writable"),
-        (["volume", "--json", "/no/such/dir/x.json"], "--json"),
-        (["frobnicate"], "invalid choice"),
-        ([], "required"),
+        (["reproduce", "--out", "/proc/no/such"], "--out /proc/no/such is not writable"),
+        (["volume", "--json", "/no/such/dir/x.json"], "no such directory /no/such/dir"),
+        (["volume", "--json", "/dev/stdout"], "is a symbolic link"),
+        (["volume", "--json", "/dev/null"], "is a character device"),
+        (["volume", "--json", "/tmp"], "/tmp is a directory"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
     ],
 )
-def test_bad_arguments_are_one_line(argv, needle, capsys):
+def test_bad_arguments_are_one_line_before_any_work(argv, needle, capsys):
+    t0 = time.perf_counter()
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert time.perf_counter() - t0 < 15  # refused before any training or estimate ran
 
 
-def test_volume_json_contract(tmp_path, capsys):
+def test_json_to_a_fifo_or_symlink_is_refused_and_left_alone(tmp_path, capsys):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "real.json").write_text("keep")
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    for path, what in ((fifo, "a FIFO"), (tmp_path / "link.json", "a symbolic link")):
+        assert cli.main(["audit", "--json", str(path)]) == 2
+        assert f"{path} is {what}; refusing" in capsys.readouterr().err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert (tmp_path / "real.json").read_text() == "keep"
+
+
+def test_reproduce_refuses_data_too_small_for_its_plan(tmp_path, capsys):
+    path = tmp_path / "tiny.npz"
+    x = np.random.default_rng(0).uniform(size=(60, 4))
+    np.savez(path, x_train=x[:50], y_train=np.arange(50) % 2, x_test=x[50:],
+             y_test=np.arange(10) % 2)  # fmt: skip
+    assert cli.main(["reproduce", "--quick", "--data", str(path), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "50 training images, but this plan needs at least 128" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_memory_refusal_names_the_estimate(capsys, monkeypatch):
+    monkeypatch.setattr(limits, "available_bytes", lambda: 2**30)
+    assert cli.main(["volume", "--widths", "16384", "--depths", "3", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs about" in err and "only 1.0 GiB is available" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_volume_json_validates_and_the_table_matches_the_report(small_npz, tmp_path, capsys):
     out = tmp_path / "v.json"
-    rc = cli.main(
-        [
-            "volume",
-            "--dtypes",
-            "float16",
-            "float64",
-            "--widths",
-            "16",
-            "--depths",
-            "1",
-            "--batch-sizes",
-            "128",
-            "--inits",
-            "4",
-            "--json",
-            str(out),
-            "--no-progress",
-        ]
-    )
-    assert rc == 0
-    doc = json.loads(out.read_text())
-    assert set(doc) >= {"jaxrelu_version", "dataset", "config", "results"}
-    assert doc["dataset"] == "digits"
+    argv = ["volume", "--dtypes", "float16", "float64", "--widths", "8", "--depths", "1",
+            "--batch-sizes", "64", "--inits", "4", "--json", str(out), "--no-progress",
+            "--data", small_npz]  # fmt: skip
+    old = os.umask(0o022)
+    try:
+        assert cli.main(argv) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o644
+    doc = validate(out)
+    assert doc["kind"] == "volume" and doc["schema_version"] == 1
+    assert doc["interval"] == {"method": "wilson", "level": 0.95}
+    assert doc["dataset"]["name"] == "small.npz" and doc["config"]["inits"] == 4
     rows = {r["dtype"]: r for r in doc["results"]}
-    for key in (
-        "dtype",
-        "width",
-        "depth",
-        "batch_size",
-        "inits",
-        "in_zone",
-        "probability",
-        "ci",
-        "minibatch_rate",
-        "relative_l2",
-    ):
-        assert key in rows["float16"]
-    assert rows["float64"]["in_zone"] == 0
-    assert "probability" in capsys.readouterr().out
+    assert rows["float64"]["in_zone"] == 0 and rows["float64"]["relative_l2"] is None
+    table = capsys.readouterr().out
+    f64 = next(line for line in table.splitlines() if line.startswith("float64"))
+    assert "0.000 [0.00, 0.49]" in f64 and " - " in f64  # the report's interval and missing
 
 
-def test_train_and_divergence_json(tmp_path):
+def test_train_json_records_the_cnn_truthfully(tmp_path):
     out = tmp_path / "t.json"
-    rc = cli.main(
-        [
-            "train",
-            "--kink-grads",
-            "0",
-            "1",
-            "--dtypes",
-            "float32",
-            "--epochs",
-            "1",
-            "--width",
-            "16",
-            "--json",
-            str(out),
-            "--no-progress",
-            "--data",
-            "synthetic",
-        ]
-    )
-    assert rc == 0
-    rows = json.loads(out.read_text())["results"]
-    assert [r["kink_grad"] for r in rows] == [0.0, 1.0] and rows[0]["dtype"] == "float32"
-    assert {
-        "model",
-        "optimizer",
-        "batchnorm",
-        "seed",
-        "status",
-        "test_accuracy",
-        "zero_hits",
-        "bifurcation_steps",
-    } <= set(rows[0])
+    argv = ["train", "--model", "cnn", "--channels", "4", "--epochs", "1", "--batch-size",
+            "64", "--json", str(out), "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 0
+    doc = validate(out)
+    assert doc["config"]["network"]["channels"] == [4]
+    assert "width" not in doc["config"]["network"] and "width" not in doc["config"]
+    rows = doc["results"]
+    assert [r["kink_grad"] for r in rows] == [0.0, 1.0]
+    assert rows[0]["network"] == {"model": "cnn", "channels": [4], "batchnorm": False,
+                                  "init": "torch", "activation": "relu"}  # fmt: skip
+
+
+def test_divergence_table_and_json(small_npz, tmp_path, capsys):
     out = tmp_path / "d.json"
-    rc = cli.main(
-        [
-            "divergence",
-            "--dtypes",
-            "float64",
-            "--steps",
-            "5",
-            "--width",
-            "16",
-            "--json",
-            str(out),
-            "--no-progress",
-        ]
-    )
-    assert rc == 0 and json.loads(out.read_text())["results"][0]["first_divergence"] is None
+    argv = ["divergence", "--dtypes", "float32", "--steps", "3", "--width", "8", "--momentum",
+            "0.9", "--json", str(out), "--no-progress", "--data", small_npz]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert validate(out)["results"][0]["first_divergence"] is None
+    table = capsys.readouterr().out
+    assert "never" in table and "None" not in table
 
 
-def test_audit_prints_the_table(capsys, tmp_path):
+def test_audit_json_validates(tmp_path, capsys):
     assert cli.main(["audit", "--json", str(tmp_path / "a.json")]) == 0
     out = capsys.readouterr().out
-    assert "jnp.maximum(x, 0)" in out and "0.5" in out
-    rows = json.loads((tmp_path / "a.json").read_text())["rows"]
-    assert any(r["expression"] == "jax.nn.relu(x)" for r in rows)
+    assert "jnp.maximum(x, 0)" in out
+    doc = validate(tmp_path / "a.json")
+    assert doc["kind"] == "audit" and doc["dataset"] is None
+    assert any(r["expression"] == "jax.nn.relu(x)" for r in doc["results"])
 
 
 def test_console_script_error_has_no_traceback():
@@ -154,3 +233,42 @@ def test_console_script_error_has_no_traceback():
     )
     assert proc.returncode == 2
     assert "float17" in proc.stderr and "Traceback" not in proc.stderr
+
+
+BIG_INITS = textwrap.dedent(
+    """
+    import resource, sys
+    vm = int([l for l in open("/proc/self/status") if l.startswith("VmSize")][0].split()[1])
+    from jaxrelu.study import cli
+    import jax
+    jax.devices()
+    vm = int([l for l in open("/proc/self/status") if l.startswith("VmSize")][0].split()[1])
+    limit = vm * 1024 + (1 << 30)  # 1 GiB more than the process has mapped now
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    print("limited", flush=True)
+    sys.exit(cli.main(["volume", "--dtypes", "float32", "--widths", "8", "--depths", "1",
+                       "--inits", "1000000000", "--data", "synthetic"]))
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_billion_inits_run_in_bounded_memory_and_stop_on_ctrl_c(tmp_path):
+    script = tmp_path / "big.py"
+    script.write_text(BIG_INITS)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout.readline().strip() == "limited"
+    time.sleep(6)  # compiled and running chunk after chunk, under the memory limit
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted" in err
+
+
+def test_the_shipped_schema_is_a_valid_json_schema():
+    schema = outputs.schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["properties"]["schema_version"] == {"const": outputs.SCHEMA_VERSION}
+    assert set(schema["properties"]["kind"]["enum"]) == set(outputs.KINDS)

@@ -5,19 +5,29 @@
     jaxrelu train [--kink-grads ...] [--dtypes ...] [--optimizers ...] [--batchnorm ...] ...
     jaxrelu divergence [--dtypes ...] [--steps N] ...
     jaxrelu audit [--json PATH]
+    jaxrelu --version
 
-A bad argument gives one line on stderr and exit status 2, before any work starts.
+Every option's default is read from the study's config dataclasses. A bad argument, an
+unsafe output path, data that cannot be used or a configuration that cannot fit in memory
+gives one line on stderr and exit status 2, before any work starts. Ctrl-C stops at the
+next step boundary, saves what is finished and exits with status 130.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+ONOFF = {"on": True, "off": False}
+
+
+class _UsageError(Exception):
+    pass
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,191 +35,317 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.prog}: error: {message}")
 
 
-class _UsageError(Exception):
-    pass
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` for every option with a meaningful default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        skip = action.default is None or action.default is False
+        if skip or action.default == argparse.SUPPRESS or "default" in help_text:
+            return help_text
+        default = action.default
+        if isinstance(default, (list, tuple)):
+            default = " ".join(map(str, default))
+        return f"{help_text} (default: {default})"
 
 
-DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
-
-
-def _dtype(value: str) -> str:
-    if value not in DTYPE_NAMES:
-        raise argparse.ArgumentTypeError(
-            f"unknown dtype {value!r} (choose from {', '.join(DTYPE_NAMES)})"
-        )
-    return value
-
-
-def _int_at_least(lowest: int, what: str):
+def _int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
     def parse(value: str) -> int:
         try:
             v = int(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-        if v < lowest:
-            raise argparse.ArgumentTypeError(f"{value!r} must be {what}")
+        if v < lo or (hi is not None and v > hi):
+            bound = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+            raise argparse.ArgumentTypeError(f"{value} must be {bound}")
         return v
 
     return parse
 
 
-_positive = _int_at_least(1, "positive")
-_nonneg_int = _int_at_least(0, ">= 0")
+def _float(positive: bool = False) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            v = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+        if v != v or v in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"{value!r} is not finite")
+        if positive and v <= 0:
+            raise argparse.ArgumentTypeError(f"{value!r} must be positive")
+        return v
+
+    return parse
 
 
-def _float(value: str) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if v != v or v in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"{value!r} is not finite")
-    return v
+def _version() -> str:
+    import jax
+
+    import jaxrelu
+
+    return f"jaxrelu {jaxrelu.__version__} (JAX {jax.__version__})"
 
 
-def _positive_float(value: str) -> float:
-    v = _float(value)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be positive")
-    return v
+def _add_common(sp: argparse.ArgumentParser, json_help: str = "write the results as JSON") -> None:
+    sp.add_argument(
+        "--data",
+        default="digits",
+        help="'digits' (built in), 'synthetic', a directory of MNIST-format IDX files "
+        "(raw or .gz) or an .npz with x_train, y_train, x_test, y_test",
+    )
+    sp.add_argument("--json", metavar="PATH", help=json_help + " (a new or regular file)")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _onoff(value: str) -> bool:
-    v = value.lower()
-    if v in ("on", "true", "yes", "1"):
-        return True
-    if v in ("off", "false", "no", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"{value!r} is not on/off")
-
-
-def _build() -> _Parser:
-    p = _Parser(prog="jaxrelu", description="Nonsmooth derivatives in JAX: the ReLU'(0) study.")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
-    sub.required = True
-
-    def common(sp, data=True):
-        if data:
-            sp.add_argument(
-                "--data",
-                default="digits",
-                help="'digits' (built in), 'synthetic', an MNIST IDX directory or .npz",
-            )
-        sp.add_argument("--json", metavar="PATH", help="write the results as JSON")
-        sp.add_argument("--no-progress", action="store_true", help="no progress bars")
-
+def _add_reproduce(sub) -> None:
     r = sub.add_parser(
         "reproduce",
-        help="run the paper-mirroring set, write report.md + plots",
-        description="Reproduce Bertoin et al. (NeurIPS 2021) on built-in data. "
-        "Resumable: finished configurations in --out are skipped.",
+        help="run the paper-mirroring set, write report.md, results.json and plots",
+        description="Reproduce Bertoin et al. (NeurIPS 2021) on built-in or given data. "
+        "Resumable: finished configurations saved in OUT/runs are reused when their data, "
+        "versions and settings match; rerun the same command after an interruption.",
+        formatter_class=_Formatter,
     )
     r.add_argument("--quick", action="store_true", help="a small version (about a minute)")
     r.add_argument("--out", default="jaxrelu-results", help="output directory")
-    r.add_argument("--data", default="digits", help="'digits' or an MNIST-format path")
-    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument(
+        "--data",
+        default="digits",
+        help="'digits' (built in), a directory of MNIST-format IDX files (raw or .gz) or an "
+        ".npz with x_train, y_train, x_test, y_test",
+    )
+    r.add_argument("--no-progress", action="store_true", help="no stage counter or bars")
+
+
+def _add_volume(sub) -> None:
+    from . import limits
+    from .config import DTYPES
+    from .experiments import VolumeConfig as V
 
     v = sub.add_parser(
         "volume",
         help="probability of the bifurcation zone",
-        description="The paper's section 3 protocol over a sweep of settings.",
+        description="The paper's section 3 protocol over a sweep of settings: one row per "
+        "combination of dtype, width, depth and batch size.",
+        formatter_class=_Formatter,
     )
-    v.add_argument("--dtypes", nargs="+", type=_dtype, default=["float16", "float32", "float64"])
-    v.add_argument("--widths", nargs="+", type=_positive, default=[256])
-    v.add_argument("--depths", nargs="+", type=_positive, default=[3])
-    v.add_argument("--batch-sizes", nargs="+", type=_positive, default=[128])
-    v.add_argument("--inits", type=_positive, default=100)
-    v.add_argument("--seed", type=_nonneg_int, default=0)
-    common(v)
+    dtypes = list(DTYPES)
+    v.add_argument(
+        "--dtypes",
+        nargs="+",
+        choices=dtypes,
+        default=["float16", V.dtype, "float64"],
+        metavar="DTYPE",
+        help=f"precisions, from {', '.join(dtypes)}",
+    )
+    v.add_argument(
+        "--widths",
+        nargs="+",
+        type=_int_in(1, limits.MAX_WIDTH),
+        default=[V.width],
+        help="MLP hidden widths",
+    )
+    v.add_argument(
+        "--depths",
+        nargs="+",
+        type=_int_in(1, limits.MAX_DEPTH),
+        default=[V.depth],
+        help="numbers of hidden layers",
+    )
+    v.add_argument(
+        "--batch-sizes", nargs="+", type=_int_in(1), default=[V.batch_size], help="minibatch sizes"
+    )
+    v.add_argument(
+        "--inits",
+        type=_int_in(1, limits.MAX_INITS),
+        default=V.inits,
+        help="random initialisations per row",
+    )
+    v.add_argument(
+        "--seed",
+        type=_int_in(0, limits.MAX_SEED),
+        default=V.seed,
+        help="seed of the initialisations",
+    )
+    _add_common(v)
+
+
+def _add_train(sub) -> None:
+    """The ``train`` subcommand: one ``add_argument`` per option, long only because the
+    command has many options (defaults read from the config dataclasses)."""
+    from . import limits
+    from .config import DEFAULT_LEARNING_RATES, DTYPES, OPTIMIZERS
+    from .config import NetworkConfig as N
+    from .config import OptimConfig as O
+    from .config import RunConfig as R
+    from .models import MODELS
 
     t = sub.add_parser(
         "train",
         help="train with several ReLU'(0) values side by side",
-        description="Section 4: accuracy by ReLU'(0), precision, batch norm, optimizer.",
+        description="Section 4: accuracy by ReLU'(0), precision, batch norm, optimizer; one "
+        "lockstep run of every --kink-grads value per combination.",
+        formatter_class=_Formatter,
     )
-    t.add_argument("--kink-grads", nargs="+", type=_float, default=[0.0, 1.0])
-    t.add_argument("--dtypes", nargs="+", type=_dtype, default=["float32"])
-    t.add_argument("--optimizers", nargs="+", choices=["sgd", "adam"], default=["sgd"])
-    t.add_argument("--batchnorm", nargs="+", type=_onoff, default=[False], metavar="on|off")
-    t.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
-    t.add_argument("--epochs", type=_positive, default=10)
-    t.add_argument("--seeds", nargs="+", type=_nonneg_int, default=[0])
-    t.add_argument("--width", type=_positive, default=256)
-    t.add_argument("--depth", type=_positive, default=2)
-    t.add_argument("--batch-size", type=_positive, default=128)
-    t.add_argument("--lr", type=_positive_float, default=None, help="default: 0.1 SGD, 1e-3 Adam")
-    common(t)
+    t.add_argument(
+        "--kink-grads",
+        nargs="+",
+        type=_float(),
+        default=[0.0, 1.0],
+        help="values of ReLU'(0) trained in lockstep",
+    )
+    t.add_argument(
+        "--dtypes",
+        nargs="+",
+        choices=DTYPES,
+        default=[R.dtype],
+        metavar="DTYPE",
+        help=f"precisions, from {', '.join(DTYPES)}",
+    )
+    t.add_argument(
+        "--optimizers", nargs="+", choices=OPTIMIZERS, default=[O.optimizer], help="optimizers"
+    )
+    t.add_argument(
+        "--batchnorm",
+        nargs="+",
+        choices=list(ONOFF),
+        default=["off"],
+        help="batch norm before every activation",
+    )
+    t.add_argument("--model", choices=list(MODELS), default=N.model, help="network")
+    t.add_argument(
+        "--epochs",
+        type=_int_in(1, limits.MAX_EPOCHS),
+        default=R.epochs,
+        help="passes over the training set",
+    )
+    t.add_argument(
+        "--seeds",
+        nargs="+",
+        type=_int_in(0, limits.MAX_SEED),
+        default=[R.seed],
+        help="seeds (one lockstep run each)",
+    )
+    t.add_argument(
+        "--width",
+        type=_int_in(1, limits.MAX_WIDTH),
+        default=None,
+        help=f"MLP hidden width (default: {N.width}; MLP only)",
+    )
+    t.add_argument(
+        "--depth",
+        type=_int_in(1, limits.MAX_DEPTH),
+        default=None,
+        help=f"MLP hidden layers (default: {N.depth}; MLP only)",
+    )
+    t.add_argument(
+        "--channels",
+        nargs="+",
+        type=_int_in(1, limits.MAX_CHANNELS),
+        default=None,
+        help=f"CNN channels (default: {' '.join(map(str, N.channels))}; CNN only)",
+    )
+    t.add_argument("--batch-size", type=_int_in(1), default=O.batch_size, help="minibatch size")
+    rates = ", ".join(f"{v:g} for {k}" for k, v in DEFAULT_LEARNING_RATES.items())
+    t.add_argument(
+        "--lr", type=_float(positive=True), default=None, help=f"learning rate (default: {rates})"
+    )
+    _add_common(t)
+
+
+def _add_divergence(sub) -> None:
+    from . import limits
+    from .config import DTYPES
+    from .experiments import DivergenceConfig as D
 
     d = sub.add_parser(
         "divergence",
         help="L1 distance between lockstep ReLU'(0)=0 and 1 runs",
-        description="The introductory experiment: plain SGD from one initialisation.",
+        description="The introductory experiment: SGD from one initialisation with "
+        "ReLU'(0) = 0 and = 1 on the same minibatches.",
+        formatter_class=_Formatter,
     )
-    d.add_argument("--dtypes", nargs="+", type=_dtype, default=["float16", "float32", "float64"])
-    d.add_argument("--steps", type=_positive, default=100)
-    d.add_argument("--width", type=_positive, default=256)
-    d.add_argument("--depth", type=_positive, default=2)
-    d.add_argument("--batch-size", type=_positive, default=128)
-    d.add_argument("--seed", type=_nonneg_int, default=0)
-    d.add_argument("--lr", type=_positive_float, default=0.1)
-    common(d)
+    dtypes = list(DTYPES)
+    d.add_argument(
+        "--dtypes",
+        nargs="+",
+        choices=dtypes,
+        default=["float16", D.dtype, "float64"],
+        metavar="DTYPE",
+        help=f"precisions, from {', '.join(dtypes)}",
+    )
+    d.add_argument("--steps", type=_int_in(1, 10**7), default=D.steps, help="SGD steps")
+    d.add_argument(
+        "--width", type=_int_in(1, limits.MAX_WIDTH), default=D.width, help="MLP hidden width"
+    )
+    d.add_argument(
+        "--depth", type=_int_in(1, limits.MAX_DEPTH), default=D.depth, help="MLP hidden layers"
+    )
+    d.add_argument("--batch-size", type=_int_in(1), default=D.batch_size, help="minibatch size")
+    d.add_argument("--seed", type=_int_in(0, limits.MAX_SEED), default=D.seed, help="seed")
+    d.add_argument(
+        "--lr", type=_float(positive=True), default=D.learning_rate, help="learning rate"
+    )
+    d.add_argument(
+        "--momentum",
+        type=_float(),
+        default=D.momentum,
+        help="SGD momentum (0: plain SGD, as in the paper)",
+    )
+    _add_common(d)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``jaxrelu`` argument parser (every subcommand)."""
+    p = _Parser(
+        prog="jaxrelu",
+        description="Nonsmooth derivatives in JAX: the ReLU'(0) study (Bertoin et al., "
+        "NeurIPS 2021) and an audit of JAX's derivatives at kinks.",
+        epilog="Run 'jaxrelu COMMAND --help' for a command's options and defaults.",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    _add_reproduce(sub)
+    _add_volume(sub)
+    _add_train(sub)
+    _add_divergence(sub)
     a = sub.add_parser(
         "audit",
         help="what JAX's AD returns at kinks (live, on this JAX)",
         description="For common nonsmooth expressions: the derivative JAX returns at each "
         "kink, the one-sided slopes, and whether it is in the Clarke interval.",
+        formatter_class=_Formatter,
     )
-    a.add_argument("--json", metavar="PATH", help="write the rows as JSON")
+    a.add_argument("--json", metavar="PATH", help="write the rows as JSON (a new or regular file)")
     return p
 
 
-def _load(spec: str):
+# --------------------------------------------------------------------------- helpers
+
+
+def _fail(args: argparse.Namespace, err: Exception | str) -> _UsageError:
+    return _UsageError(f"jaxrelu {args.command}: error: {err}")
+
+
+def _json_path(args: argparse.Namespace) -> str | None:
+    if getattr(args, "json", None) is None:
+        return None
+    from .outputs import check_output_file
+
+    return check_output_file(args.json, "--json")
+
+
+def _load(args: argparse.Namespace):
     from .data import load_data
 
     try:
-        return load_data(spec)
+        return load_data(args.data)
     except (FileNotFoundError, ValueError, TypeError) as err:
-        raise _UsageError(f"jaxrelu: error: --data: {err}") from err
+        raise _fail(args, f"--data: {err}") from err
 
 
-def _check_json_path(path: str | None) -> None:
-    if path is None:
-        return
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-        raise _UsageError(
-            f"jaxrelu: error: --json: cannot write {path!r} (no such writable directory)"
-        )
-
-
-def _write_json(path: str | None, data_name: str, config: dict, rows: list[dict]) -> None:
-    if path is None:
-        return
-    from .. import __version__
-    from .report import _json_default, atomic_write
-
-    doc = {"jaxrelu_version": __version__, "dataset": data_name, "config": config, "results": rows}
-    atomic_write(path, json.dumps(doc, indent=1, default=_json_default))
-    print(f"wrote {path}", file=sys.stderr)
-
-
-def _table(rows: list[dict], cols: list[str]) -> str:
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        if isinstance(v, list):
-            return "[" + ", ".join(cell(x) for x in v) + "]"
-        return str(v)
-
-    body = [[cell(r.get(c)) for c in cols] for r in rows]
-    w = [max(len(x) for x in [c, *[b[i] for b in body]]) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(cols))]
-    lines += ["  ".join(x.ljust(w[i]) for i, x in enumerate(b)) for b in body]
-    return "\n".join(lines)
-
-
-def _iter(items, desc, enabled):
+def _iter(items: list, desc: str, enabled: bool) -> Iterator[Any]:
     from .progress import Progress
 
     bar = Progress(len(items), desc, "config", enabled)
@@ -221,164 +357,247 @@ def _iter(items, desc, enabled):
         bar.close()
 
 
-def _data_for(args, flag: str, sizes: list[int]):
-    """Checks --json, loads --data and checks the batch sizes against it (before work)."""
-    _check_json_path(args.json)
-    ds = _load(args.data)
-    too_big = [b for b in sizes if b > len(ds.y_train)]
-    if too_big:
-        raise _UsageError(
-            f"jaxrelu {args.command}: error: {flag} {too_big[0]} is larger than the "
-            f"training set ({len(ds.y_train)})"
-        )
-    return ds
+def _write_json(path: str | None, kind: str, rows: list[dict], config: dict, ds=None) -> None:
+    if path is None:
+        return
+    from . import outputs
+
+    doc = outputs.document(kind, rows, dataset=None if ds is None else ds.describe(), config=config)
+    outputs.atomic_write(path, outputs.dumps(doc))
+    print(f"wrote {path}", file=sys.stderr)
 
 
-def _finish(args, ds, rows: list[dict], cols: list[str]) -> int:
-    print(_table(rows, cols))
-    _write_json(args.json, ds.name, {"command": args.command, **_conf(args)}, rows)
-    return 0
+def _config(args: argparse.Namespace, **settled: Any) -> dict[str, Any]:
+    skip = ("json", "no_progress", "command", "data")
+    return {k: v for k, v in {**vars(args), **settled}.items() if k not in skip and v is not None}
 
 
-def _cmd_volume(args) -> int:
-    from . import experiments as study
+# -------------------------------------------------------------------------- commands
 
-    ds = _data_for(args, "--batch-sizes", args.batch_sizes)
-    jobs = [
+
+def _cmd_volume(args: argparse.Namespace) -> int:
+    from . import experiments, report
+
+    path = _json_path(args)
+    ds = _load(args)
+    grid = [
         (dt, w, d, b)
         for dt in args.dtypes
         for w in args.widths
         for d in args.depths
         for b in args.batch_sizes
     ]
+    for dt, w, d, b in grid:  # every check before any work
+        experiments.check_volume(experiments.VolumeConfig(dt, w, d, b, args.inits, args.seed), ds)
     rows = [
-        study.volume(dt, w, d, b, args.inits, args.seed, ds)
-        for dt, w, d, b in _iter(jobs, "volume", not args.no_progress)
+        experiments.volume(dt, w, d, b, args.inits, args.seed, ds)
+        for dt, w, d, b in _iter(grid, "volume", not args.no_progress)
     ]
-    cols = ["dtype", "width", "depth", "batch_size", "inits", "in_zone", "probability", "ci"]
-    return _finish(args, ds, rows, [*cols, "minibatch_rate", "relative_l2", "seconds"])
+    print(report.volume_rows_table(rows))
+    _write_json(path, "volume", rows, _config(args), ds)
+    return 0
 
 
-def _cmd_train(args) -> int:
-    from . import experiments as study
+def _train_configs(args: argparse.Namespace, ds) -> list:
+    from .config import TrainConfig
+    from .engine import preflight
 
-    ds = _data_for(args, "--batch-size", [args.batch_size])
-    extra: dict[str, Any] = {"batch_size": args.batch_size}
-    if args.model == "mlp":
-        extra.update(width=args.width, depth=args.depth)
-    if args.lr is not None:
-        extra["learning_rate"] = args.lr
-    rows = []
+    mlp = args.model == "mlp"
+    if mlp and args.channels is not None:
+        raise _fail(args, "--channels applies to the CNN (--model cnn)")
+    if not mlp and (args.width is not None or args.depth is not None):
+        raise _fail(args, "--width/--depth apply to the MLP; use --channels for the CNN")
+    shape = {k: getattr(args, k) for k in ("width", "depth", "channels")}
+    shape = {k: (tuple(v) if k == "channels" else v) for k, v in shape.items() if v is not None}
+    configs = []
     for dt in args.dtypes:
         for opt in args.optimizers:
             for bn in args.batchnorm:
                 for seed in args.seeds:
-                    rows += study.train_comparison(
-                        tuple(args.kink_grads),
-                        dt,
-                        opt,
-                        bn,
-                        seed,
-                        args.model,
-                        args.epochs,
-                        ds,
-                        progress=not args.no_progress,
-                        **extra,
+                    cfg = TrainConfig(
+                        model=args.model,
+                        dtype=dt,
+                        optimizer=opt,
+                        batchnorm=ONOFF[bn],
+                        seed=seed,
+                        epochs=args.epochs,
+                        batch_size=args.batch_size,
+                        kink_grads=tuple(args.kink_grads),
+                        learning_rate=args.lr,
+                        **shape,
                     )
-    cols = ["model", "kink_grad", "dtype", "optimizer", "batchnorm", "seed", "status"]
-    return _finish(args, ds, rows, [*cols, "test_accuracy", "zero_hits", "bifurcation_steps"])
+                    preflight(cfg, ds)
+                    configs.append(cfg)
+    return configs
 
 
-def _cmd_divergence(args) -> int:
-    from . import experiments as study
+def _cmd_train(args: argparse.Namespace) -> int:
+    from . import experiments, report
 
-    ds = _data_for(args, "--batch-size", [args.batch_size])
-    rows = [
-        study.divergence(
-            dt, args.steps, args.width, args.depth, args.batch_size, args.seed, args.lr, ds
+    path = _json_path(args)
+    ds = _load(args)
+    configs = _train_configs(args, ds)
+    rows = []
+    for cfg in configs:
+        kw = {k: v for k, v in cfg.to_dict().items() if k != "kink_grads"}
+        rows += experiments.train_comparison(
+            kink_grads=cfg.kink_grads, data=ds, progress=not args.no_progress, **kw
         )
-        for dt in _iter(args.dtypes, "divergence", not args.no_progress)
+    print(report.train_table(rows, style="text"))
+    network = configs[0].network.to_dict()  # the fields this model uses, nothing else
+    network.pop("batchnorm")
+    config = {k: v for k, v in _config(args).items() if k not in (*network, "channels")}
+    _write_json(path, "train", rows, {**config, "network": network}, ds)
+    return 0
+
+
+def _cmd_divergence(args: argparse.Namespace) -> int:
+    from . import experiments, report
+    from .engine import preflight
+
+    path = _json_path(args)
+    ds = _load(args)
+    per_epoch = len(ds.y_train) // args.batch_size
+    if per_epoch == 0:
+        raise _fail(
+            args,
+            f"--batch-size {args.batch_size} is larger than the training set ({len(ds.y_train)})",
+        )
+    cfgs = [
+        experiments.DivergenceConfig(
+            dt,
+            args.steps,
+            args.width,
+            args.depth,
+            args.batch_size,
+            args.seed,
+            args.lr,
+            args.momentum,
+        )
+        for dt in args.dtypes
     ]
-    for r in rows:
-        r["l1_final"] = r["l1"][-1]
-    return _finish(args, ds, rows, ["dtype", "steps", "first_divergence", "l1_final"])
+    for c in cfgs:
+        preflight(c.train_config(per_epoch), ds)
+    rows = [
+        experiments.divergence(
+            c.dtype,
+            c.steps,
+            c.width,
+            c.depth,
+            c.batch_size,
+            c.seed,
+            c.learning_rate,
+            ds,
+            c.momentum,
+        )
+        for c in _iter(cfgs, "divergence", not args.no_progress)
+    ]
+    print(report.divergence_table(rows, style="text"))
+    _write_json(path, "divergence", rows, _config(args), ds)
+    return 0
 
 
-def _cmd_reproduce(args) -> int:
-    from .report import check_writable, reproduce
+def _summary(outcome) -> str:
+    lines = ["", "jaxrelu reproduce: done. Output files:"]
+    lines += [f"  report        {outcome.report}", f"  results       {outcome.results}"]
+    lines += [f"  plot          {p}" for p in outcome.plots]
+    lines.append(f"  saved runs    {outcome.runs_dir}{os.sep} ({outcome.saved_runs} files)")
+    return "\n".join(lines)
 
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from .outputs import check_output_dir
+    from .plan import FULL, QUICK
+    from .reproduce import output_names, reproduce
+
+    plan = QUICK if args.quick else FULL
     try:
-        check_writable(args.out)
+        out = check_output_dir(args.out, "--out", output_names(plan))
     except ValueError as err:
-        raise _UsageError(f"jaxrelu reproduce: error: {err}") from err
-    ds = _load(args.data)
+        raise _fail(args, err) from err
+    ds = _load(args)
+    try:
+        plan.check_data(ds)
+    except ValueError as err:
+        raise _fail(args, f"--data: {err}") from err
     print(
-        f"jaxrelu reproduce{' --quick' if args.quick else ''}: data {ds.name}, "
-        f"writing to {args.out}",
+        f"jaxrelu reproduce{' --quick' if args.quick else ''}: data {ds.name}, writing to {out}",
         file=sys.stderr,
     )
+    from .interrupt import Interrupted
+
     try:
-        reproduce(args.out, ds, quick=args.quick, progress=not args.no_progress)
-    except KeyboardInterrupt:
+        outcome = reproduce(out, ds, quick=args.quick, progress=not args.no_progress, plan=plan)
+    except Interrupted:
         print(
-            f"\ninterrupted: finished configurations are saved in {args.out}/runs; rerun the same "
-            "command to resume",
+            f"interrupted: finished configurations are saved in {os.path.join(out, 'runs')}; "
+            "rerun the same command to resume",
             file=sys.stderr,
         )
-        return 130
-    print(f"\nreport: {os.path.join(args.out, 'report.md')}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(_summary(outcome))
     return 0
 
 
-def _cmd_audit(args) -> int:
-    from ..kinks import audit_conventions
-
-    _check_json_path(args.json)
-    audit = audit_conventions()
+def _cmd_audit(args: argparse.Namespace) -> int:
     import jax
 
+    import jaxrelu
+
+    path = _json_path(args)
+    audit = jaxrelu.audit_conventions()
     print(f"JAX {jax.__version__}: derivatives returned at kinks\n")
     print(audit)
-    if args.json:
-        from .report import atomic_write
-
-        atomic_write(
-            args.json,
-            json.dumps({"jax_version": jax.__version__, "rows": audit.to_dicts()}, indent=1),
-        )
+    _write_json(path, "audit", audit.to_dicts(), {})
     return 0
 
 
-def _conf(args) -> dict[str, Any]:
-    return {k: v for k, v in vars(args).items() if k not in ("json", "no_progress", "command")}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "volume": _cmd_volume,
+    "train": _cmd_train,
+    "divergence": _cmd_divergence,
+    "reproduce": _cmd_reproduce,
+    "audit": _cmd_audit,
+}
+
+
+def _run(parser: argparse.ArgumentParser, argv: Iterable[str] | None) -> int:
+    args = parser.parse_args(None if argv is None else list(argv))
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    import jax
+
+    # float64 is one of the study's precisions: enable 64-bit mode once, up front (every
+    # array in the study has an explicit dtype, so nothing else changes).
+    jax.config.update("jax_enable_x64", True)
+    from .interrupt import Interrupted, deferred
+
+    with deferred():
+        try:
+            return COMMANDS[args.command](args)
+        except Interrupted:
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except (ValueError, TypeError) as err:  # validation errors raised before any work
+            raise _fail(args, err) from err
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _build()
+    """The console script: returns the exit status (0, 2 for usage errors, 130 for
+    Ctrl-C)."""
+    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-        import jax
-
-        # float64 is one of the study's precisions: enable 64-bit mode once, up front (every
-        # array in jaxrelu has an explicit dtype, so nothing else changes).
-        jax.config.update("jax_enable_x64", True)
-        handler = {
-            "volume": _cmd_volume,
-            "train": _cmd_train,
-            "divergence": _cmd_divergence,
-            "reproduce": _cmd_reproduce,
-            "audit": _cmd_audit,
-        }[args.command]
-        return handler(args)
+        return _run(parser, argv)
     except _UsageError as err:
-        print(str(err), file=sys.stderr)
+        print(str(err).splitlines()[0] if str(err) else "jaxrelu: error", file=sys.stderr)
         return EXIT_USAGE
     except ImportError as err:  # a missing optional dependency, named with its extra
         print(f"jaxrelu: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C outside the deferred block (parsing, imports)
         print("\ninterrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover
