@@ -5,6 +5,7 @@ Build (README, "Build the docs"): ``pip install -e ".[docs]"`` then
 ``-n`` every cross-reference that does not resolve is one. Why Sphinx: docs/contributing.md.
 """
 
+import os
 import pathlib
 import sys
 
@@ -43,6 +44,7 @@ myst_heading_anchors = 3
 # Notebooks: executed during the build (cells that raise fail it), unless the executed copy
 # from the test run is reused (it has every output already).
 nb_execution_mode = "auto"
+os.environ.pop("MPLBACKEND", None)  # the kernels inherit it; Agg would keep plots off the pages
 nb_execution_timeout = 600
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True

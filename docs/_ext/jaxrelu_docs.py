@@ -20,8 +20,9 @@ architecture page's place in the navigation.
   inventories); one through a re-exported or alias path (``jaxrelu.models.Architecture``,
   kept working since 0.2.0) is resolved where the object is documented
   (``jaxrelu.study.models.Architecture``); one relative to a sibling module
-  (``limits.MAX_WIDTH``) is looked up as a leading ``.`` would; a private type in an
-  annotation is shown unlinked. An attribute docstring that
+  (``limits.MAX_WIDTH``) is looked up as a leading ``.`` would; one to an object that
+  exists but has no entry of its own (a private helper, a constant or property without a
+  docstring) is shown as text. Only a reference to nothing fails. An attribute docstring that
   opens with a phrase and a colon ("Shape of one image: ...") keeps that phrase as text,
   where napoleon would read it as the attribute's type. A type alias inside a generic
   (``Sequence[ArrayLike]``) is shown by its name, not by Sphinx's repr. Not listed as
@@ -157,8 +158,6 @@ def _resolve_reference(app, env, node, contnode):
     target, domain = node.get("reftarget", ""), env.get_domain("py")
     if _is_external(target):
         return contnode
-    if "._" in target and node.source is None:
-        return contnode  # a private type in a signature's annotation: shown, not linked
     obj = _import_path(target) if target.startswith("jaxrelu.") else None
     canonical = f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
     if obj is not None and canonical.startswith("jaxrelu.") and canonical != target:
@@ -167,9 +166,15 @@ def _resolve_reference(app, env, node, contnode):
         )
     if not target.startswith("jaxrelu.") and not node.get("refspecific"):
         node["refspecific"] = True  # as if written with a leading "."
-        return domain.resolve_xref(
+        found = domain.resolve_xref(
             env, node["refdoc"], app.builder, node["reftype"], target, node, contnode
         )
+        if found is not None:
+            return found
+    module = node.get("py:module") or ""
+    for path in (target, f"{module}.{target}", f"{module}.{node.get('py:class')}.{target}"):
+        if path.startswith("jaxrelu.") and _import_path(path) is not None:
+            return contnode  # it exists but has no entry (private, or no docstring): text
     return None
 
 
