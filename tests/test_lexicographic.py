@@ -13,6 +13,7 @@
   bit for bit.
 """
 
+import itertools
 import math
 
 import jax
@@ -85,7 +86,7 @@ def test_directional_derivatives_are_positively_homogeneous_and_one_sided():
 def _int_net(seed, sizes, kind="relu"):
     rng = np.random.default_rng(seed)
     layers = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in itertools.pairwise(sizes):
         layers.append(
             (
                 jnp.asarray(rng.integers(-3, 4, (a, b)), jnp.float64),
@@ -272,6 +273,7 @@ def test_argnums_and_pytrees_as_in_jax():
     np.testing.assert_array_equal(g["w"], [[1.0, 1.0], [1.0, 1.0]])
     np.testing.assert_array_equal(g["b"], [1.0, 1.0])
     gp, gx = jr.ld_grad(f, argnums=(0, 1))(p, x)
+    np.testing.assert_array_equal(gp["b"], g["b"])
     np.testing.assert_array_equal(gx, [3.0, -1.0])
     J = jr.ld_jacobian(lambda v: {"a": jax.nn.relu(v), "b": v.sum()}, jnp.array([0.0, 1.0]))
     assert J["a"].shape == (2, 2) and J["b"].shape == (2,)

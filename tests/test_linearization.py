@@ -181,6 +181,7 @@ def test_low_precision_does_not_give_confident_wrong_verdicts():
     )
     assert rep.verdict in ("smooth", "inconclusive"), rep
     assert jr.check_linearization(jr.relu, A(2.0, jnp.float16)).verdict == "linear"
+    # steps 2^0 .. 2^-11: the last that moves 0.5 in float16 is its ulp, 2^-11
     assert len(jr.check_linearization(jnp.sin, A(0.5, jnp.float16)).steps) == 12
 
 

@@ -156,7 +156,8 @@ def cond(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
                 )
                 ev = jnp.maximum(ev, jump_evidence(interp, sw, p, q, t, s, sh))
         leaving = jnp.int32(0) if which.lex is None else jnp.sum(which.lex != which.p)
-        st = switch_stats(which.sw.dist, which.sw.rate, interp.wide, ev, leaving)
+        st = switch_stats(which.sw.dist, None, interp.wide, ev, leaving)
+        st = st._replace(radius=which.sw.radius(jnp.shape(which.sw.dist), interp.wide))
         thr = min(select_threshold(p.dtype) for p, _, _ in outs if is_float(p)) if outs else 1e-3
         rec.add(eqn, "cond", "select", st, thr)
     return [
@@ -180,7 +181,9 @@ def while_loop(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> 
         child = rec.child(eqn=eqn)
         (pred,) = interp.run(*cj, list(cconsts) + _unpack(carry), child)
         if pred.sw is not None:
-            child.add(eqn, "while", "jump", switch_stats(pred.sw.dist, pred.sw.rate, interp.wide))
+            st = switch_stats(pred.sw.dist, None, interp.wide)
+            st = st._replace(radius=pred.sw.radius(jnp.shape(pred.sw.dist), interp.wide))
+            child.add(eqn, "while", "jump", st)
         return pred.p, child
 
     def step(carry: tuple) -> tuple[tuple, Recorder, Recorder]:

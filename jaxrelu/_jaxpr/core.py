@@ -52,11 +52,30 @@ __all__ = [
 class Switch(NamedTuple):
     """Where a discrete value switches: ``dist`` (>= 0, 0 at a tie) to the nearest
     switching surface, ``rate`` at which ``dist`` changes along the first direction
-    (None without tangents), ``across`` the value just across that surface."""
+    (None without tangents), ``across`` the value just across that surface, and ``time``:
+    the earliest first-order crossing along the first direction of *any* switch the value
+    depends on (None without tangents; the nearest switch need not be the first crossed)."""
 
     dist: Any
     rate: Any
     across: Any
+    time: Any = None
+
+    def radius(self, shape: Sequence[int], wide: Any) -> Any:
+        """The earliest crossing over the elements that are not tied."""
+        if self.time is None:
+            return jnp.asarray(jnp.inf, wide)
+        dist = jnp.broadcast_to(self.dist, shape)
+        time = jnp.broadcast_to(self.time, shape).astype(wide)
+        return jnp.min(jnp.where(dist > 0, time, jnp.inf), initial=jnp.inf)
+
+
+def crossing_time(dist: Any, rate: Any) -> Any:
+    """``dist / -rate`` where moving toward the switch (``rate < 0``), else ``inf``."""
+    if rate is None:
+        return None
+    toward = (rate < 0) & (dist > 0)
+    return jnp.where(toward, dist / jnp.where(toward, -rate, 1), jnp.inf)
 
 
 class Val(NamedTuple):

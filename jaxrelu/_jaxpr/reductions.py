@@ -249,14 +249,22 @@ def top_k(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[
     if sc:
         t = jnp.moveaxis(jnp.stack([c[..., :k] for c in sc]), -1, axis + 1)
     lex = jnp.moveaxis(si[..., :k], -1, axis)
-    kk = min(k + 1, n)
-    if kk > 1:
-        head = sv[..., :kk].astype(interp.wide)
-        gap = head[..., :-1] - head[..., 1:]
-        rate = None
-        if sc and interp.n_ld:
-            h0 = sc[0][..., :kk].astype(interp.wide)
-            rate = h0[..., :-1] - h0[..., 1:]
+    # switches: the order inside the k largest, and each element left out against the
+    # k-th (any of them may cross it first)
+    head = sv.astype(interp.wide)
+    inner = head[..., : k - 1] - head[..., 1:k]
+    outer = head[..., k - 1 : k] - head[..., k:]
+    gap = jnp.concatenate([inner, outer], axis=-1)
+    rate = None
+    if sc and interp.n_ld:
+        h0 = sc[0].astype(interp.wide)
+        rate = jnp.concatenate(
+            [h0[..., : k - 1] - h0[..., 1:k], h0[..., k - 1 : k] - h0[..., k:]], axis=-1
+        )
+    if gap.shape[-1]:
         st = switch_stats(gap, rate, interp.wide)
-        rec.add(eqn, "top_k", "kink", st._replace(size=jnp.int32(xp.size)))
+        # ties: adjacent equal values among the first k + 1 only
+        adjacent = head[..., : min(k + 1, n) - 1] - head[..., 1 : min(k + 1, n)]
+        st = st._replace(size=jnp.int32(xp.size), ties=jnp.sum(adjacent == 0).astype(jnp.int32))
+        rec.add(eqn, "top_k", "kink", st)
     return [Val(vals, t), Val(idx, None, lex)]

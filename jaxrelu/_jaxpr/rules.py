@@ -43,6 +43,7 @@ from .core import (
     SiteStats,
     Switch,
     Val,
+    crossing_time,
     is_float,
     rule,
     switch_stats,
@@ -204,14 +205,17 @@ def _shape_switch(interp, eqn, ins) -> Switch:
                 args.append(jnp.broadcast_to(getattr(v.sw, field), np.shape(v.p)))
         return _bind(eqn, args)[0]
 
-    return Switch(moved("dist", jnp.inf), moved("rate", 0.0), moved("across", None))
+    time = None
+    if any(u.sw is not None and u.sw.time is not None for u in ins):
+        time = moved("time", jnp.inf)
+    return Switch(moved("dist", jnp.inf), moved("rate", 0.0), moved("across", None), time)
 
 
 def _elementwise_switch(interp, eqn, ins, out) -> Switch:
     """The operand nearest to its switch decides; across = the result with that operand
     across its switch."""
     shape = out.shape
-    dists, rates, alts = [], [], []
+    dists, rates, alts, times = [], [], [], []
     for j, v in enumerate(ins):
         if v.sw is None:
             continue
@@ -220,13 +224,15 @@ def _elementwise_switch(interp, eqn, ins, out) -> Switch:
         alts.append(jnp.broadcast_to(_bind(eqn, args)[0], shape))
         dists.append(jnp.broadcast_to(v.sw.dist, shape))
         rates.append(None if v.sw.rate is None else jnp.broadcast_to(v.sw.rate, shape))
+        times.append(None if v.sw.time is None else jnp.broadcast_to(v.sw.time, shape))
+    time = None if any(t is None for t in times) else jnp.min(jnp.stack(times), axis=0)
     if len(dists) == 1:
-        return Switch(dists[0], rates[0], alts[0])
+        return Switch(dists[0], rates[0], alts[0], time)
     d = jnp.stack(dists)
     near = jnp.argmin(d, axis=0)[None]
     pick = lambda xs: jnp.take_along_axis(jnp.stack(xs), near, axis=0)[0]
     rate = None if any(r is None for r in rates) else pick(rates)
-    return Switch(pick(dists), rate, pick(alts))
+    return Switch(pick(dists), rate, pick(alts), time)
 
 
 def _reduction_switch(interp, eqn, v: Val, out) -> Switch | None:
@@ -244,7 +250,9 @@ def _reduction_switch(interp, eqn, v: Val, out) -> Switch | None:
     dist = jnp.broadcast_to(v.sw.dist, x.shape)
     rate = None if v.sw.rate is None else jnp.broadcast_to(v.sw.rate, x.shape)
     across = jnp.broadcast_to(v.sw.across, x.shape)
+    time = None if v.sw.time is None else jnp.broadcast_to(v.sw.time, x.shape)
     best_d = jnp.full(out.shape, jnp.inf, interp.wide)
+    best_t = jnp.full(out.shape, jnp.inf, interp.wide)
     best_r = jnp.zeros(out.shape, interp.wide)
     best_a = out
     for idx in itertools.product(*[range(x.shape[a]) for a in axes]):
@@ -266,7 +274,11 @@ def _reduction_switch(interp, eqn, v: Val, out) -> Switch | None:
         if rate is not None:
             best_r = jnp.where(better, at(rate), best_r)
         best_a = jnp.where(better, alt, best_a)
-    return Switch(best_d, None if rate is None else best_r, best_a)
+        if time is not None:
+            best_t = jnp.minimum(best_t, jnp.where(changed, at(time), jnp.inf))
+    return Switch(
+        best_d, None if rate is None else best_r, best_a, None if time is None else best_t
+    )
 
 
 # ------------------------------------------------------------------- comparisons
@@ -310,7 +322,9 @@ def compare(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
     if a.t is not None or b.t is not None:
         t = interp.t_of(a, shape, interp.wide) - interp.t_of(b, shape, interp.wide)
     lex = _LEX_TEST[eqn.primitive.name](interp.lex_sign(m, t)) if interp.n_ld else None
-    return [Val(out, None, lex, Switch(jnp.abs(m), interp.rate(m, t), ~out))]
+    rate = interp.rate(m, t)
+    sw = Switch(jnp.abs(m), rate, ~out, crossing_time(jnp.abs(m), rate))
+    return [Val(out, None, lex, sw)]
 
 
 # ------------------------------------------------------------------------ selects
@@ -376,14 +390,14 @@ def select(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list
         t_there = _select_t(interp, sw.across, cases, shape)
         ev = jump_evidence(interp, sw, out, there, t_here, t_there, shape)
         leaving = jnp.sum(jnp.broadcast_to(idx_lex != which.p, np.shape(sw.dist)))
-        st = switch_stats(jnp.broadcast_to(sw.dist, shape), _bcast(sw.rate, shape), interp.wide)
-        st = st._replace(evidence=ev, size=jnp.int32(max(1, int(np.prod(shape)))))
+        st = switch_stats(jnp.broadcast_to(sw.dist, shape), None, interp.wide)
+        st = st._replace(
+            evidence=ev,
+            size=jnp.int32(max(1, int(np.prod(shape)))),
+            radius=sw.radius(shape, interp.wide),
+        )
         rec.add(eqn, "select_n", "select", _with_leaving(st, leaving), select_threshold(out.dtype))
     return [Val(out, t)]
-
-
-def _bcast(x: Any, shape: Sequence[int]) -> Any:
-    return None if x is None else jnp.broadcast_to(x, shape)
 
 
 def _with_leaving(st: SiteStats, leaving: Any) -> SiteStats:
@@ -402,16 +416,16 @@ def convert(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
     if dst:
         if x.sw is not None:
             shape = np.shape(out)
-            st = switch_stats(
-                jnp.broadcast_to(x.sw.dist, shape), _bcast(x.sw.rate, shape), interp.wide
-            )
+            st = switch_stats(jnp.broadcast_to(x.sw.dist, shape), None, interp.wide)
+            st = st._replace(radius=x.sw.radius(shape, interp.wide))
             leaving = 0 if x.lex is None else jnp.sum(x.lex != x.p)
             rec.add(eqn, "step", "jump", _with_leaving(st, leaving))
         return [Val(out)]
     if src:
         xw = interp.wide_of(x.p)
         dist = jnp.abs(xw - jnp.round(xw))
-        return [Val(out, None, None, Switch(dist, interp.rate(xw - jnp.round(xw), x.t), out))]
+        rate = interp.rate(xw - jnp.round(xw), x.t)
+        return [Val(out, None, None, Switch(dist, rate, out, crossing_time(dist, rate)))]
     return discrete(interp, eqn, ins, rec)
 
 

@@ -1,0 +1,436 @@
+"""The checker on functions taken from the literature and from JAX's issue tracker, with
+the verdict a careful analyst gives by hand.
+
+Sources: Kakade & Lee (2018) and Bolte & Pauwels (2020) for AD returning a wrong
+derivative where f is smooth; JAX's FAQ and issues for the NaN gradient of ``norm`` and
+``sqrt`` at 0, the ``jnp.where`` trap (a NaN cotangent from the branch not taken),
+``maximum(x, 0)`` / pooling / ``sort`` / ``top_k`` ties, straight-through estimators,
+NaN guards, ``cond``/``while`` loops and mixed precision. Each expected verdict follows
+from the function's definition; tolerances are stated where a slope is compared.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import jaxrelu as jr
+
+f32, f64, bf16, f16 = jnp.float32, jnp.float64, jnp.bfloat16, jnp.float16
+
+
+def A(v, dt=f32):
+    return jnp.asarray(v, dt)
+
+
+@jax.custom_vjp
+def _cube(x):
+    return x**3
+
+
+_cube.defvjp(lambda x: (x**3, x), lambda x, g: (3 * x**2 * g,))
+
+
+@jax.custom_jvp
+def _bad_relu(x):  # a custom rule that is wrong everywhere: slope 2 for x > 0
+    return jnp.maximum(x, 0.0)
+
+
+_bad_relu.defjvps(lambda g, ans, x: jnp.where(x > 0, 2.0 * g, 0.0))
+
+CASES = [
+    # (id, f, x0, d, verdict(s))
+    (
+        "kakade-lee relu(x)-relu(-x) at 0",
+        lambda x: jr.relu(x) - jr.relu(-x),
+        0.0,
+        1.0,
+        "wrong_derivative",
+    ),
+    (
+        "bolte-pauwels relu(x)-relu(-x)-x",
+        lambda x: jax.nn.relu(x) - jax.nn.relu(-x) - x,
+        0.0,
+        1.0,
+        "wrong_derivative",
+    ),
+    (
+        "max(min(x,0),x) = x",
+        lambda x: jnp.maximum(jnp.minimum(x, 0.0), x),
+        0.0,
+        1.0,
+        "wrong_derivative",
+    ),
+    ("relu at its kink", jr.relu, 0.0, 1.0, "kink"),
+    ("abs at its kink", jnp.abs, 0.0, -1.0, "kink"),
+    ("maximum(x, 0) tie", lambda x: jnp.maximum(x, 0.0), 0.0, 1.0, "kink"),
+    ("clip at the lower end", lambda x: jnp.clip(x, -1.0, 1.0), -1.0, 1.0, "kink"),
+    ("max(x, x^2) at 1", lambda x: jnp.maximum(x, x**2), 1.0, 1.0, "kink"),
+    ("relu(relu(x) - 0.5) at 0 (flat)", lambda x: jr.relu(jr.relu(x) - 0.5), 0.0, 1.0, "linear"),
+    ("relu away from 0", jr.relu, 1.5, -1.0, "linear"),
+    ("floor at an integer", jnp.floor, 1.0, 1.0, "discontinuous"),
+    ("floor(x + 2) at 1", lambda x: jnp.floor(x + 2.0), 1.0, 1.0, "discontinuous"),
+    ("sign at 0", jnp.sign, 0.0, 1.0, "discontinuous"),
+    ("step by where", lambda x: jnp.where(x > 0, 1.0, 0.0) + x, 0.0, 1.0, "discontinuous"),
+    (
+        "small jump 1e-4 in float32",
+        lambda x: 1 + x + jnp.where(x > 0, 1e-4, 0.0),
+        0.0,
+        1.0,
+        "discontinuous",
+    ),
+    ("heaviside at 0", lambda x: jnp.heaviside(x, 0.5), 0.0, 1.0, "discontinuous"),
+    ("sqrt(|x|) at 0 (not Lipschitz)", lambda x: jnp.sqrt(jnp.abs(x)), 0.0, 1.0, "inconclusive"),
+    ("sqrt(x^2) at 0 (NaN gradient)", lambda x: jnp.sqrt(x**2), 0.0, 1.0, "kink"),
+    (
+        "where-sqrt trap, forward mode",
+        lambda x: jnp.where(x > 0, jnp.sqrt(x), 0.0),
+        -1.0,
+        1.0,
+        "linear",
+    ),
+    (
+        "where(x==0, 0, sin x) at 0",
+        lambda x: jnp.where(x == 0, 0.0, jnp.sin(x)),
+        0.0,
+        1.0,
+        "wrong_derivative|smooth",
+    ),
+    ("isnan guard", lambda x: jnp.where(jnp.isnan(x), 0.0, x**2), 1.0, 1.0, "smooth"),
+    ("nan_to_num", lambda x: jnp.nan_to_num(x) ** 2, 1.0, 1.0, "smooth"),
+    (
+        "cond relu (branches agree)",
+        lambda x: lax.cond(x > 0, lambda v: v, lambda v: 0.0 * v, x),
+        0.0,
+        1.0,
+        "kink",
+    ),
+    (
+        "straight-through round",
+        lambda x: x + lax.stop_gradient(jnp.round(x) - x),
+        0.3,
+        1.0,
+        "wrong_derivative",
+    ),
+    ("custom_jvp with a wrong rule", _bad_relu, 1.0, 1.0, "wrong_derivative"),
+    ("sin", jnp.sin, 0.3, 1.0, "smooth"),
+    (
+        "sin in bfloat16 inside float32",
+        lambda x: jnp.sin(x.astype(bf16)).astype(f32),
+        0.5,
+        1.0,
+        "smooth|inconclusive",
+    ),
+    ("tanh * relu smooth away from 0", lambda x: jnp.tanh(x) * jr.relu(x), 0.7, 1.0, "smooth"),
+    (
+        "while loop with float test",
+        lambda x: lax.while_loop(lambda s: s[0] < 3, lambda s: (s[0] + 1, 1.5 * s[1]), (0, x))[1],
+        0.7,
+        1.0,
+        "linear",
+    ),
+]
+
+
+# float32 where the precision is part of the case; every case in float64
+IN_FLOAT32 = {
+    "small jump 1e-4 in float32",
+    "floor(x + 2) at 1",
+    "sin in bfloat16 inside float32",
+    "kakade-lee relu(x)-relu(-x) at 0",
+    "relu at its kink",
+    "sqrt(x^2) at 0 (NaN gradient)",
+    "straight-through round",
+    "cond relu (branches agree)",
+}
+SCALAR = [(*c, f64) for c in CASES] + [(*c, f32) for c in CASES if c[0] in IN_FLOAT32]
+
+
+@pytest.mark.parametrize(
+    "name, f, x0, d, want, dt", SCALAR, ids=[f"{c[0]}-{jnp.dtype(c[-1]).name}" for c in SCALAR]
+)
+def test_scalar_cases(name, f, x0, d, want, dt):
+    rep = jr.check_linearization(f, A(x0, dt), A(d, dt))
+    assert rep.verdict in want.split("|"), str(rep)
+
+
+VECTOR_CASES = [
+    (
+        "norm^2 at 0 (NaN gradient, smooth f)",
+        lambda x: jnp.linalg.norm(x) ** 2,
+        [0.0, 0.0],
+        [1.0, 0.0],
+        "wrong_derivative",
+    ),
+    ("norm at 0 (NaN gradient, kink)", jnp.linalg.norm, [0.0, 0.0], [1.0, 0.0], "kink"),
+    (
+        "max pooling tie",
+        lambda v: lax.reduce_window(v, -jnp.inf, lax.max, (2,), (2,), "VALID").sum(),
+        [1.0, 1.0],
+        [1.0, -1.0],
+        "kink",
+    ),
+    ("reduce max tie", jnp.max, [1.0, 1.0, 0.0], [1.0, -1.0, 0.0], "kink"),
+    ("sort tie", lambda x: jnp.sort(x)[0], [1.0, 1.0], [1.0, -1.0], "kink"),
+    ("argsort indexing", lambda x: x[jnp.argsort(x)][0], [1.0, 1.0], [1.0, -1.0], "kink"),
+    (
+        "top_k, tie with the element left out",
+        lambda x: lax.top_k(x, 1)[0][0],
+        [1.0, 1.0, 0.0],
+        [1.0, -1.0, 0.0],
+        "kink",
+    ),
+    ("complex abs at 0", lambda z: jnp.abs(z[0] + 1j * z[1]), [0.0, 0.0], [1.0, 1.0], "kink"),
+    (
+        "logsumexp at a tie of its max shift",
+        jax.nn.logsumexp,
+        [1.0, 2.0, 2.0],
+        [1.0, -1.0, 0.5],
+        "smooth",
+    ),
+    ("softmax at a tie", jax.nn.softmax, [1.0, 2.0, 2.0], [1.0, -1.0, 0.5], "smooth"),
+    (
+        "cross-entropy at a tie",
+        lambda z: -jax.nn.log_softmax(z)[1],
+        [1.0, 2.0, 2.0],
+        [1.0, -1.0, 0.5],
+        "smooth",
+    ),
+    (
+        "jnp.select, jump at x = 1",
+        lambda x: jnp.select([x < 0, x < 1], [x**2, x], 2 * x)[0],
+        [1.0],
+        [1.0],
+        "discontinuous",
+    ),
+    (
+        "jnp.piecewise, kink at 0",
+        lambda x: jnp.piecewise(x, [x < 0], [lambda v: -v, lambda v: v])[0],
+        [0.0],
+        [1.0],
+        "kink",
+    ),
+    (
+        "scalar select_n over arrays",
+        lambda x: jnp.sum(lax.select_n(x[0] > 0, x, 2 * x)),
+        [0.0, 1.0],
+        [1.0, 1.0],
+        "discontinuous",
+    ),
+]
+
+
+@pytest.mark.parametrize("name, f, x0, d, want", VECTOR_CASES, ids=[c[0] for c in VECTOR_CASES])
+def test_vector_cases(name, f, x0, d, want):
+    rep = jr.check_linearization(f, A(x0, f64), A(d, f64))
+    assert rep.verdict in want.split("|"), str(rep)
+
+
+def test_slopes_exact_and_measured_agree_with_the_definition():
+    rep = jr.check_linearization(lambda x: jnp.maximum(x, x**2), A(1.0, f64), A(1.0, f64))
+    assert rep.slope_plus == pytest.approx(2.0, rel=1e-6)  # d/dx x^2 at 1
+    assert rep.slope_minus == pytest.approx(1.0, rel=1e-6)
+    assert (rep.exact_slope_plus, rep.exact_slope_minus) == (2.0, 1.0)
+    rep = jr.check_linearization(lambda x: jr.relu(x) - jr.relu(-x), A(0.0, f64), A(1.0, f64))
+    assert "AD returned 0" in rep.reason and "slope 1" in rep.reason  # the right derivative
+
+
+def test_nan_derivative_reasons_name_the_nan():
+    rep = jr.check_linearization(lambda x: jnp.linalg.norm(x), jnp.zeros(2), jnp.array([1.0, 0.0]))
+    assert rep.verdict == "kink" and "not finite (nan)" in rep.reason
+    assert (rep.slope_plus, rep.slope_minus) == pytest.approx((1.0, -1.0))
+
+
+# --------------------------------------------------------------- modes, argnums
+
+
+def test_custom_vjp_checked_in_reverse_mode_and_auto_says_why():
+    f = lambda x: jnp.sum(_cube(x))
+    x = jnp.array([0.5, -1.0])
+    rep = jr.check_linearization(f, x, mode="auto")
+    assert (rep.verdict, rep.mode) == ("smooth", "rev")
+    assert "custom_vjp" in rep.reason
+    with pytest.raises(TypeError, match="forward-mode"):
+        jr.check_linearization(f, x, mode="fwd")
+
+
+def test_reverse_only_nan_of_the_where_trap():
+    f = lambda x: jnp.where(x > 0, jnp.sqrt(x), 0.0)
+    assert jr.check_linearization(f, A(-1.0), A(1.0), mode="fwd").verdict == "linear"
+    rep = jr.check_linearization(f, A(-1.0), A(1.0), mode="rev")
+    assert rep.verdict == "wrong_derivative" and math.isnan(rep.ad_slope)
+
+
+def test_reverse_mode_projects_vector_outputs():
+    f = lambda x: jnp.stack([jnp.sin(x[0]) * x[1], jr.relu(x[1])])
+    x, d = jnp.array([0.3, 0.0]), jnp.array([0.0, 1.0])
+    fwd = jr.check_linearization(f, x, d, mode="fwd")
+    rev = jr.check_linearization(f, x, d, mode="rev")
+    assert fwd.verdict == rev.verdict == "kink"
+    assert np.ndim(rev.ad_slope) == 0  # w^T J d: one number
+
+
+def test_argnums_selects_the_perturbed_arguments():
+    f = lambda a, b, c: jnp.sum(a * jr.relu(b)) + c
+    args = (jnp.array([1.0, 2.0]), jnp.array([0.0, 1.0]), jnp.array(3.0))
+    assert jr.check_linearization(f, args, jnp.array([1.0, 0.0]), argnums=1).verdict == "kink"
+    assert jr.check_linearization(f, args, jnp.array([1.0, 1.0]), argnums=0).verdict == "linear"
+    rep = jr.check_linearization(f, args, (jnp.array([1.0, 0.0]), jnp.array(1.0)), argnums=(0, 2))
+    assert rep.verdict == "linear"
+    res = jr.check_many(f, jax.tree.map(lambda v: jnp.stack([v, v + 1]), args), argnums=0)
+    assert res.verdict.tolist() == ["linear", "linear"]
+
+
+# ---------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(x0=jnp.array(jnp.nan)), ValueError, "`x0`.*NaN"),
+        (dict(x0=jnp.array([1.0, jnp.inf])), ValueError, "`x0`.*inf"),
+        (dict(x0=jnp.zeros(0)), ValueError, "`x0`.*empty"),
+        (dict(direction=jnp.array(jnp.nan)), ValueError, "`direction`"),
+        (dict(direction=jnp.array(0.0)), ValueError, "`direction` is zero"),
+        (dict(mode="backward"), ValueError, "`mode`"),
+        (dict(argnums=0), TypeError, "tuple of all positional arguments"),
+        (dict(x0=jnp.array(1)), TypeError, "`x0`"),
+        (dict(f=3.0), TypeError, "callable"),
+        (dict(steps=[1e-1, 1e-2]), ValueError, "`steps`"),
+        (dict(rtol=-1.0), ValueError, "`rtol`"),
+    ],
+)
+def test_bad_input_is_one_clear_error(kwargs, exc, match):
+    args = dict(f=jnp.sin, x0=jnp.array(1.0), direction=None)
+    args.update(kwargs)
+    f, x0, d = args.pop("f"), args.pop("x0"), args.pop("direction")
+    with pytest.raises(exc, match=match):
+        jr.check_linearization(f, x0, d, **args)
+
+
+def test_check_many_reports_a_bad_point_per_point():
+    xs = jnp.array([-1.0, jnp.nan, 0.0])
+    res = jr.check_many(jr.relu, xs, jnp.ones(3))
+    assert res.verdict.tolist() == ["linear", "inconclusive", "kink"]
+    assert "x0s[1]" in res.reports[1].reason
+
+
+# ------------------------------------------------- invariances (metamorphic)
+
+
+def test_verdict_does_not_depend_on_the_last_bit_of_x0():
+    rng = np.random.default_rng(0)
+    for dt in (f32, f64):
+        cs = jnp.asarray(rng.uniform(-10, 10, 64), dt)
+        xs = cs
+        f = lambda x, c: jr.relu(x - c)
+        res = jr.check_many(f, (xs, cs), jnp.ones_like(xs), argnums=0)
+        assert res.counts["kink"] == 64, res
+        # one ulp away the kink is one ulp away: never a confident kink or linear claim
+        # that contradicts the geometry; and two points one ulp apart on a smooth
+        # function get the same verdict
+        smooth = jr.check_many(jnp.sin, jnp.stack([cs, jnp.nextafter(cs, jnp.inf)]).reshape(-1))
+        assert set(smooth.verdict.tolist()) == {"smooth"}
+
+
+@pytest.mark.parametrize("scale", [2.0**-3, 2.0**5])
+def test_scaling_f_and_d_by_powers_of_two_changes_nothing(scale):
+    f = lambda x: jnp.maximum(jnp.sin(x), 0.5 * x)
+    x0 = A(0.0, f64)
+    base = jr.check_linearization(f, x0, A(1.0, f64))
+    assert base.verdict == "kink"
+    scaled_f = jr.check_linearization(lambda x: scale * f(x), x0, A(1.0, f64))
+    scaled_d = jr.check_linearization(f, x0, A(scale, f64))
+    assert scaled_f.verdict == scaled_d.verdict == base.verdict
+    assert scaled_f.slope_plus == pytest.approx(scale * base.slope_plus)
+    assert scaled_d.slope_plus == pytest.approx(scale * base.slope_plus)
+
+
+def test_reversing_d_swaps_the_one_sided_slopes():
+    f = lambda x: jnp.maximum(x, x**2)
+    a = jr.check_linearization(f, A(1.0, f64), A(1.0, f64))
+    b = jr.check_linearization(f, A(1.0, f64), A(-1.0, f64))
+    assert b.slope_plus == pytest.approx(-a.slope_minus) and b.slope_minus == pytest.approx(
+        -a.slope_plus
+    )
+    assert a.verdict == b.verdict == "kink"
+
+
+# ------------------------------------------------ low-precision soundness
+
+
+REGISTRY_KINKS = [
+    (name, k.at, s)
+    for name, info in jr.REGISTRY.items()
+    if info.arity == 1
+    for k in info.kinks
+    for s in (0.0, 0.5, 1.0)
+]
+
+
+@pytest.mark.parametrize(
+    "dt", [f16, bf16, f32, f64], ids=["float16", "bfloat16", "float32", "float64"]
+)
+def test_at_every_registry_kink_never_a_wrong_derivative(dt):
+    """Property: at a kink, whatever the kink value and the precision, the verdict is kink
+    or inconclusive (the one-sided slopes differ there, so AD cannot be wrong about a
+    derivative that does not exist)."""
+    verdicts = []
+    for name, at, s in REGISTRY_KINKS:
+        info = jr.REGISTRY[name]
+        # the kink value as an array: a constant of the traced program, one compilation
+        f = info.with_kink_values([jnp.asarray(s, dt)] * len(info.kinks))
+        rep = jr.check_linearization(f, A(at, dt), A(1.0, dt))
+        verdicts.append(rep.verdict)
+        assert rep.verdict in ("kink", "inconclusive"), (name, at, s, str(rep))
+    if dt in (f32, f64):
+        assert set(verdicts) == {"kink"}
+
+
+def _relu_net(seed, widths, dt):
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(widths))
+    ws = [
+        (jax.random.normal(k, (a, b), f32) / np.sqrt(a)).astype(dt)
+        for k, a, b in zip(keys, widths[:-1], widths[1:])
+    ]
+
+    def f(x):
+        for w in ws[:-1]:
+            x = jr.relu(x @ w + jnp.asarray(0.05, dt))
+        return (x @ ws[-1])[0]
+
+    return f
+
+
+def _unit_rows(key, n, dim):
+    d = jax.random.normal(key, (n, dim), f32)
+    return d / jnp.linalg.norm(d, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("dt", [f16, bf16], ids=["float16", "bfloat16"])
+def test_wide_low_precision_relu_networks_are_never_wrong_derivative(dt):
+    f = _relu_net(0, (32, 256, 256, 256, 1), dt)
+    f64_ref = _relu_net(0, (32, 256, 256, 256, 1), f64)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (12, 32), f32).astype(dt)
+    ds = _unit_rows(jax.random.PRNGKey(2), 12, 32).astype(dt)
+    res = jr.check_many(f, xs, ds)
+    for i, rep in enumerate(res.reports):
+        ad64 = float(jax.jvp(f64_ref, (xs[i].astype(f64),), (ds[i].astype(f64),))[1])
+        if abs(rep.ad_slope - ad64) <= 1e-2 * (1 + abs(ad64)):  # AD agrees with float64
+            assert rep.verdict != "wrong_derivative", str(rep)
+
+
+def test_float32_relu_network_inconclusive_only_when_a_switch_is_unresolvably_close():
+    f = _relu_net(3, (8, 64, 64, 1), f32)
+    xs = jax.random.normal(jax.random.PRNGKey(2), (128, 8), f32)
+    ds = _unit_rows(jax.random.PRNGKey(3), 128, 8)
+    res = jr.check_many(f, xs, ds)
+    for i, rep in enumerate(res.reports):
+        assert rep.verdict in ("linear", "inconclusive"), str(rep)
+        if rep.verdict == "inconclusive":
+            near = min(jr.kink_radius(f, xs[i], ds[i]), jr.kink_radius(f, xs[i], -ds[i]))
+            assert near < rep.steps[-1], str(rep)  # closer than the smallest step
+    assert res.counts["linear"] >= 120
