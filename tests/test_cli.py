@@ -272,3 +272,27 @@ def test_the_shipped_schema_is_a_valid_json_schema():
     jsonschema.Draft202012Validator.check_schema(schema)
     assert schema["properties"]["schema_version"] == {"const": outputs.SCHEMA_VERSION}
     assert set(schema["properties"]["kind"]["enum"]) == set(outputs.KINDS)
+
+
+def test_ctrl_c_during_a_sweep_keeps_the_finished_rows(small_npz, tmp_path, monkeypatch, capsys):
+    from jaxrelu.study import experiments
+
+    real, calls = experiments.volume, []
+
+    def volume(*a, **k):
+        calls.append(a[0])
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as the second row starts
+        return real(*a, **k)
+
+    monkeypatch.setattr(experiments, "volume", volume)
+    out = tmp_path / "v.json"
+    argv = ["volume", "--dtypes", "float16", "float64", "--widths", "8", "--depths", "1",
+            "--batch-sizes", "64", "--inits", "4", "--json", str(out), "--no-progress",
+            "--data", small_npz]  # fmt: skip
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted: 1 finished rows kept" in err and "Traceback" not in err
+    doc = validate(out)
+    assert doc["interrupted"] is True and [r["dtype"] for r in doc["results"]] == ["float16"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored

@@ -16,9 +16,10 @@ next step boundary, saves what is finished and exits with status 130.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 EXIT_USAGE = 2
@@ -97,6 +98,19 @@ def _add_common(sp: argparse.ArgumentParser, json_help: str = "write the results
     sp.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _add_dtypes(sp: argparse.ArgumentParser, default: list[str]) -> None:
+    from .config import DTYPES
+
+    sp.add_argument(
+        "--dtypes",
+        nargs="+",
+        choices=DTYPES,
+        default=default,
+        metavar="DTYPE",
+        help=f"precisions, from {', '.join(DTYPES)}",
+    )
+
+
 def _add_reproduce(sub) -> None:
     r = sub.add_parser(
         "reproduce",
@@ -119,7 +133,6 @@ def _add_reproduce(sub) -> None:
 
 def _add_volume(sub) -> None:
     from . import limits
-    from .config import DTYPES
     from .experiments import VolumeConfig as V
 
     v = sub.add_parser(
@@ -129,15 +142,7 @@ def _add_volume(sub) -> None:
         "combination of dtype, width, depth and batch size.",
         formatter_class=_Formatter,
     )
-    dtypes = list(DTYPES)
-    v.add_argument(
-        "--dtypes",
-        nargs="+",
-        choices=dtypes,
-        default=["float16", V.dtype, "float64"],
-        metavar="DTYPE",
-        help=f"precisions, from {', '.join(dtypes)}",
-    )
+    _add_dtypes(v, ["float16", V.dtype, "float64"])
     v.add_argument(
         "--widths",
         nargs="+",
@@ -174,7 +179,7 @@ def _add_train(sub) -> None:
     """The ``train`` subcommand: one ``add_argument`` per option, long only because the
     command has many options (defaults read from the config dataclasses)."""
     from . import limits
-    from .config import DEFAULT_LEARNING_RATES, DTYPES, OPTIMIZERS
+    from .config import DEFAULT_LEARNING_RATES, OPTIMIZERS
     from .config import NetworkConfig as N
     from .config import OptimConfig as O
     from .config import RunConfig as R
@@ -194,14 +199,7 @@ def _add_train(sub) -> None:
         default=[0.0, 1.0],
         help="values of ReLU'(0) trained in lockstep",
     )
-    t.add_argument(
-        "--dtypes",
-        nargs="+",
-        choices=DTYPES,
-        default=[R.dtype],
-        metavar="DTYPE",
-        help=f"precisions, from {', '.join(DTYPES)}",
-    )
+    _add_dtypes(t, [R.dtype])
     t.add_argument(
         "--optimizers", nargs="+", choices=OPTIMIZERS, default=[O.optimizer], help="optimizers"
     )
@@ -255,7 +253,6 @@ def _add_train(sub) -> None:
 
 def _add_divergence(sub) -> None:
     from . import limits
-    from .config import DTYPES
     from .experiments import DivergenceConfig as D
 
     d = sub.add_parser(
@@ -265,15 +262,7 @@ def _add_divergence(sub) -> None:
         "ReLU'(0) = 0 and = 1 on the same minibatches.",
         formatter_class=_Formatter,
     )
-    dtypes = list(DTYPES)
-    d.add_argument(
-        "--dtypes",
-        nargs="+",
-        choices=dtypes,
-        default=["float16", D.dtype, "float64"],
-        metavar="DTYPE",
-        help=f"precisions, from {', '.join(dtypes)}",
-    )
+    _add_dtypes(d, ["float16", D.dtype, "float64"])
     d.add_argument("--steps", type=_int_in(1, 10**7), default=D.steps, help="SGD steps")
     d.add_argument(
         "--width", type=_int_in(1, limits.MAX_WIDTH), default=D.width, help="MLP hidden width"
@@ -345,26 +334,47 @@ def _load(args: argparse.Namespace):
         raise _fail(args, f"--data: {err}") from err
 
 
-def _iter(items: list, desc: str, enabled: bool) -> Iterator[Any]:
+def _collect(
+    items: list, fn: Callable[[Any], list[dict]], desc: str, enabled: bool
+) -> tuple[list[dict], bool]:
+    """``fn(item)``'s rows for every item, with a progress bar; stops at Ctrl-C (raised at
+    a step boundary) and returns ``(rows so far, interrupted)``."""
+    from .interrupt import Interrupted
     from .progress import Progress
 
+    rows: list[dict] = []
     bar = Progress(len(items), desc, "config", enabled)
     try:
         for item in items:
-            yield item
+            rows += fn(item)
             bar.update()
+    except Interrupted:
+        return rows, True
     finally:
         bar.close()
+    return rows, False
 
 
-def _write_json(path: str | None, kind: str, rows: list[dict], config: dict, ds=None) -> None:
-    if path is None:
-        return
-    from . import outputs
+def _finish(
+    args: argparse.Namespace, kind: str, table: str, rows: list[dict], config: dict, ds,
+    interrupted: bool,
+) -> int:  # fmt: skip
+    """Prints the table and writes ``--json`` (the finished rows only, marked
+    ``"interrupted": true``, after Ctrl-C); returns the exit status."""
+    if rows:
+        print(table)
+    path = _json_path(args)
+    if path is not None:
+        from . import outputs
 
-    doc = outputs.document(kind, rows, dataset=None if ds is None else ds.describe(), config=config)
-    outputs.atomic_write(path, outputs.dumps(doc))
-    print(f"wrote {path}", file=sys.stderr)
+        extra = {"interrupted": True} if interrupted else {}
+        doc = outputs.document(kind, rows, dataset=ds.describe(), config=config, **extra)
+        outputs.atomic_write(path, outputs.dumps(doc))
+        print(f"wrote {path}", file=sys.stderr)
+    if interrupted:
+        print(f"interrupted: {len(rows)} finished rows kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
 
 
 def _config(args: argparse.Namespace, **settled: Any) -> dict[str, Any]:
@@ -378,7 +388,7 @@ def _config(args: argparse.Namespace, **settled: Any) -> dict[str, Any]:
 def _cmd_volume(args: argparse.Namespace) -> int:
     from . import experiments, report
 
-    path = _json_path(args)
+    _json_path(args)
     ds = _load(args)
     grid = [
         (dt, w, d, b)
@@ -389,13 +399,13 @@ def _cmd_volume(args: argparse.Namespace) -> int:
     ]
     for dt, w, d, b in grid:  # every check before any work
         experiments.check_volume(experiments.VolumeConfig(dt, w, d, b, args.inits, args.seed), ds)
-    rows = [
-        experiments.volume(dt, w, d, b, args.inits, args.seed, ds)
-        for dt, w, d, b in _iter(grid, "volume", not args.no_progress)
-    ]
-    print(report.volume_rows_table(rows))
-    _write_json(path, "volume", rows, _config(args), ds)
-    return 0
+    rows, stopped = _collect(
+        grid,
+        lambda g: [experiments.volume(*g, args.inits, args.seed, ds)],
+        "volume",
+        not args.no_progress,
+    )
+    return _finish(args, "volume", report.volume_rows_table(rows), rows, _config(args), ds, stopped)
 
 
 def _train_configs(args: argparse.Namespace, ds) -> list:
@@ -434,28 +444,29 @@ def _train_configs(args: argparse.Namespace, ds) -> list:
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import experiments, report
 
-    path = _json_path(args)
+    _json_path(args)
     ds = _load(args)
     configs = _train_configs(args, ds)
-    rows = []
-    for cfg in configs:
+
+    def run(cfg):
         kw = {k: v for k, v in cfg.to_dict().items() if k != "kink_grads"}
-        rows += experiments.train_comparison(
+        return experiments.train_comparison(
             kink_grads=cfg.kink_grads, data=ds, progress=not args.no_progress, **kw
         )
-    print(report.train_table(rows, style="text"))
+
+    rows, stopped = _collect(configs, run, "train", False)  # each run has its own bar
     network = configs[0].network.to_dict()  # the fields this model uses, nothing else
     network.pop("batchnorm")
     config = {k: v for k, v in _config(args).items() if k not in (*network, "channels")}
-    _write_json(path, "train", rows, {**config, "network": network}, ds)
-    return 0
+    table = report.train_table(rows, style="text")
+    return _finish(args, "train", table, rows, {**config, "network": network}, ds, stopped)
 
 
 def _cmd_divergence(args: argparse.Namespace) -> int:
     from . import experiments, report
     from .engine import preflight
 
-    path = _json_path(args)
+    _json_path(args)
     ds = _load(args)
     per_epoch = len(ds.y_train) // args.batch_size
     if per_epoch == 0:
@@ -478,23 +489,14 @@ def _cmd_divergence(args: argparse.Namespace) -> int:
     ]
     for c in cfgs:
         preflight(c.train_config(per_epoch), ds)
-    rows = [
-        experiments.divergence(
-            c.dtype,
-            c.steps,
-            c.width,
-            c.depth,
-            c.batch_size,
-            c.seed,
-            c.learning_rate,
-            ds,
-            c.momentum,
-        )
-        for c in _iter(cfgs, "divergence", not args.no_progress)
-    ]
-    print(report.divergence_table(rows, style="text"))
-    _write_json(path, "divergence", rows, _config(args), ds)
-    return 0
+    rows, stopped = _collect(
+        cfgs,
+        lambda c: [experiments.divergence(**dataclasses.asdict(c), data=ds)],
+        "divergence",
+        not args.no_progress,
+    )
+    table = report.divergence_table(rows, style="text")
+    return _finish(args, "divergence", table, rows, _config(args), ds, stopped)
 
 
 def _summary(outcome) -> str:
@@ -548,7 +550,11 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     audit = jaxrelu.audit_conventions()
     print(f"JAX {jax.__version__}: derivatives returned at kinks\n")
     print(audit)
-    _write_json(path, "audit", audit.to_dicts(), {})
+    if path is not None:
+        from . import outputs
+
+        outputs.atomic_write(path, outputs.dumps(outputs.document("audit", audit.to_dicts())))
+        print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

@@ -64,13 +64,14 @@ class NetworkConfig:
         activation: ``"relu"``, ``"leaky_relu"``, ``"abs"``, ``"relu6"`` or ``"hard_tanh"``.
     """
 
-    model: str = "mlp"
-    width: int = 256
-    depth: int = 2
-    channels: tuple[int, ...] = (16, 32)
-    batchnorm: bool = False
-    init: str = "torch"
-    activation: str = "relu"
+    # the defaults are the Architecture's: one source
+    model: str = models.Architecture.kind
+    width: int = models.Architecture.width
+    depth: int = models.Architecture.depth
+    channels: tuple[int, ...] = models.Architecture.channels
+    batchnorm: bool = models.Architecture.batchnorm
+    init: str = models.Architecture.init
+    activation: str = models.Architecture.activation
 
     def __post_init__(self) -> None:
         _validate.one_of(self.model, models.MODELS, "model")

@@ -30,6 +30,7 @@ __all__ = [
     "available_bytes",
     "check_fits",
     "fmt_bytes",
+    "proc_status",
 ]
 
 MAX_WIDTH = 2**16
@@ -75,15 +76,22 @@ def _meminfo_available() -> int | None:
         return None
 
 
-def _vm_size() -> int:
+def proc_status(field: str) -> str | None:
+    """The value of ``field`` (e.g. ``"VmSize"``, ``"Umask"``) in ``/proc/self/status``,
+    or None where there is no such file (not Linux)."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
-                if line.startswith("VmSize:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+                if line.startswith(field + ":"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # pragma: no cover - not Linux
         pass
-    return 0
+    return None
+
+
+def _vm_size() -> int:
+    value = proc_status("VmSize")  # "123456 kB"
+    return int(value.split()[0]) * 1024 if value else 0
 
 
 def _rlimit_room() -> int | None:

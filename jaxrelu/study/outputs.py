@@ -33,6 +33,7 @@ import numpy as np
 
 import jaxrelu
 
+from . import limits
 from .experiments import INTERVAL
 
 __all__ = [
@@ -205,14 +206,10 @@ def check_output_dir(
 
 
 def _umask() -> int:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
-        pass
-    mask = os.umask(0o022)  # pragma: no cover
+    value = limits.proc_status("Umask")
+    if value is not None:
+        return int(value, 8)
+    mask = os.umask(0o022)  # pragma: no cover - not Linux: read it by setting it back
     os.umask(mask)  # pragma: no cover
     return mask  # pragma: no cover
 

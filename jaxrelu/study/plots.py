@@ -37,6 +37,7 @@ PLOT_NAMES = (
     "divergence.png",
 )
 _LEVEL = f"{100 * INTERVAL['level']:.0f}%"
+_MARKERS = ("o", "s", "^", "D")
 
 
 def _pyplot():
@@ -88,9 +89,11 @@ def _by_precision(plt, out: str, vol: list[dict], plan: Plan) -> str | None:
         capsize=4,
         label=f"ours ({_LEVEL} CI)",
     )
-    paper = [(i, PAPER_BASE[r["dtype"]]) for i, r in enumerate(rows) if r["dtype"] in PAPER_BASE]
-    if paper:
-        ax.plot(*zip(*paper), "x", color="black", label="paper, MNIST")
+    paper = [
+        (i + 0.15, PAPER_BASE[r["dtype"]]) for i, r in enumerate(rows) if r["dtype"] in PAPER_BASE
+    ]
+    if paper:  # beside ours, so that equal values stay visible
+        ax.plot(*zip(*paper), "x", color="black", label="paper, MNIST\n(batch 100, 200 inits)")
     ax.set_xticks(xs, [r["dtype"] for r in rows])
     ax.set_xlabel("precision")
     ax.set_ylabel("P(θ in bifurcation zone)")
@@ -132,11 +135,13 @@ def _sweep(plt, out: str, vol: list[dict], plan: Plan, name: str) -> str | None:
     if not pts_by_dtype:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for dt, pts in pts_by_dtype.items():
-        xs = [r[field] for r in pts]
-        ax.errorbar(
-            xs, [r["probability"] for r in pts], yerr=_errors(pts), marker="o", capsize=3, label=dt
-        )
+    n = len(pts_by_dtype)
+    for j, (dt, pts) in enumerate(pts_by_dtype.items()):
+        # dodge the precisions sideways (equal values would hide each other), markers differ
+        shift = (j - (n - 1) / 2) * 0.08
+        xs = [r[field] * 2**shift if name != "depth" else r[field] + shift for r in pts]
+        ax.errorbar(xs, [r["probability"] for r in pts], yerr=_errors(pts),
+                    marker=_MARKERS[j % len(_MARKERS)], capsize=3, label=dt)  # fmt: skip
     if name != "depth":
         ax.set_xscale("log", base=2)
     ax.set_xticks(list(values), [str(v) for v in values])
@@ -176,16 +181,17 @@ def _accuracy(plt, out: str, tr: list[dict]) -> str | None:
         ax.bar_label(
             bars,
             labels=[f"{m:.3f}" if np.isfinite(m) else "" for m in means],
+            label_type="center",  # inside the bar: clear of the error bars
             fontsize=6,
             rotation=90,
-            padding=2,
+            color="white",
         )
     ax.set_xticks(
         np.arange(len(keys)),
         [f"{m} {d}\n{'BN' if bn else 'no BN'} {o}" for m, d, bn, o in keys],
         fontsize=7,
     )
-    ax.set_ylim(0.0, 1.12)
+    ax.set_ylim(0.0, 1.0)
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_xlabel("model, precision, batch norm, optimizer")
     ax.set_ylabel("test accuracy")

@@ -4,9 +4,10 @@ the plots.
 
 Every output path is checked before any work (:mod:`jaxrelu.study.outputs`); the plan is
 checked against the data (batch sizes, image shape) before any work; every finished
-configuration is saved as it completes, and the report is rebuilt after each section from
-this run's results only. An overall stage counter with the elapsed time and an estimate of
-the time left goes to stderr; the section tables go to ``echo`` (stdout in the CLI).
+configuration is saved as it completes; ``results.json`` and ``report.md`` are rebuilt after
+each section from this run's results only, the plots at the end. An overall stage counter
+with the elapsed time and an estimate of the time left goes to stderr; the section tables
+go to ``echo`` (stdout in the CLI).
 """
 
 from __future__ import annotations
@@ -81,7 +82,11 @@ def _run_section(name: str, job: Job, data: Dataset, progress: bool) -> list[dic
     return [experiments.divergence(data=data, **kw)]
 
 
-def _write(out: str, data: Dataset, plan: Plan, quick: bool, sections, started) -> Outcome:
+def _write(
+    out: str, data: Dataset, plan: Plan, quick: bool, sections, started, final: bool
+) -> Outcome:
+    """Writes ``results.json`` and ``report.md`` (after every section) and the plots (at
+    the end only: drawing them is the slow part)."""
     rows = [dict(r, experiment=name) for name, rs in sections.items() for r in rs]
     doc = outputs.document(
         "reproduce",
@@ -92,7 +97,7 @@ def _write(out: str, data: Dataset, plan: Plan, quick: bool, sections, started) 
         started=started,
     )
     results = outputs.atomic_write(os.path.join(out, "results.json"), outputs.dumps(doc))
-    made = plots.make_plots(out, sections, plan)
+    made = plots.make_plots(out, sections, plan) if final else []
     text = report.markdown(doc, plan, quick, sections, made)
     md = outputs.atomic_write(os.path.join(out, "report.md"), text)
     runs_dir = os.path.join(out, "runs")
@@ -141,6 +146,7 @@ def reproduce(
     stages = Stages([name for name in EXPERIMENTS for _ in all_jobs[name]], enabled=progress)
     sections: dict[str, list[dict]] = {name: [] for name in EXPERIMENTS}
     outcome = None
+    last = [name for name in EXPERIMENTS if all_jobs[name]][-1]
     for name in EXPERIMENTS:
         if not all_jobs[name]:
             continue
@@ -156,6 +162,6 @@ def reproduce(
             )
         else:
             echo(f"\n## Trajectory divergence\n\n{report.divergence_table(sections[name])}")
-        outcome = _write(out, data, plan, quick, sections, started)
+        outcome = _write(out, data, plan, quick, sections, started, final=name == last)
     assert outcome is not None
     return outcome
