@@ -22,6 +22,8 @@ from jaxrelu.study import plan as plans
 from jaxrelu.study import reproduce as R
 from jaxrelu.study.data import Dataset, synthetic
 
+pytestmark = pytest.mark.slow  # end-to-end runs of reproduce (seconds each)
+
 TINY = dataclasses.replace(
     plans.QUICK,
     volume_base={"width": 8, "depth": 1, "batch_size": 64},
@@ -272,7 +274,6 @@ def _cli(tmp_path, out, data, sigint_after=None):
     return proc.returncode, stdout, stderr
 
 
-@pytest.mark.slow
 def test_ctrl_c_on_the_command_exits_130_saves_and_resumes(tmp_path):
     data = tmp_path / "small.npz"
     x = np.random.default_rng(0).uniform(size=(360, 12)).astype(np.float32)

@@ -337,10 +337,15 @@ def _instrumentation(spec: EngineSpec, state: TrainState, xb, yb, pre):
 
 
 def _finite_per_run(tree: Any) -> jax.Array:
-    leaves = [
-        jnp.all(jnp.isfinite(v.reshape(v.shape[0], -1)), axis=1) for v in jax.tree.leaves(tree)
-    ]
-    return jnp.all(jnp.stack(leaves), axis=0)
+    """Whether every entry of each run's leaves is finite, as the finiteness of their sum
+    (in the widest float: NaN and inf propagate through it, and finite entries cannot
+    overflow it); one fused reduction per leaf, much cheaper per step than
+    ``all(isfinite)``."""
+    wide = _util.widest_float()
+    total = sum(
+        jnp.sum(v.astype(wide).reshape(v.shape[0], -1), axis=1) for v in jax.tree.leaves(tree)
+    )
+    return jnp.isfinite(total)
 
 
 def _unscale(spec: EngineSpec, grads: Any, scale: jax.Array) -> Any:
