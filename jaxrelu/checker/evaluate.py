@@ -24,7 +24,6 @@ from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 
 from .. import _util
 from .._jaxpr.driver import compile_cached
-from .._jaxpr.passes import fingerprint
 from .problem import Problem
 
 __all__ = ["Measurements", "measure"]
@@ -126,7 +125,7 @@ def measure(problem: Problem, steps: np.ndarray) -> list[Measurements]:
     consts = list(problem.closed.consts)
     w = problem.cotangent if problem.cotangent is not None else []
     args = (consts, problem.x0, problem.fixed, problem.direction, w, jnp.asarray(steps, wide))
-    text, refs = fingerprint(problem.closed)
+    text, refs = problem.traced.fingerprint, problem.traced.refs
     avals = jax.tree.map(lambda v: (jnp.shape(v), str(jnp.result_type(v))), args[1:])
     key = ("checker", problem.mode, problem.batched, text, tuple(map(id, refs)), str(avals))
     key += (jax.config.jax_enable_x64,)

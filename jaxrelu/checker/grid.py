@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DISTORTION", "default_steps", "ladder", "moving_steps", "validate_steps"]
+__all__ = [
+    "DISTORTION",
+    "default_steps",
+    "default_steps_many",
+    "ladder",
+    "moving_steps",
+    "validate_steps",
+]
 
 DISTORTION = 0.25  # largest relative error of the represented step kept in the grid
 
@@ -58,6 +65,33 @@ def default_steps(x0: Sequence[np.ndarray], d: Sequence[np.ndarray], eps: float)
     least 3 steps."""
     full = ladder(float(np.linalg.norm(_flat64(x0))), float(np.linalg.norm(_flat64(d))), eps)
     return full[: max(moving_steps(full, x0, d), 3)]
+
+
+def default_steps_many(
+    x0: Sequence[np.ndarray], d: Sequence[np.ndarray], eps: float
+) -> list[np.ndarray]:
+    """:func:`default_steps` for every point of a batch (leaves with a leading point
+    axis), computed for all points and steps at once."""
+    n = np.shape(x0[0])[0]
+    flat = lambda leaves: np.concatenate(
+        [np.asarray(v, np.float64).reshape(n, -1) for v in leaves], axis=1
+    )
+    x_norm = np.linalg.norm(flat(x0), axis=1)
+    d64 = flat(d)
+    d_norm = np.linalg.norm(d64, axis=1)
+    k = round(-math.log2(eps)) + 4
+    tops = 2.0 ** np.round(np.log2(np.maximum(x_norm, 1.0) / d_norm))
+    hs = tops[:, None] * 2.0 ** -np.arange(k)[None, :]  # (points, steps)
+    err = np.zeros_like(hs)
+    for x, v in zip(x0, d):
+        x = np.asarray(x).reshape(n, 1, -1)
+        v64 = np.asarray(v, np.float64).reshape(n, 1, -1)
+        step = (hs[:, :, None] * v64).astype(x.dtype)
+        dx = (x + step).astype(x.dtype).astype(np.float64) - x.astype(np.float64)
+        err += np.sum(np.square(dx - hs[:, :, None] * v64), axis=2)
+    bad = np.sqrt(err) > DISTORTION * hs * d_norm[:, None]
+    first_bad = np.where(bad.any(axis=1), bad.argmax(axis=1), k)
+    return [hs[i, : max(int(first_bad[i]), 3)] for i in range(n)]
 
 
 def validate_steps(steps: Any) -> np.ndarray:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _validate
-from .._jaxpr import lowest_float, trace
+from .._jaxpr.driver import Traced, traced
 from .._jaxpr.passes import piecewise_linear
 
 __all__ = ["MODES", "Problem", "random_direction", "setup"]
@@ -27,11 +27,12 @@ class Problem:
 
     Attributes:
         fn: ``fn(x, fixed)``: the function of the perturbed arguments ``x`` (the others,
-            ``fixed``, held at their values).
+            ``fixed``, held at their values); ``user_fn`` the user's ``f`` and ``nums`` the
+            selected argument numbers (None: ``f(x0)``), which key the trace cache.
         x0, fixed: the point (perturbed part, and the rest); with a leading batch axis for
             :func:`~jaxrelu.check_many`.
         direction: like ``x0``.
-        closed: the traced program of ``fn`` (one point).
+        traced: the traced program of ``fn`` at one point (``closed``, ``out_tree``).
         mode: ``"fwd"`` or ``"rev"``: how the derivative is obtained.
         mode_note: why ``"auto"`` chose it (empty otherwise).
         cotangent: for ``"rev"``, the unit cotangent ``w`` (flat list of output leaves).
@@ -43,18 +44,27 @@ class Problem:
     """
 
     fn: Callable
+    user_fn: Callable
+    nums: Any
     x0: Any
     fixed: Any
     direction: Any
-    closed: Any
+    traced: Traced
     mode: str
     mode_note: str
     cotangent: Any
     eps: float
     dtype_name: str
     piecewise_linear: bool
-    out_tree: Any = None
     batched: bool = False
+
+    @property
+    def closed(self) -> Any:
+        return self.traced.closed
+
+    @property
+    def out_tree(self) -> Any:
+        return self.traced.out_tree
 
     def point(self, i: int | None = None) -> tuple[Any, Any, Any]:
         """``(x0, fixed, direction)``, of point ``i`` when batched."""
@@ -145,7 +155,7 @@ def setup(
     name_x, name_d = names
     _validate.check_callable(f)
     _validate.one_of(mode, MODES, "mode")
-    fn, x, fixed, _ = _select(f, x0, argnums, batched)
+    fn, x, fixed, nums = _select(f, x0, argnums, batched)
     x = _validate.float_tree(x, name_x)
     if finite:
         _validate.finite_tree(x, name_x)
@@ -175,31 +185,33 @@ def setup(
         raise ValueError(f"`{name_d}` is zero{which}; give a nonzero direction")
     one = (lambda t: jax.tree.map(lambda v: v[0], t)) if batched else (lambda t: t)
     x1, fixed1 = one(x), one(fixed)
-    closed, out_tree = _traced(fn, x1, fixed1)
+    tr = _traced(f, fn, nums, x1, fixed1)
+    closed = tr.closed
     note = ""
     if mode == "auto":
-        note = _forward_works(closed)
+        note = tr.once("forward", lambda: _forward_works(closed))
         mode = "rev" if note else "fwd"
     w = None
     if mode == "rev":
         w = _cotangent(closed, key if key is not None else jax.random.PRNGKey(1))
-    low = lowest_float(closed.jaxpr)
-    low = low if low is not None else jnp.dtype(jax.tree.leaves(x1)[0].dtype)
+    low = tr.low if tr.low is not None else jnp.dtype(jax.tree.leaves(x1)[0].dtype)
     n_x = len(jax.tree.leaves(x1))
-    pl = piecewise_linear(closed.jaxpr, [True] * n_x + [False] * (len(closed.jaxpr.invars) - n_x))
+    flags = [True] * n_x + [False] * (len(closed.jaxpr.invars) - n_x)
+    pl = tr.once(("piecewise_linear", n_x), lambda: piecewise_linear(closed.jaxpr, flags))
     return Problem(
         fn=fn,
+        user_fn=f,
+        nums=nums,
         x0=x,
         fixed=fixed,
         direction=direction,
-        closed=closed,
+        traced=tr,
         mode=mode,
         mode_note=note,
         cotangent=w,
         eps=float(jnp.finfo(low).eps),
         dtype_name=jnp.dtype(low).name,
         piecewise_linear=pl,
-        out_tree=out_tree,
         batched=batched,
     )
 
@@ -211,27 +223,27 @@ def _norms(tree: Any, batched: bool) -> np.ndarray:
     return np.asarray(np.sqrt(sum(np.sum(np.square(v)) for v in leaves)))
 
 
-def _traced(fn: Callable, x: Any, fixed: Any) -> tuple[Any, Any]:
-    """The traced program, with a clear error when ``f`` cannot be traced or does not
-    return floating-point arrays."""
+def _traced(f: Callable, fn: Callable, nums: Any, x: Any, fixed: Any) -> Traced:
+    """The traced program (from the trace cache when ``f`` is unchanged), with a clear
+    error when ``f`` cannot be traced or does not return floating-point arrays."""
     from .._util import user_frame_of_exception
 
     try:
-        closed, out_tree = trace(fn, (x, fixed))
+        tr = traced(f, (x, fixed), key=("checker", nums), call=fn)
     except Exception as err:  # any tracing failure becomes one clear TypeError
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise TypeError(
             f"`f` must be a JAX-traceable function of its inputs; tracing it failed at "
             f"{user_frame_of_exception(err)} with {type(err).__name__}: {first}"
         ) from err
-    outs = closed.jaxpr.outvars
+    outs = tr.closed.jaxpr.outvars
     if not outs:
         raise TypeError("`f` returned no arrays")
     for v in outs:
         dt = v.aval.dtype
         if not jnp.issubdtype(dt, jnp.inexact):
             raise TypeError(f"`f` must return floating-point arrays; it returned dtype {dt}")
-    return closed, out_tree
+    return tr
 
 
 def _cotangent(closed: Any, key: jax.Array) -> list[Any]:
