@@ -2,9 +2,9 @@
 published numbers they are compared with.
 
 A job is a JSON-ready dict of keyword arguments for one experiment
-(:func:`~jaxrelu.study.experiments.volume`, :func:`~jaxrelu.study.experiments.
-train_comparison` or :func:`~jaxrelu.study.experiments.divergence`); the runner saves one
-result per job.
+(:func:`~jaxrelu.study.experiments.volume`,
+:func:`~jaxrelu.study.experiments.train_comparison` or
+:func:`~jaxrelu.study.experiments.divergence`); the runner saves one result per job.
 """
 
 from __future__ import annotations
