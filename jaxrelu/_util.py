@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
-_JAX_DIRS = tuple(
-    os.path.dirname(os.path.abspath(m.__file__))
+_JAX_DIRS: tuple[str, ...] = tuple(
+    os.path.dirname(os.path.abspath(str(m.__file__)))
     for m in (jax, __import__("jaxlib"))
     if getattr(m, "__file__", None)
 )
@@ -97,7 +97,12 @@ def trace_output(f: Callable, *args: Any, name: str = "f") -> Any:
 
 def widest_float() -> Any:
     """float64 when x64 is enabled, else float32: the precision used for bookkeeping."""
-    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    return jnp.float64 if x64() else jnp.float32
+
+
+def x64() -> bool:
+    """Whether 64-bit mode is on (``jax_enable_x64``)."""
+    return bool(jax.config.read("jax_enable_x64"))
 
 
 def eps_of(dtypes: Any) -> float:

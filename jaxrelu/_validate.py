@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _util
+
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
@@ -78,7 +80,8 @@ def finite_tree(x: Any, name: str) -> None:
 
 
 def check_same_structure(a: Any, b: Any, name_a: str, name_b: str) -> None:
-    ta, tb = jax.tree_util.tree_structure(a), jax.tree_util.tree_structure(b)
+    ta: Any = jax.tree_util.tree_structure(a)
+    tb: Any = jax.tree_util.tree_structure(b)
     if ta != tb:
         raise ValueError(f"`{name_b}` must have the same structure as `{name_a}`: {tb} vs {ta}")
     for i, (u, v) in enumerate(zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))):
@@ -127,7 +130,8 @@ def number(
         value, (numbers.Real, np.generic, np.ndarray, jax.Array)
     ):
         raise TypeError(f"`{name}` must be a real number, got {value!r}")
-    if np.ndim(value) != 0 or not np.issubdtype(np.asarray(value).dtype, np.number):
+    arr = np.asarray(value)
+    if arr.ndim != 0 or not np.issubdtype(arr.dtype, np.number):
         raise TypeError(f"`{name}` must be a real number, got {value!r}")
     v = float(value)
     if not math.isfinite(v):
@@ -158,7 +162,7 @@ def float_dtype(value: Any, name: str = "dtype") -> str:
             raise TypeError(f"`{name}` must be a dtype name, got {value!r}") from err
     if value not in FLOAT_DTYPES:
         raise ValueError(f"unknown `{name}` {value!r}; choose from {', '.join(FLOAT_DTYPES)}")
-    if value == "float64" and not jax.config.jax_enable_x64:
+    if value == "float64" and not _util.x64():
         raise ValueError(
             f"`{name}` float64 needs 64-bit mode: call "
             "jax.config.update('jax_enable_x64', True) first"

@@ -97,12 +97,11 @@ def _jax_cases() -> list[tuple[str, Callable, list[float], str]]:
 
 
 def _registry_cases() -> list[tuple[str, Callable, list[float], str]]:
-    cases = []
+    cases: list[tuple[str, Callable, list[float], str]] = []
     for name, info in REGISTRY.items():
         if info.arity == 2:
-            cases.append(
-                (f"jaxrelu.{name}(x, 0)", lambda x, fn=info.fn: fn(x, 0.0), [0.0], "jaxrelu")
-            )
+            at_zero: Callable = lambda x, fn=info.fn: fn(x, 0.0)
+            cases.append((f"jaxrelu.{name}(x, 0)", at_zero, [0.0], "jaxrelu"))
         else:
             cases.append((f"jaxrelu.{name}(x)", info.fn, [k.at for k in info.kinks], "jaxrelu"))
     cases.append(("jaxrelu.relu(x, 1.0)", lambda x: relu(x, 1.0), [0.0], "jaxrelu"))

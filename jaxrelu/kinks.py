@@ -172,7 +172,7 @@ def sites_of(res: Analysis, with_radius: bool) -> list[KinkSite]:
                 primitive=m.primitive,
                 kind=kind,
                 activation=m.activation,
-                source=m.source,
+                source=m.source or "unknown",
                 size=int(size),
                 ties=int(ties),
                 min_margin=float(margin),

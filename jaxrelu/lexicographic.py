@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 
-from . import _validate
+from . import _util, _validate
 from ._jaxpr import analyse
 from ._jaxpr.driver import compile_cached, traced
 from .kinks import KinkSite, sites_of
@@ -148,10 +148,9 @@ def _jax_derivative(tr: Any, args: tuple, kind: str, blocks: list | None = None)
 
             return push
 
-        example = (consts, args[0], jax.tree.unflatten(jax.tree.structure(args[0]), blocks))
+        example = (consts, args[0], jax.tree.unflatten(jax.tree.structure(args[0]), blocks or []))
     avals = str(jax.tree.map(lambda v: (jnp.shape(v), str(jnp.result_type(v))), example[1:]))
-    key = ("lexicographic", kind, tr.fingerprint, tuple(map(id, tr.refs)), avals)
-    key += (jax.config.jax_enable_x64,)
+    key = ("lexicographic", kind, tr.fingerprint, tuple(map(id, tr.refs)), avals, _util.x64())
     return compile_cached(key, tr.refs, build, *example)(*example)
 
 

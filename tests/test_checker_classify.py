@@ -136,6 +136,17 @@ def test_a_smooth_function_reaching_the_floor_is_not_an_abrupt_rise():
     assert ev.pattern is Pattern.POWER and ev.order == pytest.approx(2, abs=0.01)
 
 
+def test_a_window_falls_back_to_the_informative_run_when_few_steps_are_clean():
+    floor = np.full(len(H), 1e-6)
+    # four informative steps, only the two largest clean (above 8 floors)
+    r = np.concatenate([[1e-4, 6e-5, 7e-6, 3.5e-6], np.full(len(H) - 4, 1e-7)])
+    ev = classify_remainders(H, r, floor, 1.0)
+    assert list(ev.window) == [0, 1, 2, 3]  # the informative run, not the 2 clean steps
+    r2 = np.concatenate([[7e-6, 3.5e-6, 2.5e-6], np.full(len(H) - 3, 1e-7)])
+    ev2 = classify_remainders(H, r2, floor, 1.0)
+    assert list(ev2.window) == [0, 1, 2] and ev2.pattern is not Pattern.FEW
+
+
 def test_informative_and_clean_thresholds():
     floor = np.full(len(H), 1.0)
     # 2.5 floors is informative but not clean; 7.9 floors too: the window falls back

@@ -75,7 +75,7 @@ def call(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
 
 
 def _pack(interp: Interpreter, vals: Sequence[Val]) -> tuple:
-    out = []
+    out: list[tuple[Any, Any, Any]] = []
     for v in vals:
         p = jnp.asarray(v.p)
         if is_float(p):
@@ -271,6 +271,8 @@ def scan(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
         packed = _pack(interp, outs)
         return packed[:nk], (packed[nk:], tuple(child.stats))
 
+    ys: Any
+    stats: Any
     c_out, (ys, stats) = lax.scan(
         step, carry, xs, length=p["length"], reverse=p["reverse"], unroll=p.get("unroll", 1)
     )

@@ -110,7 +110,8 @@ class SiteStats(NamedTuple):
 
     def reduce(self) -> SiteStats:
         """Combines stacked statistics (a leading iteration axis)."""
-        return SiteStats(*(op(v) for op, v in zip(_REDUCE, self)))
+        ops: tuple[Callable[[Any], Any], ...] = _REDUCE
+        return SiteStats(*(op(v) for op, v in zip(ops, self)))
 
 
 _MERGE = (jnp.add, jnp.add, jnp.minimum, jnp.minimum, jnp.maximum, jnp.add)
@@ -404,4 +405,4 @@ def first_true(mask: Any, axes: Sequence[int]) -> Any:
     idx = jnp.argmax(flat, axis=-1)
     hot = (jnp.arange(n) == idx[..., None]) & jnp.any(flat, axis=-1, keepdims=True)
     hot = hot.reshape(moved.shape)
-    return jnp.transpose(hot, np.argsort(perm))
+    return jnp.transpose(hot, [int(i) for i in np.argsort(perm)])

@@ -175,7 +175,7 @@ def traced(f: Callable, args: Sequence[Any], *, key: Any = None, call: Callable 
     """The :class:`Traced` program of ``f(*args)``, from the trace cache when ``f`` and
     what it holds are unchanged. ``key`` adds to the cache key and ``call`` (a wrapper of
     ``f``, e.g. selecting arguments) is what gets traced."""
-    k = (_identity(f, 2), key, _avals(args), jax.config.jax_enable_x64)
+    k = (_identity(f, 2), key, _avals(args), _util.x64())
     hit = _lru_get(_TRACES, k)
     if hit is not None:
         return hit
@@ -264,7 +264,7 @@ def _build(tr: Traced, opts: _Options, box: dict) -> Callable:
     wide = _util.widest_float()
     n_ld, probe = opts.n_ld, tr.probe
 
-    def run(consts: list, args: list, tangents: list) -> tuple:
+    def run(consts: list, args: list, tangents: list) -> dict[str, Any]:
         if opts.random:
             tangents = _random_blocks(args)
         if probe:
@@ -303,7 +303,9 @@ def _build_grad(tr: Traced, opts: _Options, box: dict) -> Callable:
         raise TypeError("`f` must return a floating-point scalar (as for jax.grad)")
     wide = _util.widest_float()
 
-    def run(consts: list, args: list, tangents: list) -> tuple:
+    grad_args: tuple[int, ...] = opts.grad or ()
+
+    def run(consts: list, args: list, tangents: list) -> dict[str, Any]:
         def value(*a: Any) -> tuple:
             rec = Recorder(wide)
             interp = Interpreter(wide, 0, faithful=True)
@@ -312,7 +314,7 @@ def _build_grad(tr: Traced, opts: _Options, box: dict) -> Callable:
             return out.p, _pack(rec.stats, wide)
 
         with ties_only():
-            (val, stats), grads = jax.value_and_grad(value, argnums=opts.grad, has_aux=True)(*args)
+            (val, stats), grads = jax.value_and_grad(value, argnums=grad_args, has_aux=True)(*args)
         zero = jnp.zeros((), wide)
         return {"stats": stats, "probe": (zero, zero), "grad": (val, grads)}
 
@@ -322,7 +324,7 @@ def _build_grad(tr: Traced, opts: _Options, box: dict) -> Callable:
 def _program(tr: Traced, flat: list, tangents: list, opts: _Options) -> tuple[Any, tuple]:
     avals = tuple((jnp.shape(a), str(jnp.result_type(a))) for a in flat)
     tspec = tuple(None if t is None else jnp.shape(t) for t in tangents)
-    x64 = jax.config.jax_enable_x64
+    x64 = _util.x64()
     key = ("analysis", tr.fingerprint, tuple(map(id, tr.refs)), avals, tspec, opts, x64)
     hit = _lru_get(_COMPILED, key)
     if hit is not None:

@@ -169,7 +169,7 @@ def discrete(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> li
 
 
 def _propagate_switch(interp, eqn, ins, outs) -> list[Switch | None]:
-    none = [None] * len(outs)
+    none: list[Switch | None] = [None] * len(outs)
     if all(v.sw is None for v in ins) or len(outs) != 1:
         return none
     name = eqn.primitive.name
@@ -230,7 +230,9 @@ def _elementwise_switch(interp, eqn, ins, out) -> Switch:
         dists.append(jnp.broadcast_to(v.sw.dist, shape))
         rates.append(None if v.sw.rate is None else jnp.broadcast_to(v.sw.rate, shape))
         times.append(None if v.sw.time is None else jnp.broadcast_to(v.sw.time, shape))
-    time = None if any(t is None for t in times) else jnp.min(jnp.stack(times), axis=0)
+    time = None
+    if all(t is not None for t in times):
+        time = jnp.min(jnp.stack([t for t in times if t is not None]), axis=0)
     if len(dists) == 1:
         return Switch(dists[0], rates[0], alts[0], time)
     d = jnp.stack(dists)
@@ -245,17 +247,19 @@ def _reduction_switch(interp, eqn, v: Val, out) -> Switch | None:
     ``jnp.select``): each element of the axis is flipped across its switch in turn; the
     nearest one whose flip changes the result decides."""
     name = eqn.primitive.name
+    sw = v.sw
+    assert sw is not None
     x = jnp.asarray(v.p)
     axes = tuple(eqn.params["axes"]) if "axes" in eqn.params else (eqn.params["axis"],)
     axes = tuple(a % x.ndim for a in axes)
     n = int(np.prod([x.shape[a] for a in axes], dtype=int))
-    if n > _FLIP_LIMIT or (v.sw.rate is None and interp.n_ld):
+    if n > _FLIP_LIMIT or (sw.rate is None and interp.n_ld):
         return None
     keep = name in _SCANS
-    dist = jnp.broadcast_to(v.sw.dist, x.shape)
-    rate = None if v.sw.rate is None else jnp.broadcast_to(v.sw.rate, x.shape)
-    across = jnp.broadcast_to(v.sw.across, x.shape)
-    time = None if v.sw.time is None else jnp.broadcast_to(v.sw.time, x.shape)
+    dist = jnp.broadcast_to(sw.dist, x.shape)
+    rate = None if sw.rate is None else jnp.broadcast_to(sw.rate, x.shape)
+    across = jnp.broadcast_to(sw.across, x.shape)
+    time = None if sw.time is None else jnp.broadcast_to(sw.time, x.shape)
     best_d = jnp.full(out.shape, jnp.inf, interp.wide)
     best_t = jnp.full(out.shape, jnp.inf, interp.wide)
     best_r = jnp.zeros(out.shape, interp.wide)
@@ -516,9 +520,11 @@ def abs_(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
         mag = jnp.abs(z).astype(wide)
         rate = None
         if x.t is not None:
-            cols = x.t[: max(interp.n_ld, 1)]
-            first = jnp.argmax(cols != 0, axis=0)
-            u = jnp.where(z != 0, z, jnp.take_along_axis(cols, first[None], axis=0)[0])
+            u = z
+            if interp.n_ld:  # the first nonzero among z and the lexicographic columns
+                cols = x.t[: interp.n_ld]
+                first = jnp.argmax(cols != 0, axis=0)
+                u = jnp.where(z != 0, z, jnp.take_along_axis(cols, first[None], axis=0)[0])
             au = jnp.abs(u)
             t = jnp.where(au > 0, jnp.real(jnp.conj(u)[None] * x.t) / jnp.where(au > 0, au, 1), 0)
             t = t.astype(out.dtype)
@@ -593,7 +599,7 @@ def sign(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
     xw = interp.wide_of(jnp.abs(x.p) if jnp.iscomplexobj(x.p) else x.p)
     dx = None if x.t is None or jnp.iscomplexobj(x.p) else x.t.astype(interp.wide)
     st = switch_stats(jnp.abs(xw), interp.rate(xw, dx), interp.wide)
-    leaving = 0
+    leaving: Any = 0
     if dx is not None and interp.n_ld:
         leaving = jnp.sum((xw == 0) & (interp.lex_sign(xw, dx) != 0))
     rec.add(eqn, "sign", "jump", _with_leaving(st, leaving))

