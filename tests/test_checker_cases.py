@@ -11,10 +11,12 @@ from the function's definition; tolerances are stated where a slope is compared.
 
 import math
 
+import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
 from jax import lax
 
 import jaxrelu as jr
@@ -155,6 +157,22 @@ SCALAR = [(*c, f64) for c in CASES] + [(*c, f32) for c in CASES if c[0] in IN_FL
 def test_scalar_cases(name, f, x0, d, want, dt):
     rep = jr.check_linearization(f, A(x0, dt), A(d, dt))
     assert rep.verdict in want.split("|"), str(rep)
+    _exact_slopes_agree_with_measured(rep)
+
+
+def _exact_slopes_agree_with_measured(rep):
+    """The one-sided slopes read from the jaxpr (directional_derivative) equal the ones
+    measured from values of f, wherever both exist (not at jumps or non-Lipschitz points)."""
+    if rep.verdict in ("discontinuous", "inconclusive"):
+        return
+    for exact, measured in (
+        (rep.exact_slope_plus, rep.slope_plus),
+        (rep.exact_slope_minus, rep.slope_minus),
+    ):
+        exact, measured = np.ravel(exact), np.ravel(measured)
+        if np.all(np.isfinite(exact)) and np.all(np.isfinite(measured)):
+            tol = 1e-3 if rep.dtype in ("float32", "bfloat16", "float16") else 1e-6
+            np.testing.assert_allclose(exact, measured, rtol=tol, atol=tol, err_msg=str(rep))
 
 
 VECTOR_CASES = [
@@ -227,6 +245,7 @@ VECTOR_CASES = [
 def test_vector_cases(name, f, x0, d, want):
     rep = jr.check_linearization(f, A(x0, f64), A(d, f64))
     assert rep.verdict in want.split("|"), str(rep)
+    _exact_slopes_agree_with_measured(rep)
 
 
 def test_slopes_exact_and_measured_agree_with_the_definition():
@@ -324,16 +343,54 @@ def test_check_many_reports_a_bad_point_per_point():
 def test_verdict_does_not_depend_on_the_last_bit_of_x0():
     rng = np.random.default_rng(0)
     for dt in (f32, f64):
-        cs = jnp.asarray(rng.uniform(-10, 10, 64), dt)
+        cs = jnp.asarray(rng.uniform(-10, 10, 1000), dt)
         xs = cs
         f = lambda x, c: jr.relu(x - c)
         res = jr.check_many(f, (xs, cs), jnp.ones_like(xs), argnums=0)
-        assert res.counts["kink"] == 64, res
+        assert res.counts["kink"] == 1000, res
+        cs = cs[:64]
         # one ulp away the kink is one ulp away: never a confident kink or linear claim
         # that contradicts the geometry; and two points one ulp apart on a smooth
         # function get the same verdict
         smooth = jr.check_many(jnp.sin, jnp.stack([cs, jnp.nextafter(cs, jnp.inf)]).reshape(-1))
         assert set(smooth.verdict.tolist()) == {"smooth"}
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.sampled_from(["relu linear", "sin", "abs shifted", "maximum"]),
+    st.floats(0.1, 4.0),
+    st.sampled_from([f32, f64]),
+)
+def test_one_ulp_does_not_change_a_verdict_where_the_answer_is_constant(case, x, dt):
+    """Where the true answer is the same on a neighbourhood (relu on x > 0: linear; sin:
+    smooth; |x - 5| and maximum(x, 4.5) below their kinks: linear), x0 and the next float
+    get the same verdict, and it is the true one."""
+    f, want = {
+        "relu linear": (jr.relu, "linear"),
+        "sin": (jnp.sin, "smooth"),
+        "abs shifted": (lambda v: jnp.abs(v - 5.0), "linear"),
+        "maximum": (lambda v: jnp.maximum(v, 4.5), "linear"),
+    }[case]
+    x0 = A(x, dt)
+    x1 = jnp.nextafter(x0, jnp.asarray(jnp.inf, dt))
+    v0 = jr.check_linearization(f, x0, A(1.0, dt)).verdict
+    v1 = jr.check_linearization(f, x1, A(1.0, dt)).verdict
+    assert v0 == v1 == want
+
+
+def test_an_eps_close_kink_in_a_relu_network_is_linear_with_its_radius():
+    """A unit planted 2^-10 away along d: f is affine on [x0, x0 + 2^-10 d] (piecewise
+    linear, no switch before); the checker says linear, and the kink radius is 2^-10."""
+    w = jnp.array([[1.0, -2.0, 0.5], [0.25, 1.0, -1.0]], f32)
+    x = jnp.array([0.5, -0.25], f32)
+    z = x @ w
+    b = -z + jnp.array([-(2.0**-10), 0.3, -0.4], f32)  # unit 0 reaches 0 at t = 2^-10
+    f = lambda v: jnp.sum(jr.relu(v @ w + b) * jnp.array([1.0, 2.0, -1.0], f32))
+    d = jnp.array([1.0, 0.0], f32)  # unit 0 moves at rate w[0, 0] = 1
+    rep = jr.check_linearization(f, x, d)
+    assert rep.verdict == "linear", str(rep)
+    assert rep.kink_radius == pytest.approx(2.0**-10, rel=1e-3)
 
 
 @pytest.mark.parametrize("scale", [2.0**-3, 2.0**5])

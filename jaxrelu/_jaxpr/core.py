@@ -242,13 +242,24 @@ class Interpreter:
         faithful: values only, computed so that JAX's own AD through the evaluation is AD
             of the program: ``custom_jvp``/``custom_vjp`` calls are bound as themselves
             (their inner equations are evaluated on stop-gradient inputs for their sites).
+        values: tangents are derivatives of the program's *values*: ``stop_gradient`` passes
+            them through (the checker compares them with slopes measured from values;
+            derivatives of the program, as ``ld_grad`` gives, respect it).
     """
 
-    def __init__(self, wide: Any, n_ld: int, probe: bool = False, faithful: bool = False):
+    def __init__(
+        self,
+        wide: Any,
+        n_ld: int,
+        probe: bool = False,
+        faithful: bool = False,
+        values: bool = False,
+    ):
         self.wide = wide
         self.n_ld = n_ld
         self.probe = probe
         self.faithful = faithful
+        self.values = values
         self.ncols = n_ld + int(probe)
 
     # -- the evaluation loop ----------------------------------------------------------

@@ -255,6 +255,7 @@ class _Options:
     batched: bool
     outputs: bool
     grad: tuple[int, ...] | None
+    values: bool = False
 
 
 def _build(tr: Traced, opts: _Options, box: dict) -> Callable:
@@ -274,7 +275,7 @@ def _build(tr: Traced, opts: _Options, box: dict) -> Callable:
                 else jnp.concatenate([t if t is not None else _zeros(a, n_ld), _zeros(a, 1)])
                 for a, t in zip(args, tangents)
             ]
-        interp = Interpreter(wide, n_ld, probe)
+        interp = Interpreter(wide, n_ld, probe, values=opts.values)
         rec = Recorder(wide)
         outs = interp.run(jaxpr, consts, [Val(a, t) for a, t in zip(args, tangents)], rec)
         box["meta"] = tuple(rec.meta)
@@ -348,6 +349,7 @@ def analyse(
     batched: bool = False,
     outputs: bool = True,
     grad: tuple[int, ...] | None = None,
+    values: bool = False,
     key: Any = None,
     call: Callable | None = None,
 ) -> Analysis:
@@ -365,6 +367,7 @@ def analyse(
         outputs: return the output values and tangents (else only the sites).
         grad: also return ``jax.value_and_grad(f, argnums=grad)`` (flat argument
             indices), from the same compiled program.
+        values: tangents of the program's values (``stop_gradient`` passed through).
         key, call: see :func:`traced`.
     """
     first = jax.tree.map(lambda a: jnp.asarray(a)[0], args) if batched else args
@@ -372,7 +375,7 @@ def analyse(
     flat = [a if isinstance(a, jax.Array) else jnp.asarray(a) for a in jax.tree.leaves(args)]
     if tangents is None or random:
         tangents = [None] * len(flat)
-    opts = _Options(n_ld, random, batched, outputs, grad)
+    opts = _Options(n_ld, random, batched, outputs, grad, values)
     compiled, meta = _program(tr, flat, list(tangents), opts)
     consts = list(open_jaxpr(tr.closed)[1])
     res = compiled(consts, flat, list(tangents))

@@ -443,9 +443,9 @@ def stop_gradient(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) 
     """Zero tangent; the probe column (when carried) is seeded with ones here, so that the
     output's probe says how much the output depends on stop-gradient values."""
     (x,) = ins
-    t = None
+    t = x.t if interp.values else None
     if interp.probe and is_float(x.p):
-        t = interp.zeros_t(x.p).at[-1].set(1)
+        t = (t if t is not None else interp.zeros_t(x.p)).at[-1].set(1)
     return [Val(x.p, t, x.lex, x.sw, x.key)]
 
 

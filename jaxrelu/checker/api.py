@@ -89,6 +89,7 @@ def _kinks(problem: Problem, n_pts: int) -> list[_Kinks]:
             blocks,
             n_ld=1,
             batched=True,
+            values=True,
             key=("checker", problem.nums),
             call=problem.fn,
         )
