@@ -253,6 +253,24 @@ def test_what_is_not_a_site(name, f):
     assert jr.kink_radius(f, x, v(1.0, -1.0, 0.5)) == INF
 
 
+def test_reductions_over_a_leading_axis_and_trivial_sorts():
+    """Ties counted per output over a non-trailing axis; a length-1 sort has no switch."""
+    x = jnp.array([[1.0, 2.0, 5.0], [1.0, 3.0, 4.0]])  # column 0 tied
+    (s,) = jr.find_kinks(lambda v: jnp.max(v, axis=0).sum(), x)
+    assert (s.primitive, s.ties, s.min_margin) == ("reduce_max", 1, 0.0)
+    d = jnp.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])  # along d the second row wins column 0
+    g = jr.directional_derivative(lambda v: jnp.max(v, axis=0), x, d)
+    assert g.tolist() == [1.0, 0.0, 0.0]
+    # over the last axis of a square array: row 0 tied between its first two entries
+    y = jnp.array([[2.0, 2.0, 0.0], [0.0, 1.0, 3.0], [5.0, 4.0, 0.0]])
+    e = jnp.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    g = jr.directional_derivative(lambda v: jnp.max(v, axis=1), y, e)
+    assert g.tolist() == [1.0, 0.0, 0.0]  # row 0: the second entry rises; rows 1, 2: fixed max
+    (s,) = jr.find_kinks(lambda v: jnp.max(v, axis=1).sum(), y)
+    assert (s.ties, s.min_margin) == (1, 0.0)
+    assert jr.find_kinks(lambda v: jnp.sort(v[:1]).sum(), v(3.0, 1.0)) == []
+
+
 def test_a_straight_through_estimator_keeps_its_jump():
     f = lambda x: (x + lax.stop_gradient(jnp.round(x) - x)).sum()  # the value is round(x)
     (s,) = jr.find_kinks(f, v(0.3))
