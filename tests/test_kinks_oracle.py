@@ -253,6 +253,14 @@ def test_what_is_not_a_site(name, f):
     assert jr.kink_radius(f, x, v(1.0, -1.0, 0.5)) == INF
 
 
+def test_rem_near_a_zero_quotient():
+    """fmod(x, 2) with x / 2 = 0.25: no jump at the quotient 0, the nearest at 1: margin 0.75,
+    reached at t = 1.5 along +1."""
+    (s,) = jr.kink_sites(lambda x: jnp.fmod(x, 2.0).sum(), v(0.5), v(1.0))
+    assert (s.primitive, s.kind, s.ties) == ("rem", "jump", 0)
+    assert s.min_margin == pytest.approx(0.75) and s.radius == pytest.approx(1.5)
+
+
 def test_reductions_over_a_leading_axis_and_trivial_sorts():
     """Ties counted per output over a non-trailing axis; a length-1 sort has no switch."""
     x = jnp.array([[1.0, 2.0, 5.0], [1.0, 3.0, 4.0]])  # column 0 tied
