@@ -152,37 +152,11 @@ def setup(
 ) -> Problem:
     """Validates everything before any tracing, then traces ``f`` once (``finite``:
     refuse non-finite points; :func:`~jaxrelu.check_many` reports them per point)."""
-    name_x, name_d = names
     _validate.check_callable(f)
     _validate.one_of(mode, MODES, "mode")
     fn, x, fixed, nums = _select(f, x0, argnums, batched)
-    x = _validate.float_tree(x, name_x)
-    if finite:
-        _validate.finite_tree(x, name_x)
-    if batched:
-        leaves = jax.tree.leaves(x)
-        if any(np.ndim(v) == 0 for v in leaves):
-            raise ValueError(f"every leaf of `{name_x}` needs a leading batch axis")
-        n_pts = np.shape(leaves[0])[0]
-        if any(np.shape(v)[0] != n_pts for v in leaves):
-            raise ValueError(f"every leaf of `{name_x}` must have the same leading (batch) size")
-    if direction is None:
-        key = jax.random.PRNGKey(0) if key is None else key
-        if batched:
-            keys = jax.random.split(key, np.shape(jax.tree.leaves(x)[0])[0])
-            direction = jax.vmap(random_direction)(x, keys)
-        else:
-            direction = random_direction(x, key)
-    else:
-        direction = _validate.float_tree(direction, name_d)
-        _validate.check_same_structure(x, direction, name_x, name_d)
-        if finite:
-            _validate.finite_tree(direction, name_d)
-        direction = jax.tree.map(lambda d, v: d.astype(v.dtype), direction, x)
-    norms = _norms(direction, batched)
-    if np.any(norms == 0) and finite:
-        which = "" if not batched else f" for point {int(np.flatnonzero(norms == 0)[0])}"
-        raise ValueError(f"`{name_d}` is zero{which}; give a nonzero direction")
+    x = _point(x, names[0], batched, finite)
+    direction = _direction(x, direction, key, batched, finite, names)
     one = (lambda t: jax.tree.map(lambda v: v[0], t)) if batched else (lambda t: t)
     x1, fixed1 = one(x), one(fixed)
     tr = _traced(f, fn, nums, x1, fixed1)
@@ -214,6 +188,46 @@ def setup(
         piecewise_linear=pl,
         batched=batched,
     )
+
+
+def _point(x: Any, name: str, batched: bool, finite: bool) -> Any:
+    """A floating-point point (finite unless ``finite`` is False), with a common leading
+    batch axis when ``batched``."""
+    x = _validate.float_tree(x, name)
+    if finite:
+        _validate.finite_tree(x, name)
+    if batched:
+        leaves = jax.tree.leaves(x)
+        if any(np.ndim(v) == 0 for v in leaves):
+            raise ValueError(f"every leaf of `{name}` needs a leading batch axis")
+        n_pts = np.shape(leaves[0])[0]
+        if any(np.shape(v)[0] != n_pts for v in leaves):
+            raise ValueError(f"every leaf of `{name}` must have the same leading (batch) size")
+    return x
+
+
+def _direction(
+    x: Any, direction: Any, key: Any, batched: bool, finite: bool, names: tuple[str, str]
+) -> Any:
+    """The given direction checked against ``x`` (structure, finite, nonzero) and cast to
+    its dtypes, or a random unit one (per point) drawn from ``key``."""
+    name_x, name_d = names
+    if direction is None:
+        key = jax.random.PRNGKey(0) if key is None else key
+        if batched:
+            keys = jax.random.split(key, np.shape(jax.tree.leaves(x)[0])[0])
+            return jax.vmap(random_direction)(x, keys)
+        return random_direction(x, key)
+    direction = _validate.float_tree(direction, name_d)
+    _validate.check_same_structure(x, direction, name_x, name_d)
+    if finite:
+        _validate.finite_tree(direction, name_d)
+    direction = jax.tree.map(lambda d, v: d.astype(v.dtype), direction, x)
+    norms = _norms(direction, batched)
+    if np.any(norms == 0) and finite:
+        which = "" if not batched else f" for point {int(np.flatnonzero(norms == 0)[0])}"
+        raise ValueError(f"`{name_d}` is zero{which}; give a nonzero direction")
+    return direction
 
 
 def _norms(tree: Any, batched: bool) -> np.ndarray:
