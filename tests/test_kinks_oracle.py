@@ -253,6 +253,17 @@ def test_what_is_not_a_site(name, f):
     assert jr.kink_radius(f, x, v(1.0, -1.0, 0.5)) == INF
 
 
+def test_site_sizes_count_elements_evaluated():
+    """size: elements evaluated (a scalar select is 1, a select over 3 elements 3, a loop
+    body's site once per iteration)."""
+    sizes = lambda f, x: [s.size for s in jr.find_kinks(f, x)]
+    assert sizes(lambda x: jnp.where(x > 0, x, 0.0).sum(), v(1.0, -1.0, 2.0)) == [3]
+    assert sizes(lambda x: lax.select_n(x[0] > 0, x[0], 2 * x[0]), v(1.0, 2.0)) == [1]
+    body = lambda c, u: (c + jnp.abs(u), None)
+    assert sizes(lambda x: lax.scan(body, 0.0, x)[0], v(1.0, 2.0, 3.0, 4.0)) == [4]
+    assert sizes(lambda x: jnp.sort(x)[0], v(3.0, 1.0, 2.0)) == [3]
+
+
 def test_rem_near_a_zero_quotient():
     """fmod(x, 2) with x / 2 = 0.25: no jump at the quotient 0, the nearest at 1: margin 0.75,
     reached at t = 1.5 along +1."""

@@ -402,7 +402,7 @@ def select(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list
         st = switch_stats(jnp.broadcast_to(sw.dist, shape), None, interp.wide)
         st = st._replace(
             evidence=ev,
-            size=jnp.int32(max(1, int(np.prod(shape)))),
+            size=jnp.int32(int(np.prod(shape))),
             radius=sw.radius(shape, interp.wide),
         )
         rec.add(eqn, "select_n", "select", _with_leaving(st, leaving), select_threshold(out.dtype))
