@@ -73,12 +73,18 @@ class Switch(NamedTuple):
         return jnp.min(jnp.where(dist > 0, time, jnp.inf), initial=jnp.inf)
 
 
+def masked_div(num: Any, den: Any, mask: Any, fill: Any = jnp.inf) -> Any:
+    """``num / den`` where ``mask``, ``fill`` elsewhere (``den`` is replaced by 1 where it
+    is masked, so no 0/0 appears in the gradient-free bookkeeping)."""
+    return jnp.where(mask, num / jnp.where(mask, den, 1), fill)  # pragma: no mutate
+
+
 def crossing_time(dist: Any, rate: Any) -> Any:
     """``dist / -rate`` where moving toward the switch (``rate < 0``), else ``inf``."""
     if rate is None:
         return None
     toward = (rate < 0) & (dist > 0)
-    return jnp.where(toward, dist / jnp.where(toward, -rate, 1), jnp.inf)
+    return masked_div(dist, -rate, toward)
 
 
 class Val(NamedTuple):
@@ -398,7 +404,7 @@ def switch_stats(
     else:
         rate = jnp.broadcast_to(jnp.asarray(rate).astype(wide), dist.shape)
         toward = (rate < 0) & (dist > 0)
-        radius = jnp.min(jnp.where(toward, dist / jnp.where(toward, -rate, 1), jnp.inf))
+        radius = jnp.min(masked_div(dist, -rate, toward))
     ev = jnp.asarray(0.0, wide) if evidence is None else jnp.asarray(evidence, wide)
     return SiteStats(size, ties, margin, radius, ev, jnp.asarray(leaving, jnp.int32))
 

@@ -15,7 +15,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .core import Interpreter, Recorder, SiteStats, Val, first_true, is_float, rule, switch_stats
+from .core import (
+    Interpreter,
+    Recorder,
+    SiteStats,
+    Val,
+    first_true,
+    is_float,
+    masked_div,
+    rule,
+    switch_stats,
+)
 from .rules import bind, discrete, unknown
 
 __all__: list[str] = []
@@ -58,7 +68,7 @@ def gap_stats(interp, x, t, top, t_top, axes, sign) -> SiteStats:
     if t is not None and interp.n_ld:
         rate = sign * (jnp.expand_dims(t_top[0].astype(wide), tuple(axes)) - t[0].astype(wide))
         toward = (~is_top) & (rate < 0)
-        radius = jnp.min(jnp.where(toward, gap / jnp.where(toward, -rate, 1), jnp.inf))
+        radius = jnp.min(masked_div(gap, -rate, toward))
     zero = jnp.int32(0)
     return SiteStats(
         jnp.int32(x.size), jnp.maximum(ties, 0), margin, radius, jnp.asarray(0.0, wide), zero

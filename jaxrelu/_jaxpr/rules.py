@@ -45,6 +45,7 @@ from .core import (
     Val,
     crossing_time,
     is_float,
+    masked_div,
     rule,
     switch_stats,
 )
@@ -368,7 +369,7 @@ def jump_evidence(interp, sw: Switch, here, there, t_here, t_there, shape) -> An
         rate = jnp.broadcast_to(sw.rate, shape).astype(wide)
         dgap = (t_there[0] - t_here[0]).astype(wide)
         moving = rate != 0
-        surface = gap - dist * dgap / jnp.where(moving, rate, 1.0)
+        surface = gap - masked_div(dist * dgap, rate, moving, 0.0)
         ev = jnp.where(dist == 0, ev, jnp.where(moving, jnp.abs(surface), 0.0))
     ev = jnp.where(jnp.isfinite(ev), ev / scale, 0.0)
     return jnp.max(ev, initial=0.0)
@@ -526,9 +527,9 @@ def abs_(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
                 first = jnp.argmax(cols != 0, axis=0)
                 u = jnp.where(z != 0, z, jnp.take_along_axis(cols, first[None], axis=0)[0])
             au = jnp.abs(u)
-            t = jnp.where(au > 0, jnp.real(jnp.conj(u)[None] * x.t) / jnp.where(au > 0, au, 1), 0)
+            t = masked_div(jnp.real(jnp.conj(u)[None] * x.t), au, au > 0, 0.0)
             t = t.astype(out.dtype)
-            r0 = jnp.real(jnp.conj(z) * x.t[0]) / jnp.where(mag > 0, mag, 1)
+            r0 = masked_div(jnp.real(jnp.conj(z) * x.t[0]), mag, mag > 0, 0.0)
             rate = r0.astype(wide) if interp.n_ld else None
         rec.add(eqn, "abs", "kink", switch_stats(mag, rate, wide))
         return [Val(out, t)]
@@ -562,7 +563,7 @@ def periodic_stats(interp, q: Any, tq: Any, fn: Any, offset: float, skip_zero=Fa
     target = jnp.where(dx > 0, jnp.floor(x) + 1, jnp.ceil(x) - 1)
     if skip_zero:
         target = jnp.where(target == 0, target + jnp.sign(dx), target)
-    t = jnp.where(dx != 0, (target - x) / jnp.where(dx != 0, dx, 1), jnp.inf)
+    t = masked_div(target - x, dx, dx != 0)
     s = interp.lex_sign(jnp.zeros_like(x), tq.astype(wide))
     q = jnp.asarray(q)
     step = jnp.where(s > 0, jnp.inf, -jnp.inf).astype(q.dtype)
