@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
 import time
 from typing import Any, NamedTuple
@@ -313,63 +314,71 @@ def _shard(spec: EngineSpec, xb: jax.Array, yb: jax.Array):
     return lax.with_sharding_constraint(xb, sh), lax.with_sharding_constraint(yb, sh)
 
 
-def _gradients(spec: EngineSpec, state: TrainState, xb, yb):
+def _runs(spec: EngineSpec, fn):
+    """``fn`` over the lockstep runs: vmapped for several, as is for one (no run axis, so
+    XLA sees the same program as a single hand-written run)."""
+    return fn if spec.n_runs == 1 else jax.vmap(fn)
+
+
+# the state's per-run fields (everything but the scalar step counter)
+_PER_RUN = tuple(f for f in TrainState._fields if f != "step")
+
+
+def _squeeze(spec: EngineSpec, tree: Any) -> Any:
+    return tree if spec.n_runs > 1 else jax.tree.map(lambda v: v[0], tree)
+
+
+def _expand(spec: EngineSpec, tree: Any) -> Any:
+    return tree if spec.n_runs > 1 else jax.tree.map(lambda v: v[None], tree)
+
+
+def _squeeze_state(spec: EngineSpec, state: TrainState) -> TrainState:
+    return state._replace(**{f: _squeeze(spec, getattr(state, f)) for f in _PER_RUN})
+
+
+def _unsqueeze_state(spec: EngineSpec, state: TrainState) -> TrainState:
+    return state._replace(**{f: _expand(spec, getattr(state, f)) for f in _PER_RUN})
+
+
+def _gradients(spec: EngineSpec, st: TrainState, xb, yb):
     """Every run's loss, new batch norm statistics, pre-activations and gradients."""
     grad_fn = jax.value_and_grad(lambda p, b, s, sc: _loss(spec, p, b, xb, yb, s, sc), has_aux=True)
-    (_, (loss, new_bn, pre)), grads = jax.vmap(grad_fn)(
-        state.params, state.model_state, state.kink_grads, state.loss_scale
+    (_, (loss, new_bn, pre)), grads = _runs(spec, grad_fn)(
+        st.params, st.model_state, st.kink_grads, st.loss_scale
     )
     return loss.astype(jnp.float32), new_bn, pre, grads
 
 
-def _instrumentation(spec: EngineSpec, state: TrainState, xb, yb, pre):
+def _instrumentation(spec: EngineSpec, st: TrainState, xb, yb, pre):
     """Zero hits per run and layer, and the bifurcation test where there are any."""
     kinks = models.ACTIVATIONS[spec.arch.activation].kinks
-    hits = jax.vmap(lambda z: instrument.kink_hits(z, kinks))(pre)
+    hits = _runs(spec, lambda z: instrument.kink_hits(z, kinks))(pre)
 
     def grad_at(s: float):
         kink = jnp.asarray(s, spec.compute_dtype)
         f = lambda p, b, sc: _loss(spec, p, b, xb, yb, kink, sc)[0]
-        return jax.vmap(jax.grad(f))(state.params, state.model_state, state.loss_scale)
+        return _runs(spec, jax.grad(f))(st.params, st.model_state, st.loss_scale)
 
-    differ, rel = instrument.bifurcation_test(grad_at, jnp.any(hits > 0), runs=spec.n_runs)
+    runs = None if spec.n_runs == 1 else spec.n_runs
+    differ, rel = instrument.bifurcation_test(grad_at, jnp.any(hits > 0), runs=runs)
     return hits, differ, rel
 
 
-def _finite_per_run(tree: Any) -> jax.Array:
-    """Whether every entry of each run's leaves is finite, as the finiteness of their sum
-    (in the widest float: NaN and inf propagate through it, and finite entries cannot
-    overflow it); one fused reduction per leaf, much cheaper per step than
-    ``all(isfinite)``."""
-    wide = _util.widest_float()
-    total = sum(
-        jnp.sum(v.astype(wide).reshape(v.shape[0], -1), axis=1) for v in jax.tree.leaves(tree)
-    )
-    return jnp.isfinite(total)
+def _all_finite(tree: Any) -> jax.Array:
+    """Whether every entry of one run's leaves is finite: the largest magnitude of each
+    leaf is finite (NaN and inf propagate through ``max``, and it cannot overflow); one
+    fused reduction per leaf, in the leaf's own dtype."""
+    return jnp.all(jnp.stack([jnp.isfinite(jnp.max(jnp.abs(v))) for v in jax.tree.leaves(tree)]))
 
 
 def _unscale(spec: EngineSpec, grads: Any, scale: jax.Array) -> Any:
     if not spec.scaled:
         return grads
-
-    def one(g):
-        s = scale.reshape((-1,) + (1,) * (g.ndim - 1))
-        return (g.astype(jnp.float32) / s).astype(g.dtype)
-
-    return jax.tree.map(one, grads)
+    return jax.tree.map(lambda g: (g.astype(jnp.float32) / scale).astype(g.dtype), grads)
 
 
-def _where_runs(mask: jax.Array, new: Any, old: Any) -> Any:
-    """Per-run select over pytrees with a leading run axis."""
-    return jax.tree.map(
-        lambda n, o: jnp.where(mask.reshape(mask.shape + (1,) * (n.ndim - 1)), n, o), new, old
-    )
-
-
-def _divergence(state: TrainState, loss, new_params, grads_ok) -> tuple[jax.Array, jax.Array]:
-    """``(reason, initial_loss)``: each run's :class:`Divergence` code at this step."""
-    initial = jnp.where(state.step == 0, loss, state.initial_loss)
-    params_bad = ~_finite_per_run(new_params) & grads_ok
+def _divergence(loss, initial, params_bad) -> jax.Array:
+    """One run's :class:`Divergence` code at this step (0: none)."""
     reason = jnp.where(
         ~jnp.isfinite(loss),
         int(Divergence.LOSS_NOT_FINITE),
@@ -379,48 +388,64 @@ def _divergence(state: TrainState, loss, new_params, grads_ok) -> tuple[jax.Arra
             jnp.where(loss > DIVERGENCE_FACTOR * initial, int(Divergence.LOSS_EXPLODED), 0),
         ),
     )
-    return reason.astype(jnp.int32), initial
+    return reason.astype(jnp.int32)
 
 
-def _loss_scale(spec: EngineSpec, state: TrainState, grads_ok: jax.Array):
+def _loss_scale(spec: EngineSpec, st, grads_ok: jax.Array):
     """Dynamic loss scaling: halve on non-finite gradients, double after a period."""
     if not spec.scaled:
-        return state.loss_scale, state.good_steps
-    good = jnp.where(grads_ok, state.good_steps + 1, 0)
+        return st.loss_scale, st.good_steps
+    good = jnp.where(grads_ok, st.good_steps + 1, 0)
     grow = good >= spec.loss_scale_period
-    scale = state.loss_scale
+    scale = st.loss_scale
     scale = jnp.where(grads_ok, jnp.where(grow, scale * 2, scale), jnp.maximum(scale / 2, 1.0))
     return scale, jnp.where(grow, 0, good)
 
 
-def _update(spec: EngineSpec, state: TrainState, grads, new_bn, loss) -> TrainState:
-    """The optimizer step, applied only to live runs whose step is sound."""
-    grads_ok = _finite_per_run(grads) if spec.scaled else jnp.ones((spec.n_runs,), bool)
-    updates, new_opt = jax.vmap(spec.optimizer().update)(grads, state.opt_state, state.params)
-    new_params = jax.vmap(optax.apply_updates)(state.params, updates)
-    reason, initial = _divergence(state, loss, new_params, grads_ok)
-    ok = state.alive & (reason == 0)
+def _update_one(
+    spec: EngineSpec, step, st: TrainState, grads, new_bn, loss, masked: bool
+) -> TrainState:
+    """One run's optimizer step.
+
+    ``masked``: applied only if the run is alive and the step sound (its loss finite and
+    at most :data:`DIVERGENCE_FACTOR` times the first, its new parameters finite, and with
+    loss scaling its gradients finite), with the divergence recorded; the select that keeps
+    a stopped run's parameters is elementwise and fused with the update, the finiteness
+    test is one reduction per leaf. Unmasked: the plain update, exactly what the masked
+    step computes for a sound step (:func:`train_epoch` recomputes masked any chunk in
+    which a run diverged)."""
+    grads = _unscale(spec, grads, st.loss_scale)
+    updates, new_opt = spec.optimizer().update(grads, st.opt_state, st.params)
+    new_params = optax.apply_updates(st.params, updates)
+    initial = jnp.where(step == 0, loss, st.initial_loss)
+    if not masked:
+        return st._replace(
+            params=new_params, opt_state=new_opt, model_state=new_bn, initial_loss=initial
+        )
+    grads_ok = _all_finite(grads) if spec.scaled else jnp.bool_(True)
+    reason = _divergence(loss, initial, ~_all_finite(new_params) & grads_ok)
+    ok = st.alive & (reason == 0)
     apply = ok & grads_ok
-    newly = state.alive & (reason != 0)
-    scale, good = _loss_scale(spec, state, grads_ok)
-    return state._replace(
-        params=_where_runs(apply, new_params, state.params),
-        opt_state=_where_runs(apply, new_opt, state.opt_state),
-        model_state=_where_runs(apply, new_bn, state.model_state),
+    newly = st.alive & (reason != 0)
+    scale, good = _loss_scale(spec, st, grads_ok)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
+    return st._replace(
+        params=keep(new_params, st.params),
+        opt_state=keep(new_opt, st.opt_state),
+        model_state=keep(new_bn, st.model_state),
         alive=ok,
-        diverged_step=jnp.where(newly, state.step, state.diverged_step),
-        diverged_reason=jnp.where(newly, reason, state.diverged_reason),
+        diverged_step=jnp.where(newly, step, st.diverged_step),
+        diverged_reason=jnp.where(newly, reason, st.diverged_reason),
         initial_loss=initial,
         loss_scale=scale,
         good_steps=good,
-        step=state.step + 1,
     )
 
 
 def _weight_l1(spec: EngineSpec, params: Any) -> jax.Array:
     """L1 distance from each run's parameters to the first run's, in the widest float."""
     if spec.n_runs == 1:  # a single run is at distance 0 from itself
-        return jnp.zeros((1,), jnp.float32)
+        return jnp.zeros((), jnp.float32)
     wide = _util.widest_float()
     per_leaf = [
         jnp.sum(jnp.abs(v.astype(wide) - v[:1].astype(wide)).reshape(spec.n_runs, -1), axis=1)
@@ -430,32 +455,83 @@ def _weight_l1(spec: EngineSpec, params: Any) -> jax.Array:
 
 
 def train_step(
-    spec: EngineSpec, state: TrainState, batch: tuple[jax.Array, jax.Array]
+    spec: EngineSpec,
+    state: TrainState,
+    batch: tuple[jax.Array, jax.Array],
+    *,
+    masked: bool = True,
 ) -> tuple[TrainState, StepRecord]:
     """One minibatch for every lockstep run: ``(new_state, record)``.
 
     Pure and jittable (``jax.jit(train_step, static_argnums=0)``); :func:`train_epoch`
     scans it. ``batch`` is ``(images, integer labels)`` with ``spec.optim.batch_size``
-    examples.
+    examples. A single run is computed without a run axis (the state's axis of length 1
+    is a free reshape), several are vmapped.
+
+    ``masked=False`` skips divergence handling (no finiteness test, no per-run select):
+    the step is then only right if no run diverges at it; :func:`train_epoch` runs whole
+    chunks that way and recomputes a chunk masked when a run diverged in it.
     """
     xb, yb = _shard(spec, *batch)
-    loss, new_bn, pre, grads = _gradients(spec, state, xb, yb)
-    extra = _instrumentation(spec, state, xb, yb, pre) if spec.instrument else (None,) * 3
-    grads = _unscale(spec, grads, state.loss_scale)
-    new_state = _update(spec, state, grads, new_bn, loss)
-    record = StepRecord(loss, _weight_l1(spec, new_state.params), *extra)
-    return new_state, record
+    st = _squeeze(spec, state._replace(step=jnp.zeros((spec.n_runs,), jnp.int32)))
+    loss, new_bn, pre, grads = _gradients(spec, st, xb, yb)
+    extra = _instrumentation(spec, st, xb, yb, pre) if spec.instrument else (None,) * 3
+    update = lambda s, g, b, l: _update_one(spec, state.step, s, g, b, l, masked)
+    new = _runs(spec, update)(st, grads, new_bn, loss)
+    record = StepRecord(loss, _weight_l1(spec, new.params), *extra)
+    new_state = _expand(spec, new)._replace(step=state.step + 1)
+    return new_state, _expand(spec, record)
 
 
 # ------------------------------------------------------------------------------ epoch
 
 
-def _run_steps(spec: EngineSpec, state: TrainState, x, y, idx):
-    # `train_step` is looked up when traced, so a wrapped `train_step` sees every trace
-    return lax.scan(lambda s, i: train_step(spec, s, (x[i], y[i])), state, idx)
+def _host(tree: Any) -> Any:
+    """NumPy copies of a pytree of arrays; of an array replicated over the processes of a
+    multi-process run, this process's copy."""
+
+    def get(v: Any) -> Any:
+        if isinstance(v, jax.Array) and not v.is_fully_addressable:
+            return np.asarray(v.addressable_data(0))
+        return np.asarray(v)
+
+    return jax.tree.map(get, tree)
 
 
-_run_steps_jit = jax.jit(_run_steps, static_argnums=0)
+def _run_steps(spec: EngineSpec, state: TrainState, x, y, key, start, steps: int, masked: bool):
+    """``steps`` steps from minibatch ``start`` of the epoch shuffled by ``key`` (the
+    permutation is computed inside the program: no host work between steps).
+
+    Returns ``(state, records, suspect)``; ``suspect`` (unmasked only) is true if a run
+    may have diverged in these steps: a loss not finite or above the divergence bound, or
+    parameters not finite at the end."""
+    bs = spec.optim.batch_size
+    perm = jax.random.permutation(key, x.shape[0])
+    idx = lax.dynamic_slice_in_dim(perm, start * bs, steps * bs).reshape(steps, bs)
+
+    def body(carry, i):
+        # `train_step` is looked up when traced, so a wrapped `train_step` sees every trace
+        new, rec = train_step(spec, _unsqueeze_state(spec, carry), (x[i], y[i]), masked=masked)
+        return _squeeze_state(spec, new), rec
+
+    # a single run's carry has no run axis (the reshapes cancel inside the loop), so that
+    # XLA updates the parameters in place
+    carry, recs = lax.scan(body, _squeeze_state(spec, state), idx)
+    state = _unsqueeze_state(spec, carry)
+    if masked:
+        return state, recs, jnp.bool_(False)
+    loss = recs.loss
+    bad = ~jnp.isfinite(loss) | (loss > DIVERGENCE_FACTOR * state.initial_loss)
+    finite = _runs(spec, _all_finite)(_squeeze(spec, state.params))
+    return state, recs, jnp.any(bad) | ~jnp.all(finite)
+
+
+# Masked chunks run on the state in place (donated); an unmasked chunk keeps its input,
+# from which it is recomputed masked if a run diverged in it.
+_run_steps_masked = jax.jit(
+    functools.partial(_run_steps, masked=True), static_argnums=(0, 6), donate_argnums=1
+)
+_run_steps_fast = jax.jit(functools.partial(_run_steps, masked=False), static_argnums=(0, 6))
 
 
 def _chunks(n: int, most: int) -> list[tuple[int, int]]:
@@ -473,7 +549,11 @@ def train_epoch(
 
     Returns the new state and the :class:`StepRecord` of every step as NumPy arrays
     (steps first). Runs in chunks of at most :data:`MAX_STEPS_PER_CALL` steps and calls
-    :func:`jaxrelu.study.interrupt.check` between them.
+    :func:`jaxrelu.study.interrupt.check` between them. While every run is alive (and no
+    loss scaling can skip a step), chunks run without divergence handling, and a chunk in
+    which a run may have diverged is recomputed with it: the result is the same, and the
+    common case pays nothing for it. ``state``'s buffers may be donated (reused for the
+    new state): use the returned state, not the one passed in.
     """
     n = x.shape[0]
     n_batches = n // spec.optim.batch_size
@@ -481,13 +561,21 @@ def train_epoch(
         raise ValueError(
             f"`batch_size` {spec.optim.batch_size} is larger than the data ({n} examples)"
         )
-    perm = jax.random.permutation(key, n)[: n_batches * spec.optim.batch_size]
-    idx = perm.reshape(n_batches, spec.optim.batch_size)
     records = []
+    # unmasked (fast) while every run is alive and no loss scaling can skip a step
+    fast = not spec.scaled and bool(np.all(_host(state.alive)))
     with jax.default_matmul_precision(spec.matmul_precision):
         for lo, hi in _chunks(n_batches, MAX_STEPS_PER_CALL):
-            state, rec = _run_steps_jit(spec, state, x, y, idx[lo:hi])
-            records.append(jax.device_get(rec))
+            args = (x, y, key, np.int32(lo), hi - lo)
+            if fast:
+                new, rec, suspect = _run_steps_fast(spec, state, *args)
+                if bool(_host(suspect)):
+                    new, rec, _ = _run_steps_masked(spec, state, *args)
+                    fast = bool(np.all(_host(new.alive)))
+            else:
+                new, rec, _ = _run_steps_masked(spec, state, *args)
+            state = new
+            records.append(_host(rec))
             interrupt.check()
     stacked = jax.tree.map(lambda *a: np.concatenate(a), *records)
     return state, stacked
@@ -528,7 +616,7 @@ def evaluate(spec: EngineSpec, state: TrainState, x: Any, y: Any) -> tuple[np.nd
     (batch norm in inference mode)."""
     with jax.default_matmul_precision(spec.matmul_precision):
         out = _evaluate_jit(spec, state.params, state.model_state, x, y)
-    return tuple(np.asarray(v) for v in jax.device_get(out))
+    return tuple(_host(out))
 
 
 # ---------------------------------------------------------------------------- history
@@ -628,7 +716,7 @@ def _history(config, spec, data, records, accs, tlosses, state, seconds, sps) ->
         parts = [getattr(r, field) for r in records if getattr(r, field) is not None]
         return np.concatenate(parts) if parts else empty
 
-    state = jax.device_get(state)
+    state = _host(state)
     alive = np.asarray(state.alive)
     reasons = [Divergence(int(c)) for c in np.asarray(state.diverged_reason)]
     return TrainHistory(
@@ -714,7 +802,7 @@ def train(config: TrainConfig, data: Any = "digits", *, progress: bool = True) -
             accs.append(acc)
             tlosses.append(tloss)
             bar.update(loss=float(np.nanmean(rec.loss)), acc=float(np.mean(acc)))
-            if not np.any(jax.device_get(state.alive)):
+            if not np.any(_host(state.alive)):
                 break
     finally:
         bar.close()
