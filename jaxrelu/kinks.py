@@ -55,7 +55,9 @@ class KinkSite:
             into a number, ...).
         kind: ``"kink"`` (continuous, nonsmooth), ``"jump"`` (discontinuous) or
             ``"unknown"`` (a primitive the analysis does not know). A ``select_n`` or
-            ``cond`` is a kink or a jump by whether its branches agree at the switch.
+            ``cond`` is a kink or a jump by whether its branches agree at the switch:
+            a jump when their gap there, relative to ``|here| + |there|``, exceeds
+            ``1e-3`` (or 32 ulps of the output's dtype, whichever is larger).
         activation: the jaxrelu or :mod:`jax.nn` activation the site sits in, else None.
         source: ``"file.py:LINE"`` of the user's line that produced it.
         size: number of elements evaluated (summed over loop iterations).
@@ -207,7 +209,7 @@ def find_kinks(f: Callable[..., Any], *args: Any) -> list[KinkSite]:
         [('max', 'relu', 2)]
     """
     args = validated_args(f, args)
-    return sites_of(analyse(f, args, n_ld=1, random=True), with_radius=False)
+    return sites_of(analyse(f, args, n_ld=1, random=True, values=True), with_radius=False)
 
 
 def count_ties(f: Callable[..., Any], *args: Any) -> int:
@@ -234,7 +236,7 @@ def kink_sites(f: Callable[[Any], Any], x0: Any, direction: Any) -> list[KinkSit
     """
     x0, d = validated_direction(f, x0, direction)
     blocks = [jnp.asarray(v)[None] for v in jax.tree.leaves(d)]
-    return sites_of(analyse(f, (x0,), blocks, n_ld=1), with_radius=True)
+    return sites_of(analyse(f, (x0,), blocks, n_ld=1, values=True), with_radius=True)
 
 
 def kink_radius(f: Callable[[Any], Any], x0: Any, direction: Any) -> float:

@@ -111,6 +111,72 @@ def test_select_kinks_and_jumps_and_unknown_primitives():
     assert s.kind == "jump" and s.min_margin == 0.0
 
 
+@pytest.mark.parametrize(
+    "dtype, gap, kind",
+    [
+        # relative gap g / (2 + g) against the documented threshold 1e-3 (float32/64)
+        (jnp.float32, 3.4e-3, "jump"),  # 1.7e-3 relative
+        (jnp.float32, 1.6e-3, "kink"),  # 0.8e-3 relative: below the threshold
+        # in float16 the threshold is 32 ulps = 0.03125: a 2% gap is rounding-size
+        (jnp.float16, 0.04, "kink"),
+        (jnp.float16, 0.08, "jump"),
+    ],
+)
+def test_jump_threshold_of_a_select(dtype, gap, kind):
+    x = jnp.array([0.5, -0.5], dtype)
+    f = lambda v: jnp.where(v > 0, jnp.ones_like(v), jnp.ones_like(v) * (1 + gap)).sum()
+    (s,) = jr.find_kinks(f, x)
+    assert (s.primitive, s.kind) == ("select_n", kind)
+
+
+_PW_CASES = {
+    # jnp.piecewise routes derivatives with stop_gradient and counts conditions with a
+    # cumsum/argmax: two comparisons on one surface must cross together
+    "piecewise |x|": (
+        lambda v: jnp.piecewise(v, [v < 0, v >= 0], [lambda t: -t, lambda t: t]),
+        "kink",
+    ),
+    "piecewise x-1 | x": (
+        lambda v: jnp.piecewise(v, [v < 0, v >= 0], [lambda t: t - 1, lambda t: t]),
+        "jump",
+    ),
+    # clip written as three pieces; the surfaces at -1 and 1 are equally far from 0
+    "piecewise clip": (
+        lambda v: jnp.piecewise(v, [v < -1, (v >= -1) & (v < 1), v >= 1], [-1.0, lambda t: t, 1.0]),
+        "kink",
+    ),
+    "piecewise clip, -2 left": (
+        lambda v: jnp.piecewise(v, [v < -1, (v >= -1) & (v < 1), v >= 1], [-2.0, lambda t: t, 1.0]),
+        "jump",
+    ),
+    "select |x|": (lambda v: jnp.select([v < 0, v >= 0], [-v, v]), "kink"),
+    "select x-1 | x": (lambda v: jnp.select([v < 0, v >= 0], [v - 1, v]), "jump"),
+    "where constant branches": (lambda v: jnp.where(v > 0, 1.0, -1.0), "jump"),
+    "heaviside": (lambda v: jnp.heaviside(v, 0.5), "jump"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_PW_CASES))
+@pytest.mark.parametrize("point", [(0.3, -0.7, 2.5), (0.0, 1.0, -1.0)], ids=["away", "at"])
+def test_kind_of_selects_written_elsewhere(name, point):
+    """Continuity is a fact about the function (hand-labelled), whether the point is at a
+    switch or away from it."""
+    g, kind = _PW_CASES[name]
+    sites = jr.find_kinks(lambda v: g(v).sum(), jnp.array(point))
+    assert sites and all(s.kind == kind for s in sites if s.primitive == "select_n"), sites
+    assert {s.kind for s in sites} <= {"kink", "jump"}
+
+
+def test_radius_and_kind_follow_values_through_stop_gradient():
+    # the value is nonsmooth at 0 even though AD sees no derivative through relu
+    f = lambda x: jax.nn.relu(lax.stop_gradient(x)) + x
+    assert jr.kink_radius(f, jnp.array(-1.0), jnp.array(1.0)) == pytest.approx(1.0)
+    g = lambda v: jnp.piecewise(v, [v < 0, v >= 0], [lambda t: -t, lambda t: t]).sum()
+    assert jr.kink_radius(g, jnp.array([0.3, -0.7]), jnp.array([-1.0, 0.0])) == pytest.approx(0.3)
+    # softmax/logsumexp: the max shift never reaches the output
+    assert jr.find_kinks(lambda x: jax.nn.logsumexp(x), jnp.array([1.0, 1.0])) == []
+
+
 def test_max_pooling_ties_and_margin():
     img = jnp.array([[1.0, 1.0, 0.0, 3.0], [0.0, 0.5, 2.0, 2.5]]).reshape(1, 2, 4, 1)
     f = lambda v: lax.reduce_window(v, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID").sum()

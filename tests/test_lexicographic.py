@@ -281,6 +281,21 @@ def test_argnums_and_pytrees_as_in_jax():
     np.testing.assert_array_equal(J["a"], np.eye(2))
 
 
+def test_ld_jvp_takes_fewer_directions_than_inputs():
+    """k < n directions (and a single 1-D direction) are allowed: a lexicographic
+    directional derivative needs only as many directions as it takes to break the ties.
+    Hand values: f(x) = max(x0, x1) + |x2| at (1, 1, 0)."""
+    f = lambda x: jnp.maximum(x[0], x[1]) + jnp.abs(x[2])
+    x = jnp.array([1.0, 1.0, 0.0])
+    m = jnp.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])  # 3 × 2
+    y, L = jr.ld_jvp(f, x, m)
+    # m1 = (1, 1, 0) leaves the max tied, moves nothing in |x2|; m2 = (0, 1, 1) picks x1
+    # and |x2|'s + branch: f'(x; m1) = 1, f'(x; m2) = 1 + 1 = 2
+    assert float(y) == 1.0 and np.asarray(L).tolist() == [1.0, 2.0]
+    _, L1 = jr.ld_jvp(f, x, jnp.array([-1.0, 0.0, -2.0]))  # one direction, as a vector
+    assert np.asarray(L1).tolist() == [2.0]  # max' = 0 (x1 stays), |.|' along -2 is 2
+
+
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match="directions"):
         jr.ld_jacobian(lambda x: x, jnp.zeros(2), jnp.ones((2, 2)))  # singular

@@ -222,11 +222,19 @@ def _elementwise_switch(interp, eqn, ins, out) -> Switch:
     across its switch."""
     shape = out.shape
     dists, rates, alts, times = [], [], [], []
+    with_sw = [k for k, u in enumerate(ins) if u.sw is not None]
     for j, v in enumerate(ins):
         if v.sw is None:
             continue
         args = [u.p for u in ins]
         args[j] = v.sw.across
+        # operands on the same switching surface (``x < 0`` and ``x >= 0``) cross together
+        for k in with_sw:
+            if k != j:
+                u = ins[k]
+                same = _same_surface(u.sw, v.sw, shape)
+                args[k] = jnp.where(same, u.sw.across, jnp.broadcast_to(u.p, shape))
+                args[j] = jnp.broadcast_to(args[j], shape)
         alts.append(jnp.broadcast_to(bind(eqn, args)[0], shape))
         dists.append(jnp.broadcast_to(v.sw.dist, shape))
         rates.append(None if v.sw.rate is None else jnp.broadcast_to(v.sw.rate, shape))
@@ -241,6 +249,17 @@ def _elementwise_switch(interp, eqn, ins, out) -> Switch:
     pick = lambda xs: jnp.take_along_axis(jnp.stack(xs), near, axis=0)[0]
     rate = None if any(r is None for r in rates) else pick(rates)
     return Switch(pick(dists), rate, pick(alts), time)
+
+
+def _same_surface(a: Switch, b: Switch, shape: tuple) -> Any:
+    """Where two switches are one surface: the same distance and (when carried) the same
+    rate of approach along the direction, as for ``x < 0`` and ``x >= 0``; two surfaces
+    that happen to be equally far (``x < -1`` and ``x < 1`` at 0) approach at different
+    rates along a generic direction."""
+    same = jnp.broadcast_to(a.dist, shape) == jnp.broadcast_to(b.dist, shape)
+    if a.rate is not None and b.rate is not None:
+        same = same & (jnp.broadcast_to(a.rate, shape) == jnp.broadcast_to(b.rate, shape))
+    return same
 
 
 def _reduction_switch(interp, eqn, v: Val, out) -> Switch | None:
@@ -271,7 +290,11 @@ def _reduction_switch(interp, eqn, v: Val, out) -> Switch | None:
             shape = [1] * x.ndim
             shape[a] = x.shape[a]
             hot = hot & (jnp.arange(x.shape[a]) == i).reshape(shape)
-        alt = bind(eqn, [jnp.where(hot, across, x)])[0]
+        # every element on the same switching surface crosses with this one
+        group = hot | (dist == jnp.sum(jnp.where(hot, dist, 0), axis=axes, keepdims=True))
+        if rate is not None:
+            group = group & (hot | (rate == jnp.sum(jnp.where(hot, rate, 0), axes, keepdims=True)))
+        alt = bind(eqn, [jnp.where(group, across, x)])[0]
         changed = alt != out
 
         def at(field: Any, hot: Any = hot) -> Any:
@@ -365,9 +388,12 @@ def jump_evidence(interp, sw: Switch, here, there, t_here, t_there, shape) -> An
     gap = v - u
     scale = jnp.abs(u) + jnp.abs(v) + jnp.finfo(wide).tiny
     ev = jnp.where(dist == 0, jnp.abs(gap), 0.0)
-    if sw.rate is not None and t_here is not None:
+    if sw.rate is not None:
         rate = jnp.broadcast_to(sw.rate, shape).astype(wide)
-        dgap = (t_there[0] - t_here[0]).astype(wide)
+        # sides without a tangent (constants) do not move: the gap is the same at the surface
+        zero = jnp.zeros(shape, wide)
+        dgap = (zero if t_there is None else t_there[0]) - (zero if t_here is None else t_here[0])
+        dgap = dgap.astype(wide)
         moving = rate != 0
         surface = gap - masked_div(dist * dgap, rate, moving, 0.0)
         ev = jnp.where(dist == 0, ev, jnp.where(moving, jnp.abs(surface), 0.0))
@@ -388,6 +414,8 @@ def select(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list
     which, cases = ins[0], ins[1:]
     (out,) = bind(eqn, [v.p for v in ins])
     if not is_float(out):
+        if _same_cases(cases):  # one value whichever case: no switch to carry
+            return [Val(out)]
         return discrete(interp, eqn, ins, rec)
     shape = np.shape(out)
     idx_lex = which.lex if which.lex is not None else which.p
