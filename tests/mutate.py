@@ -12,6 +12,7 @@ alone.
     python tests/mutate.py --sample 20          # a fixed sample (a few minutes on 2 cores)
     python tests/mutate.py --sample 20 --threshold 0.85   # exit 1 below the threshold
     python tests/mutate.py --list               # the mutants, without running them
+    python tests/mutate.py --at jaxrelu/kinks.py:168   # re-check the mutants of one line
 
 The sample is deterministic (``--seed``), so a CI verdict does not change between runs of
 the same code. Survivors are printed with their file, line and change: each is either a
@@ -182,12 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="mutants run in parallel")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant")
     ap.add_argument("--only", nargs="+", choices=sorted(TARGETS), help="these modules only")
+    ap.add_argument(
+        "--at", nargs="+", metavar="FILE:LINE", help="only the mutants at these lines (re-check)"
+    )
     ap.add_argument("--list", action="store_true", help="print the mutants and stop")
     ap.add_argument("--json", help="write the outcomes here")
     args = ap.parse_args(argv)
     snapshot = tempfile.mkdtemp(prefix="mutation-snapshot-")
     shutil.copytree(os.path.join(ROOT, "jaxrelu"), os.path.join(snapshot, "jaxrelu"))
     pool = [m for path in (args.only or sorted(TARGETS)) for m in mutants_of(path, snapshot)]
+    if args.at:
+        pool = [m for m in pool if any(f"{m.path}:{m.line}" == a for a in args.at)]
     if args.sample is not None:
         pool = random.Random(args.seed).sample(pool, min(args.sample, len(pool)))
     if args.list:

@@ -270,6 +270,65 @@ def test_exact_slopes_from_the_jaxpr_break_unresolvable_ties_only_when_consisten
     assert decide(ev)[0] == "inconclusive"
 
 
+def _exact_case(sp, sm, ex_p, ex_m, err_p, err_m, ad=1.0, eps=2.0**-10):
+    plus, minus = _slope(sp, err_p), _slope(sm, err_m)
+    ad = np.atleast_1d(np.asarray(ad, float))
+    return decide(
+        Evidence(
+            remainders=ORDER1,
+            ad=ad,
+            ad_finite=True,
+            plus=plus,
+            minus=minus,
+            tests=SlopeTests.of(ad, plus, minus, eps),
+            eps=eps,
+            exact_plus=np.atleast_1d(np.asarray(ex_p, float)),
+            exact_minus=np.atleast_1d(np.asarray(ex_m, float)),
+        )
+    )
+
+
+@pytest.mark.parametrize("delta, kink", [(0.0475, True), (0.044, False)])
+def test_exact_slopes_differ_beyond_16_ulps_of_their_scale(delta, kink):
+    # exact_tol = 16 eps (1 + |e+| + |e-|) = 2^-6 (3 - delta) = 0.0461 (delta 0.0475),
+    # 0.0462 (0.044); measured slopes (errors 0.2 each) cannot decide
+    v = _exact_case(1.0, 1.0 - delta, 1.0, 1.0 - delta, 0.2, 0.2)
+    assert v == (
+        (Verdict.KINK, Cause.EXACT_SLOPES_DIFFER)
+        if kink
+        else (Verdict.INCONCLUSIVE, Cause.ORDER_ONE_UNRESOLVED)
+    )
+
+
+@pytest.mark.parametrize("side", ["plus", "minus"])
+@pytest.mark.parametrize("off, used", [(0.040, True), (0.043, False)])
+def test_exact_slopes_are_used_only_within_the_measured_error_plus_16_ulps(side, off, used):
+    # consistent when |measured - exact| <= error + 16 eps (1 + |exact|):
+    # 0.01 + 2^-6 * 2.040 = 0.0419 (off 0.040: used), 0.01 + 2^-6 * 2.043 = 0.0419 (off
+    # 0.043: not used); the other side is measured exactly, with a coarse error
+    if side == "plus":
+        v = _exact_case(1.0, 0.5, 1.0 + off, 0.5, 0.01, 0.6)
+    else:
+        v = _exact_case(0.5, 1.0, 0.5, 1.0 + off, 0.6, 0.01, ad=0.5)
+    assert v == (
+        (Verdict.KINK, Cause.EXACT_SLOPES_DIFFER)
+        if used
+        else (Verdict.INCONCLUSIVE, Cause.ORDER_ONE_UNRESOLVED)
+    )
+
+
+@pytest.mark.parametrize("ad, wrong", [(1.5, True), (1.3, False), (1.0, False)])
+def test_ad_off_the_exact_slope_needs_the_measured_tolerance_too(ad, wrong):
+    # equal exact slopes 1; tol = 0.4 + 16 eps |ad|: AD 1.5 is 0.5 off (> 0.423: wrong),
+    # AD 1.3 is 0.3 off (< 0.42, although > exact_tol 0.047: not condemned)
+    v = _exact_case(1.0, 1.0, 1.0, 1.0, 0.2, 0.2, ad=ad)
+    assert v == (
+        (Verdict.WRONG_DERIVATIVE, Cause.AD_OFF_EXACT)
+        if wrong
+        else (Verdict.INCONCLUSIVE, Cause.ORDER_ONE_UNRESOLVED)
+    )
+
+
 def test_order_two_is_smooth_and_flat_is_linear():
     assert decide(_evidence(ORDER2)) == (Verdict.SMOOTH, Cause.ORDER_TWO)
     assert decide(_evidence(FLAT)) == (Verdict.LINEAR, Cause.FLAT)
