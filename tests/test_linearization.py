@@ -201,6 +201,27 @@ def test_check_many_equals_single(dt):
         assert many.ad_slope[i] == pytest.approx(one.ad_slope, rel=1e-5)
 
 
+def test_check_many_diagnoses_each_point_as_check_linearization_does(dt):
+    """The batched diagnosis (slopes and floors of all points at once) against the
+    one-point path, on points that take every branch: f not finite at the largest steps
+    (log near -1), a kink, smooth points, a NaN derivative (sqrt at 0)."""
+    f = lambda x: jnp.log(x + 1.0) + jax.nn.relu(x - 0.5) + jnp.sqrt(jnp.abs(x - 2.0))
+    xs = jnp.array([-0.999, 0.5, 0.2, 2.0, 3.0], dt)
+    many = jr.check_many(f, xs, jnp.ones_like(xs))
+    for i in range(len(xs)):
+        one = jr.check_linearization(f, xs[i], jnp.ones((), dt))
+        rep = many.reports[i]
+        assert rep.verdict == one.verdict, (i, rep.reason, one.reason)
+        # the vmapped evaluation may round magnitudes differently in the last bits
+        tol = TOL[dt]
+        assert rep.slope_plus == pytest.approx(one.slope_plus, rel=tol, nan_ok=True)
+        assert rep.slope_minus == pytest.approx(one.slope_minus, rel=tol, nan_ok=True)
+        np.testing.assert_allclose(rep.floor, one.floor, rtol=tol)
+        assert rep.radius == one.radius
+    verdicts = many.verdict.tolist()
+    assert verdicts[1] == "kink" and verdicts[2] == "smooth", verdicts
+
+
 def test_check_many_default_directions():
     res = jr.check_many(lambda x: jnp.sum(jnp.tanh(x)), jnp.ones((3, 4)))
     assert res.counts["smooth"] == 3

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,7 @@ __all__ = [
     "fit_order",
     "local_orders",
     "roundoff_floor",
+    "roundoff_floor_many",
 ]
 
 FLOOR_SAFETY = 4.0  # floor = 4 eps (|f(x0 + δ)| + |f(x0)| + |J δ|): rounding of the three terms
@@ -107,16 +109,32 @@ def roundoff_floor(steps: np.ndarray, r: np.ndarray, mag: np.ndarray, eps: float
     nothing; an erratic one raises the floor to its maximum, at most ``sqrt(eps)`` times
     the magnitudes (a larger jump stays visible).
     """
+    return roundoff_floor_many(steps[None], r[None], mag[None], eps)[0]
+
+
+def roundoff_floor_many(
+    steps: np.ndarray, r: np.ndarray, mag: np.ndarray, eps: float, valid: Any = None
+) -> np.ndarray:
+    """:func:`roundoff_floor` for ``P`` points at once (``(P, n)`` arrays; ``valid`` marks
+    each point's steps, a prefix)."""
     floor = FLOOR_SAFETY * eps * mag
-    tiny = steps <= 1e-2 * math.sqrt(eps) * steps[0]
-    rt = r[tiny]
-    if np.sum(tiny) < 3 or not np.all(np.isfinite(rt)):
-        return floor
-    lo = local_orders(steps[tiny], rt)
-    signal = np.all(rt > INFORMATIVE * floor[tiny]) and np.ptp(lo) <= TAIL_SCATTER
-    if signal or np.max(rt) <= np.max(floor[tiny]):
-        return floor
-    return np.maximum(floor, np.minimum(np.max(rt), math.sqrt(eps) * mag))
+    tiny = steps <= 1e-2 * math.sqrt(eps) * steps[:, :1]
+    if valid is not None:
+        tiny = tiny & valid
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo = np.log(r[:, :-1] / r[:, 1:]) / np.log(steps[:, :-1] / steps[:, 1:])
+    pair = tiny[:, :-1] & tiny[:, 1:]  # consecutive tiny steps (they form a suffix)
+    spread = np.max(np.where(pair, lo, -np.inf), axis=1) - np.min(
+        np.where(pair, lo, np.inf), axis=1
+    )
+    spread = np.where(np.any(pair & np.isnan(lo), axis=1), np.nan, spread)
+    rt_max = np.max(np.where(tiny, r, -np.inf), axis=1)
+    usable = (np.sum(tiny, axis=1) >= 3) & np.all(np.isfinite(r) | ~tiny, axis=1)
+    signal = np.all((r > INFORMATIVE * floor) | ~tiny, axis=1) & (spread <= TAIL_SCATTER)
+    quiet = rt_max <= np.max(np.where(tiny, floor, -np.inf), axis=1)
+    raise_ = usable & ~signal & ~quiet
+    raised = np.maximum(floor, np.minimum(rt_max[:, None], math.sqrt(eps) * mag))
+    return np.where(raise_[:, None], raised, floor)
 
 
 def _kappa(i: int, steps, r, floor, magnitude) -> float:

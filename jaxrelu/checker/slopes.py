@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["Slope", "one_sided"]
+__all__ = ["Slope", "one_sided", "one_sided_many"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,21 +41,43 @@ def one_sided(
         mag: magnitudes per step (see :class:`jaxrelu.checker.evaluate.Measurements`).
         eps: working machine epsilon.
     """
-    m = df.shape[1]
+    return one_sided_many(steps[None], heff[None], df[None], mag[None], eps)[0]
+
+
+def one_sided_many(
+    steps: np.ndarray,
+    heff: np.ndarray,
+    df: np.ndarray,
+    mag: np.ndarray,
+    eps: float,
+    valid: np.ndarray | None = None,
+) -> list[Slope]:
+    """:func:`one_sided` for ``P`` points at once: arrays with a leading axis of points
+    (``steps``, ``heff``, ``mag``: ``(P, n)``; ``df``: ``(P, n, m)``); ``valid`` marks the
+    steps each point uses (a prefix; padding after it is ignored)."""
+    n_pts, n, m = df.shape
+    if valid is None:
+        valid = np.ones((n_pts, n), bool)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        d = df / heff[:, None]
+        d = df / heff[:, :, None]
         s = np.full_like(d, np.nan)
-        s[1:] = 2 * d[1:] - d[:-1]
+        s[:, 1:] = 2 * d[:, 1:] - d[:, :-1]
         noise = 6 * eps * mag / steps
-        change = np.full(len(steps), np.inf)
-        change[2:] = np.linalg.norm(s[2:] - s[1:-1], axis=1)
+        change = np.full((n_pts, n), np.inf)
+        change[:, 2:] = np.linalg.norm(s[:, 2:] - s[:, 1:-1], axis=2)
         err = change + noise
-    err = np.where(np.isfinite(err) & np.all(np.isfinite(s), axis=1), err, np.inf)
-    if not np.any(np.isfinite(err)):
-        finite = np.flatnonzero(np.all(np.isfinite(d), axis=1))
+    err = np.where(np.isfinite(err) & np.all(np.isfinite(s), axis=2) & valid, err, np.inf)
+    best = np.argmin(err, axis=1)
+    out = []
+    for p in range(n_pts):
+        i = int(best[p])
+        if np.isfinite(err[p, i]):
+            out.append(Slope(s[p, i] + 0.0, float(2 * err[p, i]), float(steps[p, i])))
+            continue
+        finite = np.flatnonzero(np.all(np.isfinite(d[p]), axis=1) & valid[p])
         if len(finite) == 0:
-            return Slope(np.full(m, np.nan), float("inf"), float("nan"))
-        i = int(finite[-1])
-        return Slope(d[i] + 0.0, float("inf"), float(steps[i]))
-    i = int(np.argmin(err))
-    return Slope(s[i] + 0.0, float(2 * err[i]), float(steps[i]))
+            out.append(Slope(np.full(m, np.nan), float("inf"), float("nan")))
+        else:
+            j = int(finite[-1])
+            out.append(Slope(d[p, j] + 0.0, float("inf"), float(steps[p, j])))
+    return out
