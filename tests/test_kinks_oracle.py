@@ -205,6 +205,50 @@ ROWS = [
         [("top_k", "kink", 1, 0.0, 1.0)],
     ),
     (
+        "float to integer truncates toward zero",
+        lambda x: x.astype(jnp.int32).astype(x.dtype).sum(),
+        v(0.3, -0.3, 2.6),
+        v(1.0, -1.0, -1.0),
+        [("step", "jump", 0, 0.4, 0.6)],
+    ),  # jumps at the nonzero integers: 0.3 -> 1, -0.3 -> -1 at t = 0.7; 2.6 -> 2 at 0.6
+    (
+        "truncation at an integer, left toward zero",
+        lambda x: x.astype(jnp.int32).astype(x.dtype).sum(),
+        v(1.0, 2.5),
+        v(-1.0, 1.0),
+        [("step", "jump", 1, 0.0, 0.0)],
+    ),  # trunc(1 - t) = 0 at once
+    (
+        "truncation at an integer, left away from zero",
+        lambda x: x.astype(jnp.int32).astype(x.dtype).sum(),
+        v(1.0),
+        v(1.0),
+        [("step", "jump", 1, 0.0, 1.0)],
+    ),  # trunc(1 + t) = 1 until t = 1
+    (
+        "float to bool",
+        lambda x: x.astype(bool).astype(x.dtype).sum(),
+        v(0.3),
+        v(-1.0),
+        [("step", "jump", 0, 0.3, 0.3)],
+    ),
+    (
+        "table lookup at a truncated index",
+        lambda x: jnp.array([1.0, 2.0, 3.0])[jnp.clip((2 * x).astype(jnp.int32), 0, 2)].sum(),
+        v(0.2),
+        v(1.0),
+        [("gather", "jump", 0, 0.6, 0.3)],
+    ),  # index trunc(2x): 0.4 is 0.6 from 1, reached at t = 0.3; the value jumps 1 -> 2
+    (
+        "dynamic_slice at a floor offset",
+        lambda x: lax.dynamic_slice(
+            jnp.arange(10.0), (jnp.floor(3 * x[0]).astype(int),), (2,)
+        ).sum(),
+        v(0.5),
+        v(1.0),
+        [("floor", "jump", 0, 0.5, 1 / 6), ("dynamic_slice", "jump", 0, 0.5, 1 / 6)],
+    ),  # floor(3x) jumps 1 -> 2 at x = 2/3
+    (
         "while loop test",
         lambda x: lax.while_loop(lambda s: s < 2.0, lambda s: s + 1.0, x),
         v(0.5)[0],
@@ -313,6 +357,29 @@ def test_sites_through_calls_loops_and_custom_rules():
     x = v(0.0, 1.0, -2.0)
     got = {(s.primitive, s.activation): s.ties for s in jr.find_kinks(f, x)}
     assert got == {("max", None): 1, ("min", None): 1, ("max", "relu"): 1, ("abs", None): 1}
+
+
+def test_interpolation_through_a_floor_index():
+    """Linear interpolation in a table [0, 2, 1, 5] written with a floor index (the
+    textbook lookup): continuous, slopes 2, -1, 4 on [0, 1], [1, 2], [2, 3]; each gather
+    of it jumps, the sum does not."""
+    tab = jnp.array([0.0, 2.0, 1.0, 5.0])
+
+    def f(x):
+        i = jnp.clip(jnp.floor(x).astype(jnp.int32), 0, 2)
+        return (tab[i] + (x - i) * (tab[i + 1] - tab[i])).sum()
+
+    one = v(1.0)
+    rep = jr.check_linearization(f, v(1.0), one)
+    assert rep.verdict == "kink"
+    assert (rep.slope_plus, rep.slope_minus) == (pytest.approx(-1.0), pytest.approx(2.0))
+    assert jr.check_linearization(f, v(2.25), one).verdict == "linear"
+    assert float(jr.ld_grad(f)(v(1.0))[0]) == -1.0  # the slope the direction +1 enters
+    assert float(jr.directional_derivative(f, v(1.0), -one)) == -2.0
+    assert jr.kink_radius(f, v(2.25), one) == pytest.approx(0.75)  # floor jumps at 3
+    assert jr.kink_radius(f, v(2.25), -one) == pytest.approx(0.25)
+    # a floor result is integral and constant between its jumps: no tie of its truncation
+    assert jr.count_ties(f, v(2.25)) == 0
 
 
 def test_a_scalar_predicate_over_array_operands():

@@ -281,6 +281,26 @@ def test_argnums_and_pytrees_as_in_jax():
     np.testing.assert_array_equal(J["a"], np.eye(2))
 
 
+@pytest.mark.parametrize(
+    "name, f, x0, plus, minus",
+    [
+        # floor(x) x at 1: the piece [1, 2) is x (slope 1), the piece [0, 1) is 0
+        ("floor times x", lambda x: jnp.floor(x) * x, 1.0, 1.0, 0.0),
+        # a step times x at 0: x on the right, 0 on the left
+        ("where step times x", lambda x: jnp.where(x > 0, 1.0, 0.0) * x, 0.0, 1.0, 0.0),
+        # truncation: int(x) x at -1: 0 on (-1, 0); -x on (-2, -1], so f(-1 - t) = 1 + t
+        ("int(x) times x", lambda x: x.astype(jnp.int32) * x, -1.0, 0.0, 1.0),
+    ],
+)
+def test_values_downstream_of_a_tied_jump_come_from_the_entered_piece(name, f, x0, plus, minus):
+    """f'(x; +1) and f'(x; -1): the derivative of the piece the direction enters:
+    values taken past a tied jump (floor, a step, a truncation) are that piece's values,
+    not the values at the point (hand-derived one-sided slopes)."""
+    x = jnp.array(x0)
+    assert float(jr.directional_derivative(f, x, jnp.array(1.0))) == plus
+    assert float(jr.directional_derivative(f, x, jnp.array(-1.0))) == minus
+
+
 def test_ld_jvp_takes_fewer_directions_than_inputs():
     """k < n directions (and a single 1-D direction) are allowed: a lexicographic
     directional derivative needs only as many directions as it takes to break the ties.

@@ -65,12 +65,12 @@ class Switch(NamedTuple):
     time: Any = None
 
     def radius(self, shape: Sequence[int], wide: Any) -> Any:
-        """The earliest crossing over the elements that are not tied."""
+        """The earliest crossing (a tied element counts by its next crossing: a
+        comparison never crosses again, a truncation does at the next integer)."""
         if self.time is None:
             return jnp.asarray(jnp.inf, wide)
-        dist = jnp.broadcast_to(self.dist, shape)
         time = jnp.broadcast_to(self.time, shape).astype(wide)
-        return jnp.min(jnp.where(dist > 0, time, jnp.inf), initial=jnp.inf)
+        return jnp.min(time, initial=jnp.inf)
 
 
 def masked_div(num: Any, den: Any, mask: Any, fill: Any = jnp.inf) -> Any:

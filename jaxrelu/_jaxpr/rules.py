@@ -15,7 +15,12 @@ tangent columns ``U₁, U₂, …`` (Khan & Barton 2015):
   integer or boolean computation downstream (``and``, ``argmax`` over stacked conditions,
   ``cumsum``, indexing) is evaluated on those perturbed values; a ``select_n`` or a
   ``gather`` then takes its tangent from the branch or element the perturbed program uses;
-* ``floor``, ``ceil``, ``round``, ``sign`` have zero derivative (they are jumps);
+* ``floor``, ``ceil``, ``round``, ``sign`` have zero derivative (they are jumps); a float
+  turned into an integer truncates toward zero (jumps at the nonzero integers); values
+  past a tied jump (``floor`` at an integer going down, a step, a moved index) are taken
+  in the piece the direction enters, so downstream tangents are that piece's;
+* a float read through switching integers (``table[floor(x)]``, ``dynamic_slice`` at a
+  computed offset) is a site, a kink or a jump by whether the values agree across;
 * smooth primitives push every column through JAX's JVP in one batched call.
 
 Each nonsmooth primitive also records a *site*: the switching distance of every element
@@ -125,15 +130,116 @@ def jvp_columns(interp: Interpreter, eqn: Any, ins: Sequence[Val]) -> list[Any] 
     return list(jax.vmap(one)(*[ins[i].t for i in tpos]))
 
 
-def _vals(outs: Sequence[Any], ts: Sequence[Any] | None) -> list[Val]:
-    if ts is None:
-        return [Val(o) for o in outs]
-    return [Val(o, t if is_float(o) else None) for o, t in zip(outs, ts)]
+def _vals(outs: Sequence[Any], ts: Sequence[Any] | None, lex: Any = None) -> list[Val]:
+    ts = [None] * len(outs) if ts is None else ts
+    lex = [None] * len(outs) if lex is None else lex
+    return [
+        Val(o, t if is_float(o) else None, lo if is_float(o) else None)
+        for o, t, lo in zip(outs, ts, lex)
+    ]
+
+
+def lex_values(interp: Interpreter, eqn: Any, ins: Sequence[Val], outs: Sequence[Any]) -> Any:
+    """Float results at the perturbed point, where an operand's value there differs from
+    its value at the point (downstream of a tied jump: ``floor`` at an integer, an index
+    that the direction moves at once), so that tangents are those of the piece the
+    perturbed point lies in. None when no operand carries such a value."""
+    moved = [v for v in ins if v.lex is not None]
+    if interp.n_ld == 0 or not moved:
+        return None
+    differs = jnp.any(jnp.stack([jnp.any(v.lex != v.p) for v in moved]))
+    # the second evaluation only runs where some operand did move (rare: ties)
+    return lax.cond(
+        differs,
+        lambda: tuple(bind(eqn, [v.lex if v.lex is not None else v.p for v in ins])),
+        lambda: tuple(outs),
+    )
 
 
 def smooth(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
     outs = bind(eqn, [v.p for v in ins])
-    return _vals(outs, jvp_columns(interp, eqn, ins))
+    ts = jvp_columns(interp, eqn, ins)
+    if any(not is_float(v.p) and v.sw is not None for v in ins) and is_float(outs[0]):
+        index_site(interp, eqn, ins, outs[0], None if ts is None else ts[0], rec)
+    return _vals(outs, ts, lex_values(interp, eqn, ins, outs))
+
+
+_INDEX_FLIP_LIMIT = 1 << 20  # (switching index elements) x (output elements) traced at most
+
+
+def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: Any, rec):
+    """A float result read through integer operands that switch (``table[floor(x)]``,
+    ``dynamic_slice`` at a truncated offset): a site that is a kink or a jump by whether
+    the result agrees across each index element's switch. Every switching index element is
+    flipped to its value across, one at a time (vmapped); each output element takes the
+    nearest flip that changes it."""
+    wide, shape = interp.wide, np.shape(out)
+    ks = [i for i, v in enumerate(ins) if not is_float(v.p) and v.sw is not None]
+    ps = [jnp.asarray(ins[k].p) for k in ks]
+    sizes = [int(p.size) for p in ps]
+    n = sum(sizes)
+    name = eqn.primitive.name
+    if n * max(int(np.prod(shape, dtype=int)), 1) > _INDEX_FLIP_LIMIT:
+        nan, inf = jnp.asarray(jnp.nan, wide), jnp.asarray(jnp.inf, wide)
+        size = jnp.int32(int(np.prod(shape, dtype=int)))
+        rec.add(eqn, name, "unknown", SiteStats(size, jnp.int32(0), nan, inf, nan, jnp.int32(0)))
+        return
+    field = lambda f, fill: jnp.concatenate(
+        [
+            jnp.ravel(
+                jnp.broadcast_to(
+                    fill if getattr(ins[k].sw, f) is None else getattr(ins[k].sw, f), p.shape
+                )
+            ).astype(wide)
+            for k, p in zip(ks, ps)
+        ]
+    )
+    dist = field("dist", jnp.inf)
+    offsets = np.cumsum([0, *sizes])
+    fpos = [i for i, v in enumerate(ins) if is_float(v.p) and v.t is not None and interp.ncols]
+
+    def flipped(g: Any) -> tuple:
+        args = [v.p for v in ins]
+        for k, p, off in zip(ks, ps, offsets):
+            across = jnp.broadcast_to(ins[k].sw.across, p.shape).astype(p.dtype)
+            args[k] = jnp.where((jnp.arange(p.size) + off == g).reshape(p.shape), across, p)
+        if not fpos:
+            return bind(eqn, args)[0], jnp.zeros(shape, out.dtype)
+
+        def fn(*xs: Any) -> Any:
+            a = list(args)
+            for i, x in zip(fpos, xs):
+                a[i] = x
+            return bind(eqn, a)[0]
+
+        return jax.jvp(fn, [ins[i].p for i in fpos], [ins[i].t[0] for i in fpos])
+
+    there_all, t_all = jax.vmap(flipped)(jnp.arange(n))
+    expand = (slice(None),) + (None,) * len(shape)
+    changed = there_all != jnp.asarray(out)[None]
+    d_all = jnp.where(changed, dist[expand], jnp.inf)
+    best = jnp.argmin(d_all, axis=0)[None]
+    pick = lambda a: jnp.take_along_axis(a, best, axis=0)[0]
+    d_out = pick(d_all)
+    moved = jnp.any(changed.reshape(n, -1), axis=1)
+    lex = jnp.concatenate(
+        [jnp.ravel(ins[k].lex if ins[k].lex is not None else p) for k, p in zip(ks, ps)]
+    )
+    leaving = jnp.sum(moved & (lex != jnp.concatenate([jnp.ravel(p) for p in ps])))
+    st = switch_stats(d_out, None, wide, leaving=leaving)
+    if ins[ks[0]].sw.rate is not None and all(ins[k].sw.rate is not None for k in ks):
+        rate = pick(jnp.where(changed, field("rate", 0.0)[expand], 0.0))
+        time = jnp.where(changed, field("time", jnp.inf)[expand], jnp.inf)
+        sw = Switch(d_out, rate, None)
+        t_here = None if t_out is None else t_out
+        ev = jump_evidence(interp, sw, out, pick(there_all), t_here, pick(t_all)[None], shape)
+        st = st._replace(evidence=ev, radius=jnp.min(time, initial=jnp.inf))
+    else:
+        ev = jump_evidence(
+            interp, Switch(d_out, None, None), out, pick(there_all), None, None, shape
+        )
+        st = st._replace(evidence=ev)
+    rec.add(eqn, name, "select", st, select_threshold(out.dtype))
 
 
 def unknown(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
@@ -354,7 +460,14 @@ def compare(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
     t = None
     if a.t is not None or b.t is not None:
         t = interp.t_of(a, shape, interp.wide) - interp.t_of(b, shape, interp.wide)
-    lex = _LEX_TEST[eqn.primitive.name](interp.lex_sign(m, t)) if interp.n_ld else None
+    test = _LEX_TEST[eqn.primitive.name]
+    lex = test(interp.lex_sign(m, t)) if interp.n_ld else None
+    if lex is not None and (a.lex is not None or b.lex is not None):
+        # an operand in another piece at the perturbed point (a tied jump upstream)
+        ml = interp.wide_of(a.lex if a.lex is not None else a.p, shape) - interp.wide_of(
+            b.lex if b.lex is not None else b.p, shape
+        )
+        lex = jnp.where(ml != m, test(jnp.sign(ml)), lex)
     rate = interp.rate(m, t)
     sw = Switch(jnp.abs(m), rate, ~out, crossing_time(jnp.abs(m), rate))
     return [Val(out, None, lex, sw)]
@@ -435,7 +548,10 @@ def select(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list
             radius=sw.radius(shape, interp.wide),
         )
         rec.add(eqn, "select_n", "select", _with_leaving(st, leaving), select_threshold(out.dtype))
-    return [Val(out, t)]
+    lex = None
+    if interp.n_ld and (which.lex is not None or any(c.lex is not None for c in cases)):
+        lex = lex_values(interp, eqn, [Val(which.p, None, which.lex), *cases], [out])[0]
+    return [Val(out, t, lex)]
 
 
 def _with_leaving(st: SiteStats, leaving: Any) -> SiteStats:
@@ -458,13 +574,48 @@ def convert(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
             st = st._replace(radius=x.sw.radius(shape, interp.wide))
             leaving = 0 if x.lex is None else jnp.sum(x.lex != x.p)
             rec.add(eqn, "step", "jump", _with_leaving(st, leaving))
-        return [Val(out)]
+        return [Val(out, None, None if x.lex is None else bind(eqn, [x.lex])[0])]
     if src:
-        xw = interp.wide_of(x.p)
-        dist = jnp.abs(xw - jnp.round(xw))
-        rate = interp.rate(xw - jnp.round(xw), x.t)
-        return [Val(out, None, None, Switch(dist, rate, out, crossing_time(dist, rate)))]
+        return [_truncation(interp, eqn, x, out)]
     return discrete(interp, eqn, ins, rec)
+
+
+def _truncation(interp: Interpreter, eqn: Any, x: Val, out: Any) -> Val:
+    """A float turned into an integer (truncation toward zero: jumps at every nonzero
+    integer) or a boolean (``x != 0``: a switch at 0). The switch fields describe the
+    nearest jump; ``time`` is the first crossing along the direction, which need not be
+    the nearest (from 0.3 going up, truncation jumps at 1, not at the nearer 0); ``lex``
+    is the value just along the direction (a tie left toward zero jumps at once)."""
+    if x.sw is not None:  # a piecewise-constant float (``floor(x)``): its own jumps
+        sw = x.sw._replace(across=bind(eqn, [x.sw.across])[0])
+        lex = None if sw.time is None else jnp.where(sw.time == 0, sw.across, out)
+        return Val(out, None, lex, sw)
+    xw = interp.wide_of(x.p)
+    t = None if x.t is None else x.t.astype(interp.wide)
+    if out.dtype == jnp.bool_:
+        m = xw
+        across: Any = ~out
+    else:
+        near = jnp.round(xw)
+        m = xw - jnp.where(near == 0, jnp.where(xw >= 0, 1.0, -1.0), near)  # nearest jump
+        side = jnp.where(m == 0, -jnp.sign(xw), -jnp.sign(m))  # the other side of it
+        across = jnp.trunc(xw - m + 0.5 * side).astype(out.dtype)
+    dist, rate = jnp.abs(m), interp.rate(m, t)
+    if rate is None:
+        return Val(out, None, None, Switch(dist, None, across, None))
+    s = interp.lex_sign(jnp.zeros_like(xw), t)
+    step = jnp.where(s > 0, jnp.inf, -jnp.inf).astype(jnp.asarray(x.p).dtype)
+    lex = jnp.where(s == 0, out, bind(eqn, [jnp.nextafter(x.p, step)])[0])
+    if x.lex is not None:  # the operand itself moved to another piece (a tied jump upstream)
+        lex = jnp.where(x.lex != x.p, bind(eqn, [x.lex])[0], lex)
+    if out.dtype == jnp.bool_:
+        time = crossing_time(dist, rate)
+    else:
+        dx = t[0]
+        target = jnp.where(dx > 0, jnp.floor(xw) + 1, jnp.ceil(xw) - 1)
+        target = jnp.where(target == 0, target + jnp.sign(dx), target)  # 0 is no jump
+        time = jnp.where(lex != out, 0.0, masked_div(target - xw, dx, dx != 0))
+    return Val(out, None, lex, Switch(dist, rate, across, time))
 
 
 @rule("stop_gradient")
@@ -572,12 +723,16 @@ def abs_(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
 # ------------------------------------------------------------------------- jumps
 
 
-def periodic_stats(interp, q: Any, tq: Any, fn: Any, offset: float, skip_zero=False):
+def periodic_stats(
+    interp, q: Any, tq: Any, fn: Any, offset: float, skip_zero=False, with_switch=False
+) -> Any:
     """Statistics of a function with jumps at every integer + ``offset`` (``floor`` and
     ``ceil``: 0, ``round``: 0.5; ``rem``: the quotient's nonzero integers). The radius is
     the distance to the next jump along the direction; a tied element that the
     direction moves into the other piece at once (``floor`` at an integer, going down)
-    marks the site as switching immediately."""
+    marks the site as switching immediately. With ``with_switch``, also the
+    :class:`Switch` of the (piecewise-constant) result: its nearest jump, the value
+    across it, and the first crossing along the direction (0 when leaving a tie)."""
     wide = interp.wide
     x = jnp.asarray(q).astype(wide) - offset
     near = jnp.round(x)
@@ -585,8 +740,14 @@ def periodic_stats(interp, q: Any, tq: Any, fn: Any, offset: float, skip_zero=Fa
     if skip_zero:  # the quotient crossing 0 is no jump of a truncated remainder
         dist = jnp.where(near == 0, jnp.minimum(1 - jnp.abs(x), jnp.abs(x) + 1), dist)
     st = switch_stats(dist, None, wide)
+    sw = None
+    if with_switch:
+        jump = near + offset
+        out = fn(jnp.asarray(q).astype(wide))
+        below, above = fn(jump - 0.25), fn(jump + 0.25)
+        sw = Switch(dist, None, jnp.where(below != out, below, above).astype(jnp.asarray(q).dtype))
     if tq is None or interp.n_ld == 0 or x.size == 0:
-        return st
+        return (st, sw) if with_switch else st
     dx = tq[0].astype(wide)
     target = jnp.where(dx > 0, jnp.floor(x) + 1, jnp.ceil(x) - 1)
     if skip_zero:
@@ -596,8 +757,13 @@ def periodic_stats(interp, q: Any, tq: Any, fn: Any, offset: float, skip_zero=Fa
     q = jnp.asarray(q)
     step = jnp.where(s > 0, jnp.inf, -jnp.inf).astype(q.dtype)
     moved = fn(jnp.nextafter(q, step))
-    leaving = jnp.sum((dist == 0) & (s != 0) & (moved != fn(q)))
-    return _with_leaving(st._replace(radius=jnp.min(t)), leaving)
+    leaves = (dist == 0) & (s != 0) & (moved != fn(q))
+    st = _with_leaving(st._replace(radius=jnp.min(t)), jnp.sum(leaves))
+    if not with_switch:
+        return st
+    assert sw is not None
+    rate = interp.rate(x - near, tq)
+    return st, sw._replace(rate=rate, time=jnp.where(leaves, 0.0, t))
 
 
 _PERIODIC = {"floor": (jnp.floor, 0.0), "ceil": (jnp.ceil, 0.0), "round": (jnp.round, 0.5)}
@@ -613,8 +779,14 @@ def staircase(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> l
     fn, offset = _PERIODIC[name]
     if name == "round":
         fn = lambda v: bind(eqn, [v])[0]
-    rec.add(eqn, name, "jump", periodic_stats(interp, x.p, x.t, fn, offset))
-    return [Val(out)]
+    st, sw = periodic_stats(interp, x.p, x.t, fn, offset, with_switch=True)
+    rec.add(eqn, name, "jump", st)
+    # the result is piecewise constant: its switch goes along (an integer conversion of
+    # it changes only where it jumps), and its value in the piece the direction enters
+    lex = None
+    if sw is not None and sw.time is not None:
+        lex = jnp.where(sw.time == 0, sw.across, out)
+    return [Val(out, None, lex, sw)]
 
 
 @rule("sign")
