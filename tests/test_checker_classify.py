@@ -329,6 +329,22 @@ def test_ad_off_the_exact_slope_needs_the_measured_tolerance_too(ad, wrong):
     )
 
 
+def test_the_exact_slope_boundaries_are_inclusive():
+    """At exact equality (dyadic numbers, no rounding): consistency is ``<=``, a
+    difference must exceed its tolerance (``>``)."""
+    unresolved = (Verdict.INCONCLUSIVE, Cause.ORDER_ONE_UNRESOLVED)
+    kink = (Verdict.KINK, Cause.EXACT_SLOPES_DIFFER)
+    # |measured - exact| = 0.25 + 16 * 2^-10 * (1 + 1) = 0.28125 exactly: still consistent
+    assert _exact_case(1.28125, 0.5, 1.0, 0.5, 0.25, 0.6) == kink
+    assert _exact_case(0.5, 1.28125, 0.5, 1.0, 0.6, 0.25, ad=0.5) == kink
+    # exact slopes 0.515625 and 0.484375 differ by exactly 16 * 2^-10 * (1 + 1): no kink
+    assert _exact_case(0.515625, 0.484375, 0.515625, 0.484375, 0.2, 0.2, ad=0.515625) == (
+        unresolved
+    )
+    # AD 1.5 off the exact slope 1 by exactly the measured tolerance 0.5: not condemned
+    assert _exact_case(1.0, 1.0, 1.0, 1.0, 0.23828125, 0.23828125, ad=1.5) == unresolved
+
+
 def test_order_two_is_smooth_and_flat_is_linear():
     assert decide(_evidence(ORDER2)) == (Verdict.SMOOTH, Cause.ORDER_TWO)
     assert decide(_evidence(FLAT)) == (Verdict.LINEAR, Cause.FLAT)

@@ -119,6 +119,7 @@ def test_select_kinks_and_jumps_and_unknown_primitives():
         (jnp.float32, 1.6e-3, "kink"),  # 0.8e-3 relative: below the threshold
         # in float16 the threshold is 32 ulps = 0.03125: a 2% gap is rounding-size
         (jnp.float16, 0.04, "kink"),
+        (jnp.float16, 0.0655, "jump"),  # 1.06543 in float16: 0.03168 relative, above 32 ulps
         (jnp.float16, 0.08, "jump"),
     ],
 )

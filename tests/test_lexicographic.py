@@ -301,6 +301,15 @@ def test_values_downstream_of_a_tied_jump_come_from_the_entered_piece(name, f, x
     assert float(jr.directional_derivative(f, x, jnp.array(-1.0))) == minus
 
 
+def test_stop_gradient_has_no_tangent_at_ties():
+    # max(x0, x1) + stop_gradient(x0) at a tie: the stop-gradient term adds nothing to any
+    # column (the tie goes to x0 along e1): [1, 0]
+    f = lambda x: jnp.maximum(x[0], x[1]) + lax.stop_gradient(x[0])
+    J = jr.ld_jacobian(f, jnp.array([1.0, 1.0]))
+    assert np.asarray(J).tolist() == [1.0, 0.0]
+    assert np.asarray(jr.ld_grad(f)(jnp.array([1.0, 1.0]))).tolist() == [1.0, 0.0]
+
+
 def test_ld_jvp_takes_fewer_directions_than_inputs():
     """k < n directions (and a single 1-D direction) are allowed: a lexicographic
     directional derivative needs only as many directions as it takes to break the ties.

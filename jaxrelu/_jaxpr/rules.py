@@ -572,7 +572,8 @@ def convert(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
             shape = np.shape(out)
             st = switch_stats(jnp.broadcast_to(x.sw.dist, shape), None, interp.wide)
             st = st._replace(radius=x.sw.radius(shape, interp.wide))
-            leaving = 0 if x.lex is None else jnp.sum(x.lex != x.p)
+            # no lex only without directions, where no radius is reported: equivalent
+            leaving = 0 if x.lex is None else jnp.sum(x.lex != x.p)  # pragma: no mutate
             rec.add(eqn, "step", "jump", _with_leaving(st, leaving))
         return [Val(out, None, None if x.lex is None else bind(eqn, [x.lex])[0])]
     if src:
