@@ -281,7 +281,7 @@ def test_config_parts_flat_keywords_and_numpy_scalars():
     [
         (dict(dtype="float17"), ValueError, "`dtype`"),
         (dict(optimizer="rmsprop"), ValueError, "`optimizer`"),
-        (dict(model="resnet"), ValueError, "`model`"),
+        (dict(model="vgg"), ValueError, "`model`"),
         (dict(width=0), ValueError, "`width`"),
         (dict(width=10**30), ValueError, "`width` must be at most 65536"),
         (dict(depth=100_000), ValueError, "`depth` must be at most 64"),

@@ -4,8 +4,8 @@
   norm, initialisation, activation);
 * :class:`OptimConfig` -- the optimisation (optimizer, learning rate, momentum, weight
   decay, batch size);
-* :class:`RunConfig` -- the run settings (precision, kink values, seed, epochs,
-  instrumentation, devices, loss scaling).
+* :class:`RunConfig` -- the run settings (precision and accumulation, kink values, seed,
+  epochs, instrumentation, devices, loss scaling).
 
 Every part validates its fields on construction (a ``TypeError``/``ValueError`` naming
 the field, NumPy scalars accepted). ``TrainConfig`` holds the three parts and nothing
@@ -28,8 +28,10 @@ import jax
 
 from .. import _validate
 from . import limits, models
+from .ties import LEXICOGRAPHIC
 
 __all__ = [
+    "ACCUMULATE",
     "DEFAULT_LEARNING_RATES",
     "DTYPES",
     "MATMUL_PRECISIONS",
@@ -38,6 +40,8 @@ __all__ = [
     "OptimConfig",
     "RunConfig",
     "TrainConfig",
+    "data_devices",
+    "kink_values",
 ]
 
 DTYPES = _validate.FLOAT_DTYPES
@@ -45,6 +49,36 @@ OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LEARNING_RATES: Mapping[str, float] = {"sgd": 0.1, "adam": 1e-3}
 """The learning rate used when none is given: 0.1 for SGD (the paper's), 1e-3 for Adam."""
 MATMUL_PRECISIONS = ("highest", "high", "default", "float32", "tensorfloat32", "bfloat16")
+ACCUMULATE = models.ACCUMULATE
+LEXICOGRAPHIC_MODELS = ("mlp", "resnet")
+"""Models the lexicographic kink value supports (the CNN's max pooling has ties of its own)."""
+
+
+def kink_values(values: Any, name: str = "kink_grads") -> tuple[float | str, ...]:
+    """A non-empty sequence of finite numbers and ``"lexicographic"``, as a tuple of
+    Python floats and that string (a ``ValueError``/``TypeError`` naming the entry)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+        try:
+            values = tuple(values)
+        except TypeError:
+            raise TypeError(f"`{name}` must be a sequence of numbers, got {values!r}") from None
+    out: list[float | str] = []
+    for i, v in enumerate(values):
+        if isinstance(v, str):
+            if v != LEXICOGRAPHIC:
+                raise ValueError(f"`{name}[{i}]` must be a number or {LEXICOGRAPHIC!r}, got {v!r}")
+            out.append(v)
+        else:
+            out.append(_validate.number(v, f"{name}[{i}]"))
+    if not out:
+        raise ValueError(f"`{name}` must not be empty")
+    return tuple(out)
+
+
+def data_devices() -> list:
+    """The devices a run may use: this process's, or in a multi-process run
+    (:func:`jax.distributed.initialize`) every process's, in :func:`jax.devices` order."""
+    return jax.devices() if jax.process_count() > 1 else jax.local_devices()
 
 
 def _set(obj: Any, name: str, value: Any) -> None:
@@ -56,9 +90,12 @@ class NetworkConfig:
     """The network (see :class:`jaxrelu.study.models.Architecture`).
 
     Attributes:
-        model: ``"mlp"`` or ``"cnn"``.
-        width, depth: MLP hidden width and number of hidden layers (not used by the CNN).
-        channels: CNN convolution channels (not used by the MLP).
+        model: ``"mlp"``, ``"cnn"`` or ``"resnet"`` (the bias-free residual CNN).
+        width, depth: MLP hidden width and number of hidden layers; for the residual CNN,
+            ``depth`` is the number of residual blocks per stage (``width`` is not used by
+            the CNNs).
+        channels: CNN convolution channels; residual CNN stage channels (not used by the
+            MLP).
         batchnorm: batch norm before every activation.
         init: ``"torch"`` (the paper's) or ``"he"``.
         activation: ``"relu"``, ``"leaky_relu"``, ``"abs"``, ``"relu6"`` or ``"hard_tanh"``.
@@ -86,7 +123,9 @@ class NetworkConfig:
         _validate.one_of(self.init, models.INITS, "init")
         _validate.one_of(self.activation, models.ACTIVATION_NAMES, "activation")
 
-    def architecture(self, in_shape: tuple[int, ...], num_classes: int) -> models.Architecture:
+    def architecture(
+        self, in_shape: tuple[int, ...], num_classes: int, accumulate: str = "native"
+    ) -> models.Architecture:
         """The :class:`~jaxrelu.study.models.Architecture` for inputs of ``in_shape``."""
         return models.Architecture(
             kind=self.model,
@@ -98,13 +137,15 @@ class NetworkConfig:
             batchnorm=self.batchnorm,
             init=self.init,
             activation=self.activation,
+            accumulate=accumulate,
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The fields that shape this model (width/depth for the MLP, channels for the
-        CNN), JSON-ready."""
+        CNN, channels/depth for the residual CNN), JSON-ready."""
         d = dataclasses.asdict(self)
-        unused = ("channels",) if self.model == "mlp" else ("width", "depth")
+        unused = {"mlp": ("channels",), "cnn": ("width", "depth"), "resnet": ("width",)}
+        unused = unused[self.model]
         for k in unused:
             d.pop(k)
         if "channels" in d:
@@ -159,8 +200,13 @@ class RunConfig:
         dtype: ``"float16"``, ``"bfloat16"``, ``"float32"`` or ``"float64"`` (float64 needs
             ``jax.config.update("jax_enable_x64", True)``).
         mixed: float32 master weights with ``dtype`` compute (and loss scaling for float16).
+        accumulate: how 16-bit layers are rounded: ``"native"`` (product and bias addition
+            each rounded to ``dtype``) or ``"float32"`` (accumulated in float32, rounded
+            once, as fused kernels and tensor cores do); no effect at 32 and 64 bits.
         kink_grads: the values of the activation's derivative at its kinks, trained side by
-            side (lockstep) from one initialisation.
+            side (lockstep) from one initialisation; ``"lexicographic"`` resolves every
+            tie by the lexicographic rule (:mod:`jaxrelu.study.ties`; ReLU networks
+            without max pooling: the MLP and the residual CNN).
         seed: seeds the initialisation and the shuffling (0 to ``limits.MAX_SEED``).
         epochs: number of passes over the training set.
         instrument: record zero hits and bifurcations (cheap; on by default).
@@ -176,7 +222,8 @@ class RunConfig:
 
     dtype: str = "float32"
     mixed: bool = False
-    kink_grads: tuple[float, ...] = (0.0,)
+    accumulate: str = "native"
+    kink_grads: tuple[float | str, ...] = (0.0,)
     seed: int = 0
     epochs: int = 10
     instrument: bool = True
@@ -190,7 +237,8 @@ class RunConfig:
         _set(self, "mixed", _validate.boolean(self.mixed, "mixed"))
         if self.mixed and self.dtype in ("float32", "float64"):
             raise ValueError("`mixed` precision needs a low-precision `dtype` (float16, bfloat16)")
-        _set(self, "kink_grads", _validate.number_tuple(self.kink_grads, "kink_grads"))
+        _validate.one_of(self.accumulate, ACCUMULATE, "accumulate")
+        _set(self, "kink_grads", kink_values(self.kink_grads))
         _set(self, "seed", _validate.integer(self.seed, "seed", lo=0, hi=limits.MAX_SEED))
         _set(self, "epochs", _validate.positive_int(self.epochs, "epochs", hi=limits.MAX_EPOCHS))
         _set(self, "instrument", _validate.boolean(self.instrument, "instrument"))
@@ -260,6 +308,14 @@ class TrainConfig:
                     own["learning_rate"] = None  # the new optimizer's default rate
                 value = dataclasses.replace(value, **own)
             _set(self, part, value)
+        if LEXICOGRAPHIC in self.run.kink_grads:
+            net = self.network
+            if net.model not in LEXICOGRAPHIC_MODELS or net.activation != "relu":
+                raise ValueError(
+                    f"`kink_grads`: {LEXICOGRAPHIC!r} needs a ReLU network without max "
+                    f"pooling (model {' or '.join(LEXICOGRAPHIC_MODELS)}, activation 'relu'); "
+                    f"got model {net.model!r}, activation {net.activation!r}"
+                )
 
     def __getattr__(self, name: str) -> Any:
         part = _OWNER.get(name)
@@ -284,9 +340,20 @@ class TrainConfig:
                 f"`batch_size` {self.optim.batch_size} is larger than the training set "
                 f"({n_train} examples)"
             )
-        self.network.architecture(in_shape, num_classes)
-        if self.run.devices is not None:
-            n = len(jax.local_devices())
+        self.network.architecture(in_shape, num_classes, self.run.accumulate)
+        n = len(data_devices())
+        if jax.process_count() > 1:  # every process's devices take part
+            if self.run.devices not in (None, n):
+                raise ValueError(
+                    f"`devices` must be {n} (every device of the {jax.process_count()} "
+                    f"processes) or None in a multi-process run, got {self.run.devices}"
+                )
+            if self.optim.batch_size % n:
+                raise ValueError(
+                    f"`batch_size` {self.optim.batch_size} is not divisible by the {n} devices "
+                    f"of the {jax.process_count()} processes"
+                )
+        elif self.run.devices is not None:
             if self.run.devices > n:
                 raise ValueError(
                     f"`devices` must be between 1 and {n} (local devices), got {self.run.devices}"
@@ -299,7 +366,9 @@ class TrainConfig:
 
     def n_devices(self) -> int:
         """Devices the batch is sharded over: ``devices``, or as many local devices as
-        divide the batch size."""
+        divide the batch size; in a multi-process run, every device of every process."""
+        if jax.process_count() > 1:
+            return len(data_devices())
         if self.run.devices is not None:
             return self.run.devices
         n = len(jax.local_devices())

@@ -60,13 +60,14 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from .. import _util
-from . import instrument, interrupt, limits, models
+from . import instrument, interrupt, limits, models, ties
 from .config import (
     DTYPES,
     NetworkConfig,
     OptimConfig,
     RunConfig,
     TrainConfig,
+    data_devices,
 )
 from .data import Dataset, load_data
 from .progress import Progress
@@ -134,6 +135,7 @@ class EngineSpec:
     loss_scale: float
     loss_scale_period: int
     matmul_precision: str
+    lexicographic: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, config: TrainConfig, data: Dataset) -> EngineSpec:
@@ -141,7 +143,7 @@ class EngineSpec:
         config.check_data(data.image_shape, data.num_classes, len(data.y_train))
         run = config.run
         return cls(
-            arch=config.network.architecture(data.image_shape, data.num_classes),
+            arch=config.network.architecture(data.image_shape, data.num_classes, run.accumulate),
             optim=config.optim,
             dtype=run.dtype,
             mixed=run.mixed,
@@ -151,6 +153,7 @@ class EngineSpec:
             loss_scale=run.loss_scale,
             loss_scale_period=run.loss_scale_period,
             matmul_precision=run.matmul_precision,
+            lexicographic=tuple(i for i, s in enumerate(run.kink_grads) if s == ties.LEXICOGRAPHIC),
         )
 
     @property
@@ -166,7 +169,7 @@ class EngineSpec:
         return self.mixed and self.dtype == "float16"
 
     def mesh(self) -> Mesh:
-        return Mesh(np.array(jax.local_devices()[: self.n_devices]), ("data",))
+        return Mesh(np.array(data_devices()[: self.n_devices]), ("data",))
 
     def optimizer(self) -> optax.GradientTransformation:
         o = self.optim
@@ -225,6 +228,9 @@ class StepRecord(NamedTuple):
         zero_hits: ``(runs, layers)`` pre-activations exactly at a kink.
         bifurcation: ``(runs,)`` whether the gradients with kink derivative 0 and 1 differ.
         bifurcation_rel_l2: ``(runs,)`` their relative L2 difference.
+        live_ties: ``(runs, layers)`` the zero hits whose gradient row with respect to
+            the parameters may be nonzero (only these can change a gradient; see
+            :func:`jaxrelu.study.models.tangent_support`).
     """
 
     loss: Any
@@ -232,6 +238,7 @@ class StepRecord(NamedTuple):
     zero_hits: Any = None
     bifurcation: Any = None
     bifurcation_rel_l2: Any = None
+    live_ties: Any = None
 
 
 def make_optimizer(
@@ -279,7 +286,11 @@ _init_state_jit = jax.jit(_init_state, static_argnums=0)
 
 def init_state(spec: EngineSpec, key: jax.Array, kink_grads: Any) -> TrainState:
     """The initial :class:`TrainState` of ``spec.n_runs`` lockstep runs, one per entry of
-    ``kink_grads``, all from the initialisation drawn with ``key``."""
+    ``kink_grads``, all from the initialisation drawn with ``key``. A
+    ``"lexicographic"`` entry is stored as 0 (the slope at the ties the rule need not
+    look at; ``spec.lexicographic`` says which runs use the rule)."""
+    if isinstance(kink_grads, (list, tuple)):
+        kink_grads = [0.0 if s == ties.LEXICOGRAPHIC else s for s in kink_grads]
     kink_grads = jnp.asarray(kink_grads, spec.compute_dtype)
     if kink_grads.shape != (spec.n_runs,):
         raise ValueError(
@@ -315,8 +326,8 @@ def _shard(spec: EngineSpec, xb: jax.Array, yb: jax.Array):
 
 
 def _runs(spec: EngineSpec, fn):
-    """``fn`` over the lockstep runs: vmapped for several, as is for one (no run axis, so
-    XLA sees the same program as a single hand-written run)."""
+    """``fn`` over the lockstep runs: vmapped, or as is for one run (no run axis, so XLA
+    sees the program of a single hand-written run)."""
     return fn if spec.n_runs == 1 else jax.vmap(fn)
 
 
@@ -349,10 +360,53 @@ def _gradients(spec: EngineSpec, st: TrainState, xb, yb):
     return loss.astype(jnp.float32), new_bn, pre, grads
 
 
-def _instrumentation(spec: EngineSpec, st: TrainState, xb, yb, pre):
-    """Zero hits per run and layer, and the bifurcation test where there are any."""
+def _support(spec: EngineSpec, st: TrainState, xb, pre) -> list | None:
+    """Per run and layer, where a tie may change a gradient
+    (:func:`~jaxrelu.study.models.tangent_support`); None where every tie may (the CNN,
+    activations other than ReLU)."""
+    if spec.arch.kind not in ("mlp", "resnet") or spec.arch.activation != "relu":
+        return None
+    one = lambda p, z: models.tangent_support(spec.arch, p, z, xb)
+    return _runs(spec, one)(st.params, pre)
+
+
+def _lexicographic(spec: EngineSpec, st: TrainState, xb, yb, pre, support, grads):
+    """The lexicographic runs' gradients: their ordinary gradient (computed with slope 0)
+    where no tie can matter, else the lexicographic gradient (:mod:`.ties`), under a
+    :func:`jax.lax.cond` per run (nothing extra on a step without candidate ties)."""
+
+    def one(params, model_state, scale, pre_r, support_r, grad_r):
+        def loss_of(p, slopes):
+            scaled, (_, _, pre_p) = _loss(spec, p, model_state, xb, yb, slopes, scale)
+            return scaled, pre_p
+
+        cand = [(z == 0) & t for z, t in zip(pre_r, support_r)]
+        tied = jnp.any(jnp.stack([jnp.any(c) for c in cand]))
+        lex = lambda: ties.lexicographic_grad(loss_of, params, pre_r, cand)
+        return lax.cond(tied, lex, lambda: grad_r)
+
+    args = (st.params, st.model_state, st.loss_scale, pre, support, grads)
+    if spec.n_runs == 1:
+        return one(*args)
+    for r in spec.lexicographic:
+        g = one(*jax.tree.map(lambda v, r=r: v[r], args))
+        grads = jax.tree.map(lambda all_runs, v, r=r: all_runs.at[r].set(v), grads, g)
+    return grads
+
+
+def _instrumentation(spec: EngineSpec, st: TrainState, xb, yb, pre, support):
+    """Zero hits per run and layer, those among them that may change a gradient, and the
+    bifurcation test where there are any of those."""
     kinks = models.ACTIVATIONS[spec.arch.activation].kinks
     hits = _runs(spec, lambda z: instrument.kink_hits(z, kinks))(pre)
+    if support is None:
+        live = hits
+    else:
+
+        def live_one(z, t):
+            return jnp.stack([jnp.sum((a == 0) & b, dtype=jnp.int32) for a, b in zip(z, t)])
+
+        live = _runs(spec, live_one)(pre, support)
 
     def grad_at(s: float):
         kink = jnp.asarray(s, spec.compute_dtype)
@@ -360,8 +414,8 @@ def _instrumentation(spec: EngineSpec, st: TrainState, xb, yb, pre):
         return _runs(spec, jax.grad(f))(st.params, st.model_state, st.loss_scale)
 
     runs = None if spec.n_runs == 1 else spec.n_runs
-    differ, rel = instrument.bifurcation_test(grad_at, jnp.any(hits > 0), runs=runs)
-    return hits, differ, rel
+    differ, rel = instrument.bifurcation_test(grad_at, jnp.any(live > 0), runs=runs)
+    return hits, differ, rel, live
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -475,7 +529,12 @@ def train_step(
     xb, yb = _shard(spec, *batch)
     st = _squeeze(spec, state._replace(step=jnp.zeros((spec.n_runs,), jnp.int32)))
     loss, new_bn, pre, grads = _gradients(spec, st, xb, yb)
-    extra = _instrumentation(spec, st, xb, yb, pre) if spec.instrument else (None,) * 3
+    support = _support(spec, st, xb, pre) if spec.instrument or spec.lexicographic else None
+    if spec.lexicographic:
+        if support is None:  # the CNN is refused by TrainConfig; a safe default anyway
+            support = _runs(spec, lambda z: [jnp.ones(v.shape, bool) for v in z])(pre)
+        grads = _lexicographic(spec, st, xb, yb, pre, support, grads)
+    extra = _instrumentation(spec, st, xb, yb, pre, support) if spec.instrument else (None,) * 4
     update = lambda s, g, b, l: _update_one(spec, state.step, s, g, b, l, masked)
     new = _runs(spec, update)(st, grads, new_bn, loss)
     record = StepRecord(loss, _weight_l1(spec, new.params), *extra)
@@ -630,7 +689,8 @@ class TrainHistory:
     Attributes:
         config: the :class:`TrainConfig`.
         dataset: the data set's name.
-        kink_grads: ``(runs,)`` the kink values.
+        kink_grads: ``(runs,)`` the kink values (NaN for ``"lexicographic"``; the config
+            has the names).
         epoch_loss: ``(epochs, runs)`` mean training loss per epoch.
         test_accuracy: ``(epochs, runs)`` test accuracy after every epoch.
         test_loss: ``(epochs, runs)``.
@@ -646,6 +706,8 @@ class TrainHistory:
         activations_per_step: pre-activations evaluated per step (for zero-hit rates).
         seconds: wall time including compilation; ``steps_per_second`` excludes the first
             epoch (compilation).
+        live_ties: ``(steps, runs, layers)`` the zero hits that may change a gradient
+            (:attr:`StepRecord.live_ties`).
     """
 
     config: TrainConfig
@@ -667,6 +729,8 @@ class TrainHistory:
     activations_per_step: int
     seconds: float
     steps_per_second: float
+    live_ties: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0, 0), int))
+    activations_per_step_by_layer: tuple[int, ...] = ()
 
     @property
     def final_accuracy(self) -> np.ndarray:
@@ -678,13 +742,13 @@ class TrainHistory:
         """One JSON-ready summary per run (kink value); non-finite numbers are None."""
         out = []
         steps = len(self.step_loss)
-        for i, s in enumerate(self.kink_grads):
+        for i, s in enumerate(self.config.kink_grads):
             hits = int(self.zero_hits[:, i].sum()) if self.zero_hits.size else 0
             final = float(self.epoch_loss[-1, i]) if len(self.epoch_loss) else math.nan
             acc = float(self.final_accuracy[i])
             out.append(
                 {
-                    "kink_grad": float(s),
+                    "kink_grad": s if isinstance(s, str) else float(s),
                     "status": self.status[i],
                     "diverged_step": int(self.diverged_step[i]),
                     "diverged_reason": self.diverged_reason[i],
@@ -696,15 +760,39 @@ class TrainHistory:
                     if self.bifurcation.size
                     else 0,
                     "steps": steps,
+                    **self._tie_summary(i, steps),
                 }
             )
+        return out
+
+    def _tie_summary(self, i: int, steps: int) -> dict[str, Any]:
+        """Run ``i``'s ties by layer and the gradient that flows through them: the relative
+        L2 norm of (gradient with ReLU'(0) = 1) - (gradient with ReLU'(0) = 0), averaged
+        over all steps (0 where no tie can matter: the two are then equal) and its
+        largest value."""
+        if not self.zero_hits.size:
+            return {}
+        rel = np.nan_to_num(self.bifurcation_rel_l2[:, i].astype(np.float64))
+        per_layer = self.activations_per_step_by_layer
+        out = {
+            "zero_hits_by_layer": [int(v) for v in self.zero_hits[:, i].sum(axis=0)],
+            "live_ties_by_layer": [int(v) for v in self.live_ties[:, i].sum(axis=0)]
+            if self.live_ties.size
+            else None,
+            "tie_gradient_mean": float(rel.mean()) if steps else 0.0,
+            "tie_gradient_max": float(rel.max()) if steps else 0.0,
+        }
+        if per_layer:
+            out["zero_hit_rate_by_layer"] = [
+                h / max(1, n * steps) for h, n in zip(out["zero_hits_by_layer"], per_layer)
+            ]
         return out
 
     def __repr__(self) -> str:
         acc = ", ".join(f"{a:.3f}" for a in self.final_accuracy)
         return (
             f"TrainHistory({self.dataset}, {len(self.epoch_loss)} epochs, kink_grads="
-            f"{self.kink_grads.tolist()}, test_accuracy=[{acc}], status={list(self.status)})"
+            f"{list(self.config.kink_grads)}, test_accuracy=[{acc}], status={list(self.status)})"
         )
 
 
@@ -722,7 +810,9 @@ def _history(config, spec, data, records, accs, tlosses, state, seconds, sps) ->
     return TrainHistory(
         config=config,
         dataset=data.name,
-        kink_grads=np.asarray(config.kink_grads, np.float64),
+        kink_grads=np.asarray(
+            [np.nan if k == ties.LEXICOGRAPHIC else k for k in config.kink_grads], np.float64
+        ),
         epoch_loss=np.stack([np.mean(r.loss, axis=0) for r in records])
         if records
         else np.zeros((0, k)),
@@ -730,6 +820,7 @@ def _history(config, spec, data, records, accs, tlosses, state, seconds, sps) ->
         test_loss=np.stack(tlosses) if tlosses else np.zeros((0, k)),
         step_loss=cat("loss", np.zeros((0, k))),
         zero_hits=cat("zero_hits", np.zeros((0, k, n_layers), np.int32)),
+        live_ties=cat("live_ties", np.zeros((0, k, n_layers), np.int32)),
         bifurcation=cat("bifurcation", np.zeros((0, k), bool)),
         bifurcation_rel_l2=cat("bifurcation_rel_l2", np.zeros((0, k))),
         weight_l1=cat("weight_l1", np.zeros((0, k))),
@@ -739,6 +830,9 @@ def _history(config, spec, data, records, accs, tlosses, state, seconds, sps) ->
         params=state.params,
         state=state.model_state,
         activations_per_step=models.n_activations(spec.arch, spec.optim.batch_size),
+        activations_per_step_by_layer=models.n_activations_by_layer(
+            spec.arch, spec.optim.batch_size
+        ),
         seconds=seconds,
         steps_per_second=sps,
     )

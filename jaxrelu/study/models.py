@@ -1,10 +1,18 @@
-r"""Small networks as plain pytrees: an MLP and a small CNN whose activations are
-jaxrelu's, with the kink value a traced input.
+r"""Small networks as plain pytrees: an MLP, a small CNN and a bias-free residual CNN whose
+activations are jaxrelu's, with the kink value a traced input.
 
 Parameters are nested dicts of arrays; :func:`apply` returns the logits, the updated batch
 norm statistics and the list of pre-activations (the inputs of every activation layer),
 which the training engine counts exact kinks in. Each kind of network is one entry of
-:data:`MODELS` (an ``init``/``apply`` pair and its sizes), so a new kind is one new entry.
+:data:`MODELS` (its checks, initialisation, forward pass and sizes), so a new kind is one
+new entry.
+
+**Accumulation.** ``Architecture.accumulate`` says how a layer is rounded in 16-bit
+precision: ``"native"`` computes ``x @ w + b`` in the working precision (the product
+rounded, then the bias addition rounded again: what ``jnp`` does), ``"float32"``
+accumulates the product in float32, adds the bias in float32 and rounds once to the
+working precision (what fused kernels and GPU tensor cores do, and PyTorch's CPU
+``nn.Linear``). At 32 and 64 bits both are the same.
 
 The activations are read from :data:`jaxrelu.REGISTRY` (function, kink locations): the
 networks use every one-input activation named in :data:`ACTIVATION_NAMES`.
@@ -33,24 +41,32 @@ from .. import _validate
 from . import limits
 
 __all__ = [
+    "ACCUMULATE",
     "ACTIVATIONS",
     "ACTIVATION_NAMES",
     "INITS",
     "MODELS",
     "Activation",
     "Architecture",
+    "Block",
     "apply",
     "cross_entropy",
     "init",
+    "linear",
     "n_activation_layers",
     "n_activations",
+    "n_activations_by_layer",
     "n_params",
     "nll",
+    "resnet_blocks",
+    "tangent_support",
 ]
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
 INITS = ("torch", "he")
+ACCUMULATE = ("native", "float32")
+"""How 16-bit layers are rounded (see the module docstring)."""
 ACTIVATION_NAMES = ("relu", "leaky_relu", "abs", "relu6", "hard_tanh")
 """The one-input activations of :data:`jaxrelu.REGISTRY` the networks can use."""
 
@@ -83,16 +99,19 @@ class Architecture:
     """What network to build (hashable: one compilation per architecture).
 
     Attributes:
-        kind: a key of :data:`MODELS` (``"mlp"`` or ``"cnn"``).
+        kind: a key of :data:`MODELS` (``"mlp"``, ``"cnn"`` or ``"resnet"``).
         in_shape: shape of one input (``(H, W, C)`` images; the MLP flattens them).
         num_classes: number of outputs.
         width: hidden width of the MLP (at most :data:`limits.MAX_WIDTH`).
-        depth: number of hidden layers of the MLP (at most :data:`limits.MAX_DEPTH`).
+        depth: number of hidden layers of the MLP (at most :data:`limits.MAX_DEPTH`); for
+            the residual CNN, residual blocks per stage.
         channels: output channels of the CNN's 3x3 zero-padded convolutions, each followed
-            by [batch norm], the activation and 2x2 max pooling.
+            by [batch norm], the activation and 2x2 max pooling; for the residual CNN, the
+            channels of each stage (see :func:`resnet_blocks`).
         batchnorm: batch normalisation before every activation.
         init: ``"torch"`` or ``"he"``.
         activation: a name from :data:`ACTIVATION_NAMES`.
+        accumulate: ``"native"`` or ``"float32"`` (see the module docstring).
     """
 
     kind: str = "mlp"
@@ -104,11 +123,13 @@ class Architecture:
     batchnorm: bool = False
     init: str = "torch"
     activation: str = "relu"
+    accumulate: str = "native"
 
     def __post_init__(self) -> None:
         _validate.one_of(self.kind, MODELS, "model")
         _validate.one_of(self.init, INITS, "init")
         _validate.one_of(self.activation, ACTIVATION_NAMES, "activation")
+        _validate.one_of(self.accumulate, ACCUMULATE, "accumulate")
         _validate.positive_int(self.width, "width", hi=limits.MAX_WIDTH)
         _validate.positive_int(self.depth, "depth", hi=limits.MAX_DEPTH)
         _validate.positive_int(self.num_classes, "num_classes")
@@ -137,6 +158,18 @@ def _check_cnn(arch: Architecture) -> None:
         )
 
 
+def _check_resnet(arch: Architecture) -> None:
+    if len(arch.in_shape) != 3:
+        raise ValueError(
+            f"the residual CNN needs (H, W, C) images, got input shape {arch.in_shape} (flat "
+            "features: use model 'mlp')"
+        )
+    h, w = arch.in_shape[:2]
+    stages = len(arch.channels) - 1  # every stage after the first halves the image
+    if h >> stages == 0 or w >> stages == 0:
+        raise ValueError(f"`channels`: {len(arch.channels)} stages are too many for {h}x{w} images")
+
+
 def _uniform(key, shape, bound, dtype):
     return jax.random.uniform(key, shape, jnp.float32, -bound, bound).astype(dtype)
 
@@ -158,8 +191,14 @@ def _weights(key, shape, fan_in, init_name, bias, dtype):
 
 
 def _batchnorm_params(n_feat, dtype):
-    params = [{"scale": jnp.ones((n,), dtype), "bias": jnp.zeros((n,), dtype)} for n in n_feat]
-    state = [{"mean": jnp.zeros((n,), dtype), "var": jnp.ones((n,), dtype)} for n in n_feat]
+    """Batch norm parameters and statistics for every entry (a feature count) of the
+    pytree ``n_feat``."""
+    params = jax.tree.map(
+        lambda n: {"scale": jnp.ones((n,), dtype), "bias": jnp.zeros((n,), dtype)}, n_feat
+    )
+    state = jax.tree.map(
+        lambda n: {"mean": jnp.zeros((n,), dtype), "var": jnp.ones((n,), dtype)}, n_feat
+    )
     return params, state
 
 
@@ -186,6 +225,55 @@ def _init_cnn(arch: Architecture, key, dtype):
     fan_in = h * w * c_in
     out = _weights(keys[-1], (fan_in, arch.num_classes), fan_in, arch.init, True, dtype)
     return layers, out, list(arch.channels)
+
+
+class Block(NamedTuple):
+    """One residual block of the residual CNN: 3x3 convolution (``stride``), activation,
+    3x3 convolution, plus the shortcut (a 1x1 convolution with ``stride`` when ``proj``,
+    else the identity), activation."""
+
+    c_in: int
+    c_out: int
+    stride: int
+    proj: bool
+
+
+def resnet_blocks(arch: Architecture) -> list[Block]:
+    """The residual CNN's blocks: ``arch.depth`` per stage, one stage per entry of
+    ``arch.channels``; the first block of every stage after the first halves the image
+    (stride 2). Before them, a 3x3 stem convolution to ``channels[0]``; after them,
+    global average pooling and a linear layer (the only bias). Convolutions: 1 + 2 x
+    blocks (+ a 1x1 projection where the channels or the size change)."""
+    blocks, c_in = [], arch.channels[0]
+    for s, c in enumerate(arch.channels):
+        for b in range(arch.depth):
+            stride = 2 if s > 0 and b == 0 else 1
+            blocks.append(Block(c_in, c, stride, stride != 1 or c_in != c))
+            c_in = c
+    return blocks
+
+
+def _init_resnet(arch: Architecture, key, dtype):
+    """Bias-free convolutions (batch norm's shift, when on, is the only shift before an
+    activation); the output layer has a bias."""
+    blocks = resnet_blocks(arch)
+    keys = iter(jax.random.split(key, 3 * len(blocks) + 2))
+
+    def conv(size: int, c_in: int, c_out: int) -> dict:
+        fan_in = size * size * c_in
+        return _weights(next(keys), (size, size, c_in, c_out), fan_in, arch.init, False, dtype)
+
+    layers: list[Any] = [conv(3, arch.in_shape[2], arch.channels[0])]
+    feats: list[Any] = [arch.channels[0]]
+    for blk in blocks:
+        layer = {"conv1": conv(3, blk.c_in, blk.c_out), "conv2": conv(3, blk.c_out, blk.c_out)}
+        if blk.proj:
+            layer["proj"] = conv(1, blk.c_in, blk.c_out)
+        layers.append(layer)
+        feats.append({name: blk.c_out for name in layer})
+    c = arch.channels[-1]
+    out = _weights(next(keys), (c, arch.num_classes), c, arch.init, True, dtype)
+    return layers, out, feats
 
 
 def init(arch: Architecture, key: jax.Array, dtype: Any = jnp.float32) -> tuple[dict, dict]:
@@ -216,19 +304,123 @@ def _batchnorm(z, p, s, train):
     return y.astype(z.dtype), new
 
 
+def _wide(arch: Architecture, dtype: Any) -> bool:
+    """Whether products accumulate in float32 and round once (16-bit ``accumulate="float32"``)."""
+    return arch.accumulate == "float32" and jnp.dtype(dtype).itemsize < 4
+
+
+def _finish(arch: Architecture, z, bias, dtype):
+    """Adds the bias (if any) and rounds to ``dtype`` as the accumulation mode says."""
+    if _wide(arch, dtype):
+        z = z if bias is None else z + bias.astype(jnp.float32)
+        return z.astype(dtype)
+    return z if bias is None else z + bias
+
+
+def linear(arch: Architecture, layer: dict, h: jax.Array) -> jax.Array:
+    """``h @ w + b`` (``b`` if the layer has one), rounded as ``arch.accumulate`` says."""
+    kw = {"preferred_element_type": jnp.float32} if _wide(arch, h.dtype) else {}
+    return _finish(arch, jnp.matmul(h, layer["w"], **kw), layer.get("b"), h.dtype)
+
+
+def _windows(h: jax.Array, size: int, stride: int) -> jax.Array:
+    """The ``size`` x ``size`` windows of ``h`` (NHWC), zero-padded by ``(size - 1) // 2``
+    on every side, at ``stride``: ``(n, H', W', size * size * C)`` (im2col)."""
+    pad = (size - 1) // 2
+    if pad:
+        h = jnp.pad(h, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    rows = (h.shape[1] - size) // stride + 1
+    cols = (h.shape[2] - size) // stride + 1
+    parts = [
+        h[:, i : i + stride * (rows - 1) + 1 : stride, j : j + stride * (cols - 1) + 1 : stride]
+        for i in range(size)
+        for j in range(size)
+    ]
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+
+
+def _conv(arch: Architecture, h, w, bias=None, stride: int = 1):
+    """A zero-padded convolution (HWIO weights, odd square kernel) as one matrix product
+    over the windows: XLA's CPU convolutions inside a loop (the training scan) are several
+    times slower than its matrix products."""
+    size = w.shape[0]
+    kw = {"preferred_element_type": jnp.float32} if _wide(arch, h.dtype) else {}
+    z = jnp.matmul(_windows(h, size, stride), w.reshape(-1, w.shape[-1]), **kw)
+    return _finish(arch, z, bias, h.dtype)
+
+
 def _mlp_layer(arch, layer, h):
-    return h @ layer["w"] + layer["b"]
+    return linear(arch, layer, h)
 
 
 def _cnn_layer(arch, layer, h):
-    z = lax.conv_general_dilated(
-        h, layer["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-    return z + layer["b"] if "b" in layer else z
+    return _conv(arch, h, layer["w"], layer.get("b"))
 
 
 def _pool(h):
-    return lax.reduce_window(h, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    return lax.reduce_window(h, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1))
+
+
+def _layer_kink(kink: Any, i: int) -> Any:
+    return kink[i] if isinstance(kink, (list, tuple)) else kink
+
+
+def _chain_forward(arch: Architecture, params, state, h, kink, train):
+    """The MLP and the CNN: layer, [batch norm], activation, [pooling], repeated."""
+    act = ACTIVATIONS[arch.activation].fn
+    model = MODELS[arch.kind]
+    h = model.prepare(arch, h)
+    pre: list[jax.Array] = []
+    new_bn = []
+    for i, layer in enumerate(params["layers"]):
+        z = model.layer(arch, layer, h)
+        if arch.batchnorm:
+            z, s = _batchnorm(z, params["bn"][i], state["bn"][i], train)
+            new_bn.append(s)
+        pre.append(z)
+        h = model.after(act(z, _layer_kink(kink, i)))
+    return h, new_bn, pre
+
+
+def _resnet_forward(arch: Architecture, params, state, x, kink, train):
+    """Stem, residual blocks (:func:`resnet_blocks`), global average pooling."""
+    act = ACTIVATIONS[arch.activation].fn
+    pre: list[jax.Array] = []
+    new_bn: list[Any] = []
+
+    def norm(z, p, s):
+        if not arch.batchnorm:
+            return z, None
+        return _batchnorm(z, p, s, train)
+
+    bn_p = params["bn"] if arch.batchnorm else [None] * len(params["layers"])
+    bn_s = state["bn"] if arch.batchnorm else [None] * len(params["layers"])
+    z, s0 = norm(_conv(arch, x, params["layers"][0]["w"]), bn_p[0], bn_s[0])
+    new_bn.append(s0)
+    pre.append(z)
+    h = act(z, _layer_kink(kink, 0))
+    for blk, layer, bp, bs in zip(resnet_blocks(arch), params["layers"][1:], bn_p[1:], bn_s[1:]):
+        stats = {}
+        pick = lambda name, tree: None if tree is None else tree[name]
+        z1, stats["conv1"] = norm(
+            _conv(arch, h, layer["conv1"]["w"], stride=blk.stride),
+            pick("conv1", bp), pick("conv1", bs),
+        )  # fmt: skip
+        pre.append(z1)
+        h1 = act(z1, _layer_kink(kink, len(pre) - 1))
+        conv2 = _conv(arch, h1, layer["conv2"]["w"])
+        z2, stats["conv2"] = norm(conv2, pick("conv2", bp), pick("conv2", bs))
+        shortcut = h
+        if blk.proj:
+            shortcut, stats["proj"] = norm(
+                _conv(arch, h, layer["proj"]["w"], stride=blk.stride),
+                pick("proj", bp), pick("proj", bs),
+            )  # fmt: skip
+        new_bn.append(stats)
+        z = (z2 + shortcut).astype(z2.dtype)
+        pre.append(z)
+        h = act(z, _layer_kink(kink, len(pre) - 1))
+    return jnp.mean(h, axis=(1, 2)).astype(h.dtype), new_bn, pre
 
 
 def apply(
@@ -245,24 +437,14 @@ def apply(
         arch: the architecture.
         params, state: from :func:`init` (any float dtype; ``x`` is cast to it).
         x: a batch of inputs, shape ``(n, *arch.in_shape)`` (or flat for the MLP).
-        kink: the activation's derivative at its kinks (traced; see :func:`jaxrelu.relu`).
+        kink: the activation's derivative at its kinks (traced; see :func:`jaxrelu.relu`):
+            one value for every layer, or a list with one value (or array broadcastable to
+            that layer's pre-activations) per activation layer.
         train: batch statistics (and updated running statistics) for batch norm.
     """
-    act = ACTIVATIONS[arch.activation].fn
-    model = MODELS[arch.kind]
     x = x.astype(params["out"]["w"].dtype)
-    h = model.prepare(arch, x)
-    pre: list[jax.Array] = []
-    new_bn = []
-    for i, layer in enumerate(params["layers"]):
-        z = model.layer(arch, layer, h)
-        if arch.batchnorm:
-            z, s = _batchnorm(z, params["bn"][i], state["bn"][i], train)
-            new_bn.append(s)
-        pre.append(z)
-        h = model.after(act(z, kink))
-    h = h.reshape(h.shape[0], -1)
-    logits = h @ params["out"]["w"] + params["out"]["b"]
+    h, new_bn, pre = MODELS[arch.kind].forward(arch, params, state, x, kink, train)
+    logits = linear(arch, params["out"], h.reshape(h.shape[0], -1))
     return logits, {"bn": new_bn} if arch.batchnorm else state, pre
 
 
@@ -283,14 +465,17 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array | None =
 
 
 class _Model(NamedTuple):
-    """One kind of network: checks, parameter init, the layer map and sizes."""
+    """One kind of network: checks, parameter init, forward pass, layer map and sizes
+    (``prepare``/``layer``/``after`` are the chain networks' steps, used by
+    ``_chain_forward``)."""
 
     check: Callable[[Architecture], None]
-    init: Callable[..., tuple[list, dict, list[int]]]
-    prepare: Callable[[Architecture, jax.Array], jax.Array]
-    layer: Callable[[Architecture, dict, jax.Array], jax.Array]
-    after: Callable[[jax.Array], jax.Array]
+    init: Callable[..., tuple[list, dict, Any]]
+    forward: Callable[..., tuple[jax.Array, list, list[jax.Array]]]
     n_layers: Callable[[Architecture], int]
+    prepare: Callable[[Architecture, jax.Array], jax.Array] | None = None
+    layer: Callable[[Architecture, dict, jax.Array], jax.Array] | None = None
+    after: Callable[[jax.Array], jax.Array] | None = None
 
 
 MODELS: Mapping[str, _Model] = types.MappingProxyType(
@@ -298,22 +483,32 @@ MODELS: Mapping[str, _Model] = types.MappingProxyType(
         "mlp": _Model(
             _check_mlp,
             _init_mlp,
+            _chain_forward,
+            lambda arch: arch.depth,
             lambda arch, x: x.reshape(x.shape[0], -1),
             _mlp_layer,
             lambda h: h,
-            lambda arch: arch.depth,
         ),
         "cnn": _Model(
             _check_cnn,
             _init_cnn,
+            _chain_forward,
+            lambda arch: len(arch.channels),
             lambda arch, x: x.reshape(x.shape[0], *arch.in_shape),
             _cnn_layer,
             _pool,
-            lambda arch: len(arch.channels),
+        ),
+        "resnet": _Model(
+            _check_resnet,
+            _init_resnet,
+            lambda arch, p, s, x, k, t: _resnet_forward(
+                arch, p, s, x.reshape(x.shape[0], *arch.in_shape), k, t
+            ),
+            lambda arch: 1 + 2 * len(resnet_blocks(arch)),
         ),
     }
 )
-"""Model kind -> its implementation (``"mlp"``, ``"cnn"``)."""
+"""Model kind -> its implementation (``"mlp"``, ``"cnn"``, ``"resnet"``)."""
 
 
 def n_activation_layers(arch: Architecture) -> int:
@@ -338,9 +533,84 @@ def n_params(arch: Architecture) -> int:
     return int(sum(math.prod(v.shape) for v in jax.tree.leaves(params)))
 
 
+def n_activations_by_layer(arch: Architecture, batch: int) -> tuple[int, ...]:
+    """Pre-activations of each activation layer for one forward pass of ``batch``
+    inputs."""
+    if arch.kind == "mlp":
+        return (batch * arch.width,) * arch.depth
+    _, pre = _shapes(arch, batch)
+    return tuple(int(math.prod(z.shape)) for z in pre)
+
+
 def n_activations(arch: Architecture, batch: int) -> int:
     """Pre-activations evaluated by one forward pass of ``batch`` inputs."""
     if arch.kind == "mlp":
         return batch * arch.width * arch.depth
     _, pre = _shapes(arch, batch)
     return int(sum(math.prod(z.shape) for z in pre))
+
+
+def tangent_support(
+    arch: Architecture, params: dict, pre: list[jax.Array], x: jax.Array
+) -> list[jax.Array]:
+    r"""Where a pre-activation's gradient with respect to the parameters may be nonzero.
+
+    For every entry of every pre-activation (``pre``, from :func:`apply` at ``params`` and
+    the inputs ``x``): False only where the gradient row :math:`\partial z_u / \partial
+    \theta` is exactly zero whatever derivative the activations take at their ties (a
+    structural zero: every path from a parameter to the unit passes through a zero input
+    or a negative pre-activation). Such a unit's derivative at its kink cannot change any
+    gradient, so the lexicographic rule need not look at it. Conservative: True may still
+    be a zero row.
+
+    Every unit of the MLP (its bias) and of any network with batch norm (its shift) has a
+    parameter of its own: all True. For the bias-free residual CNN without batch norm, the
+    support is propagated through the network: a convolution output may move if an input
+    of its window is nonzero (its weights move it) or may move (through a nonzero weight);
+    a ReLU passes its input's support where the input is positive or tied.
+
+    Raises:
+        ValueError: for the CNN (its max pooling has ties of its own).
+    """
+    if arch.kind == "cnn":
+        raise ValueError("the CNN's max pooling has ties of its own: no tangent support")
+    if arch.kind == "mlp" or arch.batchnorm:
+        return [jnp.ones(z.shape, bool) for z in pre]
+    f32 = jnp.float32
+    x = x.reshape(x.shape[0], *arch.in_shape)
+
+    def spread(t, w, stride):  # support carried by the inputs' tangents
+        return _support_conv(t, (w != 0).astype(f32), stride)
+
+    def own(nonzero, w, stride):  # the layer's own weights move it
+        return _support_conv(nonzero, jnp.ones(w.shape, f32), stride)
+
+    layers = params["layers"]
+    t = own(x != 0, layers[0]["w"], 1)
+    out = [t]
+    k = 0
+    for blk, layer in zip(resnet_blocks(arch), layers[1:]):
+        z_in = pre[k]
+        live, t_in = z_in > 0, t & (z_in >= 0)  # relu: value where > 0, tangent where >= 0
+        w1, w2 = layer["conv1"]["w"], layer["conv2"]["w"]
+        t1 = spread(t_in, w1, blk.stride) | own(live, w1, blk.stride)
+        z1 = pre[k + 1]
+        live1, t1_in = z1 > 0, t1 & (z1 >= 0)
+        t2 = spread(t1_in, w2, 1) | own(live1, w2, 1)
+        if blk.proj:
+            wp = layer["proj"]["w"]
+            t2 = t2 | spread(t_in, wp, blk.stride) | own(live, wp, blk.stride)
+        else:
+            t2 = t2 | t_in
+        out += [t1, t2]
+        t = t2
+        k += 2
+    return out
+
+
+def _support_conv(indicator, kernel, stride) -> jax.Array:
+    """Whether some input of each output window is flagged in ``indicator`` (exact: sums
+    of 0/1 products in float32)."""
+    windows = _windows(indicator.astype(jnp.float32), kernel.shape[0], stride)
+    y = jnp.matmul(windows, kernel.reshape(-1, kernel.shape[-1]), precision="highest")
+    return y > 0
