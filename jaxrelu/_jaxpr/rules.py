@@ -175,6 +175,7 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
     nearest flip that changes it."""
     wide, shape = interp.wide, np.shape(out)
     ks = [i for i, v in enumerate(ins) if not is_float(v.p) and v.sw is not None]
+    sws = [ins[k].sw for k in ks]
     ps = [jnp.asarray(ins[k].p) for k in ks]
     sizes = [int(p.size) for p in ps]
     n = sum(sizes)
@@ -187,11 +188,9 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
     field = lambda f, fill: jnp.concatenate(
         [
             jnp.ravel(
-                jnp.broadcast_to(
-                    fill if getattr(ins[k].sw, f) is None else getattr(ins[k].sw, f), p.shape
-                )
+                jnp.broadcast_to(fill if getattr(sw, f) is None else getattr(sw, f), p.shape)
             ).astype(wide)
-            for k, p in zip(ks, ps)
+            for sw, p in zip(sws, ps)
         ]
     )
     dist = field("dist", jnp.inf)
@@ -200,8 +199,9 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
 
     def flipped(g: Any) -> tuple:
         args = [v.p for v in ins]
-        for k, p, off in zip(ks, ps, offsets):
-            across = jnp.broadcast_to(ins[k].sw.across, p.shape).astype(p.dtype)
+        for k, sw, p, off in zip(ks, sws, ps, offsets):
+            assert sw is not None  # ks holds the switching operands
+            across = jnp.broadcast_to(sw.across, p.shape).astype(p.dtype)
             args[k] = jnp.where((jnp.arange(p.size) + off == g).reshape(p.shape), across, p)
         if not fpos:
             return bind(eqn, args)[0], jnp.zeros(shape, out.dtype)
@@ -227,7 +227,7 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
     )
     leaving = jnp.sum(moved & (lex != jnp.concatenate([jnp.ravel(p) for p in ps])))
     st = switch_stats(d_out, None, wide, leaving=leaving)
-    if ins[ks[0]].sw.rate is not None and all(ins[k].sw.rate is not None for k in ks):
+    if all(sw is not None and sw.rate is not None for sw in sws):
         rate = pick(jnp.where(changed, field("rate", 0.0)[expand], 0.0))
         time = jnp.where(changed, field("time", jnp.inf)[expand], jnp.inf)
         sw = Switch(d_out, rate, None)
@@ -612,6 +612,7 @@ def _truncation(interp: Interpreter, eqn: Any, x: Val, out: Any) -> Val:
     if out.dtype == jnp.bool_:
         time = crossing_time(dist, rate)
     else:
+        assert t is not None  # a rate needs a tangent
         dx = t[0]
         target = jnp.where(dx > 0, jnp.floor(xw) + 1, jnp.ceil(xw) - 1)
         target = jnp.where(target == 0, target + jnp.sign(dx), target)  # 0 is no jump
