@@ -110,6 +110,16 @@ def test_flat_sequences_and_the_curvature_bound():
     assert decide(_evidence(exact))[0] == "linear"
 
 
+def test_a_zero_floor_hides_no_curvature_even_at_zero_magnitude():
+    # f(x0) = 0 and J d = 0 (magnitude 0), no roundoff at all, r = h until the last two
+    # steps, which are exactly 0: nothing can hide below a zero floor, so the curvature
+    # bound is 0 (not "unbounded", which dividing by the zero magnitude would give)
+    r = np.where(np.arange(len(H)) < len(H) - 2, H, 0.0)
+    ev = classify_remainders(H, r, np.zeros(len(H)), 0.0)
+    assert ev.pattern is Pattern.FLAT_THEN_RISE and ev.n_flat == 2
+    assert ev.kappa == 0.0
+
+
 def test_flat_then_abrupt_rise_is_linear_with_the_rise_step():
     # a kink 2^-10 away along +d: zero remainder below it, (h - t0) beyond
     t0 = 2.0**-10

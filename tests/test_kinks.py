@@ -64,6 +64,9 @@ def test_source_points_at_the_users_line():
     assert site.source == f"test_kinks.py:{line}"
     assert site.ties == 1 and site.activation is None
     assert "max" in str(site) and "test_kinks.py" in jr.summary([site])
+    assert str(site) == (
+        f"max at test_kinks.py:{line} (kink): 1 of 2 element(s) at the kink, min margin 0"
+    )
 
 
 def test_sites_through_jit_scan_cond_custom_jvp_vmap_remat_while():
@@ -107,6 +110,7 @@ def test_select_kinks_and_jumps_and_unknown_primitives():
     assert s.kind == "jump"
     (s,) = jr.find_kinks(lambda v: lax.zeta(v + 3.0, 1.0).sum(), x)
     assert s.kind == "unknown" and "zeta" in str(s)
+    assert str(s).endswith("unknown primitive, not analysed")
     (s,) = jr.find_kinks(lambda v: (v > 1.0).astype(v.dtype).sum(), x)
     assert s.kind == "jump" and s.min_margin == 0.0
 

@@ -446,7 +446,7 @@ def compare(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
     """A float comparison is a switch at ``a == b``. ``x != x`` (NaN tests) and comparisons
     with an infinite constant (``nan_to_num``) switch at no finite point."""
     a, b = ins
-    if not (is_float(a.p) or is_float(b.p)):
+    if not (is_float(a.p) or is_float(b.p)):  # pragma: no mutate (lax compares one dtype)
         return discrete(interp, eqn, ins, rec)
     (out,) = bind(eqn, [a.p, b.p])
     x, y = eqn.invars
