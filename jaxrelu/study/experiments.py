@@ -4,15 +4,18 @@ Three experiments, each returning JSON-ready rows (non-finite numbers are ``None
 
 * :func:`volume` -- the paper's section 3 protocol: for ``inits`` random initialisations
   (``"torch"`` init), one pass over the training set in minibatches (no shuffling, the
-  last partial batch included); on each minibatch the first-layer weight gradients with
-  ReLU'(0) = 0 and = 1 are compared exactly, and an initialisation is in the bifurcation
-  zone if any minibatch differs. Initialisation ``i`` is drawn with
-  ``fold_in(PRNGKey(seed), i)``. The initialisations run in jitted chunks of at most
-  :data:`VOLUME_CHUNK` (bounded memory for any ``inits``; Ctrl-C is honoured between
-  chunks): a vmapped forward pass finds the minibatches with an exact zero at a ReLU, and
-  both backward passes run only on those (the two gradients cannot differ elsewhere), with
-  the instrumentation of :mod:`jaxrelu.study.instrument`. A chunk's initialisations are
-  sharded over the local devices when there are several.
+  last partial batch included), or ``images`` images (further passes freshly shuffled);
+  on each minibatch the first-layer weight gradients with ReLU'(0) = 0 and = 1 are
+  compared exactly, and an initialisation is in the bifurcation zone if any minibatch
+  differs. Initialisation ``i`` is drawn with ``fold_in(PRNGKey(seed), i)``. The
+  initialisations run in jitted chunks of at most :data:`VOLUME_CHUNK` (bounded memory
+  for any ``inits``; Ctrl-C is honoured between chunks), each a sequence of groups of
+  :data:`VOLUME_GROUP` whose forward passes are batched into one set of matrix products;
+  the exact zeros are read from that forward pass, and both backward passes run from it
+  only on minibatches with a zero (the two gradients cannot differ elsewhere), with the
+  instrumentation of :mod:`jaxrelu.study.instrument`. A chunk's initialisations are
+  sharded over the local devices when there are several, and chunks are dealt out to the
+  processes of a multi-process run.
 * :func:`train_comparison` -- section 4: final test accuracy by ReLU'(0), precision,
   batch norm, optimizer and seed, with zero hits and bifurcation steps.
 * :func:`divergence` -- the introductory experiment: lockstep runs with ReLU'(0) = 0 and 1
@@ -45,7 +48,9 @@ from .engine import train
 
 __all__ = [
     "INTERVAL",
+    "MAX_IMAGES",
     "VOLUME_CHUNK",
+    "VOLUME_GROUP",
     "DivergenceConfig",
     "VolumeConfig",
     "check_volume",
@@ -60,6 +65,11 @@ INTERVAL = {"method": "wilson", "level": 0.95}
 _Z95 = 1.959963984540054
 VOLUME_CHUNK = 256
 """Most initialisations computed by one XLA call of :func:`volume`."""
+MAX_IMAGES = 2**31 - 1
+"""Most images one initialisation of :func:`volume` may see (minibatch indices are int32)."""
+VOLUME_GROUP = 8
+"""Initialisations whose forward passes are batched into one set of matrix products by
+:func:`volume` (a chunk is rounded up to whole groups)."""
 
 
 def wilson_interval(successes: int, n: int, z: float = _Z95) -> tuple[float, float]:
@@ -84,7 +94,10 @@ class VolumeConfig:
         width, depth: the MLP (``depth`` hidden layers of ``width``), "torch" init.
         batch_size: minibatch size for the pass over the training set.
         inits: number of random initialisations (up to ``limits.MAX_INITS``).
-        seed: seeds the initialisations.
+        seed: seeds the initialisations (and the shuffles of passes after the first).
+        accumulate: how 16-bit layers are rounded, one of ``models.ACCUMULATE``
+            (``"native"``, ``"float32"``).
+        images: images seen per initialisation (None: one pass over the training set).
     """
 
     dtype: str = "float32"
@@ -93,6 +106,8 @@ class VolumeConfig:
     batch_size: int = 128
     inits: int = 100
     seed: int = 0
+    accumulate: str = "native"
+    images: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", _validate.float_dtype(self.dtype, "dtype"))
@@ -105,6 +120,10 @@ class VolumeConfig:
             object.__setattr__(self, name, _validate.positive_int(getattr(self, name), name, hi=hi))
         seed = _validate.integer(self.seed, "seed", lo=0, hi=limits.MAX_SEED)
         object.__setattr__(self, "seed", seed)
+        _validate.one_of(self.accumulate, models.ACCUMULATE, "accumulate")
+        if self.images is not None:
+            images = _validate.positive_int(self.images, "images", hi=MAX_IMAGES)
+            object.__setattr__(self, "images", images)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +138,7 @@ class DivergenceConfig:
         seed: seeds the initialisation and the shuffling.
         learning_rate: SGD learning rate.
         momentum: SGD momentum (0: plain SGD, as in the paper).
+        accumulate: how 16-bit layers are rounded (``"native"`` or ``"float32"``).
     """
 
     dtype: str = "float32"
@@ -129,9 +149,11 @@ class DivergenceConfig:
     seed: int = 0
     learning_rate: float = 0.1
     momentum: float = 0.0
+    accumulate: str = "native"
 
     def __post_init__(self) -> None:
         _validate.positive_int(self.steps, "steps", hi=10**7)
+        _validate.one_of(self.accumulate, models.ACCUMULATE, "accumulate")
 
     def train_config(self, steps_per_epoch: int) -> TrainConfig:
         return TrainConfig(
@@ -145,6 +167,7 @@ class DivergenceConfig:
             epochs=-(-self.steps // steps_per_epoch),
             seed=self.seed,
             kink_grads=(0.0, 1.0),
+            accumulate=self.accumulate,
         )
 
 
@@ -155,48 +178,94 @@ def _finite_or_none(v: float) -> float | None:
 # --------------------------------------------------------------------------- volume
 
 
-def _batches(x: np.ndarray, y: np.ndarray, batch: int):
-    """Sequential minibatches, the last one padded and masked."""
-    n = len(y)
-    n_batches = -(-n // batch)
-    pad = n_batches * batch - n
-    xb = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]).reshape(n_batches, batch, -1)
-    yb = np.concatenate([y, np.zeros(pad, y.dtype)]).reshape(n_batches, batch)
-    mb = (np.arange(n_batches * batch) < n).reshape(n_batches, batch)
-    return xb, yb, mb
+def _minibatch_indices(
+    n: int, batch: int, images: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The minibatches of the protocol as indices into the training set.
+
+    Pass 0 is the training set in its order (the paper's protocol); pass ``p >= 1`` is a
+    permutation drawn with ``numpy.random.default_rng((seed, p))``. Each pass is cut into
+    minibatches of ``batch`` (its last one partial), and the last pass is cut short after
+    ``images`` images in all. Returns ``(index, mask, first)``: ``(minibatches, batch)``
+    indices (padding points at row ``n``, a row of zeros) and validity, and the number of
+    minibatches of the first pass."""
+    rows, masks = [], []
+    first = 0
+    for p, lo in enumerate(range(0, images, n)):
+        order = np.arange(n) if p == 0 else np.random.default_rng((seed, p)).permutation(n)
+        take = order[: min(n, images - lo)]
+        count = -(-len(take) // batch)
+        pad = count * batch - len(take)
+        rows.append(np.concatenate([take, np.full(pad, n)]).reshape(count, batch))
+        masks.append((np.arange(count * batch) < len(take)).reshape(count, batch))
+        first = first or count
+    return np.concatenate(rows).astype(np.int32), np.concatenate(masks), first
 
 
-def _one_init(arch: models.Architecture, dt, key, xs, ys, ms):
-    """The protocol for one initialisation: ``(in zone, minibatches that differ, sum of
-    their relative L2 differences, minibatches with an exact zero)``."""
-    params = models.init(arch, key, dt)[0]
+def _group(arch: models.Architecture, dt, keys, x, y, index, mask, first):
+    """The protocol for the initialisations of ``keys`` (one group), minibatch after
+    minibatch: one forward pass of all of them (products batched over the group), the
+    exact zeros read from its pre-activations, and -- only on minibatches where one of
+    them hits a kink and still counts -- both backward passes, from that same forward pass
+    (the zeros found are those the gradients see, by construction). The whole first pass
+    is examined (it gives the statistics); later minibatches only until every
+    initialisation of the group has differed once.
+
+    Returns per initialisation ``(in zone, minibatches that differ, sum of their relative
+    L2 differences, minibatches with an exact zero)``, the last three over the first pass."""
+    params = jax.vmap(lambda k: models.init(arch, k, dt)[0])(keys)
     kinks = models.ACTIVATIONS[arch.activation].kinks
+    one = jnp.ones((), dt)
 
-    def first_layer_grad(xb, yb, mb, s):
-        def loss(p):
-            logits = models.apply(arch, p, {"bn": []}, xb, jnp.asarray(s, dt))[0]
-            return models.cross_entropy(logits, yb, mb)
+    def step(xb, yb, mb, counts):
+        def at(s):
+            def loss(p):
+                def each(q):
+                    logits, _, pre = models.apply(arch, q, {"bn": []}, xb, s)
+                    return models.cross_entropy(logits, yb, mb), pre
 
-        return jax.grad(loss)(params)["layers"][0]["w"]
+                losses, pre = jax.vmap(each)(p)
+                return jnp.sum(losses), pre  # init i's gradient: that of its own loss
 
-    def batch_hits(batch):
-        # the forward pass of one minibatch, with the shapes of the backward passes below:
-        # matrix products of other shapes may round differently (e.g. on GPUs), and the
-        # exact zeros must be those the gradients see
-        xb, mb = batch
-        _, _, pre = models.apply(arch, params, {"bn": []}, xb, 0.0)
-        return jnp.sum(instrument.kink_hits(pre, kinks, mb))
+            _, vjp, pre = jax.vjp(loss, params, has_aux=True)
+            # the forward pass does not depend on s, so under the vmap over s below it
+            # (and these counts) runs once, and the condition is one for both values
+            hits = jax.vmap(lambda z: instrument.kink_hits(z, kinks, mb))(pre).sum(axis=1)
+            w = lax.cond(
+                jnp.any(counts & (hits > 0)),
+                lambda v: v(one)[0]["layers"][0]["w"],
+                lambda v: jnp.zeros_like(params["layers"][0]["w"]),
+                vjp,
+            )
+            return w, hits
 
-    hits = lax.map(batch_hits, (xs, ms))
+        w, hits = jax.vmap(at, out_axes=(0, None))(jnp.asarray([0.0, 1.0], dt))
+        differ, rel = jax.vmap(instrument.compare_gradients)(w[0], w[1])
+        return differ & counts & (hits > 0), rel, hits > 0
 
-    def per_batch(_, batch):
-        xb, yb, mb, hb = batch
-        grad_at = lambda s: first_layer_grad(xb, yb, mb, s)
-        return None, instrument.bifurcation_test(grad_at, hb > 0)
+    def body(carry):
+        t, zone, differ, rel, hit_batches = carry
+        in_first = t < first
+        rows = index[t]
+        d, r, hit = step(x[rows], y[rows], mask[t], in_first | ~zone)
+        stat = d & in_first
+        return (
+            t + 1,
+            zone | d,
+            differ + stat,
+            rel + jnp.where(stat, r, 0.0),
+            hit_batches + (hit & in_first),
+        )
 
-    _, (differ, rel) = lax.scan(per_batch, None, (xs, ys, ms, hits))
-    rel_sum = jnp.sum(jnp.where(differ, rel, 0.0))
-    return jnp.any(differ), jnp.sum(differ), rel_sum, jnp.sum(hits > 0)
+    def more(carry):
+        t, zone = carry[0], carry[1]
+        return (t < index.shape[0]) & ((t < first) | ~jnp.all(zone))
+
+    n = keys.shape[0]
+    zeros = jnp.zeros(n, jnp.int32)
+    start = (jnp.int32(0), jnp.zeros(n, bool), zeros, jnp.zeros(n, jnp.float32), zeros)
+    _, zone, differ, rel, hit_batches = lax.while_loop(more, body, start)
+    return zone, differ, rel, hit_batches
 
 
 def _shard_map(fn, mesh, in_specs, out_specs):
@@ -214,43 +283,55 @@ def _shard_map(fn, mesh, in_specs, out_specs):
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(arch: models.Architecture, dtype: str, n_devices: int, chunk: int, shape: tuple):
-    """The chunk program for these static settings and minibatch shape, compiled (one
-    compilation per distinct key; the key holds no closures, so it cannot go stale)."""
+def _compiled(
+    arch: models.Architecture, dtype: str, n_devices: int, chunk: int, data: tuple, batches: tuple
+):
+    """The chunk program for these static settings and shapes (``data``: rows and
+    features of the zero-padded training set, ``batches``: minibatches and batch size),
+    compiled (one compilation per distinct key; the key holds no closures, so it cannot
+    go stale)."""
     dt = jnp.dtype(dtype)
 
-    def local(keys, xs, ys, ms):
-        return lax.map(lambda k: _one_init(arch, dt, k, xs, ys, ms), keys)
+    def local(keys, x, y, index, mask, first):
+        groups = keys.reshape(-1, VOLUME_GROUP, keys.shape[-1])
+        out = lax.map(lambda k: _group(arch, dt, k, x, y, index, mask, first), groups)
+        return tuple(o.reshape(-1) for o in out)
 
     if n_devices > 1:
         mesh = Mesh(np.array(jax.local_devices()[:n_devices]), ("inits",))
-        local = _shard_map(local, mesh, (P("inits"), P(), P(), P()), (P("inits"),) * 4)
+        local = _shard_map(local, mesh, (P("inits"),) + (P(),) * 5, (P("inits"),) * 4)
 
-    def program(base, start, xs, ys, ms):
-        index = start + jnp.arange(chunk, dtype=jnp.uint32)
-        keys = jax.vmap(jax.random.fold_in, (None, 0))(base, index)
-        return local(keys, xs, ys, ms)
+    def program(base, start, x, y, index, mask, first):
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(
+            base, start + jnp.arange(chunk, dtype=jnp.uint32)
+        )
+        return local(keys, x, y, index, mask, first)
 
-    n_batches, batch, features = shape
     args = (
         jax.ShapeDtypeStruct((2,), jnp.uint32),
         jax.ShapeDtypeStruct((), jnp.uint32),
-        jax.ShapeDtypeStruct((n_batches, batch, features), dt),
-        jax.ShapeDtypeStruct((n_batches, batch), jnp.int32),
-        jax.ShapeDtypeStruct((n_batches, batch), bool),
+        jax.ShapeDtypeStruct(data, dt),
+        jax.ShapeDtypeStruct(data[:1], jnp.int32),
+        jax.ShapeDtypeStruct(batches, jnp.int32),
+        jax.ShapeDtypeStruct(batches, bool),
+        jax.ShapeDtypeStruct((), jnp.int32),
     )
     # float32 means float32 products (no TF32 on GPUs), as in PyTorch's defaults
     with jax.default_matmul_precision("highest"):
         return jax.jit(program).lower(*args).compile()
 
 
-def _volume_memory(arch: models.Architecture, dt, n_examples: int, batch: int, chunk: int) -> int:
-    """Estimated bytes: the minibatches, and per device one initialisation's parameters,
-    two gradients and activations, plus the chunk's outputs."""
+def _volume_memory(
+    arch: models.Architecture, dt, n_examples: int, batch: int, chunk: int, minibatches: int
+) -> int:
+    """Estimated bytes: the training set, the minibatch indices, and per device one
+    group's parameters, two gradients and activations (forward pass and both backward
+    passes), plus the chunk's outputs."""
     size = jnp.dtype(dt).itemsize
-    data = n_examples * math.prod(arch.in_shape) * size
+    data = (n_examples + 1) * (math.prod(arch.in_shape) * size + 4)
+    indices = minibatches * batch * 5
     per_init = models.n_params(arch) * 3 * size + 6 * models.n_activations(arch, batch) * size
-    return data + per_init * len(jax.local_devices()) + 16 * chunk
+    return data + indices + per_init * VOLUME_GROUP * len(jax.local_devices()) + 16 * chunk
 
 
 def check_volume(cfg: VolumeConfig, ds: Dataset) -> tuple[models.Architecture, int]:
@@ -260,15 +341,30 @@ def check_volume(cfg: VolumeConfig, ds: Dataset) -> tuple[models.Architecture, i
     if cfg.batch_size > n:
         raise ValueError(f"`batch_size` {cfg.batch_size} is larger than the training set ({n})")
     arch = models.Architecture(
-        "mlp", (ds.n_features,), ds.num_classes, cfg.width, cfg.depth, init="torch"
+        "mlp",
+        (ds.n_features,),
+        ds.num_classes,
+        cfg.width,
+        cfg.depth,
+        init="torch",
+        accumulate=cfg.accumulate,
     )
-    n_dev = len(jax.local_devices())
-    chunk = -(-min(cfg.inits, VOLUME_CHUNK) // n_dev) * n_dev
+    step = VOLUME_GROUP * len(jax.local_devices())
+    chunk = -(-min(cfg.inits, VOLUME_CHUNK) // step) * step
+    images = n if cfg.images is None else cfg.images
+    passes, rest = divmod(images, n)
+    minibatches = passes * -(-n // cfg.batch_size) + -(-rest // cfg.batch_size)
     limits.check_fits(
-        _volume_memory(arch, cfg.dtype, n, cfg.batch_size, chunk),
-        f"the volume estimate (width {cfg.width}, depth {cfg.depth}, batch {cfg.batch_size})",
+        _volume_memory(arch, cfg.dtype, n, cfg.batch_size, chunk, minibatches),
+        f"the volume estimate (width {cfg.width}, depth {cfg.depth}, batch {cfg.batch_size}, "
+        f"{images} images)",
     )
     return arch, chunk
+
+
+def _chunk_totals(out: tuple, keep: int) -> np.ndarray:
+    """One chunk's sums over its first ``keep`` initialisations (float64)."""
+    return np.array([np.sum(np.asarray(v)[:keep], dtype=np.float64) for v in out])
 
 
 def volume(
@@ -279,6 +375,8 @@ def volume(
     inits: int = VolumeConfig.inits,
     seed: int = VolumeConfig.seed,
     data: Any = "digits",
+    accumulate: str = VolumeConfig.accumulate,
+    images: int | None = VolumeConfig.images,
 ) -> dict[str, Any]:
     """Estimates the probability that a random initialisation is in the bifurcation zone.
 
@@ -287,58 +385,93 @@ def volume(
         width, depth: the MLP (``depth`` hidden layers of ``width``), "torch" init.
         batch_size: minibatch size for the pass over the training set.
         inits: number of random initialisations (any number: they run in chunks).
-        seed: seeds the initialisations.
+        seed: seeds the initialisations (and the shuffles of passes after the first).
         data: data set (see :func:`jaxrelu.data.load_data`).
+        accumulate: how 16-bit layers are rounded: ``"native"`` (product, then bias
+            addition, each rounded to ``dtype``) or ``"float32"`` (accumulated in
+            float32, bias added in float32, rounded once); no effect at 32 and 64 bits.
+        images: images seen per initialisation; None is one pass over the training set.
+            More than one pass: further passes, each a fresh shuffle (drawn from ``seed``
+            and the pass number, the same for every initialisation), the last one cut
+            short; an initialisation counts as in the zone at its first minibatch whose
+            gradients differ.
 
     Returns:
-        A row: ``dtype, width, depth, batch_size, inits, seed, in_zone, probability, ci``
-        (Wilson 95%), ``minibatch_rate`` (share of all minibatches whose gradients differ),
-        ``relative_l2`` (mean relative L2 norm of the first-layer gradient difference over
-        those minibatches; None if none), ``zero_hit_rate`` (share of minibatches with an
-        exact zero at a ReLU), ``minibatches`` (per pass), ``seconds`` (run time,
-        compilation excluded).
+        A row: ``dtype, width, depth, batch_size, inits, seed, accumulate, images`` (the
+        number of images seen per initialisation), ``in_zone, probability, ci`` (Wilson
+        95%), ``minibatch_rate`` (share of the first pass's minibatches whose gradients
+        differ), ``relative_l2`` (mean relative L2 norm of the first-layer gradient
+        difference over those minibatches; None if none), ``zero_hit_rate`` (share of the
+        first pass's minibatches with an exact zero at a ReLU), ``minibatches`` (of the
+        first pass), ``seconds`` (run time, compilation excluded).
 
     Raises:
         ValueError: a bad argument (named), or a
             :class:`~jaxrelu.study.limits.ResourceLimitError` -- before any compilation.
 
+    With several processes (:func:`jax.distributed.initialize`), chunks of
+    initialisations are dealt out to the processes in turn and their sums gathered in
+    chunk order: every process returns the row a single process would, bit for bit.
+
     Example:
         >>> from jaxrelu.study import volume
         >>> row = volume("float16", width=16, depth=1, inits=4, data="synthetic")
-        >>> row["inits"], 0.0 <= row["probability"] <= 1.0
-        (4, True)
+        >>> row["inits"], row["images"], 0.0 <= row["probability"] <= 1.0
+        (4, 2048, True)
     """
-    cfg = VolumeConfig(dtype, width, depth, batch_size, inits, seed)
+    cfg = VolumeConfig(dtype, width, depth, batch_size, inits, seed, accumulate, images)
     ds: Dataset = load_data(data)
     arch, chunk = check_volume(cfg, ds)
     n = len(ds.y_train)
+    seen = n if cfg.images is None else cfg.images
+    index, mask, first = _minibatch_indices(n, cfg.batch_size, seen, cfg.seed)
+    x = ds.x_train.reshape(n, -1)
+    x = np.concatenate([x, np.zeros((1, x.shape[1]), x.dtype)])  # the padding row
     n_dev = len(jax.local_devices())
-    xs, ys, ms = _batches(ds.x_train.reshape(n, -1), ds.y_train, cfg.batch_size)
-    program = _compiled(arch, cfg.dtype, n_dev, chunk, xs.shape)
+    program = _compiled(arch, cfg.dtype, n_dev, chunk, x.shape, index.shape)
     dt = jnp.dtype(cfg.dtype)
-    args = (jnp.asarray(xs, dt), jnp.asarray(ys, jnp.int32), jnp.asarray(ms))
+    args = (
+        jnp.asarray(x, dt),
+        jnp.asarray(np.append(ds.y_train, 0), jnp.int32),
+        jnp.asarray(index),
+        jnp.asarray(mask),
+        jnp.int32(first),
+    )
     base = jax.random.PRNGKey(cfg.seed)
+    procs, me = jax.process_count(), jax.process_index()
+    starts = list(range(0, cfg.inits, chunk))
     totals = np.zeros(4)
     start = time.perf_counter()  # compilation excluded
-    for lo in range(0, cfg.inits, chunk):
-        out = jax.device_get(program(base, jnp.uint32(lo), *args))
-        keep = min(chunk, cfg.inits - lo)
-        totals += [float(np.sum(np.asarray(v)[:keep], dtype=np.float64)) for v in out]
+    for r in range(0, len(starts), procs):  # one chunk per process in each round
+        mine = r + me
+        lo = starts[mine] if mine < len(starts) else starts[-1]
+        sums = _chunk_totals(
+            jax.device_get(program(base, jnp.uint32(lo), *args)), min(chunk, cfg.inits - lo)
+        )
+        if procs > 1:
+            from jax.experimental import multihost_utils
+
+            every = np.asarray(multihost_utils.process_allgather(sums))
+            for k in range(min(procs, len(starts) - r)):  # chunk order
+                totals += every[k]
+        else:
+            totals += sums
         interrupt.check()
     seconds = time.perf_counter() - start
     in_zone, differ, rel_sum, hit_batches = totals
     in_zone, differ = int(in_zone), int(differ)
     lo_ci, hi_ci = wilson_interval(in_zone, cfg.inits)
-    all_batches = cfg.inits * xs.shape[0]
+    all_batches = cfg.inits * first
     return {
         **dataclasses.asdict(cfg),
+        "images": seen,
         "in_zone": in_zone,
         "probability": in_zone / cfg.inits,
         "ci": [lo_ci, hi_ci],
         "minibatch_rate": differ / all_batches,
         "relative_l2": float(rel_sum / differ) if differ else None,
         "zero_hit_rate": float(hit_batches / all_batches),
-        "minibatches": int(xs.shape[0]),
+        "minibatches": first,
         "seconds": seconds,
     }
 
@@ -356,11 +489,13 @@ def train_comparison(
     epochs: int = 10,
     data: Any = "digits",
     progress: bool = False,
+    accumulate: str = "native",
     **config: Any,
 ) -> list[dict[str, Any]]:
     """Trains one lockstep run per kink value and returns one row per kink value:
     ``model, kink_grad, dtype, optimizer, batchnorm, seed, status, test_accuracy,
-    zero_hits, bifurcation_steps`` and more (``zero_hit_rate``, ``final_loss``,
+    zero_hits, bifurcation_steps`` and more (``accumulate`` (how 16-bit layers are
+    rounded: ``"native"`` or ``"float32"``), ``zero_hit_rate``, ``final_loss``,
     ``diverged_step``, ``diverged_reason``, ``epochs``, ``learning_rate``, ``network``
     (the fields that shape the model), ``seconds``). ``config`` holds further
     :class:`~jaxrelu.study.config.TrainConfig` fields."""
@@ -372,6 +507,7 @@ def train_comparison(
         seed=seed,
         epochs=epochs,
         kink_grads=tuple(kink_grads),
+        accumulate=accumulate,
         **config,
     )
     hist = train(cfg, data, progress=progress)
@@ -382,6 +518,7 @@ def train_comparison(
         "optimizer": cfg.optimizer,
         "batchnorm": cfg.batchnorm,
         "seed": cfg.seed,
+        "accumulate": cfg.run.accumulate,
     }
     return [
         {
@@ -414,14 +551,17 @@ def divergence(
     learning_rate: float = DivergenceConfig.learning_rate,
     data: Any = "digits",
     momentum: float = DivergenceConfig.momentum,
+    accumulate: str = DivergenceConfig.accumulate,
 ) -> dict[str, Any]:
     """Lockstep SGD runs (plain by default, as in the paper) with ReLU'(0) = 0 and 1 from
-    one initialisation; returns
-    ``dtype, steps, l1`` (the L1 distance between their weights after every step; None
+    one initialisation (16-bit layers rounded as ``accumulate`` says); returns
+    the config's fields, ``steps, l1`` (the L1 distance between their weights after every step; None
     where not finite), ``first_divergence`` (first step whose distance is not exactly 0,
     or None), ``zero_hits`` (per step, in the ReLU'(0) = 0 run) and ``status`` (per run,
     ``"ok"`` or ``"diverged"``)."""
-    cfg = DivergenceConfig(dtype, steps, width, depth, batch_size, seed, learning_rate, momentum)
+    cfg = DivergenceConfig(
+        dtype, steps, width, depth, batch_size, seed, learning_rate, momentum, accumulate
+    )
     ds = load_data(data)
     per_epoch = len(ds.y_train) // cfg.batch_size
     if per_epoch == 0:
