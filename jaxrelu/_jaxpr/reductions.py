@@ -167,7 +167,8 @@ def cumulative(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> 
             vb, cb = b
             m = sign * (va.astype(wide) - vb.astype(wide))
             s = _lex_sign_last(interp, m, sign * (ca - cb).astype(wide))
-            keep_a = (s >= 0) if not reverse else (s > 0)
+            # s == 0: equal values and tangent columns, either is right
+            keep_a = (s >= 0) if not reverse else (s > 0)  # pragma: no mutate
             return jnp.where(keep_a, va, vb), jnp.where(keep_a[..., None], ca, cb)
 
         _, c_out = lax.associative_scan(combine, (xp, cols), reverse=reverse, axis=axis)

