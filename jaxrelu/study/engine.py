@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -546,12 +547,17 @@ def train_step(
 
 
 def _host(tree: Any) -> Any:
-    """NumPy copies of a pytree of arrays; of an array replicated over the processes of a
-    multi-process run, this process's copy."""
+    """NumPy copies of a pytree of arrays. In a multi-process run an array may span
+    devices of other processes: replicated, this process's copy is the value; sharded,
+    the shards are gathered from every process
+    (:func:`jax.experimental.multihost_utils.process_allgather`, which every process
+    reaches at the same point: the engine calls this between chunks, in lockstep)."""
 
     def get(v: Any) -> Any:
         if isinstance(v, jax.Array) and not v.is_fully_addressable:
-            return np.asarray(v.addressable_data(0))
+            if v.is_fully_replicated:
+                return np.asarray(v.addressable_data(0))
+            return np.asarray(multihost_utils.process_allgather(v, tiled=True))
         return np.asarray(v)
 
     return jax.tree.map(get, tree)
@@ -876,13 +882,16 @@ def train(config: TrainConfig, data: Any = "digits", *, progress: bool = True) -
     data = load_data(data)
     spec = preflight(config, data)
     start = time.perf_counter()
+    # replicated over the mesh, which spans every process's devices in a multi-process
+    # run: placed from host copies (the same in every process), never from arrays
+    # committed to one process's device
     rep = NamedSharding(spec.mesh(), P())
-    put = lambda a, dt: jax.device_put(jnp.asarray(a, dt), rep)
-    x_train, y_train = put(data.x_train, spec.compute_dtype), put(data.y_train, jnp.int32)
-    x_test, y_test = put(data.x_test, spec.compute_dtype), put(data.y_test, jnp.int32)
+    put = lambda a, dt: jax.device_put(np.asarray(a).astype(dt), rep)
+    x_train, y_train = put(data.x_train, spec.compute_dtype), put(data.y_train, np.int32)
+    x_test, y_test = put(data.x_test, spec.compute_dtype), put(data.y_test, np.int32)
     k_init, k_shuffle = jax.random.split(jax.random.PRNGKey(config.seed))
-    state = jax.device_put(init_state(spec, k_init, config.kink_grads), rep)
-    epoch_keys = jax.random.split(k_shuffle, config.epochs)
+    state = jax.device_put(_host(init_state(spec, k_init, config.kink_grads)), rep)
+    epoch_keys = np.asarray(jax.random.split(k_shuffle, config.epochs))
     records, accs, tlosses = [], [], []
     desc = f"{config.model} {config.dtype} s={list(config.kink_grads)}"
     bar = Progress(config.epochs, desc, "epoch", progress)

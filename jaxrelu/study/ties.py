@@ -36,7 +36,7 @@ __all__ = ["BATCH", "LEXICOGRAPHIC", "first_signs", "lexicographic_grad", "resol
 
 LEXICOGRAPHIC = "lexicographic"
 """The kink value that asks for the lexicographic rule (``TrainConfig(kink_grads=...)``)."""
-BATCH = 16
+BATCH = 2
 """Tied units resolved by one batched reverse pass."""
 
 
