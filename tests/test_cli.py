@@ -115,10 +115,22 @@ def test_defaults_come_from_the_config_dataclasses(capsys):
         (["volume", "--depths", "100000"], "must be between 1 and 64"),
         (["volume", "--seed", str(2**70)], "--seed: 1180591620717411303424 must be between 0"),
         (["train", "--batchnorm", "maybe"], "invalid choice: 'maybe'"),
-        (["train", "--model", "resnet"], "invalid choice: 'resnet'"),
-        (["train", "--kink-grads", "nan"], "'nan' is not finite"),
-        (["train", "--model", "cnn", "--width", "8"], "--width/--depth apply to the MLP"),
-        (["train", "--channels", "8"], "--channels applies to the CNN"),
+        (["train", "--model", "vgg"], "invalid choice: 'vgg'"),
+        (["train", "--kink-grads", "nan"], "'nan' is neither a finite number nor 'lexicographic'"),
+        (["train", "--kink-grads", "lexico"], "'lexico' is neither a finite number nor"),
+        (
+            ["train", "--model", "cnn", "--kink-grads", "0", "lexicographic"],
+            "'lexicographic' needs a ReLU network without max pooling",
+        ),
+        (["train", "--accumulate", "fused"], "invalid choice: 'fused'"),
+        (["train", "--model", "cnn", "--width", "8"], "--width applies to --model mlp"),
+        (["train", "--model", "resnet", "--width", "8"], "--width applies to --model mlp"),
+        (["train", "--model", "cnn", "--depth", "2"], "--depth applies to --model mlp and resnet"),
+        (["train", "--channels", "8"], "--channels applies to --model cnn and resnet"),
+        (["volume", "--accumulate", "float64"], "invalid choice: 'float64'"),
+        (["volume", "--images", "0"], "--images: 0 must be at least 1"),
+        (["volume", "--images", "1e5"], "--images: '1e5' is not an integer"),
+        (["divergence", "--accumulate", "fp32"], "invalid choice: 'fp32'"),
         (["train", "--model", "cnn", "--data", "synthetic"], "CNN needs (H, W, C) images"),
         (["volume", "--data", "/no/such/dir"], "--data: data path not found"),
         (["volume", "--batch-sizes", "100000"], "larger than the training set"),
@@ -205,6 +217,35 @@ def test_train_json_records_the_cnn_truthfully(tmp_path):
                                   "init": "torch", "activation": "relu"}  # fmt: skip
 
 
+def test_train_resnet_lexicographic_float32_accumulation_json(tmp_path, capsys):
+    out = tmp_path / "t.json"
+    argv = ["train", "--model", "resnet", "--channels", "2", "--depth", "1", "--epochs", "1",
+            "--batch-size", "128", "--dtypes", "float16", "--accumulate", "float32",
+            "--kink-grads", "0", "lexicographic", "--init", "he", "--json", str(out),
+            "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 0
+    doc = validate(out)
+    rows = doc["results"]
+    assert [r["kink_grad"] for r in rows] == [0.0, "lexicographic"]
+    assert {r["accumulate"] for r in rows} == {"float32"}
+    net = {"model": "resnet", "depth": 1, "channels": [2], "batchnorm": False, "init": "he"}
+    assert rows[0]["network"] == {**net, "activation": "relu"}
+    assert doc["config"]["accumulate"] == ["float32"]
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "lexicographic" in ln)
+    assert line.split()[:2] == ["resnet", "float16"]
+
+
+def test_volume_accumulate_and_images_rows(small_npz, tmp_path):
+    out = tmp_path / "v.json"
+    argv = ["volume", "--dtypes", "float16", "--widths", "8", "--depths", "1",
+            "--batch-sizes", "64", "--inits", "4", "--accumulate", "native", "float32",
+            "--images", "700", "--json", str(out), "--no-progress",
+            "--data", small_npz]  # fmt: skip
+    assert cli.main(argv) == 0
+    rows = validate(out)["results"]
+    assert [(r["accumulate"], r["images"]) for r in rows] == [("native", 700), ("float32", 700)]
+
+
 def test_divergence_table_and_json(small_npz, tmp_path, capsys):
     out = tmp_path / "d.json"
     argv = ["divergence", "--dtypes", "float32", "--steps", "3", "--width", "8", "--momentum",
@@ -280,7 +321,7 @@ def test_ctrl_c_during_a_sweep_keeps_the_finished_rows(small_npz, tmp_path, monk
     real, calls = experiments.volume, []
 
     def volume(*a, **k):
-        calls.append(a[0])
+        calls.append(k["dtype"])
         if len(calls) == 2:
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as the second row starts
         return real(*a, **k)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -25,6 +26,8 @@ from typing import Any
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 ONOFF = {"on": True, "off": False}
+_SHAPE_OPTIONS = {"mlp": ("width", "depth"), "cnn": ("channels",), "resnet": ("depth", "channels")}
+"""The ``train`` shape options each model uses."""
 
 
 class _UsageError(Exception):
@@ -77,6 +80,35 @@ def _float(positive: bool = False) -> Callable[[str], float]:
         return v
 
     return parse
+
+
+def _kink_value(value: str) -> float | str:
+    """A ``--kink-grads`` entry: a finite number or ``lexicographic``."""
+    from .ties import LEXICOGRAPHIC
+
+    if value == LEXICOGRAPHIC:
+        return value
+    try:
+        return _float()(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither a finite number nor {LEXICOGRAPHIC!r}"
+        ) from None
+
+
+def _add_accumulate(sp: argparse.ArgumentParser) -> None:
+    from .models import ACCUMULATE
+
+    sp.add_argument(
+        "--accumulate",
+        nargs="+",
+        choices=ACCUMULATE,
+        default=[ACCUMULATE[0]],
+        metavar="MODE",
+        help="how 16-bit layers are rounded: 'native' (product and bias addition each "
+        "rounded to the precision) or 'float32' (accumulated in float32, rounded once, as "
+        "fused kernels and tensor cores do); one run per mode",
+    )
 
 
 def _version() -> str:
@@ -172,6 +204,16 @@ def _add_volume(sub) -> None:
         default=V.seed,
         help="seed of the initialisations",
     )
+    _add_accumulate(v)
+    v.add_argument(
+        "--images",
+        type=_int_in(1),
+        default=V.images,
+        metavar="N",
+        help="images seen per initialisation: successive passes over the training set, "
+        "freshly shuffled after the first, a hit counted at the first minibatch that differs "
+        "(e.g. 60000: as many as one pass over MNIST; default: one pass)",
+    )
     _add_common(v)
 
 
@@ -183,7 +225,8 @@ def _add_train(sub) -> None:
     from .config import NetworkConfig as N
     from .config import OptimConfig as O
     from .config import RunConfig as R
-    from .models import MODELS
+    from .models import INITS, MODELS
+    from .ties import LEXICOGRAPHIC
 
     t = sub.add_parser(
         "train",
@@ -195,11 +238,14 @@ def _add_train(sub) -> None:
     t.add_argument(
         "--kink-grads",
         nargs="+",
-        type=_float(),
+        type=_kink_value,
         default=[0.0, 1.0],
-        help="values of ReLU'(0) trained in lockstep",
+        metavar="VALUE",
+        help=f"values of ReLU'(0) trained in lockstep: numbers, or {LEXICOGRAPHIC!r} (each "
+        "tie resolved by the lexicographic rule; MLP and residual CNN)",
     )
     _add_dtypes(t, [R.dtype])
+    _add_accumulate(t)
     t.add_argument(
         "--optimizers", nargs="+", choices=OPTIMIZERS, default=[O.optimizer], help="optimizers"
     )
@@ -210,7 +256,14 @@ def _add_train(sub) -> None:
         default=["off"],
         help="batch norm before every activation",
     )
-    t.add_argument("--model", choices=list(MODELS), default=N.model, help="network")
+    t.add_argument(
+        "--model",
+        choices=list(MODELS),
+        default=N.model,
+        help="network: 'mlp', 'cnn' (convolutions and max pooling), 'resnet' (bias-free "
+        "residual CNN)",
+    )
+    t.add_argument("--init", choices=INITS, default=N.init, help="initialisation")
     t.add_argument(
         "--epochs",
         type=_int_in(1, limits.MAX_EPOCHS),
@@ -234,14 +287,16 @@ def _add_train(sub) -> None:
         "--depth",
         type=_int_in(1, limits.MAX_DEPTH),
         default=None,
-        help=f"MLP hidden layers (default: {N.depth}; MLP only)",
+        help=f"MLP hidden layers; residual blocks per stage of the residual CNN (default: "
+        f"{N.depth}; MLP and resnet)",
     )
     t.add_argument(
         "--channels",
         nargs="+",
         type=_int_in(1, limits.MAX_CHANNELS),
         default=None,
-        help=f"CNN channels (default: {' '.join(map(str, N.channels))}; CNN only)",
+        help=f"CNN channels; residual CNN stage channels (default: "
+        f"{' '.join(map(str, N.channels))}; cnn and resnet)",
     )
     t.add_argument("--batch-size", type=_int_in(1), default=O.batch_size, help="minibatch size")
     rates = ", ".join(f"{v:g} for {k}" for k, v in DEFAULT_LEARNING_RATES.items())
@@ -281,6 +336,7 @@ def _add_divergence(sub) -> None:
         default=D.momentum,
         help="SGD momentum (0: plain SGD, as in the paper)",
     )
+    _add_accumulate(d)
     _add_common(d)
 
 
@@ -391,17 +447,18 @@ def _cmd_volume(args: argparse.Namespace) -> int:
     _json_path(args)
     ds = _load(args)
     grid = [
-        (dt, w, d, b)
-        for dt in args.dtypes
-        for w in args.widths
-        for d in args.depths
-        for b in args.batch_sizes
+        experiments.VolumeConfig(
+            dt, w, d, b, args.inits, args.seed, accumulate=acc, images=args.images
+        )
+        for dt, acc, w, d, b in itertools.product(
+            args.dtypes, args.accumulate, args.widths, args.depths, args.batch_sizes
+        )
     ]
-    for dt, w, d, b in grid:  # every check before any work
-        experiments.check_volume(experiments.VolumeConfig(dt, w, d, b, args.inits, args.seed), ds)
+    for cfg in grid:  # every check before any work
+        experiments.check_volume(cfg, ds)
     rows, stopped = _collect(
         grid,
-        lambda g: [experiments.volume(*g, args.inits, args.seed, ds)],
+        lambda cfg: [experiments.volume(**dataclasses.asdict(cfg), data=ds)],
         "volume",
         not args.no_progress,
     )
@@ -412,32 +469,34 @@ def _train_configs(args: argparse.Namespace, ds) -> list:
     from .config import TrainConfig
     from .engine import preflight
 
-    mlp = args.model == "mlp"
-    if mlp and args.channels is not None:
-        raise _fail(args, "--channels applies to the CNN (--model cnn)")
-    if not mlp and (args.width is not None or args.depth is not None):
-        raise _fail(args, "--width/--depth apply to the MLP; use --channels for the CNN")
+    used = _SHAPE_OPTIONS[args.model]
+    for name in ("width", "depth", "channels"):
+        if getattr(args, name) is not None and name not in used:
+            models = [m for m, opts in _SHAPE_OPTIONS.items() if name in opts]
+            raise _fail(args, f"--{name} applies to --model {' and '.join(models)}")
     shape = {k: getattr(args, k) for k in ("width", "depth", "channels")}
     shape = {k: (tuple(v) if k == "channels" else v) for k, v in shape.items() if v is not None}
     configs = []
-    for dt in args.dtypes:
-        for opt in args.optimizers:
-            for bn in args.batchnorm:
-                for seed in args.seeds:
-                    cfg = TrainConfig(
-                        model=args.model,
-                        dtype=dt,
-                        optimizer=opt,
-                        batchnorm=ONOFF[bn],
-                        seed=seed,
-                        epochs=args.epochs,
-                        batch_size=args.batch_size,
-                        kink_grads=tuple(args.kink_grads),
-                        learning_rate=args.lr,
-                        **shape,
-                    )
-                    preflight(cfg, ds)
-                    configs.append(cfg)
+    grid = itertools.product(
+        args.dtypes, args.accumulate, args.optimizers, args.batchnorm, args.seeds
+    )
+    for dt, acc, opt, bn, seed in grid:
+        cfg = TrainConfig(
+            model=args.model,
+            init=args.init,
+            dtype=dt,
+            accumulate=acc,
+            optimizer=opt,
+            batchnorm=ONOFF[bn],
+            seed=seed,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            kink_grads=tuple(args.kink_grads),
+            learning_rate=args.lr,
+            **shape,
+        )
+        preflight(cfg, ds)
+        configs.append(cfg)
     return configs
 
 
@@ -450,9 +509,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     def run(cfg):
         kw = {k: v for k, v in cfg.to_dict().items() if k != "kink_grads"}
-        return experiments.train_comparison(
+        rows = experiments.train_comparison(
             kink_grads=cfg.kink_grads, data=ds, progress=not args.no_progress, **kw
         )
+        return [{**r, "accumulate": cfg.accumulate} for r in rows]
 
     rows, stopped = _collect(configs, run, "train", False)  # each run has its own bar
     network = configs[0].network.to_dict()  # the fields this model uses, nothing else
@@ -484,8 +544,9 @@ def _cmd_divergence(args: argparse.Namespace) -> int:
             args.seed,
             args.lr,
             args.momentum,
+            accumulate=acc,
         )
-        for dt in args.dtypes
+        for dt, acc in itertools.product(args.dtypes, args.accumulate)
     ]
     for c in cfgs:
         preflight(c.train_config(per_epoch), ds)
