@@ -38,6 +38,9 @@ TINY = dataclasses.replace(
     divergence_dtypes=("float32",),  # the training runs' program: no other compilation
     divergence_steps=3,
     divergence_width=8,
+    accumulate_dtypes=(),
+    exposure={},
+    collapse_dtypes=(),
 )
 N_JOBS = 2 + 1 + 1  # volume: the base and depth 2 (width 8 is the base); train; divergence
 
@@ -240,7 +243,8 @@ SCRIPT = textwrap.dedent(
         plan.QUICK, volume_base={"width": 8, "depth": 1, "batch_size": 64},
         volume_dtypes=("float64",), depths=(1, 2), sweep_dtypes=("float64",), inits=400,
         train_dtypes=("float32",), epochs=1, train_width=8, divergence_dtypes=("float32",),
-        divergence_steps=3, divergence_width=8)
+        divergence_steps=3, divergence_width=8, accumulate_dtypes=(), exposure={},
+        collapse_dtypes=())
     experiments.VOLUME_CHUNK = 2  # 200 XLA calls per volume job: many chunk boundaries
     real = experiments.volume
     def volume(*a, **k):

@@ -5,8 +5,11 @@ Reproduces Bertoin et al., *Numerical influence of ReLU'(0) on backpropagation* 
 
 * :mod:`jaxrelu.study.data` -- data sets (scikit-learn digits, MNIST IDX files, ``.npz``),
   checked and size-limited before they are read;
-* :mod:`jaxrelu.study.models` -- MLP and CNN as plain pytrees, activations from
-  :data:`jaxrelu.REGISTRY`;
+* :mod:`jaxrelu.study.models` -- MLP, CNN and bias-free residual CNN as plain pytrees,
+  activations from :data:`jaxrelu.REGISTRY`, 16-bit layers rounded natively or with float32
+  accumulation;
+* :mod:`jaxrelu.study.ties` -- the lexicographic kink value (tied units resolved so that
+  the step is an element of the Clarke subdifferential of the minibatch loss);
 * :mod:`jaxrelu.study.config` -- ``TrainConfig`` and its parts (network, optimisation, run);
 * :mod:`jaxrelu.study.instrument` -- zero hits and the bifurcation test, shared by the
   engine and the volume estimate;
@@ -14,6 +17,8 @@ Reproduces Bertoin et al., *Numerical influence of ReLU'(0) on backpropagation* 
   (``TrainState``, ``init_state``, ``train_step``, ``train_epoch``, ``train``);
 * :mod:`jaxrelu.study.experiments` -- the bifurcation-zone volume, training comparison and
   trajectory divergence (also importable from here: ``jaxrelu.study.volume``);
+* :mod:`jaxrelu.study.collapse` -- the training-collapse experiment (residual CNN, every
+  ReLU'(0) and the lexicographic rule in lockstep: ``jaxrelu.study.collapse.collapse``);
 * :mod:`jaxrelu.study.plan`, :mod:`~jaxrelu.study.runner`, :mod:`~jaxrelu.study.report`,
   :mod:`~jaxrelu.study.plots`, :mod:`~jaxrelu.study.reproduce` -- ``jaxrelu reproduce``:
   what runs, resumable saved results, the markdown report, the figures, orchestration;

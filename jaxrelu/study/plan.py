@@ -5,31 +5,44 @@ A job is a JSON-ready dict of keyword arguments for one experiment
 (:func:`~jaxrelu.study.experiments.volume`,
 :func:`~jaxrelu.study.experiments.train_comparison` or
 :func:`~jaxrelu.study.experiments.divergence`); the runner saves one result per job.
+
+The full plan also runs the volume protocol at the paper's exposure (as many images per
+initialisation as one pass over MNIST, 60,000) and the training-collapse experiment
+(:mod:`jaxrelu.study.collapse`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
+from .collapse import KINK_GRADS, CollapseConfig
 from .config import TrainConfig
 from .data import Dataset
-from .experiments import DivergenceConfig, VolumeConfig
+from .experiments import DivergenceConfig, VolumeConfig, wilson_interval
 
 __all__ = [
     "EXPERIMENTS",
     "FULL",
+    "MNIST_IMAGES",
     "PAPER_BASE",
     "PAPER_BATCH",
     "PAPER_DEPTH",
+    "PAPER_EXPOSURE",
     "PAPER_WIDTH",
     "QUICK",
     "Job",
     "Plan",
+    "hazard",
     "jobs",
+    "volume_cell",
+    "volume_rows",
 ]
 
-EXPERIMENTS = ("volume", "train", "divergence")
+EXPERIMENTS = ("volume", "train", "collapse", "divergence")
+MNIST_IMAGES = 60_000
+"""Images in one pass over MNIST's training set (the paper's exposure per initialisation)."""
 
 # Bertoin et al., NeurIPS 2021, MNIST MLP, P(theta in S01) out of 1000 initialisations
 # (section 3): (16 bit, 32 bit, 64 bit). Quoted for comparison only; never mixed with ours.
@@ -56,6 +69,32 @@ PAPER_BATCH = {  # (16 bit, 32 bit)
 }
 PAPER_BASE = {"float16": 1.0, "float32": 0.445, "float64": 0.0}
 """A stored run of the paper's code: batch 100, 200 initialisations."""
+PAPER_EXPOSURE = {
+    "probability": 0.478,
+    "inits": 1000,
+    "images": MNIST_IMAGES,
+    "width": 256,
+    "depth": 3,
+    "batch_size": 256,
+}
+"""The paper's 32-bit headline cell (width 256, depth 3, batch 256, one pass over MNIST)."""
+
+
+def hazard(in_zone: int, inits: int, images: int) -> tuple[float, float, float]:
+    r"""The per-image hazard :math:`\lambda` of entering the bifurcation zone, from
+    ``in_zone`` of ``inits`` initialisations hit within ``images`` images each, with the
+    Wilson 95% interval carried through: :math:`P = 1 - e^{-\lambda N}`, so
+    :math:`\lambda = -\ln(1 - P) / N` (monotone in :math:`P`). Returns ``(lambda, lo,
+    hi)``; a bound at :math:`P = 1` is infinite.
+
+    Example:
+        >>> lam, lo, hi = hazard(478, 1000, 60_000)
+        >>> f"{lam:.3g} [{lo:.3g}, {hi:.3g}]"
+        '1.08e-05 [9.88e-06, 1.19e-05]'
+    """
+    lo_p, hi_p = wilson_interval(in_zone, inits)
+    rate = lambda p: math.inf if p >= 1 else -math.log1p(-p) / images
+    return rate(in_zone / inits), rate(lo_p), rate(hi_p)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +123,18 @@ class Plan:
     train_momentum: float = 0.9
     divergence_width: int = DivergenceConfig.width
     divergence_momentum: float = DivergenceConfig.momentum
+    # precisions whose base cell also runs with float32 accumulation
+    accumulate_dtypes: tuple[str, ...] = ()
+    # the exposure cell: volume keyword arguments (dtype, width, depth, batch_size, images,
+    # inits); empty: none
+    exposure: dict[str, Any] = dataclasses.field(default_factory=dict)
+    collapse_dtypes: tuple[str, ...] = ()
+    collapse_batchnorm: tuple[bool, ...] = (False, True)
+    collapse_seeds: tuple[int, ...] = (0, 1, 2)
+    collapse_epochs: int = CollapseConfig.epochs
+    collapse_channels: tuple[int, ...] = CollapseConfig.channels
+    collapse_depth: int = CollapseConfig.depth
+    collapse_kinks: tuple[float | str, ...] = KINK_GRADS
 
     @property
     def largest_batch(self) -> int:
@@ -128,6 +179,22 @@ QUICK = Plan(
     # the divergence runs use the training runs' network and optimizer: one compilation
     divergence_width=64,
     divergence_momentum=0.9,
+    accumulate_dtypes=("float16",),
+    exposure={
+        "dtype": "float32",
+        "width": 64,
+        "depth": 2,
+        "batch_size": 128,
+        "images": 6000,
+        "inits": 16,
+    },
+    collapse_dtypes=("float16",),
+    collapse_batchnorm=(False,),
+    collapse_seeds=(0,),
+    collapse_epochs=2,
+    collapse_channels=(2,),
+    collapse_depth=1,
+    collapse_kinks=(0.0, 1.0),
 )
 
 FULL = Plan(
@@ -141,15 +208,23 @@ FULL = Plan(
     inits=100,
     train_kinks=(0.0, 0.5, 1.0),
     train_dtypes=("float16", "float32"),
-    train_optimizers=("sgd", "adam"),
+    train_optimizers=("sgd",),
     train_batchnorm=(False, True),
     seeds=(0, 1, 2),
     epochs=10,
     train_width=256,
-    cnn=True,
+    cnn=False,
     cnn_dtypes=("float32", "float16"),
     divergence_dtypes=("float16", "bfloat16", "float32", "float64"),
     divergence_steps=100,
+    accumulate_dtypes=("float16", "bfloat16"),
+    exposure={
+        "dtype": "float32",
+        **{k: PAPER_EXPOSURE[k] for k in ("width", "depth", "batch_size", "images", "inits")},
+    },
+    collapse_dtypes=("float32", "float16"),
+    collapse_channels=(4, 8),
+    collapse_epochs=10,
 )
 
 
@@ -165,15 +240,38 @@ class Job:
         """A short human-readable name, e.g. ``volume float16 w64 d2 b128``."""
         k = self.kwargs
         if self.experiment == "volume":
+            acc = "" if k.get("accumulate", "native") == "native" else " f32-accumulate"
+            seen = f", {k['images']} images" if k.get("images") else ""
             return (
-                f"volume {k['dtype']} w{k['width']} d{k['depth']} b{k['batch_size']} "
-                f"({k['inits']} inits)"
+                f"volume {k['dtype']}{acc} w{k['width']} d{k['depth']} b{k['batch_size']} "
+                f"({k['inits']} inits{seen})"
             )
+        if self.experiment == "collapse":
+            bn = " BN" if k["batchnorm"] else ""
+            return f"collapse resnet {k['dtype']}{bn} seed {k['seed']} ({k['epochs']} epochs)"
         if self.experiment == "train":
             shape = f"w{k['width']}" if k["model"] == "mlp" else "cnn"
             bn = " BN" if k["batchnorm"] else ""
             return f"train {k['model']} {shape} {k['dtype']} {k['optimizer']}{bn} seed {k['seed']}"
         return f"divergence {k['dtype']} ({k['steps']} steps)"
+
+
+VOLUME_CELLS = ("sweep", "accumulate", "exposure")
+"""What a volume job of the plan is for: the base cell and the sweeps (native rounding,
+one pass), the base cell with float32 accumulation, the paper's exposure."""
+
+
+def volume_cell(kwargs: dict[str, Any]) -> str:
+    """Which of :data:`VOLUME_CELLS` the volume job with ``kwargs`` belongs to (recorded
+    in each volume row of ``reproduce`` as ``cell``)."""
+    if kwargs.get("images") is not None:
+        return "exposure"
+    return "sweep" if kwargs.get("accumulate", "native") == "native" else "accumulate"
+
+
+def volume_rows(rows: list[dict[str, Any]], cell: str) -> list[dict[str, Any]]:
+    """The volume rows of one cell (rows without ``cell`` are sweep rows)."""
+    return [r for r in rows if r.get("cell", "sweep") == cell]
 
 
 def _volume_jobs(plan: Plan) -> list[Job]:
@@ -189,6 +287,17 @@ def _volume_jobs(plan: Plan) -> list[Job]:
     b = plan.volume_base
     for dt in plan.volume_dtypes:
         add(dt, b["width"], b["depth"], b["batch_size"])
+    for dt in plan.accumulate_dtypes:
+        kwargs = {
+            "dtype": dt,
+            "width": b["width"],
+            "depth": b["depth"],
+            "batch_size": b["batch_size"],
+        }
+        kwargs.update(inits=plan.inits, seed=VolumeConfig.seed, accumulate="float32")
+        jobs.append(Job("volume", kwargs))
+    if plan.exposure:
+        jobs.append(Job("volume", {**plan.exposure, "seed": VolumeConfig.seed}))
     for dt in plan.sweep_dtypes:
         for d in plan.depths:
             add(dt, b["width"], d, b["batch_size"])
@@ -220,6 +329,26 @@ def _train_jobs(plan: Plan) -> list[Job]:
     return jobs
 
 
+def _collapse_jobs(plan: Plan) -> list[Job]:
+    return [
+        Job(
+            "collapse",
+            {
+                "dtype": dt,
+                "batchnorm": bn,
+                "seed": seed,
+                "epochs": plan.collapse_epochs,
+                "channels": list(plan.collapse_channels),
+                "depth": plan.collapse_depth,
+                "kink_grads": list(plan.collapse_kinks),
+            },
+        )
+        for dt in plan.collapse_dtypes
+        for bn in plan.collapse_batchnorm
+        for seed in plan.collapse_seeds
+    ]
+
+
 def _divergence_jobs(plan: Plan) -> list[Job]:
     return [
         Job(
@@ -240,5 +369,6 @@ def jobs(plan: Plan) -> dict[str, list[Job]]:
     return {
         "volume": _volume_jobs(plan),
         "train": _train_jobs(plan),
+        "collapse": _collapse_jobs(plan),
         "divergence": _divergence_jobs(plan),
     }

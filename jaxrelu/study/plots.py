@@ -7,7 +7,12 @@
 * ``accuracy_by_kink.png`` -- test accuracy by ReLU'(0) for each training group (bars
   from 0; error bars only over two or more runs);
 * ``divergence.png`` -- the L1 distance between the lockstep runs (log scale); precisions
-  whose runs never separate cannot be drawn on it and are named in a note instead.
+  whose runs never separate cannot be drawn on it and are named in a note instead;
+* ``collapse_accuracy.png`` -- the residual CNN's test accuracy after every epoch, one
+  line per ReLU'(0) (mean over seeds, thin lines the seeds), one panel per precision and
+  batch norm setting, the collapse threshold dashed;
+* ``collapse_zeros_by_layer.png`` -- per activation layer, the rate of exact zeros and
+  of live ties (zeros through which ReLU'(0) can change a gradient), log scale.
 
 Every figure has a title and labelled axes; legends sit outside the data.
 """
@@ -21,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from .collapse import STUCK_ACCURACY
 from .experiments import INTERVAL
 from .outputs import atomic_write
-from .plan import PAPER_BASE, Plan
+from .plan import PAPER_BASE, Plan, volume_rows
 
 __all__ = ["DPI", "PLOT_NAMES", "make_plots"]
 
@@ -35,6 +41,8 @@ PLOT_NAMES = (
     "volume_vs_batch.png",
     "accuracy_by_kink.png",
     "divergence.png",
+    "collapse_accuracy.png",
+    "collapse_zeros_by_layer.png",
 )
 _LEVEL = f"{100 * INTERVAL['level']:.0f}%"
 _MARKERS = ("o", "s", "^", "D")
@@ -55,6 +63,14 @@ def _save(fig: Any, out: str, name: str) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     return atomic_write(os.path.join(out, name), buf.getvalue())
+
+
+_NOT_DRAWABLE = "not drawable on a log axis"
+
+
+def _note(ax: Any, text: str, y: float) -> None:
+    """A line of small text below the axes (``y`` in axes coordinates)."""
+    ax.text(0.0, y, text, transform=ax.transAxes, fontsize=8, va="top")
 
 
 def _legend_outside(ax: Any) -> None:
@@ -140,8 +156,14 @@ def _sweep(plt, out: str, vol: list[dict], plan: Plan, name: str) -> str | None:
         # dodge the precisions sideways (equal values would hide each other), markers differ
         shift = (j - (n - 1) / 2) * 0.08
         xs = [r[field] * 2**shift if name != "depth" else r[field] + shift for r in pts]
-        ax.errorbar(xs, [r["probability"] for r in pts], yerr=_errors(pts),
-                    marker=_MARKERS[j % len(_MARKERS)], capsize=3, label=dt)  # fmt: skip
+        ax.errorbar(
+            xs,
+            [r["probability"] for r in pts],
+            yerr=_errors(pts),
+            marker=_MARKERS[j % len(_MARKERS)],
+            capsize=3,
+            label=dt,
+        )
     if name != "depth":
         ax.set_xscale("log", base=2)
     ax.set_xticks(list(values), [str(v) for v in values])
@@ -223,15 +245,111 @@ def _divergence(plt, out: str, div: list[dict]) -> str | None:
     if len(flat) < len(div):
         _legend_outside(ax)
     if flat:
-        ax.text(
-            0.0,
-            -0.2,
-            f"distance exactly 0 at every step (not drawable on a log axis): {', '.join(flat)}",
-            transform=ax.transAxes,
-            fontsize=8,
-            va="top",
-        )
+        _note(ax, f"distance exactly 0 at every step ({_NOT_DRAWABLE}): {', '.join(flat)}", -0.2)
     path = _save(fig, out, "divergence.png")
+    plt.close(fig)
+    return path
+
+
+def _kink_label(s: float | str) -> str:
+    return f"{s:g}" if isinstance(s, (int, float)) else str(s)
+
+
+def _collapse_groups(col: list[dict]) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in col:
+        groups.setdefault((r["dtype"], r["batchnorm"]), []).append(r)
+    return dict(sorted(groups.items(), key=lambda kv: (kv[0][0] != "float32", kv[0][1])))
+
+
+def _collapse_curves(plt, out: str, col: list[dict]) -> str | None:
+    groups = _collapse_groups(col)
+    if not groups:
+        return None
+    kinks = list(dict.fromkeys(r["kink_grad"] for r in col))
+    fig, axes = plt.subplots(
+        1, len(groups), figsize=(3.2 * len(groups) + 1.6, 3.4), squeeze=False, sharey=True
+    )
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, ((dt, bn), rows) in zip(axes[0], groups.items()):
+        for j, s in enumerate(kinks):
+            curves = [
+                np.array([np.nan if a is None else a for a in r["accuracy_curve"]], float)
+                for r in rows
+                if r["kink_grad"] == s
+            ]
+            if not curves:
+                continue
+            n = min(len(c) for c in curves)
+            stack = np.stack([c[:n] for c in curves])
+            epochs = np.arange(1, n + 1)
+            color = colors[j % len(colors)]
+            for c in stack:
+                ax.plot(epochs, c, color=color, alpha=0.25, lw=0.7)
+            style = "--" if isinstance(s, str) else "-"
+            ax.plot(
+                epochs,
+                np.nanmean(stack, axis=0),
+                style,
+                color=color,
+                lw=1.6,
+                label=f"ReLU'(0) = {_kink_label(s)}",
+            )
+        ax.axhline(STUCK_ACCURACY, color="grey", ls=":", lw=0.8)
+        ax.set_title(f"{dt}, {'batch norm' if bn else 'no batch norm'}", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylim(0.0, 1.0)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[0][0].set_ylabel("test accuracy")
+    seeds = len({r["seed"] for r in col})
+    mean = f"mean of {seeds} seeds" if seeds > 1 else "one seed"
+    fig.suptitle(
+        f"Bias-free residual CNN, SGD: accuracy by ReLU'(0) ({mean}; thin: "
+        f"each seed; dotted: collapse threshold {STUCK_ACCURACY:g})",
+        fontsize=9,
+    )
+    _legend_outside(axes[0][-1])
+    path = _save(fig, out, "collapse_accuracy.png")
+    plt.close(fig)
+    return path
+
+
+def _collapse_layers(plt, out: str, col: list[dict]) -> str | None:
+    groups = _collapse_groups(col)
+    if not groups:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    floor = None
+    for j, ((dt, bn), rows) in enumerate(groups.items()):
+        zeros = np.mean([r["zero_hit_rate_by_layer"] for r in rows], axis=0)
+        live = np.mean([r["live_tie_rate_by_layer"] for r in rows], axis=0)
+        layers = np.arange(1, len(zeros) + 1)
+        label = f"{dt}, {'BN' if bn else 'no BN'}"
+        marker = _MARKERS[j % len(_MARKERS)]
+        line = ax.plot(
+            layers, np.where(zeros > 0, zeros, np.nan), marker=marker, label=f"{label}: exact zeros"
+        )[0]
+        ax.plot(
+            layers,
+            np.where(live > 0, live, np.nan),
+            marker=marker,
+            ls="--",
+            color=line.get_color(),
+            mfc="none",
+            label=f"{label}: live ties",
+        )
+        pos = np.concatenate([zeros[zeros > 0], live[live > 0]])
+        if pos.size:
+            floor = pos.min() if floor is None else min(floor, pos.min())
+    ax.set_yscale("log")
+    ax.set_xlabel("activation layer (1 = stem; then two per residual block)")
+    ax.set_ylabel("rate per evaluation")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_title("Exact zeros and live ties by layer\n(mean over ReLU'(0) values, seeds and steps)")
+    if floor is not None:
+        _legend_outside(ax)
+    _note(ax, f"missing points: rate exactly 0 ({_NOT_DRAWABLE})", -0.22)
+    path = _save(fig, out, "collapse_zeros_by_layer.png")
     plt.close(fig)
     return path
 
@@ -242,7 +360,12 @@ def make_plots(out: str, sections: dict[str, list[dict]], plan: Plan) -> list[st
     plt = _pyplot()
     if plt is None:
         return []
-    vol, tr, div = sections["volume"], sections["train"], sections["divergence"]
+    vol, tr, div = (
+        volume_rows(sections["volume"], "sweep"),
+        sections["train"],
+        sections["divergence"],
+    )
+    col = sections.get("collapse", [])
     makers: list[Callable[[], str | None]] = [
         lambda: _by_precision(plt, out, vol, plan),
         lambda: _sweep(plt, out, vol, plan, "depth"),
@@ -250,5 +373,7 @@ def make_plots(out: str, sections: dict[str, list[dict]], plan: Plan) -> list[st
         lambda: _sweep(plt, out, vol, plan, "batch"),
         lambda: _accuracy(plt, out, tr),
         lambda: _divergence(plt, out, div),
+        lambda: _collapse_curves(plt, out, col),
+        lambda: _collapse_layers(plt, out, col),
     ]
     return [p for p in (m() for m in makers) if p is not None]

@@ -22,9 +22,9 @@ from typing import Any
 
 import jax
 
-from . import experiments, outputs, plots, report
+from . import collapse, experiments, outputs, plots, report
 from .data import Dataset
-from .plan import EXPERIMENTS, FULL, QUICK, Job, Plan, jobs
+from .plan import EXPERIMENTS, FULL, QUICK, Job, Plan, jobs, volume_cell
 from .progress import Stages
 from .runner import JobStore, file_name
 
@@ -75,10 +75,13 @@ def output_names(plan: Plan) -> list[str]:
 def _run_section(name: str, job: Job, data: Dataset, progress: bool) -> list[dict[str, Any]]:
     kw = dict(job.kwargs)
     if name == "volume":
-        return [experiments.volume(data=data, **kw)]
+        return [{**experiments.volume(data=data, **kw), "cell": volume_cell(kw)}]
     if name == "train":
         kinks = tuple(kw.pop("kink_grads"))
         return experiments.train_comparison(kink_grads=kinks, data=data, progress=progress, **kw)
+    if name == "collapse":
+        kw.update(kink_grads=tuple(kw["kink_grads"]), channels=tuple(kw["channels"]))
+        return collapse.collapse(data=data, progress=progress, **kw)
     return [experiments.divergence(data=data, **kw)]
 
 
@@ -160,6 +163,8 @@ def reproduce(
                 f"\n## Training comparison ({plan.epochs} epochs)\n\n"
                 f"{report.train_table(sections[name])}"
             )
+        elif name == "collapse":
+            echo(f"\n## Training collapse\n\n{report.collapse_table(sections[name])}")
         else:
             echo(f"\n## Trajectory divergence\n\n{report.divergence_table(sections[name])}")
         outcome = _write(out, data, plan, quick, sections, started, final=name == last)

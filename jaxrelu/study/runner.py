@@ -34,6 +34,7 @@ __all__ = ["ROW_KEYS", "JobStore", "file_name", "identity"]
 ROW_KEYS = {
     "volume": ("dtype", "width", "depth", "batch_size", "inits", "in_zone", "probability", "ci"),
     "train": ("model", "kink_grad", "dtype", "optimizer", "batchnorm", "seed", "status"),
+    "collapse": ("kink_grad", "dtype", "batchnorm", "seed", "status", "accuracy_curve"),
     "divergence": ("dtype", "steps", "l1", "first_divergence", "zero_hits", "status"),
 }
 """Keys every saved row of an experiment must have (a saved result without them is
