@@ -10,9 +10,11 @@ Three experiments, each returning JSON-ready rows (non-finite numbers are ``None
   differs. Initialisation ``i`` is drawn with ``fold_in(PRNGKey(seed), i)``. The
   initialisations run in jitted chunks of at most :data:`VOLUME_CHUNK` (bounded memory
   for any ``inits``; Ctrl-C is honoured between chunks), each a sequence of groups of
-  :data:`VOLUME_GROUP` whose forward passes are batched into one set of matrix products;
-  the exact zeros are read from that forward pass, and both backward passes run from it
-  only on minibatches with a zero (the two gradients cannot differ elsewhere), with the
+  :data:`VOLUME_GROUP` whose forward passes share one set of matrix products. A forward
+  pass of each minibatch finds the exact zeros at a kink, and both backward passes run
+  only on minibatches with one (the two gradients cannot differ elsewhere), from a forward
+  pass whose pre-activations are checked bit for bit against the ones searched (the
+  zeros found are those the gradients see; a mismatch is an error), with the
   instrumentation of :mod:`jaxrelu.study.instrument`. A chunk's initialisations are
   sharded over the local devices when there are several, and chunks are dealt out to the
   processes of a multi-process run.
@@ -67,9 +69,10 @@ VOLUME_CHUNK = 256
 """Most initialisations computed by one XLA call of :func:`volume`."""
 MAX_IMAGES = 2**31 - 1
 """Most images one initialisation of :func:`volume` may see (minibatch indices are int32)."""
-VOLUME_GROUP = 8
+VOLUME_GROUP = 1
 """Initialisations whose forward passes are batched into one set of matrix products by
-:func:`volume` (a chunk is rounded up to whole groups)."""
+:func:`volume` (a chunk is rounded up to whole groups). 1 on the CPU: groups of 4, 8 and
+16 ran slower there (``benchmarks/bench_volume.py`` measures 8 against 1)."""
 
 
 def wilson_interval(successes: int, n: int, z: float = _Z95) -> tuple[float, float]:
@@ -203,51 +206,60 @@ def _minibatch_indices(
 
 
 def _group(arch: models.Architecture, dt, keys, x, y, index, mask, first):
-    """The protocol for the initialisations of ``keys`` (one group), minibatch after
-    minibatch: one forward pass of all of them (products batched over the group), the
-    exact zeros read from its pre-activations, and -- only on minibatches where one of
-    them hits a kink and still counts -- both backward passes, from that same forward pass
-    (the zeros found are those the gradients see, by construction). The whole first pass
-    is examined (it gives the statistics); later minibatches only until every
-    initialisation of the group has differed once.
+    """The protocol for the initialisations of ``keys`` (one group; their forward passes
+    are batched into one set of products), minibatch after minibatch: a forward pass
+    finds the exact zeros at a kink; only on minibatches where an initialisation that
+    still counts has one, both backward passes run (from one forward pass under a vmap
+    over the kink value: the forward pass does not depend on it), and that forward pass's
+    pre-activations are compared bit for bit with the ones searched: the zeros found are
+    those the gradients see, or the mismatch is counted. The whole first pass is examined
+    (it gives the statistics); later minibatches only until every initialisation of the
+    group has differed once.
 
     Returns per initialisation ``(in zone, minibatches that differ, sum of their relative
-    L2 differences, minibatches with an exact zero)``, the last three over the first pass."""
+    L2 differences, minibatches with an exact zero, minibatches whose gradients' forward
+    pass differed from the search's)``, the middle three over the first pass."""
     params = jax.vmap(lambda k: models.init(arch, k, dt)[0])(keys)
     kinks = models.ACTIVATIONS[arch.activation].kinks
-    one = jnp.ones((), dt)
+    zero, one = jnp.zeros((), dt), jnp.ones((), dt)
+    n = keys.shape[0]
 
-    def step(xb, yb, mb, counts):
+    def forward(p, xb, yb, mb, s):
+        def each(q):
+            logits, _, pre = models.apply(arch, q, {"bn": []}, xb, s)
+            return models.cross_entropy(logits, yb, mb), pre
+
+        losses, pre = jax.vmap(each)(p)
+        return jnp.sum(losses), pre  # init i's gradient: that of its own loss
+
+    def tested(ops):
+        xb, yb, mb, pre = ops
+
         def at(s):
-            def loss(p):
-                def each(q):
-                    logits, _, pre = models.apply(arch, q, {"bn": []}, xb, s)
-                    return models.cross_entropy(logits, yb, mb), pre
+            _, vjp, again = jax.vjp(lambda p: forward(p, xb, yb, mb, s), params, has_aux=True)
+            return vjp(one)[0]["layers"][0]["w"], again
 
-                losses, pre = jax.vmap(each)(p)
-                return jnp.sum(losses), pre  # init i's gradient: that of its own loss
-
-            _, vjp, pre = jax.vjp(loss, params, has_aux=True)
-            # the forward pass does not depend on s, so under the vmap over s below it
-            # (and these counts) runs once, and the condition is one for both values
-            hits = jax.vmap(lambda z: instrument.kink_hits(z, kinks, mb))(pre).sum(axis=1)
-            w = lax.cond(
-                jnp.any(counts & (hits > 0)),
-                lambda v: v(one)[0]["layers"][0]["w"],
-                lambda v: jnp.zeros_like(params["layers"][0]["w"]),
-                vjp,
-            )
-            return w, hits
-
-        w, hits = jax.vmap(at, out_axes=(0, None))(jnp.asarray([0.0, 1.0], dt))
+        w, again = jax.vmap(at, out_axes=(0, None))(jnp.asarray([0.0, 1.0], dt))
         differ, rel = jax.vmap(instrument.compare_gradients)(w[0], w[1])
-        return differ & counts & (hits > 0), rel, hits > 0
+        same = jnp.ones(n, bool)
+        for a, b in zip(again, pre):
+            equal = (a == b) | ((a != a) & (b != b))  # NaN where NaN
+            same = same & jnp.all(equal.reshape(n, -1), axis=1)
+        return differ, rel, same
+
+    def untested(_):
+        return jnp.zeros(n, bool), jnp.zeros(n, jnp.float32), jnp.ones(n, bool)
 
     def body(carry):
-        t, zone, differ, rel, hit_batches = carry
+        t, zone, differ, rel, hit_batches, mismatch = carry
         in_first = t < first
         rows = index[t]
-        d, r, hit = step(x[rows], y[rows], mask[t], in_first | ~zone)
+        xb, yb, mb = x[rows], y[rows], mask[t]
+        pre = forward(params, xb, yb, mb, zero)[1]
+        hit = jax.vmap(lambda z: instrument.kink_hits(z, kinks, mb))(pre).sum(axis=1) > 0
+        need = hit & (in_first | ~zone)
+        d, r, same = lax.cond(jnp.any(need), tested, untested, (xb, yb, mb, pre))
+        d = d & need
         stat = d & in_first
         return (
             t + 1,
@@ -255,17 +267,16 @@ def _group(arch: models.Architecture, dt, keys, x, y, index, mask, first):
             differ + stat,
             rel + jnp.where(stat, r, 0.0),
             hit_batches + (hit & in_first),
+            mismatch + ~same,
         )
 
     def more(carry):
         t, zone = carry[0], carry[1]
         return (t < index.shape[0]) & ((t < first) | ~jnp.all(zone))
 
-    n = keys.shape[0]
     zeros = jnp.zeros(n, jnp.int32)
-    start = (jnp.int32(0), jnp.zeros(n, bool), zeros, jnp.zeros(n, jnp.float32), zeros)
-    _, zone, differ, rel, hit_batches = lax.while_loop(more, body, start)
-    return zone, differ, rel, hit_batches
+    start = (jnp.int32(0), jnp.zeros(n, bool), zeros, jnp.zeros(n, jnp.float32), zeros, zeros)
+    return lax.while_loop(more, body, start)[1:]
 
 
 def _shard_map(fn, mesh, in_specs, out_specs):
@@ -284,22 +295,28 @@ def _shard_map(fn, mesh, in_specs, out_specs):
 
 @functools.lru_cache(maxsize=16)
 def _compiled(
-    arch: models.Architecture, dtype: str, n_devices: int, chunk: int, data: tuple, batches: tuple
+    arch: models.Architecture,
+    dtype: str,
+    n_devices: int,
+    chunk: int,
+    group: int,
+    data: tuple,
+    batches: tuple,
 ):
-    """The chunk program for these static settings and shapes (``data``: rows and
-    features of the zero-padded training set, ``batches``: minibatches and batch size),
-    compiled (one compilation per distinct key; the key holds no closures, so it cannot
-    go stale)."""
+    """The chunk program for these static settings and shapes (``group``: initialisations
+    per group, ``data``: rows and features of the zero-padded training set, ``batches``:
+    minibatches and batch size), compiled (one compilation per distinct key; the key holds
+    no closures, so it cannot go stale)."""
     dt = jnp.dtype(dtype)
 
     def local(keys, x, y, index, mask, first):
-        groups = keys.reshape(-1, VOLUME_GROUP, keys.shape[-1])
+        groups = keys.reshape(-1, group, keys.shape[-1])
         out = lax.map(lambda k: _group(arch, dt, k, x, y, index, mask, first), groups)
         return tuple(o.reshape(-1) for o in out)
 
     if n_devices > 1:
         mesh = Mesh(np.array(jax.local_devices()[:n_devices]), ("inits",))
-        local = _shard_map(local, mesh, (P("inits"),) + (P(),) * 5, (P("inits"),) * 4)
+        local = _shard_map(local, mesh, (P("inits"),) + (P(),) * 5, (P("inits"),) * 5)
 
     def program(base, start, x, y, index, mask, first):
         keys = jax.vmap(jax.random.fold_in, (None, 0))(
@@ -428,7 +445,7 @@ def volume(
     x = ds.x_train.reshape(n, -1)
     x = np.concatenate([x, np.zeros((1, x.shape[1]), x.dtype)])  # the padding row
     n_dev = len(jax.local_devices())
-    program = _compiled(arch, cfg.dtype, n_dev, chunk, x.shape, index.shape)
+    program = _compiled(arch, cfg.dtype, n_dev, chunk, VOLUME_GROUP, x.shape, index.shape)
     dt = jnp.dtype(cfg.dtype)
     args = (
         jnp.asarray(x, dt),
@@ -440,7 +457,7 @@ def volume(
     base = jax.random.PRNGKey(cfg.seed)
     procs, me = jax.process_count(), jax.process_index()
     starts = list(range(0, cfg.inits, chunk))
-    totals = np.zeros(4)
+    totals = np.zeros(5)
     start = time.perf_counter()  # compilation excluded
     for r in range(0, len(starts), procs):  # one chunk per process in each round
         mine = r + me
@@ -458,7 +475,13 @@ def volume(
             totals += sums
         interrupt.check()
     seconds = time.perf_counter() - start
-    in_zone, differ, rel_sum, hit_batches = totals
+    in_zone, differ, rel_sum, hit_batches, mismatch = totals
+    if mismatch:
+        raise RuntimeError(
+            f"the gradients' forward pass rounded differently from the zero search's on "
+            f"{int(mismatch)} minibatch(es): the zeros found are not those the gradients "
+            "see, so the estimate would be wrong (a compiler or library change?)"
+        )
     in_zone, differ = int(in_zone), int(differ)
     lo_ci, hi_ci = wilson_interval(in_zone, cfg.inits)
     all_batches = cfg.inits * first
