@@ -108,6 +108,102 @@ def compare(fn_a: Callable[[], Any], fn_b: Callable[[], Any], rounds: int = 9, m
     return (*stat(ta), *stat(tb))
 
 
+def interleaved(fns: dict[str, Callable[[], Any]], rounds: int = 7, min_time: float = 0.2):
+    """Times several functions round-robin (a, b, c, a, b, c, ...) so that drifts in the
+    machine's speed hit all alike; each must block until its work is done and is called
+    once untimed first. Returns ``{name: (median seconds per call, relative spread)}``."""
+    for fn in fns.values():
+        fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            samples[k].append(timeit(fn, repeats=1, min_time=min_time, warmup=0)[0])
+    out = {}
+    for k, xs in samples.items():
+        med = statistics.median(xs)
+        q = statistics.quantiles(xs, n=4) if len(xs) >= 2 else [med, med, med]
+        out[k] = (med, (q[2] - q[0]) / 2 / med if med else 0.0)
+    return out
+
+
+def best_time(fn: Callable[[], Any], calls: int = 30) -> float:
+    """The shortest of ``calls`` timed calls (after one untimed): the machine's best case,
+    what a ceiling is measured with."""
+    fn()
+    best = math.inf
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bandwidth_ceiling(n_bytes: int) -> tuple[float, str]:
+    """Bytes per second of the fastest streaming copy of ``n_bytes`` (read ``n_bytes``,
+    write ``n_bytes``) this machine achieved, each kernel at its best of many calls: a
+    NumPy copy into a preallocated buffer (no page faults for a fresh output), the same
+    split over two threads, and XLA's copy kernel (a new output, as every jitted function
+    has). Returns ``(bytes/s, which kernel)``. An upper bound for any kernel that reads
+    and writes ``n_bytes``, up to the machine's noise."""
+    import threading
+
+    import jax.numpy as jnp
+    import numpy as np
+
+    n = n_bytes // 4
+    src = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    dst = np.empty_like(src)
+    half = n // 2
+
+    def two_threads():
+        t = threading.Thread(target=np.copyto, args=(dst[:half], src[:half]))
+        t.start()
+        np.copyto(dst[half:], src[half:])
+        t.join()
+
+    x = jnp.asarray(src)
+    xla = jax.jit(lambda v: v + 1.0)
+    kernels = {
+        "NumPy copy": lambda: np.copyto(dst, src),
+        "NumPy copy, 2 threads": two_threads,
+        "XLA copy": lambda: block(xla(x)),
+    }
+    rates = {k: 2 * n_bytes / best_time(f) for k, f in kernels.items()}
+    name = max(rates, key=rates.__getitem__)
+    return rates[name], name
+
+
+def matmul_ceiling() -> tuple[float, str]:
+    """float32 FLOP/s of the fastest square matrix product (512, 1024, 2048) any library
+    here achieved, each at its best of several calls: JAX (XLA), NumPy (its BLAS) and
+    PyTorch when installed. Returns ``(FLOP/s, which one)``: an upper bound for the
+    matrix products of any benchmark here, up to the machine's noise."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    rates = {}
+    for n in (512, 1024, 2048):
+        a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+        ja = jnp.asarray(a)
+        f = jax.jit(lambda m: m @ m)
+        calls = 10 if n == 2048 else 30
+        rates[f"JAX {n}"] = 2 * n**3 / best_time(lambda: block(f(ja)), calls)
+        rates[f"NumPy {n}"] = 2 * n**3 / best_time(lambda: a @ a, calls)
+        torch = torch_or_none()
+        if torch is not None:
+            ta = torch.from_numpy(a)
+            rates[f"PyTorch {n}"] = 2 * n**3 / best_time(lambda: torch.mm(ta, ta), calls)
+    name = max(rates, key=rates.__getitem__)
+    return rates[name], name
+
+
+def percent_of(rate: float, ceiling: float) -> str:
+    """``rate`` as a percentage of ``ceiling``; above 100% is marked: the ceiling was not
+    an upper bound (run.py lists such rows)."""
+    pct = 100 * rate / ceiling
+    return f"{pct:.0f}%" + (" (ABOVE ITS CEILING)" if pct > 100 else "")
+
+
 def machine() -> dict[str, str]:
     """The run header: backend, device kind, JAX version, CPU model (jaxrelu's own)."""
     from jaxrelu.study.reproduce import machine_info
@@ -146,17 +242,29 @@ def fmt_time(t: float | None) -> str:
     return f"{t:.2e} s"
 
 
+def fmt_value(v: float | None, unit: str) -> str:
+    """A time, or a size when ``unit`` is ``"bytes"``."""
+    if unit == "bytes" and v is not None:
+        from jaxrelu.study.limits import fmt_bytes
+
+        return fmt_bytes(v)
+    return fmt_time(v)
+
+
 def table(rows: list[Row]) -> str:
     head = ["benchmark", "case", "ours", "baseline", "speedup", "goal", "met", "note"]
     body = []
     for r in rows:
         sp = r.speedup
+        ours = fmt_value(r.ours, r.unit)
         body.append(
             [
                 r.benchmark,
                 r.case,
-                f"{fmt_time(r.ours)} ±{100 * r.ours_spread:.0f}%",
-                "-" if r.baseline is None else f"{r.baseline_name}: {fmt_time(r.baseline)}",
+                ours if r.unit == "bytes" else f"{ours} ±{100 * r.ours_spread:.0f}%",
+                "-"
+                if r.baseline is None
+                else f"{r.baseline_name}: {fmt_value(r.baseline, r.unit)}",
                 "-" if sp is None else f"{sp:.3g}x",
                 "-" if r.goal is None else f">= {r.goal:g}x",
                 {None: "-", True: "yes", False: "NO"}[r.met],
