@@ -166,6 +166,10 @@ def sites_of(res: Analysis, with_radius: bool) -> list[KinkSite]:
         kind = m.kind
         if kind == "select":
             kind = "jump" if float(evidence) > m.threshold else "kink"
+        elif kind == "point":  # x == c: f changes only if the cases differ there
+            if float(evidence) <= m.threshold:
+                continue
+            kind = "jump"
         r = float(radius)
         if kind == "jump" and int(leaving) > 0:
             r = 0.0  # the direction leaves a tied jump at once

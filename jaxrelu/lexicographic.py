@@ -363,10 +363,13 @@ class Certificate:
     Attributes:
         method: ``"ad"`` (no nonsmooth site is tied at the point: ``jax.grad``'s result is
             the true gradient) or ``"lexicographic"`` (some site is tied: the lexicographic
-            gradient, an element of the Clarke subdifferential).
+            gradient, an element of the Clarke subdifferential; or ``jax.grad`` is not
+            finite while the forward lexicographic gradient is, as in the ``jnp.where``
+            trap).
         sites: the tied :class:`~jaxrelu.KinkSite` s (primitive, ``file:line``, ties).
         certified: False where no guarantee holds: a tied *jump* (``f`` is discontinuous
-            there) or a primitive the analysis does not know.
+            there), a primitive the analysis does not know, or a gradient that is not
+            finite (``sqrt(x**2)`` or ``norm(x)**2`` at 0).
         reason: one sentence.
     """
 
@@ -424,6 +427,8 @@ def certified_grad(
                 grads.append(jax.tree.unflatten(tree, list(flat_grad[k : k + n])))
                 k += n
             g = grads[0] if len(nums) == 1 else tuple(grads)
+            if not all(bool(jnp.all(jnp.isfinite(v))) for v in flat_grad):
+                return _not_finite(f, args, nums, g)
             reason = "no nonsmooth site is at its kink: f is differentiable here"
             if unknown:
                 reason = f"no known site is tied, but {', '.join(unknown)} is not analysed"
@@ -433,10 +438,43 @@ def certified_grad(
         if jumps:
             reason = (
                 f"{len(jumps)} tied site(s) are jumps ({jumps[0].primitive} at "
-                f"{jumps[0].source}): f is discontinuous here; the gradient of the piece "
-                "the perturbed point lies in"
+                f"{jumps[0].source}): f may be discontinuous here (unless the gap cancels "
+                "downstream, as in sign(x) * x); the gradient of the piece the perturbed "
+                "point lies in"
             )
         g = _ld_grad_at(f, args, nums)
-        return g, Certificate("lexicographic", tied, not jumps and not unknown, reason)
+        if not _finite(g):
+            reason += "; but it is not finite (see check_linearization)"
+        ok = not jumps and not unknown and _finite(g)
+        return g, Certificate("lexicographic", tied, ok, reason)
 
     return fn
+
+
+def _finite(tree: Any) -> bool:
+    return all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(tree))
+
+
+def _not_finite(f: Callable, args: tuple, nums: tuple[int, ...], g_ad: Any):
+    """No site is tied but ``jax.grad`` is NaN or infinite: a smooth primitive is
+    evaluated where its derivative is not finite (``sqrt``, ``log``, a division at 0). If
+    that happens only in branches and factors that do not affect ``f`` near the point (the
+    ``jnp.where`` trap: reverse mode multiplies the untaken branch's infinite derivative by
+    a zero cotangent), the forward lexicographic gradient follows the taken branches only
+    and is finite: then it is the gradient. Otherwise ``f`` may be nondifferentiable there
+    (``sqrt(x**2)`` at 0) or smooth with every derivative rule failing (``norm(x)**2`` at
+    0): nothing is certified."""
+    g = _ld_grad_at(f, args, nums)
+    if _finite(g):
+        reason = (
+            "jax.grad is not finite (NaN/inf from a branch or factor that does not affect f "
+            "here, e.g. the jnp.where trap); the forward lexicographic gradient follows the "
+            "branches taken and is finite: the gradient"
+        )
+        return g, Certificate("lexicographic", (), True, reason)
+    reason = (
+        "the gradient is not finite: a primitive is evaluated where its derivative is "
+        "infinite or undefined (sqrt, log, division at 0); f may be nondifferentiable here "
+        "or smooth beyond what AD can tell: check it with check_linearization"
+    )
+    return g_ad, Certificate("ad", (), False, reason)

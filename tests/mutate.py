@@ -44,20 +44,29 @@ TARGETS = {
         "tests/test_checker_cases.py",
     ],
     "jaxrelu/checker/slopes.py": ["tests/test_checker_classify.py", "tests/test_checker_cases.py"],
-    "jaxrelu/checker/verdict.py": ["tests/test_checker_classify.py", "tests/test_checker_cases.py"],
+    "jaxrelu/checker/verdict.py": [
+        "tests/test_checker_classify.py",
+        "tests/test_checker_cases.py",
+        "tests/test_external_kinds.py",
+    ],
     "jaxrelu/checker/grid.py": ["tests/test_linearization.py", "tests/test_checker_cases.py"],
     "jaxrelu/_jaxpr/rules.py": [
         "tests/test_kinks_oracle.py",
         "tests/test_lexicographic.py",
         "tests/test_kinks.py",
+        "tests/test_external_kinds.py",
     ],
     "jaxrelu/_jaxpr/reductions.py": [
         "tests/test_kinks_oracle.py",
         "tests/test_lexicographic.py",
         "tests/test_kinks.py",
     ],
-    "jaxrelu/kinks.py": ["tests/test_kinks_oracle.py", "tests/test_kinks.py"],
-    "jaxrelu/lexicographic.py": ["tests/test_lexicographic.py"],
+    "jaxrelu/kinks.py": [
+        "tests/test_kinks_oracle.py",
+        "tests/test_kinks.py",
+        "tests/test_external_kinds.py",
+    ],
+    "jaxrelu/lexicographic.py": ["tests/test_lexicographic.py", "tests/test_external_kinds.py"],
 }
 
 _COMPARE = {"<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "!=", "!=": "=="}

@@ -182,6 +182,25 @@ def test_roundoff_floor_keeps_a_constant_tail_and_absorbs_noise():
     assert np.all(capped <= np.sqrt(EPS32) * mag + 1e-30)  # at most sqrt(eps) relative
 
 
+def test_roundoff_floor_is_not_raised_by_noise_below_its_largest_tiny_step_value():
+    # |f| (hence the floor 4 eps |f|) is 10x larger at the last tiny step; erratic noise
+    # between 5 and 30 eps stays below that largest floor: quiet, nothing raised
+    tiny = H <= 1e-2 * np.sqrt(EPS32)
+    mag = np.ones(len(H))
+    mag[-1] = 10.0
+    r = np.where(tiny, EPS32 * np.random.default_rng(1).uniform(5, 30, len(H)), 1.0)
+    assert np.all(roundoff_floor(H, r, mag, EPS32) == 4 * EPS32 * mag)
+
+
+def test_exactly_three_zero_remainders_prove_affine_points():
+    # r = h, then exactly 0 at the last three steps (over a tiny nonzero floor): f is
+    # affine on those three floating-point points, so no curvature can hide there
+    r = np.where(np.arange(len(H)) < len(H) - 3, H, 0.0)
+    ev = classify_remainders(H, r, np.full(len(H), 1e-20), 1.0)
+    assert ev.pattern is Pattern.FLAT_THEN_RISE and ev.n_flat == 3
+    assert ev.kappa == 0.0
+
+
 def test_a_small_jump_is_discontinuous_whatever_its_size_relative_to_the_floor():
     mag = np.full(len(H), 2.0)
     r = np.full(len(H), 1e-4)

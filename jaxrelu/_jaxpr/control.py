@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from .core import Interpreter, Recorder, SiteStats, Val, is_float, open_jaxpr, rule, switch_stats
-from .rules import bind, jump_evidence, select_threshold, unknown
+from .rules import bind, jump_evidence, select_threshold, sign_bit, unknown
 
 __all__ = ["scan_counts"]
 
@@ -50,15 +50,53 @@ def _activation(params: dict, current: str | None) -> str | None:
     return current
 
 
+_SEARCHSORTED: dict[tuple, Any] = {}
+
+
+def _searchsorted_by_comparisons(eqn: Any, sub: Any) -> Any:
+    """``jnp.searchsorted``'s default methods search in a loop, whose comparisons the
+    analysis cannot carry out of the loop; its ``"compare_all"`` method computes the same
+    index from one comparison per element. This finds which side the call used (by
+    tracing the loop methods for both sides and matching the program) and returns the
+    comparison program for it; None if the call matches none (then it is analysed as is)."""
+    avals = [v.aval for v in eqn.invars]
+    key = (str(sub), tuple((a.shape, str(a.dtype), bool(a.weak_type)) for a in avals))
+    if key in _SEARCHSORTED:
+        return _SEARCHSORTED[key]
+    specs = [jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type) for a in avals]
+
+    def inner(side: str, method: str) -> Any:
+        fn = lambda a, v: jnp.searchsorted(a, v, side=side, method=method)
+        outer = jax.make_jaxpr(fn)(*specs)
+        calls = [e for e in outer.jaxpr.eqns if e.params.get("name") == "searchsorted"]
+        return calls[0].params["jaxpr"] if len(calls) == 1 else None
+
+    found = None
+    for side in ("left", "right"):
+        for method in ("scan", "scan_unrolled"):
+            try:
+                if str(inner(side, method)) == key[0]:
+                    found = inner(side, "compare_all")
+            except Exception:  # pragma: no cover - an older jnp.searchsorted signature
+                continue
+    _SEARCHSORTED[key] = found
+    return found
+
+
 @rule(*_CALLS)
 def call(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
     params = eqn.params
     sub = params.get("jaxpr", params.get("call_jaxpr", params.get("fun_jaxpr")))
     if sub is None:
         return unknown(interp, eqn, ins, rec)
+    if params.get("name") == "searchsorted" and len(ins) == 2:
+        sub = _searchsorted_by_comparisons(eqn, sub) or sub
     jaxpr, consts = open_jaxpr(sub)
     child = rec.child(_activation(params, rec.activation), eqn)
     args = ins[len(ins) - len(jaxpr.invars) :]
+    if params.get("name") == "signbit" and len(args) == 1 and is_float(args[0].p):
+        if not jnp.iscomplexobj(args[0].p):  # a bit test inside: a switch at 0 here
+            return [sign_bit(interp, args[0], bind(eqn, [v.p for v in ins])[0])]
     custom = eqn.primitive.name.startswith("custom_")
     if interp.faithful and custom:  # keep the custom rule for JAX's AD; sites from inside
         quiet = [v._replace(p=jax.lax.stop_gradient(v.p)) if is_float(v.p) else v for v in args]

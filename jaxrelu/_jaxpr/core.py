@@ -57,12 +57,15 @@ class Switch(NamedTuple):
     switching surface, ``rate`` at which ``dist`` changes along the first direction
     (None without tangents), ``across`` the value just across that surface, and ``time``:
     the earliest first-order crossing along the first direction of *any* switch the value
-    depends on (None without tangents; the nearest switch need not be the first crossed)."""
+    depends on (None without tangents; the nearest switch need not be the first crossed).
+    ``point``: the switch holds on its surface only, which a moving point crosses in an
+    instant (``x == c``); a select on it changes ``f`` only where its cases differ there."""
 
     dist: Any
     rate: Any
     across: Any
     time: Any = None
+    point: bool = False
 
     def radius(self, shape: Sequence[int], wide: Any) -> Any:
         """The earliest crossing (a tied element counts by its next crossing: a
@@ -128,8 +131,9 @@ _REDUCE = (jnp.sum, jnp.sum, jnp.min, jnp.min, jnp.max, jnp.sum)
 class SiteMeta:
     """The static description of a site: what and where (known at trace time).
 
-    ``kind`` is ``"kink"``, ``"jump"``, ``"unknown"`` or ``"select"`` (decided after the
-    run from the jump evidence: above ``threshold`` it is a jump). ``shift`` marks sites
+    ``kind`` is ``"kink"``, ``"jump"``, ``"unknown"``, ``"select"`` (decided after the
+    run from the jump evidence: above ``threshold`` it is a jump) or ``"point"`` (a select
+    on ``x == c``: a jump above ``threshold``, else no site at all). ``shift`` marks sites
     whose values reach the output only through ``stop_gradient``."""
 
     primitive: str

@@ -67,13 +67,15 @@ SMOOTH = frozenset(
     scatter-mul scatter_mul rev copy copy_p iota split device_put sharding_constraint reshard
     mesh_cast optimization_barrier cholesky triangular_solve lu qr eigh svd fft
     reduce_window_sum nextafter axis_index debug_callback pure_callback name square
-    tridiagonal_solve""".split()
+    tridiagonal_solve stack unstack tile scatter-sub zeros_like ragged_dot_general
+    symmetric_product regularized_incomplete_beta igamma_grad_a psum all_gather all_to_all
+    ppermute reduce_scatter""".split()
 )
 """Primitives that are smooth where they are defined: their tangents are JAX's JVP."""
 
 _SHAPE_OPS = frozenset(
     """broadcast_in_dim reshape squeeze expand_dims transpose slice rev copy copy_p
-    concatenate stack pad dynamic_slice gather reduce_precision""".split()
+    concatenate stack unstack tile pad dynamic_slice gather reduce_precision""".split()
 )
 _SCANS = frozenset({"cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp"})
 _FLIP_LIMIT = 16  # longest reduced axis over which a discrete reduction's switches are traced
@@ -115,8 +117,10 @@ def jvp_columns(interp: Interpreter, eqn: Any, ins: Sequence[Val]) -> list[Any] 
     tpos = [i for i, v in enumerate(ins) if v.t is not None]
     if not tpos or interp.ncols == 0:
         return None
+    # every operand at its value in the piece the direction enters (``where(x > 0, 1, c)``
+    # at a tie takes 1 along a positive direction, whether or not it has a tangent)
     args = [v.lex if v.lex is not None else v.p for v in ins]
-    primals = [jnp.asarray(ins[i].p) for i in tpos]
+    primals = [jnp.asarray(args[i]) for i in tpos]
 
     def fn(*xs: Any) -> tuple:
         a = list(args)
@@ -229,7 +233,10 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
     st = switch_stats(d_out, None, wide, leaving=leaving)
     if all(sw is not None and sw.rate is not None for sw in sws):
         rate = pick(jnp.where(changed, field("rate", 0.0)[expand], 0.0))
-        time = jnp.where(changed, field("time", jnp.inf)[expand], jnp.inf)
+        # every index element's first crossing along the direction, whether or not its
+        # nearest flip changes the result (clipped indices: the nearest crossing may be
+        # clipped away while a later one is not): a radius never beyond the truth
+        time = jnp.broadcast_to(field("time", jnp.inf)[expand], changed.shape)
         sw = Switch(d_out, rate, None)
         t_here = None if t_out is None else t_out
         ev = jump_evidence(interp, sw, out, pick(there_all), t_here, pick(t_all)[None], shape)
@@ -344,10 +351,9 @@ def _elementwise_switch(interp, eqn, ins, out) -> Switch:
         alts.append(jnp.broadcast_to(bind(eqn, args)[0], shape))
         dists.append(jnp.broadcast_to(v.sw.dist, shape))
         rates.append(None if v.sw.rate is None else jnp.broadcast_to(v.sw.rate, shape))
-        times.append(None if v.sw.time is None else jnp.broadcast_to(v.sw.time, shape))
-    time = None
-    if all(t is not None for t in times):
-        time = jnp.min(jnp.stack([t for t in times if t is not None]), axis=0)
+        if v.sw.time is not None:  # None: no tangent, so this switch is never crossed
+            times.append(jnp.broadcast_to(v.sw.time, shape))
+    time = jnp.min(jnp.stack(times), axis=0) if times else None
     if len(dists) == 1:
         return Switch(dists[0], rates[0], alts[0], time)
     d = jnp.stack(dists)
@@ -429,6 +435,10 @@ _LEX_TEST = {
     "le": lambda s: s <= 0,
     "eq": lambda s: s == 0,
     "ne": lambda s: s != 0,
+    # the total-order comparisons (jnp.searchsorted): the same away from -0/+0 and NaN
+    "lt_to": lambda s: s < 0,
+    "le_to": lambda s: s <= 0,
+    "eq_to": lambda s: s == 0,
 }
 
 
@@ -441,7 +451,7 @@ def _nonfinite_literal(var: Any) -> bool:
         return False
 
 
-@rule("gt", "ge", "lt", "le", "eq", "ne")
+@rule("gt", "ge", "lt", "le", "eq", "ne", "lt_to", "le_to", "eq_to")
 def compare(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
     """A float comparison is a switch at ``a == b``. ``x != x`` (NaN tests) and comparisons
     with an infinite constant (``nan_to_num``) switch at no finite point."""
@@ -469,8 +479,27 @@ def compare(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
         )
         lex = jnp.where(ml != m, test(jnp.sign(ml)), lex)
     rate = interp.rate(m, t)
-    sw = Switch(jnp.abs(m), rate, ~out, crossing_time(jnp.abs(m), rate))
+    # ``x == c``: true at an instant of a moving point (the guard of ``sin(x) / x``, the
+    # -0 canonicalisation in ``jnp.searchsorted``), unlike ``floor(x) == 2`` (a plateau)
+    plateau = any(v.sw is not None or v.lex is not None for v in ins)
+    point = eqn.primitive.name in ("eq", "ne", "eq_to") and not plateau
+    sw = Switch(jnp.abs(m), rate, ~out, crossing_time(jnp.abs(m), rate), point)
     return [Val(out, None, lex, sw)]
+
+
+def sign_bit(interp: Interpreter, x: Val, out: Any) -> Val:
+    """``jnp.signbit(x)`` (a bit test, so no comparison in the jaxpr): a switch at
+    ``x = 0`` like ``x < 0``, whose side at a tie is the direction's."""
+    xw = interp.wide_of(x.p)
+    t = None if x.t is None else x.t.astype(interp.wide)
+    lex = None
+    if interp.n_ld:
+        s = interp.lex_sign(xw, t)
+        lex = jnp.where(s != 0, s < 0, out)
+        if x.lex is not None:
+            lex = jnp.where(x.lex != x.p, jnp.signbit(x.lex), lex)
+    rate = interp.rate(xw, t)
+    return Val(out, None, lex, Switch(jnp.abs(xw), rate, ~out, crossing_time(jnp.abs(xw), rate)))
 
 
 # ------------------------------------------------------------------------ selects
@@ -508,7 +537,8 @@ def jump_evidence(interp, sw: Switch, here, there, t_here, t_there, shape) -> An
         dgap = (zero if t_there is None else t_there[0]) - (zero if t_here is None else t_here[0])
         dgap = dgap.astype(wide)
         moving = rate != 0
-        surface = gap - masked_div(dist * dgap, rate, moving, 0.0)
+        # the fill is overwritten below wherever not moving
+        surface = gap - masked_div(dist * dgap, rate, moving, 0.0)  # pragma: no mutate
         ev = jnp.where(dist == 0, ev, jnp.where(moving, jnp.abs(surface), 0.0))
     ev = jnp.where(jnp.isfinite(ev), ev / scale, 0.0)
     return jnp.max(ev, initial=0.0)
@@ -547,7 +577,8 @@ def select(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list
             size=jnp.int32(int(np.prod(shape))),
             radius=sw.radius(shape, interp.wide),
         )
-        rec.add(eqn, "select_n", "select", _with_leaving(st, leaving), select_threshold(out.dtype))
+        kind = "point" if sw.point else "select"
+        rec.add(eqn, "select_n", kind, _with_leaving(st, leaving), select_threshold(out.dtype))
     lex = None
     if interp.n_ld and (which.lex is not None or any(c.lex is not None for c in cases)):
         lex = lex_values(interp, eqn, [Val(which.p, None, which.lex), *cases], [out])[0]
@@ -606,7 +637,11 @@ def _truncation(interp: Interpreter, eqn: Any, x: Val, out: Any) -> Val:
         return Val(out, None, None, Switch(dist, None, across, None))
     s = interp.lex_sign(jnp.zeros_like(xw), t)
     step = jnp.where(s > 0, jnp.inf, -jnp.inf).astype(jnp.asarray(x.p).dtype)
-    lex = jnp.where(s == 0, out, bind(eqn, [jnp.nextafter(x.p, step)])[0])
+    # the next float along the direction; from 0 a quarter instead (the next float is a
+    # subnormal, which XLA on CPU flushes back to 0)
+    xp = jnp.asarray(x.p)
+    probe = jnp.where(xp == 0, 0.25 * s.astype(xp.dtype), jnp.nextafter(xp, step))
+    lex = jnp.where(s == 0, out, bind(eqn, [probe])[0])
     if x.lex is not None:  # the operand itself moved to another piece (a tied jump upstream)
         lex = jnp.where(x.lex != x.p, bind(eqn, [x.lex])[0], lex)
     if out.dtype == jnp.bool_:
@@ -757,8 +792,9 @@ def periodic_stats(
     t = masked_div(target - x, dx, dx != 0)
     s = interp.lex_sign(jnp.zeros_like(x), tq.astype(wide))
     q = jnp.asarray(q)
-    step = jnp.where(s > 0, jnp.inf, -jnp.inf).astype(q.dtype)
-    moved = fn(jnp.nextafter(q, step))
+    # a quarter step along the direction from a tie (the jumps are a unit apart; the next
+    # float after 0 is a subnormal, which XLA on CPU flushes back to 0)
+    moved = fn(x + offset + 0.25 * s)
     leaves = (dist == 0) & (s != 0) & (moved != fn(q))
     st = _with_leaving(st._replace(radius=jnp.min(t)), jnp.sum(leaves))
     if not with_switch:
@@ -799,14 +835,66 @@ def sign(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
         return discrete(interp, eqn, ins, rec)
     if rec.positive and rec.positive[0]:  # the sign of a positive quantity is constant
         return [Val(out)]
-    xw = interp.wide_of(jnp.abs(x.p) if jnp.iscomplexobj(x.p) else x.p)
-    dx = None if x.t is None or jnp.iscomplexobj(x.p) else x.t.astype(interp.wide)
-    st = switch_stats(jnp.abs(xw), interp.rate(xw, dx), interp.wide)
+    if jnp.iscomplexobj(x.p):
+        xw = interp.wide_of(jnp.abs(x.p))
+        rec.add(eqn, "sign", "jump", switch_stats(xw, None, interp.wide))
+        return [Val(out)]
+    return [_sign_like(interp, eqn, x, out, rec, "sign", lambda v: bind(eqn, [v])[0])]
+
+
+def _sign_like(interp: Interpreter, eqn: Any, x: Val, out: Any, rec: Recorder, name: str, fn):
+    """A result that is constant on each side of ``x = 0`` (``sign``, ``copysign``'s sign
+    operand): a jump site, and the value in the piece the direction enters (``lex``) with
+    its :class:`Switch`, so that ``sign(x) * x`` differentiates as ``|x|``."""
+    xw = interp.wide_of(x.p)
+    dx = None if x.t is None else x.t.astype(interp.wide)
+    rate = interp.rate(xw, dx)
+    st = switch_stats(jnp.abs(xw), rate, interp.wide)
     leaving: Any = 0
+    lex, time = None, None
     if dx is not None and interp.n_ld:
-        leaving = jnp.sum((xw == 0) & (interp.lex_sign(xw, dx) != 0))
-    rec.add(eqn, "sign", "jump", _with_leaving(st, leaving))
-    return [Val(out)]
+        s = interp.lex_sign(xw, dx)
+        leaves = (xw == 0) & (s != 0)
+        leaving = jnp.sum(leaves)
+        moved = fn(jnp.where(s > 0, 1.0, -1.0).astype(jnp.asarray(x.p).dtype))
+        lex = jnp.where(leaves, moved, out)
+        time = jnp.where(leaves, 0.0, crossing_time(jnp.abs(xw), rate))
+    if x.lex is not None:  # the operand itself moved to another piece upstream
+        lex = jnp.where(x.lex != x.p, fn(x.lex), out if lex is None else lex)
+    rec.add(eqn, name, "jump", _with_leaving(st, leaving))
+    across = fn(-jnp.where(xw == 0, 1.0, jnp.sign(xw)).astype(jnp.asarray(x.p).dtype))
+    return Val(out, None, lex, Switch(jnp.abs(xw), rate, across, time))
+
+
+@rule("copysign")
+def copysign(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """``copysign(a, b) = |a| sgn(b)`` with ``sgn(+-0) = +-1``: a kink of ``a`` at 0 (as
+    ``abs``) and a jump of ``b`` at 0, whose side is the direction's (``+0`` moved along
+    a negative direction takes the sign of the negative piece)."""
+    a, b = ins
+    (out,) = bind(eqn, [a.p, b.p])
+    if not is_float(out) or jnp.iscomplexobj(out):
+        return discrete(interp, eqn, ins, rec)
+    sgn_b = b
+    if b.t is not None or b.lex is not None:
+        one = jnp.ones_like(jnp.asarray(b.p))
+        sgn = lambda v: lax.copysign(one, v)
+        sgn_b = _sign_like(interp, eqn, b, sgn(b.p), rec, "copysign", sgn)
+    t_mag = None
+    if a.t is not None:
+        z = jnp.asarray(a.p)
+        t_mag = interp.lex_sign(z, a.t).astype(z.dtype)[None] * a.t
+        if not (rec.positive and rec.positive[0]):
+            zw, dz = z.astype(interp.wide), a.t.astype(interp.wide)
+            st = switch_stats(jnp.abs(zw), interp.rate(zw, dz), interp.wide)
+            rec.add(eqn, "copysign", "kink", st)
+    s_here = sgn_b.p if sgn_b is not b else lax.copysign(jnp.ones_like(out), b.p)
+    s_lex = sgn_b.lex if sgn_b is not b and sgn_b.lex is not None else s_here
+    t = None if t_mag is None else (t_mag * s_lex[None]).astype(out.dtype)
+    lex = None
+    if sgn_b is not b and sgn_b.lex is not None:
+        lex = jnp.abs(a.p if a.lex is None else a.lex) * s_lex
+    return [Val(out, t, lex)]
 
 
 @rule("rem")

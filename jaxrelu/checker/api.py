@@ -61,6 +61,7 @@ class _Kinks:
     sites: tuple[KinkSite, ...] = ()
     known: bool = False
     tied: int = 0
+    tied_jumps: int = 0
     radius_plus: float = math.nan
     radius_minus: float = math.nan
     exact_plus: np.ndarray | None = None
@@ -120,6 +121,7 @@ def _kinks(problem: Problem, n_pts: int) -> list[_Kinks]:
                 sites=tuple(near[:3]),
                 known=known,
                 tied=sum(s.ties for s in sp),
+                tied_jumps=sum(s.ties for s in sp if s.kind == "jump"),
                 radius_plus=min((s.radius for s in sp), default=math.inf),
                 radius_minus=min((s.radius for s in sm), default=math.inf),
                 exact_plus=slope(plus, 1.0) if known else None,
@@ -202,6 +204,7 @@ def _evidence(
         f_finite=f_ok,
         sites_known=kinks.known,
         tied=kinks.tied,
+        tied_jumps=kinks.tied_jumps,
         radius_plus=kinks.radius_plus,
         radius_minus=kinks.radius_minus,
         piecewise_linear=problem.piecewise_linear,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -21,6 +22,16 @@ def fmt_slope(v: np.ndarray | float | None) -> str:
     if flat.size <= 4:
         return "[" + ", ".join(f"{x:.4g}" for x in flat) + "]"
     return f"a vector of {flat.size} values, norm {np.linalg.norm(flat):.4g}"
+
+
+def _shrinks(ev: Evidence, h: np.ndarray) -> str:
+    """The remainders' behaviour: a power law, or (x0 on a switch) at roundoff level."""
+    if math.isnan(ev.remainders.order):
+        return (
+            "the remainders stay at roundoff level (x0 is on a switch of the program whose "
+            "effect the rounding of f hides)"
+        )
+    return f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)}"
 
 
 def _span(ev: Evidence, steps: np.ndarray) -> str:
@@ -84,6 +95,11 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
         "the remainders never rise above the roundoff floor, and in "
         f"{_prec(ev)} the floor is too coarse to tell a linear function from a smooth one"
     ),
+    Cause.FLAT_AT_JUMP: lambda ev, h: (
+        f"the remainders stay at roundoff level, but x0 is on a jump of the program "
+        f"({ev.tied_jumps} tied element(s)) whose gap, if it reaches f, lies below the "
+        f"roundoff floor of {_prec(ev)}: a jump cannot be told from none"
+    ),
     Cause.FLAT_THEN_RISE: lambda ev, h: (
         f"the remainders stay at roundoff level for steps up to h = {ev.remainders.rise:.3g} "
         "and rise abruptly beyond (no power law reaches down to the floor): f is affine "
@@ -111,7 +127,7 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
         f"slope {fmt_slope(ev.ad)} is {'inside' if ev.tests.in_hull else 'outside'} their hull"
     ),
     Cause.EXACT_SLOPES_DIFFER: lambda ev, h: (
-        f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)}; in "
+        f"{_shrinks(ev, h)}; in "
         f"{_prec(ev)} the measured {_slopes(ev)} cannot resolve their difference, but the "
         f"exact ones from the jaxpr, {fmt_slope(ev.exact_plus)} and "
         f"{fmt_slope(ev.exact_minus)}, differ and agree with them: f is not differentiable "
@@ -123,7 +139,7 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
         f"{fmt_slope(ev.plus.value)}{_exact(ev)}, but AD returned {fmt_slope(ev.ad)}"
     ),
     Cause.AD_OFF_EXACT: lambda ev, h: (
-        f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)}; the exact "
+        f"{_shrinks(ev, h)}; the exact "
         f"one-sided slopes from the jaxpr agree ({fmt_slope(ev.exact_plus)}), but AD "
         f"returned {fmt_slope(ev.ad)}"
     ),

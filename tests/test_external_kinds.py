@@ -1,0 +1,255 @@
+"""Kinds of code found in the wild that the first versions got wrong, with expected values
+derived by hand (each next to its derivation), not from jaxrelu's output.
+
+* ``certified_grad`` where ``jax.grad`` is NaN: JAX's most reported gradient bug
+  (``norm`` at 0, the ``jnp.where`` trap, ``sqrt(x**2)``);
+* jumps multiplied by a factor that vanishes at the jump (``sign(x) * x`` is ``|x|``):
+  directional derivatives must use the value of the piece the direction enters;
+* ``jnp.searchsorted`` and what is built on it (``jnp.interp``, ``jnp.digitize``), whose
+  default method searches in a loop;
+* the checker on a switch whose effect the rounding of ``f`` hides (``1e6 + relu(x)`` in
+  float32: every small step rounds the kink away);
+* ``x == c`` guards (``sin(x) / x``), ``jnp.stack``/``jnp.tile``, ``copysign``/``signbit``.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrelu as jr
+
+F32 = lambda v: jnp.asarray(v, jnp.float32)
+
+
+def dd(f, x, d):
+    return float(jr.directional_derivative(f, jnp.asarray(x), jnp.asarray(d)))
+
+
+# ------------------------------------------------------------ certified_grad and NaN
+
+
+def test_where_trap_gets_the_true_gradient_certified():
+    # f = 0 for every x <= 0; jax.grad is NaN at -1 (reverse mode multiplies the untaken
+    # branch's sqrt'(-1) = NaN by a zero cotangent); the true gradient is 0
+    f = lambda x: jnp.where(x > 0, jnp.sqrt(x), 0.0)
+    assert np.isnan(jax.grad(f)(jnp.array(-1.0)))
+    g, cert = jr.certified_grad(f)(jnp.array(-1.0))
+    assert float(g) == 0.0
+    assert cert.method == "lexicographic" and cert.certified and cert.sites == ()
+    assert "jax.grad is not finite" in cert.reason
+
+
+@pytest.mark.parametrize(
+    "f, x",
+    [
+        # smooth (gradient 0) but every derivative rule gives 0 * inf
+        (lambda x: jnp.linalg.norm(x) ** 2, np.zeros(2)),
+        # |x|: no gradient at 0
+        (lambda x: jnp.sqrt(x**2), np.array(0.0)),
+        (lambda x: jnp.linalg.norm(x), np.zeros(2)),
+    ],
+)
+def test_a_nan_gradient_is_never_certified(f, x):
+    g, cert = jr.certified_grad(f)(jnp.asarray(x))
+    assert not cert.certified
+    assert not np.all(np.isfinite(np.asarray(g)))
+    assert "not finite" in cert.reason
+
+
+def test_a_tied_site_with_a_nan_lexicographic_gradient_is_not_certified():
+    # the sinc guard at 0: the equality guard takes the sin(x)/x branch for x + t d, whose
+    # forward derivative at 0 is 0/0
+    f = lambda x: jnp.where(x == 0, 1.0, jnp.sin(x) / x)
+    g, cert = jr.certified_grad(f)(jnp.array(0.0))
+    assert not cert.certified and "not finite" in cert.reason and np.isnan(g)
+
+
+# ------------------------------------------ jumps times a factor that vanishes there
+
+
+@pytest.mark.parametrize(
+    "name, f, plus, minus",
+    [
+        # sign(x) x = |x|: slopes 1 along +1 and along -1 (f(-t) = t)
+        ("sign", lambda x: jnp.sign(x) * x, 1.0, 1.0),
+        # heaviside(x, 0.5) x = relu(x) (its value 0.5 at 0 is multiplied by 0)
+        ("heaviside", lambda x: jnp.heaviside(x, 0.5) * x, 1.0, 0.0),
+        # copysign(1, x) x = |x| (+0 moved along -1 takes the sign -1)
+        ("copysign", lambda x: jnp.copysign(1.0, x) * x, 1.0, 1.0),
+        # floor(-t) (-t) = (-1)(-t) = t; floor(t) t = 0 for t < 1
+        ("floor", lambda x: jnp.floor(x) * x, 0.0, 1.0),
+        # ceil(t) t = t; ceil(-t) (-t) = 0
+        ("ceil", lambda x: jnp.ceil(x) * x, 1.0, 0.0),
+        # sign(x) sin(x) = |sin(x)|
+        ("sign_sin", lambda x: jnp.sign(x) * jnp.sin(x), 1.0, 1.0),
+        # (x != 0) x = x: the indicator is 1 on both sides of 0
+        ("indicator", lambda x: (x != 0).astype(x.dtype) * x, 1.0, -1.0),
+        # where(signbit(x), -x, 2x): 2t along +1, t along -1
+        ("signbit", lambda x: jnp.where(jnp.signbit(x), -x, 2 * x), 2.0, 1.0),
+    ],
+)
+def test_directional_derivatives_through_a_jump_that_a_zero_factor_closes(name, f, plus, minus):
+    assert dd(f, 0.0, 1.0) == plus
+    assert dd(f, 0.0, -1.0) == minus
+
+
+def test_entered_piece_of_a_branch_with_a_tangent():
+    # where(x > 0, 1, c(x)) x with c(x) = 0 x + 0.5 (a tangent, zero): at 0 along +1 the
+    # piece is 1 * x (slope 1), along -1 it is 0.5 x (slope -0.5 along -1)
+    f = lambda x: jnp.where(x > 0, 1.0, x * 0 + 0.5) * x
+    assert dd(f, 0.0, 1.0) == 1.0 and dd(f, 0.0, -1.0) == -0.5
+
+
+def test_staircases_at_ties_use_the_piece_entered_not_the_next_float():
+    # the next float after 0 is subnormal (flushed to 0 by XLA on CPU): the piece below
+    # floor's jump at 0 must still be found; round(0.5) = 0 (half to even)
+    assert dd(lambda x: jnp.floor(x) * x, 2.0, -1.0) == -1.0  # floor(2 - t) = 1
+    assert dd(lambda x: jnp.round(x) * x, 0.5, 1.0) == 1.0  # round(0.5 + t) = 1
+    assert dd(lambda x: jnp.round(x) * x, 0.5, -1.0) == 0.0  # round(0.5 - t) = 0
+    assert dd(lambda x: jnp.fmod(x, 1.0), 1.0, -1.0) == -1.0  # fmod(1 - t, 1) = 1 - t
+
+
+def test_copysign_sites_and_radius():
+    # copysign(1, x - 0.5) x is -x below 0.5 and x above: from 0 the sign flips at 0.5
+    f = lambda x: jnp.copysign(1.0, x - 0.5) * x
+    assert jr.kink_radius(f, jnp.array(0.0), jnp.array(1.0)) == 0.5
+    assert dd(f, 0.0, 1.0) == -1.0
+    # copysign(x, 1) = |x|: a kink at 0 with slopes 1 both ways
+    g = lambda x: jnp.copysign(x, 1.0)
+    assert dd(g, 0.0, 1.0) == 1.0 and dd(g, 0.0, -1.0) == 1.0
+    assert jr.count_ties(g, jnp.array(0.0)) >= 1
+
+
+# ----------------------------------------------------------------- searchsorted
+
+
+XP, FP = np.array([0.0, 1.0, 2.0]), np.array([0.0, 1.0, 0.0])
+
+
+def hat(x):
+    """x on [0, 1], 2 - x on [1, 2]: breakpoints at 0, 1, 2."""
+    return jnp.interp(x, jnp.asarray(XP), jnp.asarray(FP))
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("method", ["scan", "scan_unrolled", "compare_all", "sort"])
+def test_searchsorted_switches_are_seen_whatever_the_method(side, method):
+    # x * (number of bins [1, 2] below x): the index first changes at x = 1, 0.5 from 0.5
+    f = lambda x: x * jnp.searchsorted(jnp.array([1.0, 2.0]), x, side=side, method=method)
+    assert jr.kink_radius(f, jnp.array(0.5), jnp.array(1.0)) == 0.5
+    assert jr.kink_radius(f, jnp.array(1.5), jnp.array(-1.0)) == 0.5
+    # at 1: left gives index 0 at 1 and just below, 1 just above (and right gives 1 at 1)
+    assert dd(f, 1.0, 1.0) == 1.0 and dd(f, 1.0, -1.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    "x0, d, radius", [(0.25, 1.0, 0.75), (0.25, -1.0, 0.25), (1.5, 1.0, 0.5), (1.5, -1.0, 0.5)]
+)
+def test_interp_kink_radius_is_the_distance_to_the_next_breakpoint(x0, d, radius):
+    assert jr.kink_radius(hat, jnp.array(x0), jnp.array(d)) == radius
+
+
+def test_interp_at_a_breakpoint():
+    # hat(1 + t) = 1 - t and hat(1 - t) = 1 - t
+    assert dd(hat, 1.0, 1.0) == -1.0 and dd(hat, 1.0, -1.0) == -1.0
+    assert jr.check_linearization(hat, jnp.array(1.0), jnp.array(1.0)).verdict == "kink"
+    assert jr.check_linearization(hat, jnp.array(0.5), jnp.array(1.0)).verdict == "linear"
+    _, cert = jr.certified_grad(hat)(jnp.array(1.0))
+    assert cert.method == "lexicographic"
+
+
+def test_digitize_is_a_staircase():
+    dig = lambda x: jnp.digitize(x, jnp.array([1.0, 2.0])).astype(x.dtype)
+    assert jr.kink_radius(dig, jnp.array(0.5), jnp.array(1.0)) == 0.5
+    assert jr.check_linearization(dig, jnp.array(1.0), jnp.array(1.0)).verdict == "discontinuous"
+
+
+# ------------------------------------------------- the checker where rounding hides
+
+
+def test_a_kink_that_rounding_hides_is_a_kink_from_the_exact_slopes():
+    # float32: 1e6 + relu(h) rounds to 1e6 for every h below 0.03, so the remainders sit
+    # at the roundoff floor; the jaxpr's one-sided slopes (1 and 0) still differ
+    r = jr.check_linearization(lambda x: 1e6 + jax.nn.relu(x), F32(0.0), F32(1.0))
+    assert r.verdict == "kink" and "roundoff level" in r.reason
+    # outputs of very different sizes: the slopes differ in the small component
+    r = jr.check_linearization(lambda x: jnp.stack([1e7 * x, jax.nn.relu(x)]), F32(0), F32(1))
+    assert r.verdict == "kink"
+
+
+@pytest.mark.parametrize(
+    "f, x, dtype",
+    [
+        # a jump of 1e-6 at f = 1 in float32 (8 ulps): never "linear"
+        (lambda x: 1 + x + jnp.where(x > 0, F32(1e-6), F32(0.0)), 0.0, jnp.float32),
+        # 3e-15 at f = 1 in float64 (13 ulps)
+        (lambda x: 1 + x + jnp.where(x > 0, 3e-15, 0.0), 0.0, jnp.float64),
+    ],
+)
+def test_a_jump_below_the_floor_at_x0_is_never_linear(f, x, dtype):
+    r = jr.check_linearization(f, jnp.asarray(x, dtype), jnp.asarray(1.0, dtype))
+    assert r.verdict in ("discontinuous", "inconclusive")
+    if r.verdict == "inconclusive":
+        assert "jump" in r.reason
+
+
+def test_flat_remainders_at_a_tie_with_equal_exact_slopes_stay_linear():
+    # relu(x) - relu(x) + 2x is 2x: a tied site whose exact slopes agree
+    f = lambda x: jax.nn.relu(x) - jax.nn.relu(x) + 2 * x
+    assert jr.check_linearization(f, jnp.array(0.0), jnp.array(1.0)).verdict == "linear"
+
+
+# ------------------------------------------------------------------ other kinds
+
+
+def test_equality_guards_are_no_sites_unless_they_jump():
+    sinc = lambda x: jnp.where(x == 0, 1.0, jnp.sin(x) / x)  # continuous: no site
+    assert jr.find_kinks(sinc, jnp.array(0.0)) == []
+    bad = lambda x: jnp.where(x == 0, 5.0, jnp.sin(x) / x)  # a removable jump at 0
+    # at 0 the other side is sin(0)/0 = NaN (no evidence in the jaxpr): values decide
+    assert jr.check_linearization(bad, jnp.array(0.0), jnp.array(1.0)).verdict == ("discontinuous")
+    # from 0.5, the guard is crossed after 0.5 along -1, where the cases differ (5 vs 1)
+    (site,) = jr.find_kinks(bad, jnp.array(0.5))
+    assert site.kind == "jump" and site.ties == 0
+    assert jr.kink_radius(bad, jnp.array(0.5), jnp.array(-1.0)) == 0.5
+    # floor(x) == 2 holds on a whole interval: a plateau, kept as an ordinary select
+    step = lambda x: jnp.where(jnp.floor(x) == 2, x, 2.0)
+    kinds = {s.primitive: s.kind for s in jr.find_kinks(step, jnp.array(2.5))}
+    assert kinds["select_n"] == "jump"
+
+
+@pytest.mark.parametrize(
+    "f",
+    [
+        lambda x: jnp.stack([1e7 * x, jax.nn.relu(x)]),
+        lambda x: jnp.tile(jax.nn.relu(x), 3),
+        lambda x: jnp.unstack(jnp.stack([x, jax.nn.relu(x)]))[1],
+    ],
+)
+def test_stack_and_tile_are_known_primitives(f):
+    sites = jr.find_kinks(f, F32(0.0))
+    assert [s.kind for s in sites] == ["kink"]
+
+
+@pytest.mark.parametrize("limit, kind", [(4, "jump"), (3, "unknown")])
+def test_index_sites_beyond_the_flip_limit_are_unknown_not_guessed(limit, kind, monkeypatch):
+    from jaxrelu._jaxpr import rules
+
+    # one switching index element times four outputs: 4 flips traced at most
+    monkeypatch.setattr(rules, "_INDEX_FLIP_LIMIT", limit)
+    jr.clear_caches()
+    table = jnp.arange(8.0) ** 2
+    f = lambda x: jax.lax.dynamic_slice(table, (jnp.floor(x).astype(jnp.int32),), (4,))
+    sites = {s.primitive: s for s in jr.find_kinks(f, F32(2.5))}
+    jr.clear_caches()
+    site = sites["dynamic_slice"]
+    assert site.kind == kind and site.ties == 0 and site.size == 4
+
+
+@pytest.mark.parametrize(
+    "f", [lambda x: jax.nn.relu(x), lambda x: (jnp.sum(x), jnp.sum(x))], ids=["vector", "tuple"]
+)
+def test_certified_grad_needs_a_scalar(f):
+    with pytest.raises(TypeError, match="scalar"):
+        jr.certified_grad(f)(jnp.array([0.0, 1.0]))
