@@ -21,6 +21,7 @@ from .collapse import STUCK_ACCURACY
 from .config import DEFAULT_LEARNING_RATES, OptimConfig
 from .experiments import INTERVAL, DivergenceConfig, wilson_interval
 from .plan import (
+    MNIST_IMAGES,
     PAPER_BASE,
     PAPER_BATCH,
     PAPER_DEPTH,
@@ -465,9 +466,12 @@ def answer(sections: dict[str, list], plan: Plan, n_train: int, name: str) -> li
         )
         if exposed:
             e = exposed[0]
+            pe = _predicted(lam, e["images"])
+            same = " (as many as one MNIST pass)" if e["images"] == MNIST_IMAGES else ""
             text += (
-                f" Over {e['images']:,} images per initialisation (as many as one MNIST "
-                f"pass) we measure {fmt_p(e)} against the paper's 0.478."
+                f" Over {e['images']:,} images per initialisation{same} we measure "
+                f"{fmt_p(e)}; the paper's hazard predicts {pe[0]:.3f} [{pe[1]:.3f}, "
+                f"{pe[2]:.3f}]."
             )
         if f64 is not None:
             text += f" At 64 bits: {fmt_p(f64)}."
@@ -489,14 +493,13 @@ def answer(sections: dict[str, list], plan: Plan, n_train: int, name: str) -> li
     col = sections.get("collapse", [])
     if col:
         lines.append(_collapse_answer(col))
-    tr = sections.get("train", [])
-    if tr:
-        spread = _spread(tr)
+    spread = _spread(sections.get("train", []))
+    if spread:
+        gaps = " and ".join(f"{100 * v:.2f} points at {dt}" for dt, v in sorted(spread.items()))
         lines.append(
-            "**In training the MLP, the value changes the final accuracy by at most "
-            f"{100 * spread['float32']:.2f} points at 32 bits and "
-            f"{100 * spread.get('float16', 0.0):.2f} at 16 bits** (largest difference between "
-            "ReLU'(0) values of one setting, mean over seeds; section 2)."
+            f"**In training the MLP, the value changes the final accuracy by at most {gaps}** "
+            "(largest difference between ReLU'(0) values of one setting, mean over seeds; "
+            "section 2)."
         )
     return lines
 
@@ -743,9 +746,10 @@ def markdown(
     col = sections.get("collapse", [])
     if col:
         first = col[0]
-        md.append(
-            f"## 3. The training collapse: a bias-free residual CNN, {first['epochs']} epochs\n"
+        epochs = ", ".join(
+            f"{e} epochs at {dt}" for dt, e in dict.fromkeys((r["dtype"], r["epochs"]) for r in col)
         )
+        md.append(f"## 3. The training collapse: a bias-free residual CNN ({epochs})\n")
         md.append(
             f"Residual CNN without biases before activations (channels {first['channels']}, "
             f"{first['depth']} blocks per stage, {first['convolutions']} convolutions, zero "
