@@ -63,6 +63,19 @@ def run(quick: bool) -> list[Row]:
     return rows
 
 
+def explain(row: Row, rows: list[Row]) -> str:
+    """Why ``row`` misses its goal, from this run's figures."""
+    gap = 1 - row.speedup
+    noise = row.ours_spread + row.baseline_spread
+    if gap <= noise:
+        return (
+            f"{100 * gap:.1f}% slower, within the two timings' spreads "
+            f"(±{100 * row.ours_spread:.0f}%, ±{100 * row.baseline_spread:.0f}%): noise, "
+            "not a measured slowdown"
+        )
+    return f"{100 * gap:.1f}% slower, beyond the timings' spreads (±{100 * noise:.0f}% together)"
+
+
 NOTES = """Goal (issues 2/7): at most 3% slower than JAX (speedup >= 0.97). The forward pass is
 the same expression as JAX's; forward+backward with a traced kink value adds one comparison
 and one select per element, fused by XLA into the same memory-bound loop. The ceiling is

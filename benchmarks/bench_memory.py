@@ -67,6 +67,11 @@ def run(quick: bool) -> list[Row]:
     return rows
 
 
+def explain(row: Row, rows: list[Row]) -> str:
+    """Why ``row`` misses its goal, from this run's figures."""
+    return f"{row.ours / row.baseline:.2f}x the memory for 8x the initialisations"
+
+
 NOTES = """Goal (issue 14): the peak resident memory of `jaxrelu reproduce` reported, and the
 volume estimate's memory flat in the number of initialisations: they run in chunks of
 `VOLUME_CHUNK`, each chunk's results summed on the host before the next starts. Each figure

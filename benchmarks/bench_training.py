@@ -296,6 +296,34 @@ def run(quick: bool) -> list[Row]:
     return rows
 
 
+def explain(row: Row, rows: list[Row]) -> str:
+    """Why ``row`` misses its goal, from this run's figures of the same network."""
+    label = row.case.split(":")[0]
+    same = {r.case.split(": ", 1)[1]: r for r in rows if r.case.startswith(label + ":")}
+    own = same.get("engine uninstrumented vs hand-written lax.scan loop")
+    inst = same.get("instrumented vs not")
+    parts = []
+    if own is not None and own.speedup is not None:
+        parts.append(f"the engine without instrumentation runs at {own.speedup:.2f}x the scan loop")
+    if inst is not None and inst.speedup is not None:
+        parts.append(f"instrumentation costs {100 * (1 / inst.speedup - 1):.0f}%")
+    if "PyTorch" in row.baseline_name:
+        scan = same.get("engine (instrumented) vs hand-written lax.scan loop")
+        if scan is not None and scan.baseline is not None:
+            parts.append(
+                f"the hand-written lax.scan loop is {row.baseline / scan.baseline:.2f}x "
+                f"{row.baseline_name} too (XLA's products at these shapes against PyTorch's)"
+            )
+    if "lockstep" in row.case:
+        parts = [f"{LOCKSTEP} runs cost {row.ours * LOCKSTEP / row.baseline:.2f}x one run"]
+    spread = row.ours_spread + row.baseline_spread
+    a, b = 100 * row.ours_spread, 100 * row.baseline_spread
+    parts.append(f"timing spreads ±{a:.0f}% / ±{b:.0f}%")
+    if 1 - row.speedup / row.goal <= spread:
+        parts.append("the shortfall is within them")
+    return "; ".join(parts)
+
+
 NOTES = """Goals (issue 14): the engine (instrumented, one run) at least 0.95x the hand-written
 `lax.scan` loop and at least 1.0x JAX jit per step on all three sizes; at least 3x PyTorch
 eager on the small network, 1.2x on the medium and 1.0x on the large; four lockstep runs at

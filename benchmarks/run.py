@@ -152,11 +152,12 @@ def write_markdown(path: str, doc: dict, rows: list, quick: bool) -> None:
         "",
     ]
     for r in missed:
-        md.append(
-            f"- {r.benchmark}: {r.case} vs {r.baseline_name}: {r.speedup:.3g}x (goal {r.goal:.3g}x)"
-        )
+        explain = getattr(importlib.import_module(f"bench_{r.benchmark}"), "explain", None)
+        why = f": {explain(r, rows)}" if explain is not None else ""
+        against = "" if r.case.endswith(r.baseline_name) else f" vs {r.baseline_name}"
+        md.append(f"- {r.benchmark}: {r.case}{against}: {r.speedup:.3g}x (goal {r.goal:.3g}x){why}")
     if missed:
-        md += ["", "Why, benchmark by benchmark, is in the closing paragraph of each section.", ""]
+        md += ["", "More on each benchmark in the closing paragraph of its section.", ""]
     above = [r for r in rows if "ABOVE ITS CEILING" in r.note]
     md += [
         f"Rows above their own ceiling: {len(above)}"

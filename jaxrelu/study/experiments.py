@@ -411,7 +411,12 @@ def volume(
             More than one pass: further passes, each a fresh shuffle (drawn from ``seed``
             and the pass number, the same for every initialisation), the last one cut
             short; an initialisation counts as in the zone at its first minibatch whose
-            gradients differ.
+            gradients differ. Nothing is trained between passes, so an image's
+            pre-activations are the same in every pass (where a product's rows do not
+            depend on the rest of the minibatch, as on CPUs): later passes add an
+            initialisation only through the other images of its minibatches. Repetition is
+            not fresh data: on digits (float32, width 256, depth 3, batch 256, 1,000
+            initialisations) one pass, two passes and 60,000 images all gave 11.
 
     Returns:
         A row: ``dtype, width, depth, batch_size, inits, seed, accumulate, images`` (the
