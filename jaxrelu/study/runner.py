@@ -50,9 +50,9 @@ def identity(job: Job, data: Dataset) -> dict[str, Any]:
         "jaxrelu_version": jaxrelu.__version__,
         "jax_version": jax.__version__,
         "jaxlib_version": jaxlib.__version__,
-        "x64": bool(jax.config.jax_enable_x64),
+        "x64": bool(jax.config.jax_enable_x64),  # type: ignore[attr-defined]
         "backend": jax.default_backend(),
-        "matmul_precision": str(jax.config.jax_default_matmul_precision),
+        "matmul_precision": str(jax.config.jax_default_matmul_precision),  # type: ignore[attr-defined]
     }
 
 
