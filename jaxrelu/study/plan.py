@@ -132,8 +132,6 @@ class Plan:
     collapse_batchnorm: tuple[bool, ...] = (False, True)
     collapse_seeds: tuple[int, ...] = (0, 1, 2)
     collapse_epochs: int = CollapseConfig.epochs
-    # per-precision overrides of collapse_epochs (float16 runs several times slower on CPUs)
-    collapse_epochs_by_dtype: dict[str, int] = dataclasses.field(default_factory=dict)
     collapse_channels: tuple[int, ...] = CollapseConfig.channels
     collapse_depth: int = CollapseConfig.depth
     collapse_kinks: tuple[float | str, ...] = KINK_GRADS
@@ -227,7 +225,6 @@ FULL = Plan(
     collapse_dtypes=("float32", "float16"),
     collapse_channels=(4, 8),
     collapse_epochs=10,
-    collapse_epochs_by_dtype={"float16": 5},
 )
 
 
@@ -340,7 +337,7 @@ def _collapse_jobs(plan: Plan) -> list[Job]:
                 "dtype": dt,
                 "batchnorm": bn,
                 "seed": seed,
-                "epochs": plan.collapse_epochs_by_dtype.get(dt, plan.collapse_epochs),
+                "epochs": plan.collapse_epochs,
                 "channels": list(plan.collapse_channels),
                 "depth": plan.collapse_depth,
                 "kink_grads": list(plan.collapse_kinks),
