@@ -327,7 +327,18 @@ def explain(row: Row, rows: list[Row]) -> str:
 NOTES = """Goals (issue 14): the engine (instrumented, one run) at least 0.95x the hand-written
 `lax.scan` loop and at least 1.0x JAX jit per step on all three sizes; at least 3x PyTorch
 eager on the small network, 1.2x on the medium and 1.0x on the large; four lockstep runs at
-most 1.1 x 4 one-run steps; instrumentation at most 15% slower. The percentages of the
-matmul ceiling compare the network's matrix-product FLOPs (6 x batch x weights per step)
-with the fastest square float32 product any library here achieved (best of several calls):
-an upper bound, so every row reads below 100%."""
+most 1.1 x 4 one-run steps; instrumentation at most 15% slower. Every contender is timed
+round-robin, one epoch per call (8192 examples), and PyTorch runs at its faster thread count
+(1 or 2: on a loaded 2-core machine its two-thread small products can be many times slower
+than one thread). The engine's uninstrumented step compiles to the same work as the
+hand-written loop's (one while-loop body with the same three products per layer pass and a
+similar number of fused elementwise kernels); the rows "engine uninstrumented vs
+hand-written lax.scan loop" and "instrumented vs not" split the engine's distance to the
+scan loop into its own cost and the instrumentation's (the exact-zero counts and the
+bifurcation test's condition, every step). The percentages of the matmul ceiling compare the
+network's matrix-product FLOPs (6 x batch x weights per step) with the fastest square
+float32 product any library here achieved (best of several calls): an upper bound, so every
+row reads below 100%. Not remeasured here (no GPU): an older run of this script's previous
+version on an NVIDIA H100 (JAX 0.11.2, `benchmarks/results/gpu-h100-activations-training.txt`)
+ran the engine at 16x, 16x and 5.8x PyTorch eager, instrumentation costing 43%, 27% and 14%
+there."""

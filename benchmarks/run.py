@@ -42,6 +42,11 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the results as JSON")
     p.add_argument("--markdown", help="write the results as Markdown (e.g. benchmarks/RESULTS.md)")
     p.add_argument(
+        "--readme",
+        metavar="PATH",
+        help="with --render: rewrite the headline table after PATH's <!-- bench-table --> line",
+    )
+    p.add_argument(
         "--render",
         metavar="JSON",
         help="write --markdown from a saved --json of an earlier run, without rerunning",
@@ -58,6 +63,8 @@ def main(argv=None) -> int:
         rows = [Row.from_json(r) for r in doc["results"]]
         if args.markdown:
             write_markdown(args.markdown, doc, rows, doc.get("quick", False))
+        if args.readme:
+            write_readme_table(args.readme, rows)
         return 0
     mach = {**machine(), **_versions(), "load_start": _load()}
     started = time.perf_counter()
@@ -175,6 +182,92 @@ def write_markdown(path: str, doc: dict, rows: list, quick: bool) -> None:
             md += [notes, ""]
     with open(path, "w") as fh:
         fh.write("\n".join(md))
+
+
+def _find(rows: list, benchmark: str, *words: str):
+    """The first row of ``benchmark`` whose case and baseline contain every word."""
+    for r in rows:
+        text = f"{r.case} | {r.baseline_name}"
+        if r.benchmark == benchmark and all(w in text for w in words):
+            return r
+    return None
+
+
+def _x(r) -> str:
+    return "-" if r is None or r.speedup is None else f"{r.speedup:.3g}×"
+
+
+def headline(rows: list) -> list[list[str]]:
+    """The README's headline rows, read from a run's rows."""
+    from _harness import fmt_value
+
+    acts = [r.speedup for r in rows if r.benchmark == "activations"]
+    kink = _find(rows, "activations", "traced kink value, forward+backward, 2^22")
+    out = [
+        ["`relu` with a traced kink value, forward+backward, 2^22 float32", "`jax.nn.relu`",
+         f"{_x(kink)} (all activation cases: {min(acts):.2f}–{max(acts):.2f}×)", "≥ 0.97×"],
+    ]  # fmt: skip
+    for net, goal in (("64-128-128-10", "≥ 3×"), ("64-512-512-10", "≥ 1.2×"),
+                      ("64-1024-1024-1024-10", "≥ 1×")):  # fmt: skip
+        label = f"training step, MLP {net}, instrumented engine"
+        scan = _find(rows, "training", net, "(instrumented) vs hand-written")
+        jit = _find(rows, "training", net, "vs JAX jit per step")
+        eager = _find(rows, "training", net, "vs PyTorch eager")
+        comp = _find(rows, "training", net, "torch.compile")
+        out += [
+            [label, "a hand-written `lax.scan` loop", _x(scan), "≥ 0.95×"],
+            [label, "JAX, jit per step", _x(jit), "≥ 1×"],
+            [label, "PyTorch eager / `torch.compile`", f"{_x(eager)} / {_x(comp)}", goal],
+        ]
+    lock = [r for r in rows if r.benchmark == "training" and "lockstep" in r.case]
+    inst = [r for r in rows if r.benchmark == "training" and "instrumented vs not" in r.case]
+    out += [
+        ["4 lockstep runs (2 sizes)", "4 × one run", ", ".join(_x(r) for r in lock), "≥ 0.91×"],
+        ["instrumented vs uninstrumented training (3 sizes)", "the engine uninstrumented",
+         ", ".join(_x(r) for r in inst), "≥ 0.87×"],
+    ]  # fmt: skip
+    torch = _find(rows, "volume", "PyTorch one init")
+    ceiling = _find(rows, "volume", "forward-GEMM ceiling")
+    if torch is not None:
+        out.append(["bifurcation-zone volume, 100 inits, width 256, depth 3",
+                    "PyTorch, one init at a time", f"{_x(torch)} ({1 / torch.ours:.0f} inits/s)",
+                    "≥ 10×"])  # fmt: skip
+    if ceiling is not None:
+        out.append(["the same volume estimate", "its forward-GEMM ceiling",
+                    f"{100 * ceiling.speedup:.0f}% of it", "≥ 60%"])  # fmt: skip
+    mem = _find(rows, "memory", "initialisations")
+    rep = _find(rows, "memory", "reproduce")
+    if mem is not None:
+        out.append(["volume estimate's peak memory, 8× the initialisations", "1×",
+                    f"{fmt_value(mem.ours, 'bytes')} vs {fmt_value(mem.baseline, 'bytes')}",
+                    "≤ 1.1×"])  # fmt: skip
+    if rep is not None:
+        out.append(["`jaxrelu reproduce --quick`, peak resident memory", "-",
+                    fmt_value(rep.ours, "bytes"), "-"])  # fmt: skip
+    check = _find(rows, "checker", "check_grads")
+    kinks = _find(rows, "kinks", "find_kinks")
+    out += [
+        ["`check_many`, 256 points", "a loop of `jax.test_util.check_grads`", _x(check), "≥ 50×"],
+        ["`find_kinks`, 3-layer width-256 MLP", "one `jax.jvp`",
+         "-" if kinks is None else f"{1 / kinks.speedup:.2f}× the cost of one JVP", "≤ 3×"],
+    ]  # fmt: skip
+    return out
+
+
+def write_readme_table(path: str, rows: list) -> None:
+    """Replaces the table after the ``<!-- bench-table -->`` line of ``path``."""
+    from _harness import markdown
+
+    with open(path) as fh:
+        lines = fh.read().split("\n")
+    at = lines.index("<!-- bench-table -->") + 1
+    end = at
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    head = ["what", "against", "ratio (ours faster when > 1)", "goal"]
+    lines[at:end] = markdown(head, headline(rows)).split("\n")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines))
 
 
 if __name__ == "__main__":
