@@ -149,8 +149,8 @@ def test_volume_across_processes_equals_one_process_bit_for_bit(runs):
     reason="engine.train places its initial state with jax.device_put of host arrays on a "
     "sharding over every process's devices; JAX then checks the arrays are equal on every "
     "process with ==, and the state's initial_loss is NaN (NaN != NaN), so it raises. "
-    "Needed in engine.train: build the state on the mesh without a host round trip, "
-    "jax.jit(lambda k: init_state(spec, k, kinks), out_shardings=rep)(k_init)",
+    "Needed in engine.train (checked to make this test pass): state = jax.jit(lambda k: "
+    "init_state(spec, k, config.kink_grads), out_shardings=rep)(np.asarray(k_init))",
 )
 def test_lockstep_training_across_processes_equals_one_process_bit_for_bit(runs):
     ref = runs["t"]
