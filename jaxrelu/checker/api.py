@@ -209,7 +209,10 @@ def _evidence(
         radius_minus=kinks.radius_minus,
         piecewise_linear=problem.piecewise_linear,
         below_switch=int(np.sum(below)),
-        flat_below_switch=bool(np.all(r[below] <= INFORMATIVE * floor[below])),
+        # the jaxpr proves f affine below the switch: only rounding is left there, whose
+        # spikes reach a few floors (the floor is read off the tiniest steps); a remainder
+        # beyond CLEAN floors contradicts the proof
+        flat_below_switch=bool(np.all(r[below] <= CLEAN * floor[below])),
         eps=eps,
     )
     return ev, keep, note, floor

@@ -107,7 +107,8 @@ def roundoff_floor(steps: np.ndarray, r: np.ndarray, mag: np.ndarray, eps: float
     truncation term of a smooth ``f`` is visible. A tail whose local orders agree (a
     constant remainder: a jump; one halving with ``h``: a kink) is a signal and raises
     nothing; an erratic one raises the floor to its maximum, at most ``sqrt(eps)`` times
-    the magnitudes (a larger jump stays visible).
+    the largest magnitude (``|f| + |J d| h`` at the largest step: ``|f|`` itself may be far
+    smaller than the values whose rounding makes the noise; a larger jump stays visible).
     """
     return roundoff_floor_many(steps[None], r[None], mag[None], eps)[0]
 
@@ -133,7 +134,10 @@ def roundoff_floor_many(
     signal = np.all((r > INFORMATIVE * floor) | ~tiny, axis=1) & (spread <= TAIL_SCATTER)
     quiet = rt_max <= np.max(np.where(tiny, floor, -np.inf), axis=1)
     raise_ = usable & ~signal & ~quiet
-    raised = np.maximum(floor, np.minimum(rt_max[:, None], math.sqrt(eps) * mag))
+    # capped at sqrt(eps) of the largest magnitude seen (|f| + |J d| h at the largest
+    # step): |f| near x0 may be far below the values inside f whose rounding is the noise
+    scale = np.max(np.where(np.isfinite(mag), mag, 0.0), axis=1, keepdims=True)
+    raised = np.maximum(floor, np.minimum(rt_max[:, None], math.sqrt(eps) * scale))
     return np.where(raise_[:, None], raised, floor)
 
 
