@@ -290,14 +290,29 @@ def init_state(spec: EngineSpec, key: jax.Array, kink_grads: Any) -> TrainState:
     ``kink_grads``, all from the initialisation drawn with ``key``. A
     ``"lexicographic"`` entry is stored as 0 (the slope at the ties the rule need not
     look at; ``spec.lexicographic`` says which runs use the rule)."""
+    return _init_state_jit(spec, key, _kink_array(spec, kink_grads, jnp))
+
+
+def _kink_array(spec: EngineSpec, kink_grads: Any, xp: Any = np) -> Any:
+    """``kink_grads`` as a ``(runs,)`` array of the compute dtype (``xp``: NumPy for a
+    host copy, :mod:`jax.numpy` where it may be traced)."""
     if isinstance(kink_grads, (list, tuple)):
         kink_grads = [0.0 if s == ties.LEXICOGRAPHIC else s for s in kink_grads]
-    kink_grads = jnp.asarray(kink_grads, spec.compute_dtype)
+    kink_grads = xp.asarray(kink_grads, dtype=spec.compute_dtype)
     if kink_grads.shape != (spec.n_runs,):
         raise ValueError(
             f"`kink_grads` must have shape ({spec.n_runs},) (one per run), got {kink_grads.shape}"
         )
-    return _init_state_jit(spec, key, kink_grads)
+    return kink_grads
+
+
+@functools.lru_cache(maxsize=64)
+def _init_on_mesh(spec: EngineSpec):
+    """:func:`init_state` compiled to build the state replicated over ``spec``'s mesh (in
+    a multi-process run, over every process's devices): one compilation per spec."""
+    return jax.jit(
+        functools.partial(_init_state, spec), out_shardings=NamedSharding(spec.mesh(), P())
+    )
 
 
 # ------------------------------------------------------------------------------- step
@@ -883,14 +898,16 @@ def train(config: TrainConfig, data: Any = "digits", *, progress: bool = True) -
     spec = preflight(config, data)
     start = time.perf_counter()
     # replicated over the mesh, which spans every process's devices in a multi-process
-    # run: placed from host copies (the same in every process), never from arrays
+    # run: the data placed from host copies (the same in every process), never from arrays
     # committed to one process's device
     rep = NamedSharding(spec.mesh(), P())
     put = lambda a, dt: jax.device_put(np.asarray(a).astype(dt), rep)
     x_train, y_train = put(data.x_train, spec.compute_dtype), put(data.y_train, np.int32)
     x_test, y_test = put(data.x_test, spec.compute_dtype), put(data.y_test, np.int32)
     k_init, k_shuffle = jax.random.split(jax.random.PRNGKey(config.seed))
-    state = jax.device_put(_host(init_state(spec, k_init, config.kink_grads)), rep)
+    # built in place on the mesh (a host copy put there would be compared across processes,
+    # and the state's NaN initial loss is never equal to itself)
+    state = _init_on_mesh(spec)(np.asarray(k_init), _kink_array(spec, config.kink_grads))
     epoch_keys = np.asarray(jax.random.split(k_shuffle, config.epochs))
     records, accs, tlosses = [], [], []
     desc = f"{config.model} {config.dtype} s={list(config.kink_grads)}"
