@@ -163,6 +163,11 @@ def test_digitize_is_a_staircase():
     dig = lambda x: jnp.digitize(x, jnp.array([1.0, 2.0])).astype(x.dtype)
     assert jr.kink_radius(dig, jnp.array(0.5), jnp.array(1.0)) == 0.5
     assert jr.check_linearization(dig, jnp.array(1.0), jnp.array(1.0)).verdict == "discontinuous"
+    # a table read at the bin index (digitize picks its result by a comparison of the
+    # constant bins, which never switches as x moves)
+    table = lambda x: jnp.take(jnp.array([0.0, 1.0, 5.0]), jnp.digitize(x, jnp.array([1.0, 2.0])))
+    assert jr.kink_radius(table, jnp.array(0.5), jnp.array(1.0)) == 0.5
+    assert [s.kind for s in jr.find_kinks(table, jnp.array(0.5))] == ["jump"]
 
 
 # ------------------------------------------------- the checker where rounding hides
@@ -264,3 +269,23 @@ def test_a_relative_gap_of_exactly_the_threshold_is_not_a_jump():
     assert jr.find_kinks(lambda x: jnp.where(x == 0, 999.0, 1001.0), jnp.array(0.0)) == []
     (site,) = jr.find_kinks(lambda x: jnp.where(x == 0, 998.0, 1001.0), jnp.array(0.0))
     assert site.kind == "jump"
+
+
+def test_reduction_margins_are_the_gap_to_the_runner_up():
+    # max([0, 1, 3]) switches when 1 reaches 3 (margin 2); min switches when 1 reaches 0
+    x = jnp.array([0.0, 1.0, 3.0])
+    assert [s.min_margin for s in jr.find_kinks(lambda v: jnp.max(v), x)] == [2.0]
+    assert [s.min_margin for s in jr.find_kinks(lambda v: jnp.min(v), x)] == [1.0]
+    assert [s.min_margin for s in jr.find_kinks(lambda v: jnp.argmin(v) * v[0], x)] == [1.0]
+
+
+def test_signbit_of_a_value_that_jumps_at_the_point():
+    # floor(-t) = -1 has its sign bit set: 2x along -1 (slope -2 along -1); floor(t) = 0
+    # has not: 3x along +1
+    f = lambda x: jnp.where(jnp.signbit(jnp.floor(x)), 2 * x, 3 * x)
+    assert dd(f, 0.0, -1.0) == -2.0 and dd(f, 0.0, 1.0) == 3.0
+
+
+def test_a_string_point_is_refused_by_name():
+    with pytest.raises(TypeError, match="`args` leaf 0 must be an array"):
+        jr.find_kinks(lambda x: x, "0.5")

@@ -359,6 +359,11 @@ def _elementwise_switch(interp, eqn, ins, out) -> Switch:
     d = jnp.stack(dists)
     near = jnp.argmin(d, axis=0)[None]
     pick = lambda xs: jnp.take_along_axis(jnp.stack(xs), near, axis=0)[0]
+    # a switch without a rate, beside others with one, has no tangent: it does not move
+    zero = jnp.zeros(shape, interp.wide)
+    rates = (
+        [zero if r is None else r for r in rates] if any(r is not None for r in rates) else rates
+    )
     rate = None if any(r is None for r in rates) else pick(rates)
     return Switch(pick(dists), rate, pick(alts), time)
 
