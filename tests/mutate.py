@@ -60,6 +60,7 @@ TARGETS = {
         "tests/test_kinks_oracle.py",
         "tests/test_lexicographic.py",
         "tests/test_kinks.py",
+        "tests/test_external_kinds.py",
     ],
     "jaxrelu/kinks.py": [
         "tests/test_kinks_oracle.py",

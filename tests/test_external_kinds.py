@@ -289,3 +289,19 @@ def test_signbit_of_a_value_that_jumps_at_the_point():
 def test_a_string_point_is_refused_by_name():
     with pytest.raises(TypeError, match="`args` leaf 0 must be an array"):
         jr.find_kinks(lambda x: x, "0.5")
+
+
+def test_cummax_tie_is_resolved_by_the_first_direction():
+    # cummax([1, 1]) with directions e0 then e1: moving x0 up first makes x0 the running
+    # maximum, so both outputs follow x0 (rows [1, 0]); the second direction never decides
+    jac = jr.ld_jacobian(lambda x: jax.lax.cummax(x), jnp.array([1.0, 1.0]))
+    np.testing.assert_array_equal(np.asarray(jac), [[1.0, 0.0], [1.0, 0.0]])
+
+
+def test_top_k_radius_is_where_an_outsider_enters():
+    # top-2 of [3, 1, 2] sums 3 + 2; moving x1 up, it replaces 2 after 1, and along
+    # (0, 1, -1) after 0.5 (1 + t = 2 - t)
+    f = lambda x: jax.lax.top_k(x, 2)[0].sum()
+    x = jnp.array([3.0, 1.0, 2.0])
+    assert jr.kink_radius(f, x, jnp.array([0.0, 1.0, 0.0])) == 1.0
+    assert jr.kink_radius(f, x, jnp.array([0.0, 1.0, -1.0])) == 0.5

@@ -884,7 +884,7 @@ def copysign(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> li
     sgn_b = b
     if b.t is not None or b.lex is not None:
         one = jnp.ones_like(jnp.asarray(b.p))
-        sgn = lambda v: lax.copysign(one, v)
+        sgn = lambda v: jnp.copysign(one, v)
         sgn_b = _sign_like(interp, eqn, b, sgn(b.p), rec, "copysign", sgn)
     t_mag = None
     if a.t is not None:
@@ -894,7 +894,7 @@ def copysign(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> li
             zw, dz = z.astype(interp.wide), a.t.astype(interp.wide)
             st = switch_stats(jnp.abs(zw), interp.rate(zw, dz), interp.wide)
             rec.add(eqn, "copysign", "kink", st)
-    s_here = sgn_b.p if sgn_b is not b else lax.copysign(jnp.ones_like(out), b.p)
+    s_here = sgn_b.p if sgn_b is not b else jnp.copysign(jnp.ones_like(out), b.p)
     s_lex = sgn_b.lex if sgn_b is not b and sgn_b.lex is not None else s_here
     t = None if t_mag is None else (t_mag * s_lex[None]).astype(out.dtype)
     lex = None

@@ -144,9 +144,8 @@ class NetworkConfig:
         """The fields that shape this model (width/depth for the MLP, channels for the
         CNN, channels/depth for the residual CNN), JSON-ready."""
         d = dataclasses.asdict(self)
-        unused = {"mlp": ("channels",), "cnn": ("width", "depth"), "resnet": ("width",)}
-        unused = unused[self.model]
-        for k in unused:
+        by_model = {"mlp": ("channels",), "cnn": ("width", "depth"), "resnet": ("width",)}
+        for k in by_model[self.model]:
             d.pop(k)
         if "channels" in d:
             d["channels"] = list(d["channels"])

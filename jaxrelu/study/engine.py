@@ -795,7 +795,7 @@ class TrainHistory:
             return {}
         rel = np.nan_to_num(self.bifurcation_rel_l2[:, i].astype(np.float64))
         per_layer = self.activations_per_step_by_layer
-        out = {
+        out: dict[str, Any] = {
             "zero_hits_by_layer": [int(v) for v in self.zero_hits[:, i].sum(axis=0)],
             "live_ties_by_layer": [int(v) for v in self.live_ties[:, i].sum(axis=0)]
             if self.live_ties.size

@@ -369,6 +369,7 @@ def _chain_forward(arch: Architecture, params, state, h, kink, train):
     """The MLP and the CNN: layer, [batch norm], activation, [pooling], repeated."""
     act = ACTIVATIONS[arch.activation].fn
     model = MODELS[arch.kind]
+    assert model.prepare and model.layer and model.after  # a chain network
     h = model.prepare(arch, h)
     pre: list[jax.Array] = []
     new_bn = []

@@ -69,7 +69,7 @@ PAPER_BATCH = {  # (16 bit, 32 bit)
 }
 PAPER_BASE = {"float16": 1.0, "float32": 0.445, "float64": 0.0}
 """A stored run of the paper's code: batch 100, 200 initialisations."""
-PAPER_EXPOSURE = {
+PAPER_EXPOSURE: dict[str, Any] = {
     "probability": 0.478,
     "inits": 1000,
     "images": MNIST_IMAGES,

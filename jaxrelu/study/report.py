@@ -557,7 +557,7 @@ def _collapse_answer(col: list[dict[str, Any]]) -> str:
         verdict = "**The paper's training collapse does not appear here**"
     parts = []
     for (dt, bn), g in _by_setting(col).items():
-        means = {}
+        means: dict[Any, list] = {}
         for r in g:
             if r["test_accuracy"] is not None:
                 means.setdefault(r["kink_grad"], []).append(r["test_accuracy"])
