@@ -144,14 +144,6 @@ def test_volume_across_processes_equals_one_process_bit_for_bit(runs):
         assert runs[p]["volume"] == one  # every number, floats compared exactly
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.train places its initial state with jax.device_put of host arrays on a "
-    "sharding over every process's devices; JAX then checks the arrays are equal on every "
-    "process with ==, and the state's initial_loss is NaN (NaN != NaN), so it raises. "
-    "Needed in engine.train (checked to make this test pass): state = jax.jit(lambda k: "
-    "init_state(spec, k, config.kink_grads), out_shardings=rep)(np.asarray(k_init))",
-)
 def test_lockstep_training_across_processes_equals_one_process_bit_for_bit(runs):
     ref = runs["t"]
     for r in (ref, runs["p0"], runs["p1"]):
