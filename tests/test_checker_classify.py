@@ -92,6 +92,10 @@ def test_scatter_threshold_is_one():
     assert ev.pattern is Pattern.POWER and 27 in ev.window
     r[27] = base[27] * 2.0**0.55  # spread 1.1
     assert read(r).pattern is Pattern.SCATTERED
+    # a spread of exactly 1 (local orders 1 and 2, exact in binary) is not "above 1"
+    h = 2.0 ** -np.arange(3)
+    ev = classify_remainders(h, np.array([1.0, 0.5, 0.125]), np.full(3, 1e-12), 1.0)
+    assert ev.local == (1.0, 2.0) and ev.pattern is Pattern.POWER
 
 
 def test_flat_sequences_and_the_curvature_bound():

@@ -305,3 +305,9 @@ def test_top_k_radius_is_where_an_outsider_enters():
     x = jnp.array([3.0, 1.0, 2.0])
     assert jr.kink_radius(f, x, jnp.array([0.0, 1.0, 0.0])) == 1.0
     assert jr.kink_radius(f, x, jnp.array([0.0, 1.0, -1.0])) == 0.5
+
+
+def test_signbit_at_negative_zero_takes_the_direction():
+    # -0.0 has its sign bit set, but -0.0 + t is positive: 3t along +1; 2(-t) along -1
+    f = lambda x: jnp.where(jnp.signbit(x), 2 * x, 3 * x)
+    assert dd(f, -0.0, 1.0) == 3.0 and dd(f, -0.0, -1.0) == -2.0

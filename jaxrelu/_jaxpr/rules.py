@@ -746,7 +746,9 @@ def abs_(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
             if interp.n_ld:  # the first nonzero among z and the lexicographic columns
                 cols = x.t[: interp.n_ld]
                 first = jnp.argmax(cols != 0, axis=0)
-                u = jnp.where(z != 0, z, jnp.take_along_axis(cols, first[None], axis=0)[0])
+                # (a length-1 axis: JAX clamps any index to it)
+                picked = jnp.take_along_axis(cols, first[None], axis=0)[0]  # pragma: no mutate
+                u = jnp.where(z != 0, z, picked)
             au = jnp.abs(u)
             t = masked_div(jnp.real(jnp.conj(u)[None] * x.t), au, au > 0, 0.0)
             t = t.astype(out.dtype)

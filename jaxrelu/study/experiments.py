@@ -62,7 +62,7 @@ __all__ = [
     "wilson_interval",
 ]
 
-INTERVAL = {"method": "wilson", "level": 0.95}
+INTERVAL: dict[str, Any] = {"method": "wilson", "level": 0.95}
 """How every probability's interval is computed (recorded in the JSON output)."""
 _Z95 = 1.959963984540054
 VOLUME_CHUNK = 256
@@ -487,17 +487,17 @@ def volume(
             f"{int(mismatch)} minibatch(es): the zeros found are not those the gradients "
             "see, so the estimate would be wrong (a compiler or library change?)"
         )
-    in_zone, differ = int(in_zone), int(differ)
-    lo_ci, hi_ci = wilson_interval(in_zone, cfg.inits)
+    n_zone, n_differ = int(in_zone), int(differ)
+    lo_ci, hi_ci = wilson_interval(n_zone, cfg.inits)
     all_batches = cfg.inits * first
     return {
         **dataclasses.asdict(cfg),
         "images": seen,
-        "in_zone": in_zone,
-        "probability": in_zone / cfg.inits,
+        "in_zone": n_zone,
+        "probability": n_zone / cfg.inits,
         "ci": [lo_ci, hi_ci],
-        "minibatch_rate": differ / all_batches,
-        "relative_l2": float(rel_sum / differ) if differ else None,
+        "minibatch_rate": n_differ / all_batches,
+        "relative_l2": float(rel_sum / n_differ) if n_differ else None,
         "zero_hit_rate": float(hit_batches / all_batches),
         "minibatches": first,
         "seconds": seconds,
