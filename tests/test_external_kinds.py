@@ -311,3 +311,11 @@ def test_signbit_at_negative_zero_takes_the_direction():
     # -0.0 has its sign bit set, but -0.0 + t is positive: 3t along +1; 2(-t) along -1
     f = lambda x: jnp.where(jnp.signbit(x), 2 * x, 3 * x)
     assert dd(f, -0.0, 1.0) == 3.0 and dd(f, -0.0, -1.0) == -2.0
+
+
+def test_cummax_tie_that_the_first_direction_keeps():
+    # directions (1, 1) then (0, 1): the first moves both equally (still tied), the second
+    # raises x1, so the running maximum of [x0, x1] follows x1: Jacobian rows [1, 0], [0, 1]
+    m = jnp.array([[1.0, 0.0], [1.0, 1.0]])
+    jac = jr.ld_jacobian(lambda x: jax.lax.cummax(x), jnp.array([1.0, 1.0]), m)
+    np.testing.assert_allclose(np.asarray(jac), [[1.0, 0.0], [0.0, 1.0]], atol=1e-12)
