@@ -299,3 +299,12 @@ def test_ctrl_c_on_the_command_exits_130_saves_and_resumes(tmp_path):
         "divergence"
     ]
     assert [r["inits"] for r in doc["results"][:2]] == [400, 400]
+
+
+def test_schema_names_every_experiment_reproduce_saves():
+    # each saved run file records its experiment; the schema must accept all of them (the
+    # collapse experiment's files were once refused at the top level)
+    from jaxrelu.study.reproduce import EXPERIMENTS
+
+    schema = outputs.schema()
+    assert set(schema["properties"]["experiment"]["enum"]) == set(EXPERIMENTS)
