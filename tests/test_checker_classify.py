@@ -443,3 +443,11 @@ def test_a_short_fully_informative_sequence_is_fitted_on_its_own_steps():
     h = H[:4]
     ev = classify_remainders(h, h * np.array([1.0, 1.1, 0.9, 1.05]), np.full(4, 1e-12), 1.0)
     assert ev.window == (0, 1, 2, 3) and ev.n_flat == 0
+
+
+def test_three_clean_steps_at_the_small_end_are_the_window():
+    # all informative (above 2 floors); clean (above 8) except step 4: the window is the
+    # three contiguous clean steps at the small end, not the informative run's last five
+    r = np.array([100.0, 50.0, 25.0, 12.5, 5.0, 10.0, 9.0, 8.5])
+    ev = classify_remainders(H[:8], r, np.ones(8), 1.0)
+    assert ev.n_flat == 0 and ev.window == (5, 6, 7)
