@@ -176,7 +176,8 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
     ``dynamic_slice`` at a truncated offset): a site that is a kink or a jump by whether
     the result agrees across each index element's switch. Every switching index element is
     flipped to its value across, one at a time (vmapped); each output element takes the
-    nearest flip that changes it."""
+    nearest flip that changes it. (Long: the flip, its tangent, the jump evidence and the
+    radius all read one vmapped evaluation; split up, each part would redo it.)"""
     wide, shape = interp.wide, np.shape(out)
     ks = [i for i, v in enumerate(ins) if not is_float(v.p) and v.sw is not None]
     sws = [ins[k].sw for k in ks]

@@ -159,7 +159,8 @@ def _evidence(
 ):
     """The evidence of one point; ``pre``: its slopes and floor computed for many points
     at once (:func:`_batched_slopes`, only for points that use every step and whose AD is
-    finite)."""
+    finite). Long because it fills every field of :class:`Evidence` in one place, so that
+    a field cannot be computed two ways."""
     n, eps = len(steps), problem.eps
     keep, note, f_ok = _finite_prefix(meas, n)
     h = steps[keep]

@@ -396,6 +396,8 @@ def volume(
     images: int | None = VolumeConfig.images,
 ) -> dict[str, Any]:
     """Estimates the probability that a random initialisation is in the bifurcation zone.
+    (Long: the checks, the chunk loop, the multi-process gathering and the row are one
+    protocol, in the order they run.)
 
     Args:
         dtype: precision of parameters and arithmetic (NumPy name).

@@ -449,7 +449,8 @@ def collapse_layer_table(rows: list[dict[str, Any]], style: str = "markdown") ->
 
 def answer(sections: dict[str, list], plan: Plan, n_train: int, name: str) -> list[str]:
     """The first section: when ReLU'(0) matters and when it does not, with this run's
-    numbers (each sentence only where its experiment ran)."""
+    numbers (each sentence only where its experiment ran). Long because it is one
+    paragraph per experiment, read top to bottom like the text it writes."""
     lines: list[str] = []
     vol = sections.get("volume", [])
     by = _standard(vol)
@@ -730,7 +731,9 @@ def _diverged_lines(rows: list[dict[str, Any]]) -> list[str]:
 def markdown(
     doc: dict[str, Any], plan: Plan, quick: bool, sections: dict[str, list], plots: list[str]
 ) -> str:
-    """The text of ``report.md`` for the ``results.json`` document ``doc``."""
+    """The text of ``report.md`` for the ``results.json`` document ``doc``. Long because
+    it lays out the report's sections in their order, each a few calls; the tables and
+    sentences come from the functions above."""
     md = _header(doc, quick)
     name = doc["dataset"]["name"]
     n_train = int(doc["dataset"]["train"])
