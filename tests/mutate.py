@@ -43,7 +43,11 @@ TARGETS = {
         "tests/test_checker_classify.py",
         "tests/test_checker_cases.py",
     ],
-    "jaxrelu/checker/slopes.py": ["tests/test_checker_classify.py", "tests/test_checker_cases.py"],
+    "jaxrelu/checker/slopes.py": [
+        "tests/test_checker_classify.py",
+        "tests/test_checker_cases.py",
+        "tests/test_external_kinds.py",
+    ],
     "jaxrelu/checker/verdict.py": [
         "tests/test_checker_classify.py",
         "tests/test_checker_cases.py",

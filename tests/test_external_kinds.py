@@ -319,3 +319,12 @@ def test_cummax_tie_that_the_first_direction_keeps():
     m = jnp.array([[1.0, 0.0], [1.0, 1.0]])
     jac = jr.ld_jacobian(lambda x: jax.lax.cummax(x), jnp.array([1.0, 1.0]), m)
     np.testing.assert_allclose(np.asarray(jac), [[1.0, 0.0], [0.0, 1.0]], atol=1e-12)
+
+
+def test_a_zero_one_sided_slope_is_reported_as_0_not_minus_0():
+    # relu at 0: f(-h) = 0, so the slope from -d is exactly zero (a -0.0 from the
+    # arithmetic must not reach the report as "-0")
+    r = jr.check_linearization(jax.nn.relu, jnp.array(0.0), jnp.array(1.0))
+    minus = float(np.asarray(r.slope_minus).ravel()[0])
+    assert minus == 0.0 and not np.signbit(minus)
+    assert "-0 " not in r.reason and "−0" not in r.reason
