@@ -451,3 +451,12 @@ def test_three_clean_steps_at_the_small_end_are_the_window():
     r = np.array([100.0, 50.0, 25.0, 12.5, 5.0, 10.0, 9.0, 8.5])
     ev = classify_remainders(H[:8], r, np.ones(8), 1.0)
     assert ev.n_flat == 0 and ev.window == (5, 6, 7)
+
+
+def test_a_resolution_of_exactly_a_quarter_still_decides():
+    # errors 1/8 + 1/8 on slopes of scale 1 (eps 0): resolution exactly RESOLUTION = 0.25,
+    # which is fine enough ("at most 25% of the slopes' scale")
+    plus = minus = Slope(np.array([1.0]), 0.125, 1e-3)
+    t = SlopeTests.of(np.array([1.0]), plus, minus, 0.0)
+    assert t.resolution == 0.25 and t.agree
+    assert SlopeTests.of(np.array([1.3]), plus, minus, 0.0).ad_off  # 0.3 away > tol 0.25
