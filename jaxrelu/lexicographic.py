@@ -58,7 +58,7 @@ import numpy as np
 from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 
 from . import _util, _validate
-from ._jaxpr import analyse
+from ._jaxpr import APPROXIMATE_AT_TIES, analyse
 from ._jaxpr.driver import compile_cached, traced
 from .kinks import KinkSite, sites_of
 
@@ -368,7 +368,8 @@ class Certificate:
             trap).
         sites: the tied :class:`~jaxrelu.KinkSite` s (primitive, ``file:line``, ties).
         certified: False where no guarantee holds: a tied *jump* (``f`` is discontinuous
-            there), a primitive the analysis does not know, or a gradient that is not
+            there), a primitive the analysis does not know, a repeated eigen- or singular
+            value (``eigh``/``svd`` have no lexicographic rule), or a gradient that is not
             finite (``sqrt(x**2)`` or ``norm(x)**2`` at 0).
         reason: one sentence.
     """
@@ -446,7 +447,13 @@ def certified_grad(
         g = _ld_grad_at(f, args, nums)
         if not _finite(g):
             reason += "; but it is not finite (see check_linearization)"
-        ok = not jumps and not unknown and _finite(g)
+        approx = sorted({s.primitive for s in tied if s.primitive in APPROXIMATE_AT_TIES})
+        if approx:
+            reason += (
+                f"; but {', '.join(approx)} has no lexicographic rule: at a repeated value "
+                "its derivative is JAX's, one choice that need not be a Clarke subgradient"
+            )
+        ok = not jumps and not unknown and not approx and _finite(g)
         return g, Certificate("lexicographic", tied, ok, reason)
 
     return fn

@@ -13,6 +13,19 @@ alone.
     python tests/mutate.py --sample 20 --threshold 0.85   # exit 1 below the threshold
     python tests/mutate.py --list               # the mutants, without running them
     python tests/mutate.py --at jaxrelu/kinks.py:168   # re-check the mutants of one line
+    python tests/mutate.py --build-map          # which tests run which line (needs coverage)
+    python tests/mutate.py --map --jobs 2       # every mutant, against its own tests only
+
+With ``--map`` each mutant runs only the tests that execute its line (found once by
+``--build-map``: every covering test file under coverage, one context per test, the
+toolkit's caches emptied before each test so that a test sharing a compiled program with an
+earlier one still executes the lines it depends on). A test that never executes a line
+behaves identically under a mutant of that line, so this is the same verdict as running
+the whole files, in a fraction of the time; lines run only at import (module constants,
+default arguments) get the tests that read the name, or every covering file when the name
+is used elsewhere. ``--map`` refuses a map built from other sources. ``--resume FILE``
+keeps the outcomes already in ``FILE`` (a JSON-lines log written as mutants finish), so an
+interrupted full run goes on where it stopped.
 
 The sample is deterministic (``--seed``), so a CI verdict does not change between runs of
 the same code. Survivors are printed with their file, line and change: each is either a
@@ -22,7 +35,9 @@ missing test or an equivalent mutant (a change that cannot alter behaviour).
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -155,11 +170,180 @@ _BOOT = (
 )
 
 
-def run_mutant(m: Mutant, snapshot: str, timeout: float) -> tuple[Mutant, str, float]:
+MAP_FILE = os.path.join(ROOT, ".mutation-map.json")
+
+_MAP_BOOT = r"""
+import json, sys, time
+import coverage
+cov = coverage.Coverage(data_file=None, source=[{pkg!r}], branch=False)
+cov.start()
+import pytest
+durations, fixtures = {{}}, {{}}
+
+class Contexts:
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item):
+        import jaxrelu
+        jaxrelu.clear_caches()
+        fixtures[item.nodeid] = list(getattr(item, "fixturenames", ()))
+        cov.switch_context(item.nodeid)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_fixture_setup(self, fixturedef, request):
+        shared = fixturedef.scope != "function"
+        if shared:
+            cov.switch_context("fixture:" + fixturedef.argname)
+        yield
+        if shared and getattr(request, "node", None) is not None:
+            cov.switch_context(getattr(request._pyfuncitem, "nodeid", ""))
+
+    def pytest_runtest_logreport(self, report):
+        durations[report.nodeid] = durations.get(report.nodeid, 0.0) + report.duration
+
+rc = pytest.main({args!r}, plugins=[Contexts()])
+cov.stop()
+data = cov.get_data()
+lines = {{}}
+for name in data.measured_files():
+    by = data.contexts_by_lineno(name)
+    lines[name] = {{str(k): sorted(v) for k, v in by.items()}}
+json.dump({{"rc": int(rc), "lines": lines, "durations": durations, "fixtures": fixtures}},
+          open({out!r}, "w"))
+"""
+
+
+def _digest() -> str:
+    """A hash of the mutated modules and of the tests that cover them."""
+    h = hashlib.sha256()
+    tests = {t for ts in TARGETS.values() for t in ts}
+    files = sorted(set(TARGETS) | tests | {"tests/conftest.py"})
+    for f in files:
+        h.update(f.encode())
+        with open(os.path.join(ROOT, f), "rb") as fh:
+            h.update(fh.read())
+    return h.hexdigest()
+
+
+def build_map(jobs: int) -> dict:
+    """Runs every covering test file under coverage (one context per test) and writes
+    ``.mutation-map.json``: for each target module, the tests that execute each line."""
+    test_files = sorted({t for ts in TARGETS.values() for t in ts})
+    groups: list[list[str]] = [[] for _ in range(max(jobs, 1))]
+    for i, t in enumerate(test_files):
+        groups[i % len(groups)].append(t)
+    outs, procs = [], []
+    env = dict(os.environ, JAX_PLATFORMS="cpu", MPLBACKEND="Agg")
+    for group in groups:
+        if not group:
+            continue
+        out = tempfile.mktemp(prefix="mutation-map-", suffix=".json")
+        args = ["-q", "-p", "no:cacheprovider", "--no-header", "-o", "addopts=", "-W", "ignore"]
+        code = _MAP_BOOT.format(pkg=os.path.join(ROOT, "jaxrelu"), args=args + group, out=out)
+        print(f"coverage of {', '.join(group)}", flush=True)
+        procs.append(subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env))
+        outs.append(out)
+    for p in procs:
+        p.wait()
+    merged: dict = {"digest": _digest(), "lines": {}, "durations": {}, "fixtures": {}}
+    for out, p in zip(outs, procs):
+        part = json.load(open(out))
+        os.unlink(out)
+        if part["rc"] != 0 or p.returncode != 0:
+            raise SystemExit("the covering tests fail on the unmutated code: fix them first")
+        for name, by in part["lines"].items():
+            rel = os.path.relpath(name, ROOT)
+            into = merged["lines"].setdefault(rel, {})
+            for line, ctxs in by.items():
+                into[line] = sorted(set(into.get(line, [])) | set(ctxs))
+        merged["durations"].update(part["durations"])
+        merged["fixtures"].update(part["fixtures"])
+    with open(MAP_FILE, "w") as fh:
+        json.dump(merged, fh)
+    print(f"wrote {MAP_FILE}: {len(merged['durations'])} tests", flush=True)
+    return merged
+
+
+def _statement(tree: ast.Module, line: int) -> tuple[ast.stmt, ast.AST, int, int]:
+    """The innermost statement holding ``line`` (for a compound statement, only its header
+    counts), its parent, and the lines of that statement (header)."""
+    parents = {c: n for n in ast.walk(tree) for c in ast.iter_child_nodes(n)}
+    best = None
+    for s in ast.walk(tree):
+        if not isinstance(s, ast.stmt) or not (s.lineno <= line <= (s.end_lineno or s.lineno)):
+            continue
+        body = getattr(s, "body", None)
+        end = (body[0].lineno - 1) if isinstance(body, list) and body else s.end_lineno
+        if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) and s.decorator_list:
+            start = s.decorator_list[0].lineno
+        else:
+            start = s.lineno
+        if start <= line <= (end or s.lineno) and (best is None or start >= best[2]):
+            best = (s, parents.get(s), start, end or s.lineno)
+    assert best is not None, line
+    return best
+
+
+def _contexts(by_line: dict, start: int, end: int) -> set[str]:
+    return {c for n in range(start, end + 1) for c in by_line.get(str(n), ())}
+
+
+def tests_for(m: Mutant, cmap: dict, base: str = ROOT) -> list[str] | None:
+    """The tests to run against mutant ``m``, fastest first: those that execute its line;
+    ``None`` where only whole files will do (see the module docstring); ``[]`` where no
+    test executes the line."""
+    source = open(os.path.join(base, m.path)).read()
+    tree = ast.parse(source)
+    by_line = cmap["lines"].get(m.path, {})
+    stmt, parent, start, end = _statement(tree, m.line)
+    ctxs = _contexts(by_line, start, end)
+    tested = {c for c in ctxs if c}
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        # a default argument or decorator: what runs the body depends on it
+        last = stmt.end_lineno or stmt.lineno
+        tested = {c for c in _contexts(by_line, stmt.body[0].lineno, last) if c}
+    elif "" in ctxs and not isinstance(parent, ast.Module):
+        return None  # run at import by a table-building call as well as by tests
+    elif not tested and "" in ctxs:
+        # a module constant: the tests that execute a line reading it
+        names = {
+            t.id
+            for node in ast.walk(stmt)
+            if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            if isinstance(t, ast.Name)
+        }
+        if not names:
+            return None
+        for other in TARGETS:
+            if other != m.path and any(n in open(os.path.join(base, other)).read() for n in names):
+                return None
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and node.id in names and isinstance(node.ctx, ast.Load):
+                _, _, a, b = _statement(tree, node.lineno)
+                more = _contexts(by_line, a, b)
+                if "" in more and not (more - {""}):
+                    return None  # read by another import-time statement
+                tested |= {c for c in more if c}
+    users = set()
+    for c in tested:
+        if c.startswith("fixture:"):
+            name = c.split(":", 1)[1]
+            users |= {t for t, fx in cmap["fixtures"].items() if name in fx}
+        else:
+            users.add(c)
+    durations = cmap["durations"]
+    return sorted(users, key=lambda t: (durations.get(t, 0.0), t))
+
+
+def run_mutant(
+    m: Mutant, snapshot: str, timeout: float, tests: list[str] | None = None
+) -> tuple[Mutant, str, float]:
     """``"killed"``, ``"survived"`` or ``"timeout"`` (counted as killed: the mutant broke
     something badly enough to hang), and the seconds it took. The mutant is made from
     ``snapshot``, a copy of the package taken when the run started."""
     start = time.time()
+    if tests is not None and not tests:
+        return m, "uncovered", 0.0
     with tempfile.TemporaryDirectory(prefix="mutant-") as tmp:
         shutil.copytree(os.path.join(snapshot, "jaxrelu"), os.path.join(tmp, "jaxrelu"))
         _apply(tmp, m)
@@ -173,7 +357,7 @@ def run_mutant(m: Mutant, snapshot: str, timeout: float) -> tuple[Mutant, str, f
             "addopts=",
             "-W",
             "ignore",
-            *[os.path.join(ROOT, t) for t in TARGETS[m.path]],
+            *(tests if tests is not None else [os.path.join(ROOT, t) for t in TARGETS[m.path]]),
         ]
         cmd = [sys.executable, "-c", _BOOT.format(root=tmp, args=args)]
         env = dict(os.environ, JAX_PLATFORMS="cpu", MPLBACKEND="Agg")
@@ -184,8 +368,9 @@ def run_mutant(m: Mutant, snapshot: str, timeout: float) -> tuple[Mutant, str, f
         except subprocess.TimeoutExpired:
             return m, "timeout", time.time() - start
     outcome = "survived" if p.returncode == 0 else "killed"
-    if p.returncode not in (0, 1):  # an import or collection error is a kill too
-        outcome = "killed"
+    if tests is not None and p.returncode in (4, 5):
+        outcome = "error"  # a selected test was not found: not a kill (see the output)
+        print(p.stdout[-2000:], p.stderr[-2000:], flush=True)
     return m, outcome, time.time() - start
 
 
@@ -202,7 +387,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--list", action="store_true", help="print the mutants and stop")
     ap.add_argument("--json", help="write the outcomes here")
+    ap.add_argument("--build-map", action="store_true", help="map lines to tests, then stop")
+    ap.add_argument("--map", action="store_true", help="run each mutant against its tests only")
+    ap.add_argument("--resume", metavar="FILE", help="JSON-lines log: keep its outcomes, add to it")
     args = ap.parse_args(argv)
+    if args.build_map:
+        build_map(args.jobs)
+        return 0
+    cmap = None
+    if args.map:
+        if not os.path.exists(MAP_FILE):
+            raise SystemExit(f"no {MAP_FILE}: run `python tests/mutate.py --build-map` first")
+        cmap = json.load(open(MAP_FILE))
+        if cmap["digest"] != _digest():
+            raise SystemExit("the sources changed since the map was built: run --build-map")
     snapshot = tempfile.mkdtemp(prefix="mutation-snapshot-")
     shutil.copytree(os.path.join(ROOT, "jaxrelu"), os.path.join(snapshot, "jaxrelu"))
     pool = [m for path in (args.only or sorted(TARGETS)) for m in mutants_of(path, snapshot)]
@@ -214,19 +412,37 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(map(str, pool)))
         print(f"{len(pool)} mutants")
         return 0
+    results: list[tuple[Mutant, str, float]] = []
+    if args.resume and os.path.exists(args.resume):
+        done = {}
+        for row in open(args.resume):
+            if row.strip():
+                rec = json.loads(row)
+                done[rec["mutant"]] = (rec["outcome"], rec["seconds"])
+        results = [(m, *done[str(m)]) for m in pool if str(m) in done]
+        pool = [m for m in pool if str(m) not in done]
+        print(f"{len(results)} outcomes kept from {args.resume}", flush=True)
+    selected = {m: tests_for(m, cmap, snapshot) if cmap else None for m in pool}
     print(f"{len(pool)} mutants, {args.jobs} at a time", flush=True)
-    results = []
+    log = open(args.resume, "a") if args.resume else None
     with ThreadPoolExecutor(args.jobs) as ex:
-        for m, outcome, secs in ex.map(lambda m: run_mutant(m, snapshot, args.timeout), pool):
+        jobs = ex.map(lambda m: run_mutant(m, snapshot, args.timeout, selected[m]), pool)
+        for m, outcome, secs in jobs:
             results.append((m, outcome, secs))
-            print(f"{outcome:8s} {secs:6.1f}s  {m}", flush=True)
+            n = selected[m]
+            which = "files" if n is None else f"{len(n)} tests"
+            print(f"{outcome:9s} {secs:6.1f}s  {m}  ({which})", flush=True)
+            if log is not None:
+                log.write(json.dumps({"mutant": str(m), "outcome": outcome, "seconds": secs}))
+                log.write("\n")
+                log.flush()
     shutil.rmtree(snapshot, ignore_errors=True)
-    killed = sum(o != "survived" for _, o, _ in results)
+    killed = sum(o in ("killed", "timeout") for _, o, _ in results)
     score = killed / max(len(results), 1)
     print(f"\nmutation score: {killed}/{len(results)} = {score:.1%}")
     for m, o, _ in results:
-        if o == "survived":
-            print(f"  survived: {m}")
+        if o not in ("killed", "timeout"):
+            print(f"  {o}: {m}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(

@@ -9,7 +9,10 @@ derived by hand (each next to its derivation), not from jaxrelu's output.
   default method searches in a loop;
 * the checker on a switch whose effect the rounding of ``f`` hides (``1e6 + relu(x)`` in
   float32: every small step rounds the kink away);
-* ``x == c`` guards (``sin(x) / x``), ``jnp.stack``/``jnp.tile``, ``copysign``/``signbit``.
+* ``x == c`` guards (``sin(x) / x``), ``jnp.stack``/``jnp.tile``, ``copysign``/``signbit``;
+* spectral functions (largest eigenvalue, spectral norm), smooth except where two eigen-
+  or singular values coincide;
+* smooth points a small distance from a kink, where the larger steps cross it.
 """
 
 import jax
@@ -328,3 +331,94 @@ def test_a_zero_one_sided_slope_is_reported_as_0_not_minus_0():
     minus = float(np.asarray(r.slope_minus).ravel()[0])
     assert minus == 0.0 and not np.signbit(minus)
     assert "-0 " not in r.reason and "−0" not in r.reason
+
+
+# ------------------------------------------------------------ eigh and svd
+
+
+def _lam_max(v):
+    # the largest eigenvalue of diag(v) is max(v): smooth where v0 != v1
+    return jnp.linalg.eigvalsh(jnp.diag(v))[-1]
+
+
+def test_repeated_eigenvalue_is_a_tied_site_and_not_certified():
+    sites = jr.find_kinks(_lam_max, jnp.array([1.0, 1.0]))
+    assert [(s.primitive, s.kind, s.ties) for s in sites] == [("eigh", "kink", 1)]
+    _, cert = jr.certified_grad(_lam_max)(jnp.array([1.0, 1.0]))
+    assert not cert.certified and "eigh has no lexicographic rule" in cert.reason
+    # distinct eigenvalues: differentiable, gradient of max(v) is e_1 (the larger one)
+    g, cert = jr.certified_grad(_lam_max)(jnp.array([1.0, 2.0]))
+    assert cert.certified and cert.method == "ad"
+    np.testing.assert_array_equal(np.asarray(g), [0.0, 1.0])
+    assert jr.find_kinks(_lam_max, jnp.array([1.0, 2.0]))[0].ties == 0
+
+
+@pytest.mark.parametrize(
+    "x0, d, radius",
+    [
+        ([1.0, 1.5], [1.0, 0.0], 0.5),  # 1 + t meets 1.5
+        ([1.0, 1.5], [0.0, -1.0], 0.5),  # 1.5 - t meets 1
+        ([1.0, 1.5], [1.0, -1.0], 0.25),  # 1 + t meets 1.5 - t
+        ([1.0, 1.5], [-1.0, 1.0], np.inf),  # they move apart
+    ],
+)
+def test_eigenvalue_gap_radius(x0, d, radius):
+    got = jr.kink_radius(_lam_max, jnp.array(x0), jnp.array(d))
+    assert got == pytest.approx(radius, rel=1e-12)
+
+
+def test_spectral_norm_sites_and_radius():
+    norm2 = lambda a: jnp.linalg.norm(a, 2)
+    # 1x1: |a|, a kink at 0 (the smallest singular value reaches 0)
+    sites = [s for s in jr.find_kinks(norm2, jnp.array([[0.0]])) if s.primitive == "svd"]
+    assert len(sites) == 1 and sites[0].ties == 1
+    # diag(3, 1) along diag(-1, 0): singular values 3 - t and 1 coincide at t = 2
+    a, d = jnp.array([[3.0, 0.0], [0.0, 1.0]]), jnp.array([[-1.0, 0.0], [0.0, 0.0]])
+    assert jr.kink_radius(norm2, a, d) == pytest.approx(2.0, rel=1e-12)
+    # along diag(0, -2): 1 - 2t reaches 0 at t = 0.5 first
+    d = jnp.array([[0.0, 0.0], [0.0, -2.0]])
+    assert jr.kink_radius(norm2, a, d) == pytest.approx(0.5, rel=1e-12)
+
+
+def test_checker_at_a_repeated_eigenvalue_ignores_jax_tangents():
+    # along (1, -1): f = max(1 + t, 1 - t), slopes +1 and -1. JAX's JVP at the tie is one
+    # eigenvector choice, not a one-sided slope: no exact slope is read from it
+    r = jr.check_linearization(_lam_max, jnp.array([1.0, 1.0]), jnp.array([1.0, -1.0]))
+    assert r.verdict == "kink"
+    assert r.slope_plus == pytest.approx(1.0, abs=1e-6)
+    assert r.slope_minus == pytest.approx(-1.0, abs=1e-6)
+    assert np.isnan(r.exact_slope_plus) and np.isnan(r.exact_slope_minus)
+
+
+# ------------------------------------------------------------ smooth near a kink
+
+
+@pytest.mark.parametrize(
+    "x0, c, dtype, order",
+    [
+        (0.5, 0.51, jnp.float32, 2.0),  # sin'' = -sin(0.5): remainder 0.24 h^2
+        (0.5, 0.5 + 1e-6, jnp.float64, 2.0),
+        (0.0, 1e-6, jnp.float64, 3.0),  # sin''(0) = 0: remainder h^3 / 6
+    ],
+)
+def test_smooth_point_a_little_before_a_kink(x0, c, dtype, order):
+    # sin(x) + relu(x - c) is sin(x) on (-inf, c): smooth at x0 < c. Steps beyond c - x0
+    # cross the kink and blur the power law; those below it show the order
+    f = lambda x: jnp.sin(x) + jax.nn.relu(x - c)
+    r = jr.check_linearization(f, jnp.asarray(x0, dtype), jnp.asarray(1.0, dtype))
+    assert r.verdict == "smooth", r.reason
+    assert r.order == pytest.approx(order, abs=0.25)
+    assert f"{c - x0:.3g} away" in r.reason
+
+
+def test_near_a_kink_a_wrong_derivative_is_not_called_smooth():
+    # the same function with AD's slope off by 0.25 below the kink: the remainder there is
+    # 0.25 h (order 1), which must not read as smooth
+    @jax.custom_jvp
+    def bad_sin(x):
+        return jnp.sin(x)
+
+    bad_sin.defjvp(lambda p, t: (jnp.sin(p[0]), (jnp.cos(p[0]) + 0.25) * t[0]))
+    f = lambda x: bad_sin(x) + jax.nn.relu(x - (0.5 + 1e-6))
+    r = jr.check_linearization(f, jnp.asarray(0.5), jnp.asarray(1.0))
+    assert r.verdict != "smooth", r.reason

@@ -7,9 +7,11 @@ compile cache (:mod:`.driver`)."""
 from .core import RULES, SiteMeta, SiteStats
 from .driver import Analysis, analyse, clear_caches, trace
 from .passes import lowest_float
+from .reductions import APPROXIMATE_AT_TIES
 from .rules import SMOOTH
 
 __all__ = [
+    "APPROXIMATE_AT_TIES",
     "RULES",
     "SMOOTH",
     "Analysis",

@@ -1,8 +1,16 @@
 """Rules for the order-based primitives: ``reduce_max``/``reduce_min``, ``argmax``/
 ``argmin``, max/min pooling (``reduce_window_max``/``_min``), ``cummax``/``cummin``,
-``sort`` and ``top_k``. Their lexicographic tangents follow the element that is largest
-(or comes first) in the order of ``(value, tangent column 1, column 2, …)``; their sites
-measure the gap between each element and the extremum (or its neighbour in order)."""
+``sort`` and ``top_k``, and the spectral ones (``eigh``, ``svd``). Their lexicographic
+tangents follow the element that is largest (or comes first) in the order of
+``(value, tangent column 1, column 2, …)``; their sites measure the gap between each
+element and the extremum (or its neighbour in order).
+
+The spectral primitives are smooth where their eigen- or singular values are distinct (and
+nonzero, for ``svd``), and nonsmooth where two coincide (the largest eigenvalue of
+``diag(v)`` is ``max(v)``; the spectral norm of a 1x1 matrix is ``|a|``). Their sites
+measure those gaps; their tangents stay JAX's JVP, which at a repeated value is not the
+one-sided derivative (:data:`APPROXIMATE_AT_TIES`: the checker does not read exact slopes
+there and :func:`jaxrelu.certified_grad` certifies nothing)."""
 
 from __future__ import annotations
 
@@ -26,9 +34,13 @@ from .core import (
     rule,
     switch_stats,
 )
-from .rules import bind, discrete, unknown
+from .rules import bind, discrete, smooth, unknown
 
-__all__: list[str] = []
+__all__ = ["APPROXIMATE_AT_TIES"]
+
+APPROXIMATE_AT_TIES = frozenset({"eigh", "svd"})
+"""Primitives whose tangents at a tie are JAX's JVP (one choice among the directional
+derivatives of the tied values), not the lexicographic derivative."""
 
 
 def lex_pick(interp: Interpreter, x: Any, t: Any, axes: Sequence[int], sign: float) -> Any:
@@ -280,3 +292,40 @@ def top_k(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[
         st = st._replace(size=jnp.int32(xp.size), ties=jnp.sum(adjacent == 0).astype(jnp.int32))
         rec.add(eqn, "top_k", "kink", st)
     return [Val(vals, t), Val(idx, None, lex)]
+
+
+def _spectral_site(interp: Interpreter, eqn: Any, val: Val, rec: Recorder, zero: bool) -> None:
+    """A site over the gaps between adjacent values (in sorted order along the last axis)
+    and, with ``zero`` (singular values), the distance of the smallest to 0."""
+    w = jnp.asarray(val.p).astype(interp.wide)
+    order = jnp.argsort(w, axis=-1)
+    ws = jnp.take_along_axis(w, order, axis=-1)
+    parts = [ws[..., :1]] if zero else []
+    rate = None
+    if val.t is not None and interp.n_ld:
+        ts = jnp.take_along_axis(val.t[0].astype(interp.wide), order, axis=-1)
+        head = [ts[..., :1]] if zero else []
+        rate = jnp.concatenate([*head, jnp.diff(ts, axis=-1)], axis=-1)
+    gaps = jnp.concatenate([*parts, jnp.diff(ws, axis=-1)], axis=-1)
+    if gaps.shape[-1]:
+        rec.add(eqn, eqn.primitive.name, "kink", switch_stats(gaps, rate, interp.wide))
+
+
+@rule("eigh")
+def eigh(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """``eigh`` (outputs: eigenvectors, eigenvalues): a kink where two eigenvalues
+    coincide."""
+    outs = smooth(interp, eqn, ins, rec)
+    if is_float(outs[1].p) and not jnp.iscomplexobj(outs[1].p):
+        _spectral_site(interp, eqn, outs[1], rec, zero=False)
+    return outs
+
+
+@rule("svd")
+def svd(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """``svd`` (outputs: singular values first): a kink where two singular values
+    coincide or the smallest is 0."""
+    outs = smooth(interp, eqn, ins, rec)
+    if is_float(outs[0].p):
+        _spectral_site(interp, eqn, outs[0], rec, zero=True)
+    return outs

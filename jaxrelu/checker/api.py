@@ -22,7 +22,7 @@ import numpy as np
 from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 
 from .. import _util, _validate
-from .._jaxpr import analyse
+from .._jaxpr import APPROXIMATE_AT_TIES, analyse
 from .._jaxpr.driver import compile_cached
 from ..kinks import KinkSite, sites_of
 from . import grid
@@ -40,7 +40,7 @@ from .remainders import (
 )
 from .report import LinearizationReport, ManyReport, NeighbourhoodError
 from .slopes import Slope, one_sided, one_sided_many
-from .verdict import VERDICTS, Evidence, SlopeTests, Verdict, decide
+from .verdict import VERDICTS, Cause, Evidence, SlopeTests, Verdict, decide
 
 __all__ = [
     "assert_linearization",
@@ -103,7 +103,9 @@ def _kinks(problem: Problem, n_pts: int) -> list[_Kinks]:
     for i in range(n_pts):
         plus, minus = res.take(i), res.take(n_pts + i)
         sp, sm = sites_of(plus, True), sites_of(minus, True)
-        known = all(s.kind != "unknown" for s in sp)
+        # a tie of eigh/svd: the tangents there are JAX's choice, not one-sided slopes
+        approx = any(s.ties and s.primitive in APPROXIMATE_AT_TIES for s in (*sp, *sm))
+        known = all(s.kind != "unknown" for s in sp) and not approx
 
         def slope(r: Any, sign: float) -> np.ndarray:
             cols = [
@@ -192,6 +194,14 @@ def _evidence(
     )
     near = min(kinks.radius_plus, kinks.radius_minus)
     below = h < near if math.isfinite(near) else np.ones(len(h), bool)
+    rem_below = None
+    if kinks.known and kinks.tied == 0 and 0 < below.sum() < len(h):
+        off = len(h) - int(below.sum())  # steps decrease: those below are a suffix
+        got = classify_remainders(
+            h[off:], np.where(np.isfinite(r[off:]), r[off:], np.inf), floor[off:],
+            f0_norm + h[off] * slope_norm,
+        )  # fmt: skip
+        rem_below = dataclasses.replace(got, window=tuple(i + off for i in got.window))
     ev = Evidence(
         remainders=rem,
         ad=ad,
@@ -214,6 +224,7 @@ def _evidence(
         # spikes reach a few floors (the floor is read off the tiniest steps); a remainder
         # beyond CLEAN floors contradicts the proof
         flat_below_switch=bool(np.all(r[below] <= CLEAN * floor[below])),
+        below=rem_below,
         eps=eps,
     )
     return ev, keep, note, floor
@@ -273,6 +284,8 @@ def _report(problem, steps, meas, kinks, rtol, out_like, pre=None) -> Linearizat
     order = (
         ev.remainders.order if ev.remainders.pattern.name in ("POWER", "SCATTERED") else math.nan
     )
+    if cause is Cause.ORDER_TWO_BELOW_SWITCH and ev.below is not None:
+        order = ev.below.order
     return LinearizationReport(
         steps=steps,
         remainder_plus=meas.rem[:n] if ev.ad_finite else np.full(n, np.nan),

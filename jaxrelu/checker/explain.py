@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .remainders import RemainderEvidence
 from .verdict import Cause, Evidence
 
 __all__ = ["explain", "fmt_slope"]
@@ -34,8 +35,8 @@ def _shrinks(ev: Evidence, h: np.ndarray) -> str:
     return f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)}"
 
 
-def _span(ev: Evidence, steps: np.ndarray) -> str:
-    w = ev.remainders.window
+def _span(ev: Evidence, steps: np.ndarray, rem: RemainderEvidence | None = None) -> str:
+    w = (rem or ev.remainders).window
     if not w:
         return ""
     return f" over h in [{steps[w[-1]]:.2g}, {steps[w[0]]:.2g}]"
@@ -161,7 +162,19 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
         f"switch is {min(ev.radius_plus, ev.radius_minus):.3g} away (from the jaxpr), too "
         "close for the steps to resolve"
     ),
+    Cause.ORDER_TWO_BELOW_SWITCH: lambda ev, h: _below_switch(ev, h),
 }
+
+
+def _below_switch(ev: Evidence, h: np.ndarray) -> str:
+    below = ev.below
+    assert below is not None  # decide() gives this cause only with it
+    return (
+        f"the nearest switch is {min(ev.radius_plus, ev.radius_minus):.3g} away (from the "
+        "jaxpr; no element sits on one at x0); over the steps below it the remainder "
+        f"shrinks like h^{below.order:.2f}{_span(ev, h, below)}: the derivative is right "
+        "and the linearization holds up to that switch"
+    )
 
 
 def _prec(ev: Evidence) -> str:

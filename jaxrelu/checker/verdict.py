@@ -86,6 +86,7 @@ class Cause(enum.Enum):
     ORDER_ZERO = enum.auto()
     ORDER_OTHER = enum.auto()
     NEAR_SWITCH = enum.auto()
+    ORDER_TWO_BELOW_SWITCH = enum.auto()
 
 
 @dataclasses.dataclass(frozen=True)  # pragma: no mutate (immutability only)
@@ -139,6 +140,9 @@ class Evidence:
         piecewise_linear: the program is piecewise linear in ``x``.
         below_switch: number of grid steps below the nearest switch (both sides).
         flat_below_switch: the remainders at those steps are at the floor.
+        below: the reading of the remainders at those steps alone, where no element is
+            tied and a switch lies inside the grid (None otherwise): the local behaviour
+            at ``x0``, which the larger steps, crossing the switch, cannot show.
         eps: working machine epsilon.
     """
 
@@ -161,6 +165,7 @@ class Evidence:
     piecewise_linear: bool = False  # pragma: no mutate
     below_switch: int = 0  # pragma: no mutate
     flat_below_switch: bool = False  # pragma: no mutate
+    below: RemainderEvidence | None = None  # pragma: no mutate
     eps: float = 2.0**-52  # pragma: no mutate
 
 
@@ -287,5 +292,16 @@ def decide(ev: Evidence) -> tuple[Verdict, Cause]:
         and ev.tied == 0
         and math.isfinite(near)
     ):
-        return Verdict.INCONCLUSIVE, Cause.NEAR_SWITCH
+        verdict, cause = Verdict.INCONCLUSIVE, Cause.NEAR_SWITCH
+    if verdict is Verdict.INCONCLUSIVE and cause in _UNREAD_NEAR_SWITCH:
+        # the steps that cross the nearby switch blur the power law; those below it alone
+        # show the local behaviour (sin(x) + relu(x - 0.51) at 0.5: smooth, order 2)
+        b = ev.below
+        if b is not None and b.pattern is Pattern.POWER and _order_class(b.order) == "two":
+            return Verdict.SMOOTH, Cause.ORDER_TWO_BELOW_SWITCH
     return verdict, cause
+
+
+_UNREAD_NEAR_SWITCH = frozenset(
+    {Cause.SCATTERED, Cause.FEW_STEPS, Cause.ORDER_OTHER, Cause.NEAR_SWITCH}
+)
