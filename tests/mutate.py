@@ -269,11 +269,14 @@ def _statement(tree: ast.Module, line: int) -> tuple[ast.stmt, ast.AST, int, int
     parents = {c: n for n in ast.walk(tree) for c in ast.iter_child_nodes(n)}
     best = None
     for s in ast.walk(tree):
-        if not isinstance(s, ast.stmt) or not (s.lineno <= line <= (s.end_lineno or s.lineno)):
+        if not isinstance(s, ast.stmt):
             continue
         body = getattr(s, "body", None)
         end = (body[0].lineno - 1) if isinstance(body, list) and body else s.end_lineno
-        if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) and s.decorator_list:
+        if (
+            isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and s.decorator_list
+        ):
             start = s.decorator_list[0].lineno
         else:
             start = s.lineno
@@ -297,6 +300,8 @@ def tests_for(m: Mutant, cmap: dict, base: str = ROOT) -> list[str] | None:
     stmt, parent, start, end = _statement(tree, m.line)
     ctxs = _contexts(by_line, start, end)
     tested = {c for c in ctxs if c}
+    if isinstance(stmt, ast.ClassDef):
+        return None  # a class decorator: every use of the class depends on it
     if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
         # a default argument or decorator: what runs the body depends on it
         last = stmt.end_lineno or stmt.lineno
@@ -336,7 +341,7 @@ def tests_for(m: Mutant, cmap: dict, base: str = ROOT) -> list[str] | None:
 
 
 def run_mutant(
-    m: Mutant, snapshot: str, timeout: float, tests: list[str] | None = None
+    m: Mutant, snapshot: str, timeout: float, tests: list[str] | None = None, cache: str = ""
 ) -> tuple[Mutant, str, float]:
     """``"killed"``, ``"survived"`` or ``"timeout"`` (counted as killed: the mutant broke
     something badly enough to hang), and the seconds it took. The mutant is made from
@@ -361,6 +366,10 @@ def run_mutant(
         ]
         cmd = [sys.executable, "-c", _BOOT.format(root=tmp, args=args)]
         env = dict(os.environ, JAX_PLATFORMS="cpu", MPLBACKEND="Agg")
+        if cache:  # compiled programs shared by the mutants (keyed by the program itself)
+            env.update(
+                JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0"
+            )
         try:
             p = subprocess.run(
                 cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
@@ -423,10 +432,11 @@ def main(argv: list[str] | None = None) -> int:
         pool = [m for m in pool if str(m) not in done]
         print(f"{len(results)} outcomes kept from {args.resume}", flush=True)
     selected = {m: tests_for(m, cmap, snapshot) if cmap else None for m in pool}
+    cache = tempfile.mkdtemp(prefix="mutation-jit-cache-")
     print(f"{len(pool)} mutants, {args.jobs} at a time", flush=True)
     log = open(args.resume, "a") if args.resume else None
     with ThreadPoolExecutor(args.jobs) as ex:
-        jobs = ex.map(lambda m: run_mutant(m, snapshot, args.timeout, selected[m]), pool)
+        jobs = ex.map(lambda m: run_mutant(m, snapshot, args.timeout, selected[m], cache), pool)
         for m, outcome, secs in jobs:
             results.append((m, outcome, secs))
             n = selected[m]
@@ -437,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
                 log.write("\n")
                 log.flush()
     shutil.rmtree(snapshot, ignore_errors=True)
+    shutil.rmtree(cache, ignore_errors=True)
     killed = sum(o in ("killed", "timeout") for _, o, _ in results)
     score = killed / max(len(results), 1)
     print(f"\nmutation score: {killed}/{len(results)} = {score:.1%}")
