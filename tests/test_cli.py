@@ -20,7 +20,7 @@ from jaxrelu.study import cli, limits, outputs
 from jaxrelu.study.config import NetworkConfig, OptimConfig, RunConfig
 from jaxrelu.study.experiments import DivergenceConfig, VolumeConfig
 
-COMMANDS = ["reproduce", "volume", "train", "divergence", "audit"]
+COMMANDS = ["reproduce", "volume", "train", "divergence", "collapse", "audit"]
 
 
 def validate(path):
@@ -140,6 +140,11 @@ def test_defaults_come_from_the_config_dataclasses(capsys):
         (["volume", "--json", "/dev/null"], "is a character device"),
         (["volume", "--json", "/tmp"], "/tmp is a directory"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["collapse", "--channels", "4,x"], "--channels: '4,x': 'x' is not an integer"),
+        (["collapse", "--channels", "4,0"], "--channels: '4,0': 0 must be between 1"),
+        (["collapse", "--depths", "0"], "--depths: 0 must be between 1"),
+        (["collapse", "--kink-grads", "inf"], "'inf' is neither a finite number nor"),
+        (["collapse", "--data", "synthetic"], "CNN needs (H, W, C) images"),
     ],
 )
 def test_bad_arguments_are_one_line_before_any_work(argv, needle, capsys):
@@ -233,6 +238,45 @@ def test_train_resnet_lexicographic_float32_accumulation_json(tmp_path, capsys):
     assert doc["config"]["accumulate"] == ["float32"]
     line = next(ln for ln in capsys.readouterr().out.splitlines() if "lexicographic" in ln)
     assert line.split()[:2] == ["resnet", "float16"]
+
+
+def test_collapse_sweep_json_validates_one_row_per_run(tmp_path, capsys):
+    out = tmp_path / "c.json"
+    argv = ["collapse", "--depths", "1", "2", "--channels", "2", "--epochs", "1",
+            "--kink-grads", "0", "1", "--dtypes", "float16", "--json", str(out),
+            "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 0
+    doc = validate(out)
+    rows = doc["results"]
+    # 2 depths x 1 channel set x 2 kink values; a stage of d blocks has 2d convolutions
+    assert [(r["depth"], r["kink_grad"]) for r in rows] == [(1, 0.0), (1, 1.0), (2, 0.0), (2, 1.0)]
+    assert [r["convolutions"] for r in rows] == [3, 3, 5, 5]
+    assert all(r["channels"] == [2] and r["batchnorm"] is False for r in rows)
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:2] == ["precision", "batch"] and len(table) == 3
+
+
+def test_collapse_sweep_table_from_hand_made_rows():
+    from jaxrelu.study.report import collapse_sweep_table
+
+    def row(kink, acc, seed, depth=1, zeros=0.1, live=(1e-4, 3e-4), tg=(0.01, 0.02)):
+        return {"dtype": "float16", "batchnorm": False, "depth": depth, "channels": [4, 8],
+                "convolutions": 1 + 4 * depth, "kink_grad": kink, "test_accuracy": acc,
+                "zero_hit_rate": zeros, "live_tie_rate_by_layer": list(live),
+                "tie_gradient_mean": tg[0], "tie_gradient_max": tg[1],
+                "collapsed": acc is None or acc <= 0.2, "seed": seed}  # fmt: skip
+
+    rows = [row(0.0, 0.5, 0), row(0.0, 0.7, 1), row(1.0, 0.1, 0), row(1.0, None, 1),
+            row(0.0, 0.9, 0, depth=2, tg=(0.0, 0.5)), row(1.0, 0.8, 0, depth=2)]  # fmt: skip
+    lines = collapse_sweep_table(rows, style="text").splitlines()
+    assert len(lines) == 3
+    d1, d2 = lines[1].split(), lines[2].split()
+    # depth 1: means 0.60 (ReLU'(0) = 0) and 0.05 (= 1, a diverged run counts as 0)
+    assert d1[2:5] == ["1", "4,8", "5"] and "0: 0.60, 1: 0.05" in lines[1]
+    assert d1[-2:] == ["0.55", "2/4"]
+    assert d1[5:7] == ["1.0e-01", "2.0e-04"] and d1[7:10] == ["1.0e-02", "/", "2.0e-02"]
+    # depth 2: spread 0.10, no collapse; the largest tie gradient is the max over seeds
+    assert d2[2] == "2" and d2[-2:] == ["0.10", "0/2"] and d2[9] == "5.0e-01"
 
 
 def test_volume_accumulate_and_images_rows(small_npz, tmp_path):

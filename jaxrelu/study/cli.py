@@ -96,6 +96,18 @@ def _kink_value(value: str) -> float | str:
         ) from None
 
 
+def _channel_set(value: str) -> tuple[int, ...]:
+    """A ``--channels`` entry of ``jaxrelu collapse``: stage channels, comma-separated."""
+    from . import limits
+
+    parts = [p.strip() for p in value.split(",")]
+    parse = _int_in(1, limits.MAX_CHANNELS)
+    try:
+        return tuple(parse(p) for p in parts)
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{value!r}: {err} (e.g. 4,8)") from None
+
+
 def _add_accumulate(sp: argparse.ArgumentParser) -> None:
     from .models import ACCUMULATE
 
@@ -340,6 +352,59 @@ def _add_divergence(sub) -> None:
     _add_common(d)
 
 
+def _add_collapse(sub) -> None:
+    from . import limits
+    from .collapse import KINK_GRADS
+    from .collapse import CollapseConfig as C
+    from .ties import LEXICOGRAPHIC
+
+    c = sub.add_parser(
+        "collapse",
+        help="the training collapse of a bias-free residual CNN, over depths and widths",
+        description="Section 4's collapse: the bias-free residual CNN trained with every "
+        "--kink-grads value in lockstep, for each precision, batch norm setting, depth, "
+        "channel set and seed; reports accuracy, exact zeros, live ties and the gradient "
+        "that flows through them, and where the effect of ReLU'(0) starts.",
+        formatter_class=_Formatter,
+    )
+    c.add_argument(
+        "--kink-grads",
+        nargs="+",
+        type=_kink_value,
+        default=list(KINK_GRADS),
+        metavar="VALUE",
+        help=f"values of ReLU'(0) trained in lockstep: numbers, or {LEXICOGRAPHIC!r}",
+    )
+    _add_dtypes(c, [C.dtype])
+    _add_accumulate(c)
+    c.add_argument(
+        "--batchnorm", nargs="+", choices=list(ONOFF), default=["off"], help="batch norm"
+    )
+    c.add_argument(
+        "--depths",
+        nargs="+",
+        type=_int_in(1, limits.MAX_DEPTH),
+        default=[C.depth],
+        help="residual blocks per stage (two convolutions each)",
+    )
+    c.add_argument(
+        "--channels",
+        nargs="+",
+        type=_channel_set,
+        default=[C.channels],
+        metavar="C1,C2,...",
+        help="channel sets: each is the channels of the stages, comma-separated",
+    )
+    c.add_argument(
+        "--seeds", nargs="+", type=_int_in(0, limits.MAX_SEED), default=[C.seed], help="seeds"
+    )
+    c.add_argument("--epochs", type=_int_in(1, limits.MAX_EPOCHS), default=C.epochs, help="epochs")
+    c.add_argument(
+        "--lr", type=_float(positive=True), default=C.learning_rate, help="learning rate"
+    )
+    _add_common(c)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``jaxrelu`` argument parser (every subcommand)."""
     p = _Parser(
@@ -355,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_volume(sub)
     _add_train(sub)
     _add_divergence(sub)
+    _add_collapse(sub)
     a = sub.add_parser(
         "audit",
         help="what JAX's AD returns at kinks (live, on this JAX)",
@@ -560,6 +626,35 @@ def _cmd_divergence(args: argparse.Namespace) -> int:
     return _finish(args, "divergence", table, rows, _config(args), ds, stopped)
 
 
+def _cmd_collapse(args: argparse.Namespace) -> int:
+    from . import report
+    from .collapse import CollapseConfig, collapse
+    from .engine import preflight
+
+    _json_path(args)
+    ds = _load(args)
+    cfgs = [
+        CollapseConfig(
+            dtype=dt, batchnorm=ONOFF[bn], seed=seed, epochs=args.epochs, channels=ch,
+            depth=depth, learning_rate=args.lr, accumulate=acc,
+            kink_grads=tuple(args.kink_grads),
+        )
+        for dt, acc, bn, depth, ch, seed in itertools.product(
+            args.dtypes, args.accumulate, args.batchnorm, args.depths, args.channels, args.seeds
+        )
+    ]  # fmt: skip
+    for c in cfgs:  # every configuration checked against the data before any training
+        preflight(c.train_config(), ds)
+    rows, stopped = _collect(
+        cfgs,
+        lambda c: collapse(data=ds, **dataclasses.asdict(c)),
+        "collapse",
+        not args.no_progress,
+    )
+    table = report.collapse_sweep_table(rows, style="text")
+    return _finish(args, "collapse", table, rows, _config(args), ds, stopped)
+
+
 def _summary(outcome) -> str:
     lines = ["", "jaxrelu reproduce: done. Output files:"]
     lines += [f"  report        {outcome.report}", f"  results       {outcome.results}"]
@@ -623,6 +718,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "volume": _cmd_volume,
     "train": _cmd_train,
     "divergence": _cmd_divergence,
+    "collapse": _cmd_collapse,
     "reproduce": _cmd_reproduce,
     "audit": _cmd_audit,
 }

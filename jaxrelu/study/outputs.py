@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-KINDS = ("volume", "train", "divergence", "audit", "reproduce", "run")
+KINDS = ("volume", "train", "divergence", "collapse", "audit", "reproduce", "run")
 """What a document holds: one CLI command's rows, a reproduce run's results, or one saved
 configuration of a reproduce run (``"run"``)."""
 

@@ -425,6 +425,57 @@ def collapse_table(rows: list[dict[str, Any]], style: str = "markdown") -> str:
     return _table.render(head, body, style=style)
 
 
+def collapse_sweep_table(rows: list[dict[str, Any]], style: str = "markdown") -> str:
+    """One line per network (precision, batch norm, blocks per stage, channels), over
+    seeds: how often exact zeros and live ties occur, how much gradient flows through the
+    ties, and how far apart the ReLU'(0) values end (the spread of their mean final
+    accuracies, and collapsed runs): where the effect starts as the network grows."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        key = (r["dtype"], r["batchnorm"], r["depth"], tuple(r["channels"]))
+        groups.setdefault(key, []).append(r)
+    order = lambda kv: (kv[0][0] != "float32", kv[0][0], kv[0][1], kv[0][2], kv[0][3])
+    head = [
+        "precision",
+        "batch norm",
+        "blocks per stage",
+        "channels",
+        "convolutions",
+        "exact zeros (rate)",
+        "live ties (rate)",
+        "gradient through ties (mean / max)",
+        "final accuracy by ReLU'(0) (mean over seeds)",
+        "spread",
+        "collapsed",
+    ]
+    body = []
+    for (dt, bn, depth, ch), g in sorted(groups.items(), key=order):
+        by_kink: dict[float | str, list[float]] = {}
+        for r in g:
+            acc = r["test_accuracy"]
+            by_kink.setdefault(r["kink_grad"], []).append(0.0 if acc is None else acc)
+        means = {k: float(np.mean(v)) for k, v in by_kink.items()}
+        live = [float(np.mean(r["live_tie_rate_by_layer"] or [0.0])) for r in g]
+        accs = ", ".join(f"{fmt_kink(k)}: {means[k]:.2f}" for k in sorted(means, key=_kink_order))
+        body.append(
+            [
+                dt,
+                "on" if bn else "off",
+                str(depth),
+                ",".join(map(str, ch)),
+                str(g[0]["convolutions"]),
+                f"{np.mean([r['zero_hit_rate'] for r in g]):.1e}",
+                f"{np.mean(live):.1e}",
+                f"{np.mean([r['tie_gradient_mean'] for r in g]):.1e} / "
+                f"{max(r['tie_gradient_max'] for r in g):.1e}",
+                accs,
+                f"{max(means.values()) - min(means.values()):.2f}",
+                f"{sum(r['collapsed'] for r in g)}/{len(g)}",
+            ]
+        )
+    return _table.render(head, body, style=style)
+
+
 def collapse_layer_table(rows: list[dict[str, Any]], style: str = "markdown") -> str:
     """Exact zeros and live ties per activation layer (mean over ReLU'(0) values, seeds
     and steps), one column pair per precision and batch norm setting."""
