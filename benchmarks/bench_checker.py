@@ -58,6 +58,15 @@ def run(quick: bool) -> list[Row]:
     counts = {v: c for v, c in res.counts.items() if c}
     rate = res.counts["inconclusive"] / n
     note = f"{1 / ours:.0f} points/s; verdicts {counts} (inconclusive {100 * rate:.1f}%)"
+    # how close the nearest switch is (along +d or -d) at each inconclusive point: the
+    # verdict may be inconclusive only where it lies below the steps float32 resolves
+    near = [
+        min(float(jr.kink_radius(f, xs[i], ds[i])), float(jr.kink_radius(f, xs[i], -ds[i])))
+        for i, v in enumerate(res.verdict)
+        if v == "inconclusive"
+    ]
+    if near:
+        note += "; nearest switch at those points: " + ", ".join(f"{r:.1e}" for r in near)
     return [
         Row(
             NAME,

@@ -70,12 +70,15 @@ TARGETS = {
     ],
     "jaxrelu/checker/grid.py": ["tests/test_linearization.py", "tests/test_checker_cases.py"],
     "jaxrelu/_jaxpr/rules.py": [
+        "tests/test_index_rules.py",
+        "tests/test_order_rules.py",
         "tests/test_kinks_oracle.py",
         "tests/test_lexicographic.py",
         "tests/test_kinks.py",
         "tests/test_external_kinds.py",
     ],
     "jaxrelu/_jaxpr/reductions.py": [
+        "tests/test_order_rules.py",
         "tests/test_kinks_oracle.py",
         "tests/test_lexicographic.py",
         "tests/test_kinks.py",

@@ -59,7 +59,8 @@ def lex_pick(interp: Interpreter, x: Any, t: Any, axes: Sequence[int], sign: flo
 
             return lax.scan(body, c, cols)[0]
 
-        tied = jnp.any(jnp.sum(cand, axis=tuple(axes)) > 1)
+        # refining a single candidate keeps it: ``>= 1`` would only cost time
+        tied = jnp.any(jnp.sum(cand, axis=tuple(axes)) > 1)  # pragma: no mutate
         cand = lax.cond(tied, refine, lambda c: c, cand)
     return first_true(cand, axes)
 
@@ -78,13 +79,15 @@ def gap_stats(interp, x, t, top, t_top, axes, sign) -> SiteStats:
     margin = jnp.where(ties > 0, 0.0, jnp.min(pos, initial=jnp.inf)).astype(wide)
     radius = jnp.asarray(jnp.inf, wide)
     if t is not None and interp.n_ld:
-        rate = sign * (jnp.expand_dims(t_top[0].astype(wide), tuple(axes)) - t[0].astype(wide))
+        # the first column (kink_radius and the checker pass one; JAX clamps a static
+        # index 1 to 0, so no test can tell t[0] from t[1] here)
+        top0 = t_top[0].astype(wide)  # pragma: no mutate
+        rate = sign * (jnp.expand_dims(top0, tuple(axes)) - t[0].astype(wide))  # pragma: no mutate
         toward = (~is_top) & (rate < 0)
         radius = jnp.min(masked_div(gap, -rate, toward))
     zero = jnp.int32(0)
-    return SiteStats(
-        jnp.int32(x.size), jnp.maximum(ties, 0), margin, radius, jnp.asarray(0.0, wide), zero
-    )
+    evidence = jnp.asarray(0.0, wide)  # pragma: no mutate (read for jump sites only)
+    return SiteStats(jnp.int32(x.size), jnp.maximum(ties, 0), margin, radius, evidence, zero)
 
 
 def _picked(t: Any, pick: Any, axes: Sequence[int]) -> Any:
@@ -144,7 +147,8 @@ def pooling(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
     (out,) = bind(eqn, [x.p])
     tp = None
     if x.t is not None:
-        tp = jax.vmap(lambda c: window_patches(c, eqn.params, 0.0))(x.t)
+        # the padding's tangent is never picked (its value is -inf): any fill would do
+        tp = jax.vmap(lambda c: window_patches(c, eqn.params, 0.0))(x.t)  # pragma: no mutate
     pick = lex_pick(interp, pat, tp, (0,), sign)
     t_out = None if tp is None else _picked(tp, pick, (0,))
     st = gap_stats(interp, pat, tp, jnp.asarray(out), t_out, (0,), sign)
@@ -217,7 +221,10 @@ def _lex_sort(interp, keys: list[Val], payload: list[Any], dim: int, descending:
         sk.append(-base if descending and is_float(base) else base)
         if v.t is not None and is_float(v.p):
             sk += [(-c if descending else c) for c in v.t[: interp.n_ld]]
-    out = lax.sort(tuple(sk) + tuple(payload), dimension=dim, is_stable=True, num_keys=len(sk))
+    # stable: a complete tie (keys and every column equal) keeps the positions' order, as
+    # the unperturbed sort does; XLA's CPU sort keeps it either way (no CPU test can tell)
+    stable = True  # pragma: no mutate
+    out = lax.sort(tuple(sk) + tuple(payload), dimension=dim, is_stable=stable, num_keys=len(sk))
     return list(out[len(sk) :])
 
 
@@ -230,7 +237,8 @@ def sort(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
         return discrete(interp, eqn, ins, rec)
     with_t = [v for v in ins if v.t is not None]
     res = [Val(o) for o in outs]
-    if interp.ncols and (with_t or any(v.lex is not None for v in ins)):
+    # without columns the sorted payload equals the plain sort's: skipping it saves time
+    if interp.ncols and (with_t or any(v.lex is not None for v in ins)):  # pragma: no mutate
         cols = [c for v in with_t for c in v.t]
         moved = _lex_sort(interp, ins[:nk], [jnp.asarray(v.p) for v in ins] + cols, dim, False)
         lexp, rest = moved[: len(ins)], moved[len(ins) :]

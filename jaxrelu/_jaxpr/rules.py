@@ -202,6 +202,19 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
     offsets = np.cumsum([0, *sizes])
     fpos = [i for i, v in enumerate(ins) if is_float(v.p) and v.t is not None and interp.ncols]
 
+    # Where the pieces meet at the switch (stack([x, 2x - 1])[x > 1] at 1) the value read
+    # does not change but its derivative may: the float operands are also read with
+    # distinct markers, and a change of the marker read counts as a change (a constant
+    # table with equal neighbours then reports a switch where nothing changes: harmless).
+    floats = [i for i, v in enumerate(ins) if is_float(v.p)]
+
+    def marked(args: list) -> Any:
+        a = list(args)
+        for i in floats:
+            size = int(np.size(ins[i].p))
+            a[i] = (jnp.arange(size) + 1).reshape(np.shape(ins[i].p)).astype(ins[i].p.dtype)
+        return bind(eqn, a)[0]
+
     def flipped(g: Any) -> tuple:
         args = [v.p for v in ins]
         for k, sw, p, off in zip(ks, sws, ps, offsets):
@@ -209,7 +222,7 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
             across = jnp.broadcast_to(sw.across, p.shape).astype(p.dtype)
             args[k] = jnp.where((jnp.arange(p.size) + off == g).reshape(p.shape), across, p)
         if not fpos:
-            return bind(eqn, args)[0], jnp.zeros(shape, out.dtype)
+            return bind(eqn, args)[0], jnp.zeros(shape, out.dtype), marked(args)
 
         def fn(*xs: Any) -> Any:
             a = list(args)
@@ -217,14 +230,16 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
                 a[i] = x
             return bind(eqn, a)[0]
 
-        return jax.jvp(fn, [ins[i].p for i in fpos], [ins[i].t[0] for i in fpos])
+        there, t_there = jax.jvp(fn, [ins[i].p for i in fpos], [ins[i].t[0] for i in fpos])
+        return there, t_there, marked(args)
 
-    there_all, t_all = jax.vmap(flipped)(jnp.arange(n))
+    there_all, t_all, loc_all = jax.vmap(flipped)(jnp.arange(n))
     expand = (slice(None),) + (None,) * len(shape)
-    changed = there_all != jnp.asarray(out)[None]
+    changed = (there_all != jnp.asarray(out)[None]) | (loc_all != marked([v.p for v in ins])[None])
     d_all = jnp.where(changed, dist[expand], jnp.inf)
     best = jnp.argmin(d_all, axis=0)[None]
-    pick = lambda a: jnp.take_along_axis(a, best, axis=0)[0]
+    # (the taken axis has length 1; JAX clamps a static index 1 to 0)
+    pick = lambda a: jnp.take_along_axis(a, best, axis=0)[0]  # pragma: no mutate
     d_out = pick(d_all)
     moved = jnp.any(changed.reshape(n, -1), axis=1)
     lex = jnp.concatenate(
@@ -233,7 +248,9 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
     leaving = jnp.sum(moved & (lex != jnp.concatenate([jnp.ravel(p) for p in ps])))
     st = switch_stats(d_out, None, wide, leaving=leaving)
     if all(sw is not None and sw.rate is not None for sw in sws):
-        rate = pick(jnp.where(changed, field("rate", 0.0)[expand], 0.0))
+        # the fills are never read: every rate is known here, and an element no flip
+        # changes has an infinite distance
+        rate = pick(jnp.where(changed, field("rate", 0.0)[expand], 0.0))  # pragma: no mutate
         # every index element's first crossing along the direction, whether or not its
         # nearest flip changes the result (clipped indices: the nearest crossing may be
         # clipped away while a later one is not): a radius never beyond the truth
@@ -258,7 +275,8 @@ def unknown(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
         size = sum(int(np.size(o)) for o in outs)
         nan = jnp.asarray(jnp.nan, interp.wide)
         inf = jnp.asarray(jnp.inf, interp.wide)
-        st = SiteStats(jnp.int32(size), jnp.int32(0), nan, inf, nan, jnp.int32(0))
+        none = jnp.int32(0)  # pragma: no mutate (``leaving`` is read for jumps only)
+        st = SiteStats(jnp.int32(size), jnp.int32(0), nan, inf, nan, none)
         rec.add(eqn, eqn.primitive.name, "unknown", st)
     try:
         ts = jvp_columns(interp, eqn, ins)

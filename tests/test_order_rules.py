@@ -1,0 +1,169 @@
+"""The order-based rules (``reduce_max``/``min``, ``argmax``, pooling, ``cummax``/``cummin``
+forward and reversed, ``sort``, ``top_k``) against values derived independently:
+
+* switch distances (``kink_radius``) worked out by hand from where two elements meet along
+  ``x0 + t d``, and checked by brute force on a fine grid of ``t``;
+* LD-derivatives at planted ties from the definition: the winner of a ``max`` is the
+  element whose row ``(value, tangent along m_1, along m_2, ...)`` is lexicographically
+  largest (first position on a complete tie), a plain NumPy oracle;
+* constants with ties inside a differentiated program (the rule must not touch their
+  missing tangents).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import jaxrelu as jr
+
+
+def lex_winner(values, tangents, largest=True):
+    """Index of the lexicographically largest (smallest) row of [values | tangents]; the
+    first one on a complete tie."""
+    rows = np.column_stack([values, tangents])
+    if not largest:
+        rows = -rows
+    best = 0
+    for i in range(1, len(rows)):
+        for a, b in zip(rows[i], rows[best]):
+            if a != b:
+                if a > b:
+                    best = i
+                break
+    return best
+
+
+def brute_radius(f, x0, d, t_max=4.0, n=40001):
+    """The first t on a grid where the *structure* of f changes: f along x0 + t d stops
+    being affine (second difference not zero) -- exact for these piecewise-linear f."""
+    ts = jnp.linspace(0.0, t_max, n)
+    along = jax.jit(jax.vmap(lambda t: jnp.ravel(f(jnp.asarray(x0) + t * jnp.asarray(d)))))
+    ys, ts = np.asarray(along(ts)), np.asarray(ts)
+    second = np.abs(ys[2:] - 2 * ys[1:-1] + ys[:-2]).max(axis=1)
+    bad = np.flatnonzero(second > 1e-9)
+    return np.inf if len(bad) == 0 else ts[bad[0] + 1]
+
+
+# ---------------------------------------------------------------- radii of reductions
+
+RADIUS_CASES = [
+    # (name, f, x0, d, radius by hand)
+    ("max, x0 rises to x1", lambda x: jnp.max(x), [1.0, 2.0, 0.0], [1.0, 0.0, 0.0], 1.0),
+    ("max, x1 falls to x0", lambda x: jnp.max(x), [1.0, 2.0, 0.0], [0.0, -1.0, 0.0], 1.0),
+    ("max, x2 rises at 3", lambda x: jnp.max(x), [1.0, 2.0, 0.0], [0.0, 0.0, 3.0], 2 / 3),
+    ("min, x1 falls at 5", lambda x: jnp.min(x), [1.0, 2.0, 0.0], [0.0, -4.0, 1.0], 0.4),
+    ("argmax as a gather", lambda x: x[jnp.argmax(x)] * 2.0, [1.0, 2.0, 0.0], [0.5, 0, 0], 2.0),
+    ("cummax, x0 reaches x1", lambda x: lax.cummax(x), [1.0, 3.0, 2.0], [1.0, 0.0, 0.0], 2.0),
+    ("cummax, x1 falls to x2", lambda x: lax.cummax(x), [1.0, 3.0, 2.0], [0.0, -1.0, 0.0], 1.0),
+    ("cummax reversed, x0 up", lambda x: lax.cummax(x, reverse=True), [1.0, 3.0, 2.0],
+     [1.0, 0.0, 0.0], 2.0),
+    ("cummax reversed, x2 up", lambda x: lax.cummax(x, reverse=True), [1.0, 3.0, 2.0],
+     [0.0, 0.0, 1.0], 1.0),
+    ("cummin, x2 falls to x0", lambda x: lax.cummin(x), [1.0, 3.0, 2.0], [0.0, 0.0, -2.0], 0.5),
+    ("cummin reversed, x0 up", lambda x: lax.cummin(x, reverse=True), [1.0, 3.0, 2.0],
+     [4.0, 0.0, 0.0], 0.25),
+    ("sort, x0 meets x2", lambda x: jnp.sort(x), [1.0, 3.0, 2.0], [1.0, 0.0, 0.0], 1.0),
+    ("sort, x2 falls to x0", lambda x: jnp.sort(x), [1.0, 3.0, 2.0], [0.0, 0.0, -2.0], 0.5),
+    ("top_k 2 of 4, outsider enters", lambda x: lax.top_k(x, 2)[0], [4.0, 1.0, 3.0, 0.0],
+     [0.0, 1.0, 0.0, 0.0], 2.0),
+    ("top_k 2 of 4, order inside", lambda x: lax.top_k(x, 2)[0], [4.0, 1.0, 3.0, 0.0],
+     [0.0, 0.0, 4.0, 0.0], 0.25),
+    ("max pooling", lambda x: lax.reduce_window(x, -jnp.inf, lax.max, (2,), (1,), "VALID"),
+     [1.0, 3.0, 2.0, 0.0], [0.0, 0.0, 1.0, 0.5], 1.0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, f, x0, d, radius", RADIUS_CASES, ids=[c[0] for c in RADIUS_CASES])
+def test_radius_of_order_primitives(name, f, x0, d, radius):
+    got = jr.kink_radius(f, jnp.array(x0), jnp.array(d))
+    assert got == pytest.approx(radius, rel=1e-12), name
+    # the brute-force first change of slope (grid step 1e-4) agrees
+    assert brute_radius(f, x0, d) == pytest.approx(radius, abs=2e-4)
+
+
+def test_moving_apart_never_switches():
+    # x1 is the max and moves away from every other element
+    assert jr.kink_radius(jnp.max, jnp.array([1.0, 2.0, 0.0]), jnp.array([0.0, 1.0, 0.0])) == (
+        np.inf
+    )
+    assert jr.kink_radius(jnp.sort, jnp.array([1.0, 2.0]), jnp.array([-1.0, 1.0])) == np.inf
+
+
+# ---------------------------------------------------------------- LD at planted ties
+
+M_CASES = [
+    np.array([[1.0, 0.0], [1.0, 1.0]]),  # tied along m_1, x1 wins along m_2
+    np.array([[1.0, 1.0], [1.0, 0.0]]),  # tied along m_1, x0 wins along m_2
+    np.array([[1.0, 0.0], [2.0, -5.0]]),  # x1 wins along m_1
+    np.array([[1.0, 3.0], [1.0, 3.0]]),  # complete tie: the first
+]
+
+
+@pytest.mark.parametrize("largest", [True, False], ids=["max", "min"])
+@pytest.mark.parametrize("m", M_CASES, ids=range(len(M_CASES)))
+def test_extremum_ld_follows_the_lexicographic_winner(m, largest):
+    x = jnp.zeros(2)
+    reduce = jnp.max if largest else jnp.min
+    _, ld = jr.ld_jvp(reduce, x, jnp.asarray(m))
+    w = lex_winner(np.zeros(2), m, largest)
+    np.testing.assert_array_equal(np.asarray(ld), m[w])
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reversed"])
+@pytest.mark.parametrize("largest", [True, False], ids=["cummax", "cummin"])
+@pytest.mark.parametrize("seed", range(4))
+def test_cumulative_ld_at_planted_ties(seed, largest, reverse):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 2, 5).astype(float)  # many ties
+    m = rng.integers(-2, 3, (5, 3)).astype(float)
+    op = lax.cummax if largest else lax.cummin
+    _, ld = jr.ld_jvp(lambda v: op(v, reverse=reverse), jnp.asarray(x), jnp.asarray(m))
+    for j in range(5):
+        idx = np.arange(j, 5) if reverse else np.arange(j + 1)
+        w = idx[lex_winner(x[idx], m[idx], largest)]
+        np.testing.assert_array_equal(np.asarray(ld)[j], m[w], err_msg=f"position {j}")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sort_and_top_k_ld_at_planted_ties(seed):
+    rng = np.random.default_rng(10 + seed)
+    x = rng.integers(0, 2, 4).astype(float)
+    m = rng.integers(-2, 3, (4, 2)).astype(float)
+    rows = np.column_stack([x, m])
+    # ascending sort of the rows (value, m_1, m_2), stable: the perturbed order
+    order = sorted(range(4), key=lambda i: (*rows[i],))
+    _, ld = jr.ld_jvp(jnp.sort, jnp.asarray(x), jnp.asarray(m))
+    np.testing.assert_array_equal(np.asarray(ld), m[order])
+    # top 2: the two largest rows, largest first (the first position on a complete tie)
+    desc = sorted(range(4), key=lambda i: tuple(-v for v in rows[i]))
+    _, ld = jr.ld_jvp(lambda v: lax.top_k(v, 2)[0], jnp.asarray(x), jnp.asarray(m))
+    np.testing.assert_array_equal(np.asarray(ld), m[desc[:2]])
+
+
+def test_pooling_ld_at_a_tie_inside_a_window():
+    # windows (x0, x1) and (x1, x2), all 0: along m_1 = (1, 1, 0) the first window ties and
+    # m_2 = (0, 1, 0) picks x1; the second window: x1 (slope 1) beats x2 (0) at once
+    pool = lambda v: lax.reduce_window(v, -jnp.inf, lax.max, (2,), (1,), "VALID")
+    m = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    _, ld = jr.ld_jvp(pool, jnp.zeros(3), jnp.asarray(m))
+    np.testing.assert_array_equal(np.asarray(ld), [[1.0, 1.0], [1.0, 1.0]])
+
+
+# ---------------------------------------------------------------- constants with ties
+
+
+def test_constants_with_ties_inside_a_differentiated_program():
+    c = jnp.array([1.0, 1.0, 0.0])  # a tied maximum and minimum, no tangent
+
+    def f(x):
+        return x * jnp.max(c) + jnp.min(c[:2]) + x * lax.cummax(c)[-1]
+
+    assert float(jr.ld_grad(f)(2.0)) == 2.0
+    assert jr.kink_radius(f, jnp.asarray(2.0), jnp.asarray(1.0)) == np.inf
+    # a constant sort key orders a payload that has tangents: x reversed
+    g = lambda x: lax.sort((jnp.array([2.0, 1.0]), x), num_keys=1)[1]
+    np.testing.assert_array_equal(np.asarray(jr.ld_jacobian(g, jnp.array([5.0, 7.0]))),
+                                  [[0.0, 1.0], [1.0, 0.0]])  # fmt: skip
+    assert jr.kink_radius(g, jnp.array([5.0, 7.0]), jnp.array([1.0, 0.0])) == np.inf
