@@ -70,6 +70,7 @@ TARGETS = {
     ],
     "jaxrelu/checker/grid.py": ["tests/test_linearization.py", "tests/test_checker_cases.py"],
     "jaxrelu/_jaxpr/rules.py": [
+        "tests/test_compare_rules.py",
         "tests/test_index_rules.py",
         "tests/test_order_rules.py",
         "tests/test_kinks_oracle.py",
