@@ -93,3 +93,64 @@ def test_a_plateau_test_is_a_select_site_with_its_radius():
     assert kinds.get("select_n") == "jump"
     assert jr.kink_radius(f, jnp.asarray(2.5), jnp.asarray(1.0)) == 0.5
     assert jr.kink_radius(f, jnp.asarray(2.25), jnp.asarray(-1.0)) == 0.25
+
+
+# ------------------------------------------------------------ clip at its bounds
+
+
+@pytest.mark.parametrize("x0", [0.0, 1.0], ids=["at lo", "at hi"])
+@pytest.mark.parametrize("a", [-1.0, 1.0], ids=["down", "up"])
+def test_clip_at_a_bound(x0, a):
+    f = lambda x: jnp.clip(x[0], 0.0, 1.0) + 0.0 * x[1]
+    x, d = [x0, 0.0], [a, 0.0]
+    want = forward_difference(f, x, d)  # 0 leaving the range, a entering it
+    assert float(jr.directional_derivative(f, jnp.asarray(x), jnp.asarray(d))) == want
+
+
+# ------------------------------------------------------------ |z| of a complex value at 0
+
+
+def test_complex_abs_at_zero_reads_the_first_direction_that_moves_it():
+    f = lambda x: jnp.abs(x[0] + 1j * x[1]) + x[2]
+    # columns (0, 0, 1) then (3, 4, 0): the first leaves |z| at 0 (slope 1 from x[2]), the
+    # second gives |(3, 4)| = 5
+    m = jnp.array([[0.0, 3.0], [0.0, 4.0], [1.0, 0.0]])
+    _, ld = jr.ld_jvp(f, jnp.zeros(3), m)
+    np.testing.assert_array_equal(np.asarray(ld), [1.0, 5.0])
+    # no column moves z: |z| contributes exactly 0 (not NaN, not a tiny fill)
+    _, ld = jr.ld_jvp(f, jnp.zeros(3), jnp.array([[0.0, 0.0], [0.0, 0.0], [1.0, 2.0]]))
+    np.testing.assert_array_equal(np.asarray(ld), [1.0, 2.0])
+
+
+# ------------------------------------------------------------ truncation to an integer
+# x.astype(int) truncates toward zero: it jumps at every nonzero integer, not at 0
+# (trunc(-0.5) = trunc(0.5) = 0)
+
+
+@pytest.mark.parametrize(
+    "x0, d, radius",
+    [
+        (0.3, 1.0, 0.7),  # reaches 1
+        (0.3, -1.0, 1.3),  # passes 0 (no jump) and reaches -1
+        (-0.3, 1.0, 1.3),
+        (-0.3, -1.0, 0.7),
+        (0.0, 1.0, 1.0),
+        (0.0, -1.0, 1.0),
+        (1.0, -1.0, 0.0),  # trunc(1 - h) = 0 at once
+        (1.0, 1.0, 1.0),  # reaches 2
+        (2.5, 2.0, 0.25),
+    ],
+)
+def test_truncation_radius(x0, d, radius):
+    f = lambda x: jnp.array([10.0, 20.0, 40.0, 80.0, 160.0, 320.0])[x.astype(int) + 2]
+    assert jr.kink_radius(f, jnp.asarray(x0), jnp.asarray(d)) == pytest.approx(radius, 1e-12)
+
+
+@pytest.mark.parametrize("x0", [-1.0, 0.0, 1.0, 1.5])
+@pytest.mark.parametrize("a", [-1.0, 1.0], ids=["down", "up"])
+def test_truncation_reads_the_piece_the_direction_enters(x0, a):
+    table = jnp.array([10.0, 20.0, 40.0, 80.0, 160.0])
+    f = lambda x: table[x[0].astype(int) + 2] * x[1]  # 0 at x[1] = 0: continuous there
+    x, d = [x0, 0.0], [a, 1.0]
+    want = forward_difference(f, x, d)
+    assert float(jr.directional_derivative(f, jnp.asarray(x), jnp.asarray(d))) == want

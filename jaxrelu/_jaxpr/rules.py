@@ -570,7 +570,7 @@ def jump_evidence(interp, sw: Switch, here, there, t_here, t_there, shape) -> An
         surface = gap - masked_div(dist * dgap, rate, moving, 0.0)  # pragma: no mutate
         ev = jnp.where(dist == 0, ev, jnp.where(moving, jnp.abs(surface), none))
     ev = jnp.where(jnp.isfinite(ev), ev / scale, 0.0)
-    return jnp.max(ev, initial=0.0)
+    return jnp.max(ev, initial=0.0)  # pragma: no mutate (ev >= 0: any tiny initial reads alike)
 
 
 def select_threshold(dtype: Any) -> float:
@@ -677,7 +677,7 @@ def _truncation(interp: Interpreter, eqn: Any, x: Val, out: Any) -> Val:
         time = crossing_time(dist, rate)
     else:
         assert t is not None  # a rate needs a tangent
-        dx = t[0]
+        dx = t[0]  # pragma: no mutate (radius mode carries one column; index 1 clamps to 0)
         target = jnp.where(dx > 0, jnp.floor(xw) + 1, jnp.ceil(xw) - 1)
         target = jnp.where(target == 0, target + jnp.sign(dx), target)  # 0 is no jump
         time = jnp.where(lex != out, 0.0, masked_div(target - xw, dx, dx != 0))
@@ -703,7 +703,9 @@ def lex_choose(interp, a: Any, ta: Any, b: Any, tb: Any, sign: float) -> Any:
     where ``sign · fsign(a - b, ta - tb) >= 0``."""
     m = a.astype(interp.wide) - b.astype(interp.wide)
     s = interp.lex_sign(m, (ta - tb).astype(interp.wide))
-    return jnp.where((sign * s >= 0)[None], ta, tb)
+    # s == 0 only on a complete tie, where ta and tb agree in every lexicographic column:
+    # ``>`` or ``>= 1`` would pick the other, equal, tangent
+    return jnp.where((sign * s >= 0)[None], ta, tb)  # pragma: no mutate
 
 
 @rule("max", "min")
@@ -719,7 +721,7 @@ def maxmin(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list
     if a.t is not None or b.t is not None:
         ta, tb = interp.t_of(a, shape), interp.t_of(b, shape)
         dm = (ta - tb).astype(interp.wide)
-        sign = 1.0 if eqn.primitive.name == "max" else -1.0
+        sign = 1.0 if eqn.primitive.name == "max" else -1.0  # pragma: no mutate (a sign)
         t = lex_choose(interp, ap, ta, bp, tb, sign)
     rec.add(
         eqn, eqn.primitive.name, "kink", switch_stats(jnp.abs(m), interp.rate(m, dm), interp.wide)
@@ -740,8 +742,9 @@ def clamp(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[
     d1 = d2 = None
     if any(v.t is not None for v in ins):
         tl, tx, th = (interp.t_of(v, shape) for v in (lo, x, hi))
-        t1 = lex_choose(interp, xp, tx, lp, tl, 1.0)
-        t = lex_choose(interp, jnp.maximum(xp, lp), t1, hp, th, -1.0)
+        up, down = 1.0, -1.0  # pragma: no mutate (only their signs are read)
+        t1 = lex_choose(interp, xp, tx, lp, tl, up)
+        t = lex_choose(interp, jnp.maximum(xp, lp), t1, hp, th, down)
         d1, d2 = (tx - tl).astype(interp.wide), (tx - th).astype(interp.wide)
     m1 = xp.astype(interp.wide) - lp.astype(interp.wide)
     m2 = xp.astype(interp.wide) - hp.astype(interp.wide)
