@@ -15,6 +15,7 @@ import operator
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 
 import jaxrelu as jr
 
@@ -154,3 +155,27 @@ def test_truncation_reads_the_piece_the_direction_enters(x0, a):
     x, d = [x0, 0.0], [a, 1.0]
     want = forward_difference(f, x, d)
     assert float(jr.directional_derivative(f, jnp.asarray(x), jnp.asarray(d))) == want
+
+
+def test_complex_abs_radius_inside_the_unit_disc():
+    # |z| with z = 0.5 moving to 0 along -1 (real part): the kink at z = 0 is 0.5 away
+    f = lambda x: jnp.abs(x[0] + 1j * x[1])
+    assert jr.kink_radius(f, jnp.array([0.5, 0.0]), jnp.array([-1.0, 0.0])) == 0.5
+    assert jr.kink_radius(f, jnp.array([0.0, 0.25]), jnp.array([0.0, -2.0])) == 0.125
+
+
+def test_truncated_remainder_jumps_at_nonzero_integers_only():
+    # rem(x, 1) = x - trunc(x): continuous at 0, jumps at +-1, +-2, ...
+    f = lambda x: lax.rem(x, 1.0)
+    (site,) = jr.find_kinks(f, jnp.asarray(0.3))
+    assert site.kind == "jump" and site.min_margin == pytest.approx(0.7, rel=1e-12)
+    (site,) = jr.find_kinks(f, jnp.asarray(-1.25))
+    assert site.min_margin == pytest.approx(0.25, rel=1e-12)
+    assert jr.kink_radius(f, jnp.asarray(0.3), jnp.asarray(-1.0)) == pytest.approx(1.3, 1e-12)
+
+
+def test_staircases_of_constants_inside_a_differentiated_program():
+    # floor and round of constants: no tangent, never crossed
+    f = lambda x: x * jnp.floor(jnp.asarray(2.5)) + x * jnp.round(jnp.asarray(0.5))
+    assert jr.kink_radius(f, jnp.asarray(1.0), jnp.asarray(1.0)) == np.inf
+    assert float(jr.ld_grad(f)(1.0)) == 2.0

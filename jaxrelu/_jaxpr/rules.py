@@ -815,7 +815,9 @@ def periodic_stats(
     if with_switch:
         jump = near + offset
         out = fn(jnp.asarray(q).astype(wide))
-        below, above = fn(jump - 0.25), fn(jump + 0.25)
+        # probes inside the two unit-wide pieces beside the jump (any offset below 1 reads
+        # the same pieces)
+        below, above = fn(jump - 0.25), fn(jump + 0.25)  # pragma: no mutate
         sw = Switch(dist, None, jnp.where(below != out, below, above).astype(jnp.asarray(q).dtype))
     if tq is None or interp.n_ld == 0 or x.size == 0:
         return (st, sw) if with_switch else st
