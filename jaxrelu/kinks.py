@@ -3,7 +3,8 @@ how far one can move before any of its nonsmooth operations switches.
 
 A program's nonsmooth operations (``max``, ``min``, ``abs``, ``clamp``, ``sort``,
 ``top_k``, ``reduce_max``, max pooling, ``cummax``, a ``select_n`` or ``cond`` driven by
-float comparisons, ``sign``, ``floor``, ``round``, ``rem``, ``argmax``, ...) each have a
+float comparisons, an index computed from them, ``sign``, ``floor``, ``round``, ``rem``,
+``argmax``, the eigen- and singular values of ``eigh``/``svd``, ...) each have a
 *switching quantity* (ADOL-C's switching variable): ``a - b`` for ``max(a, b)``, ``x`` for
 ``abs(x)``, the gap to the runner-up for ``reduce_max``. The kink is where it is 0.
 :func:`find_kinks` traces the program to a jaxpr and evaluates it with an interpreter
