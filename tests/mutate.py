@@ -68,7 +68,11 @@ TARGETS = {
         "tests/test_checker_cases.py",
         "tests/test_external_kinds.py",
     ],
-    "jaxrelu/checker/grid.py": ["tests/test_linearization.py", "tests/test_checker_cases.py"],
+    "jaxrelu/checker/grid.py": [
+        "tests/test_checker_grid.py",
+        "tests/test_linearization.py",
+        "tests/test_checker_cases.py",
+    ],
     "jaxrelu/_jaxpr/rules.py": [
         "tests/test_compare_rules.py",
         "tests/test_index_rules.py",

@@ -50,12 +50,15 @@ def moving_steps(steps: np.ndarray, x0: Sequence[np.ndarray], d: Sequence[np.nda
         err = 0.0  # pragma: no mutate (a sum of nonnegative terms)
         for x, v in zip(x0, d):
             x = np.asarray(x)
-            moved = (
-                x + (np.asarray(h, np.float64) * np.asarray(v, np.float64)).astype(x.dtype)
-            ).astype(x.dtype)
-            dx = moved.astype(np.float64) - x.astype(np.float64)
-            err += float(np.sum(np.square(dx - h * np.asarray(v, np.float64))))
-        if math.sqrt(err) > DISTORTION * h * d_norm:
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow is a bad step
+                moved = (
+                    x + (np.asarray(h, np.float64) * np.asarray(v, np.float64)).astype(x.dtype)
+                ).astype(x.dtype)
+                dx = moved.astype(np.float64) - x.astype(np.float64)
+                err += float(np.sum(np.square(dx - h * np.asarray(v, np.float64))))
+        # (NaN, an overflow, is bad; equality needs a step of 4/5 or 4/3 of a spacing,
+        # which no float64 step is: ``<`` and ``<=`` read alike)
+        if not math.sqrt(err) <= DISTORTION * h * d_norm:  # pragma: no mutate
             return i
     return len(steps)
 
@@ -74,7 +77,8 @@ def default_steps_many(
     axis), computed for all points and steps at once."""
     n = np.shape(x0[0])[0]
     flat = lambda leaves: np.concatenate(
-        [np.asarray(v, np.float64).reshape(n, -1) for v in leaves], axis=1
+        [np.asarray(v, np.float64).reshape(n, -1) for v in leaves],  # pragma: no mutate
+        axis=1,
     )
     x_norm = np.linalg.norm(flat(x0), axis=1)
     d64 = flat(d)
@@ -84,12 +88,15 @@ def default_steps_many(
     hs = tops[:, None] * 2.0 ** -np.arange(k)[None, :]  # (points, steps)
     err = np.zeros_like(hs)
     for x, v in zip(x0, d):
-        x = np.asarray(x).reshape(n, 1, -1)
-        v64 = np.asarray(v, np.float64).reshape(n, 1, -1)
-        step = (hs[:, :, None] * v64).astype(x.dtype)
-        dx = (x + step).astype(x.dtype).astype(np.float64) - x.astype(np.float64)
-        err += np.sum(np.square(dx - hs[:, :, None] * v64), axis=2)
-    bad = np.sqrt(err) > DISTORTION * hs * d_norm[:, None]
+        # (NumPy reads any negative size as "the rest": -1 and -2 alike)
+        x = np.asarray(x).reshape(n, 1, -1)  # pragma: no mutate
+        v64 = np.asarray(v, np.float64).reshape(n, 1, -1)  # pragma: no mutate
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is a bad step
+            step = (hs[:, :, None] * v64).astype(x.dtype)
+            dx = (x + step).astype(x.dtype).astype(np.float64) - x.astype(np.float64)
+            err += np.sum(np.square(dx - hs[:, :, None] * v64), axis=2)
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.sqrt(err) <= DISTORTION * hs * d_norm[:, None])  # pragma: no mutate (as above)
     first_bad = np.where(bad.any(axis=1), bad.argmax(axis=1), k)
     return [hs[i, : max(int(first_bad[i]), 3)] for i in range(n)]
 
