@@ -46,7 +46,7 @@ from ._jaxpr import Analysis, analyse
 __all__ = ["KinkSite", "count_ties", "find_kinks", "kink_radius", "kink_sites", "summary"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)  # pragma: no mutate (immutability only)
 class KinkSite:
     """One nonsmooth operation of a program, evaluated at a point.
 

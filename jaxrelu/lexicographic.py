@@ -356,7 +356,7 @@ def ld_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable
     return grad_fn
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)  # pragma: no mutate (immutability only)
 class Certificate:
     """How :func:`certified_grad` obtained its gradient.
 

@@ -55,6 +55,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # module -> the tests that cover it, fastest first
 TARGETS = {
     "jaxrelu/checker/remainders.py": [
+        "tests/test_checker_thresholds.py",
         "tests/test_checker_classify.py",
         "tests/test_checker_cases.py",
     ],
@@ -64,6 +65,7 @@ TARGETS = {
         "tests/test_external_kinds.py",
     ],
     "jaxrelu/checker/verdict.py": [
+        "tests/test_checker_thresholds.py",
         "tests/test_checker_classify.py",
         "tests/test_checker_cases.py",
         "tests/test_external_kinds.py",

@@ -60,7 +60,7 @@ class Pattern(enum.Enum):
     FEW = "fewer than 3 informative steps"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)  # pragma: no mutate (immutability only)
 class RemainderEvidence:
     """The reading of a remainder sequence.
 

@@ -18,7 +18,7 @@ import numpy as np
 __all__ = ["Slope", "one_sided", "one_sided_many"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)  # pragma: no mutate (immutability only)
 class Slope:
     """A one-sided slope: ``value`` (flat over outputs), its ``error`` (a bound on the
     Euclidean error) and the step it was read at."""
