@@ -85,3 +85,54 @@ def test_order_fit_from_two_points_on(p):
     h3 = np.array([1.0, 0.5, 0.25])
     assert fit_order(h3, 3.0 * h3**p) == pytest.approx(p, abs=1e-12)
     assert math.isnan(fit_order(h[:1], h[:1]))
+
+
+# ------------------------------------------------ exact boundaries, with dyadic values
+# floor = 4 eps = 2^-50 (mag 1, eps 2^-52): "informative" is strictly above 2 floors
+# (2^-49), "clean" strictly above 8 floors (2^-47); these values are exact in float64.
+
+F = 2.0**-50
+
+
+def test_a_tail_exactly_at_two_floors_is_not_informative():
+    # a constant tail (orders agree: it would be a signal if informative) exactly at 2
+    # floors is not informative: it is noise, and the floor is raised to it
+    r, h = _tail([0.0, 0.0, 0.0])
+    r = np.where(h <= 1e-2 * math.sqrt(EPS), 2 * F, r)
+    floor = roundoff_floor(h, r, np.ones(len(h)), EPS)
+    assert floor[-1] == 2 * F
+    r2 = np.where(h <= 1e-2 * math.sqrt(EPS), 4 * F, r)  # above 2 floors: a signal
+    assert roundoff_floor(h, r2, np.ones(len(h)), EPS)[-1] == F
+
+
+def test_three_tiny_steps_are_enough_to_read_the_noise():
+    r, h = _tail([0.0, 1.0])  # exactly 3 tiny steps, orders spread by 1: noise
+    assert int(np.sum(h <= 1e-2 * math.sqrt(EPS))) == 3
+    assert roundoff_floor(h, r, np.ones(len(h)), EPS)[-1] > F
+
+
+def test_raised_floor_capped_by_the_largest_magnitude():
+    r, h = _tail([0.0, 1.0, -1.0])  # noise of 1e-10 .. 2e-10 at the tiny steps
+    mag = np.geomspace(1.0, 1e-9, len(h))  # |f| + |J d| h shrinks with h
+    floor = roundoff_floor(h, r, mag, EPS)
+    # raised to the noise (2e-10), which is below sqrt(eps) * max(mag) = 1.5e-8
+    assert floor[-1] == pytest.approx(r[-4:].max(), rel=1e-12)
+
+
+def test_clean_means_strictly_above_eight_floors():
+    from jaxrelu.checker import classify_remainders
+
+    h = 2.0 ** -np.arange(10)
+    r = np.concatenate([h[:6] ** 2, np.full(4, 8 * F)])  # the last 4 exactly at 8 floors
+    ev = classify_remainders(h, r, np.full(10, F), 1.0)
+    assert ev.window == (1, 2, 3, 4, 5) and ev.order == pytest.approx(2.0, abs=1e-12)
+
+
+def test_three_clean_steps_at_the_small_end_are_a_window():
+    from jaxrelu.checker import classify_remainders
+
+    h = 2.0 ** -np.arange(10)
+    r = np.concatenate([np.full(7, 4 * F), 2.0 ** -np.arange(30.0, 33.0)])
+    ev = classify_remainders(h, r, np.full(10, F), 1.0)
+    assert ev.window == (7, 8, 9) and ev.order == pytest.approx(1.0, abs=1e-12)
+    assert ev.pattern is Pattern.POWER

