@@ -136,3 +136,15 @@ def test_three_clean_steps_at_the_small_end_are_a_window():
     ev = classify_remainders(h, r, np.full(10, F), 1.0)
     assert ev.window == (7, 8, 9) and ev.order == pytest.approx(1.0, abs=1e-12)
     assert ev.pattern is Pattern.POWER
+
+
+def test_a_tail_no_higher_than_the_floor_raises_nothing():
+    # three tiny steps, remainders exactly at the largest floor among them (mags 1, 1/4,
+    # 1: floors F, F/4, F): quiet, so the smaller floor stays F/4
+    r, h = _tail([0.0, 0.0])
+    tiny = h <= 1e-2 * math.sqrt(EPS)
+    r = np.where(tiny, F, r)
+    mag = np.ones(len(h))
+    mag[np.flatnonzero(tiny)[1]] = 0.25
+    floor = roundoff_floor(h, r, mag, EPS)
+    np.testing.assert_array_equal(floor[tiny], [F, F / 4, F])

@@ -133,10 +133,9 @@ def roundoff_floor_many(
     rt_max = np.max(np.where(tiny, r, -np.inf), axis=1)
     usable = (np.sum(tiny, axis=1) >= 3) & np.all(np.isfinite(r) | ~tiny, axis=1)
     informative = np.all((r > INFORMATIVE * floor) | ~tiny, axis=1)
-    # (a spread of exactly 0.5 needs ratios of sqrt(2): never exact; a tail exactly at the
-    # floor raised to itself changes nothing: ``<`` and ``<=`` read alike in both)
+    # (a spread of exactly 0.5 needs ratios of sqrt(2): ``<`` and ``<=`` read alike)
     signal = informative & (spread <= TAIL_SCATTER)  # pragma: no mutate
-    quiet = rt_max <= np.max(np.where(tiny, floor, -np.inf), axis=1)  # pragma: no mutate
+    quiet = rt_max <= np.max(np.where(tiny, floor, -np.inf), axis=1)
     raise_ = usable & ~signal & ~quiet
     # capped at sqrt(eps) of the largest magnitude seen (|f| + |J d| h at the largest
     # step): |f| near x0 may be far below the values inside f whose rounding is the noise
