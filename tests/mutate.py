@@ -60,6 +60,7 @@ TARGETS = {
         "tests/test_checker_cases.py",
     ],
     "jaxrelu/checker/slopes.py": [
+        "tests/test_checker_thresholds.py",
         "tests/test_checker_classify.py",
         "tests/test_checker_cases.py",
         "tests/test_external_kinds.py",

@@ -148,3 +148,39 @@ def test_a_tail_no_higher_than_the_floor_raises_nothing():
     mag[np.flatnonzero(tiny)[1]] = 0.25
     floor = roundoff_floor(h, r, mag, EPS)
     np.testing.assert_array_equal(floor[tiny], [F, F / 4, F])
+
+
+# ------------------------------------------------ one-sided slopes and their comparison
+
+
+def test_one_sided_slope_error_is_change_plus_rounding_doubled():
+    from jaxrelu.checker.slopes import one_sided
+
+    # f affine with slope 3 along d: the extrapolated slopes 2 d_h - d_2h are all 3 and do
+    # not change; the error is 2 (0 + 6 eps |mag| / h) at the largest step with a change
+    # measured (the third), h = 0.25: 2 * 6 eps / 0.25 = 48 eps
+    h = np.array([1.0, 0.5, 0.25, 0.125])
+    s = one_sided(h, h, (3.0 * h)[:, None], np.ones(4), EPS)
+    assert s.value.tolist() == [3.0] and s.step == 0.25 and s.error == 48 * EPS
+
+
+def test_one_sided_slope_from_two_steps_has_no_error_bound():
+    from jaxrelu.checker.slopes import one_sided
+
+    # two steps: no change of the extrapolated slope can be measured; the smallest step's
+    # difference quotient is returned, with an infinite error
+    h = np.array([0.5, 0.25])
+    s = one_sided(h, h, np.array([[1.5], [0.5]]), np.ones(2), EPS)
+    assert s.value.tolist() == [2.0] and s.error == np.inf and s.step == 0.25
+
+
+def test_slopes_differ_beyond_sixteen_eps_of_their_scale():
+    one = Slope(np.array([1.0]), 0.0, 1e-3)
+    below = Slope(np.array([1.0 - 33 * 2.0**-53]), 0.0, 1e-3)  # 16.5 eps below 1, exact
+    t = SlopeTests.of(np.array([1.0]), one, below, EPS)
+    assert t.tol == 16 * EPS and t.differ
+    near = Slope(np.array([1.0 - 31 * 2.0**-53]), 0.0, 1e-3)  # 15.5 eps: within
+    assert not SlopeTests.of(np.array([1.0]), one, near, EPS).differ
+    # an infinite slope differs from nothing (no finite comparison)
+    inf = Slope(np.array([np.inf]), 0.0, 1e-3)
+    assert not SlopeTests.of(np.array([1.0]), inf, one, EPS).differ
