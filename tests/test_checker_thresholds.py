@@ -184,3 +184,113 @@ def test_slopes_differ_beyond_sixteen_eps_of_their_scale():
     # an infinite slope differs from nothing (no finite comparison)
     inf = Slope(np.array([np.inf]), 0.0, 1e-3)
     assert not SlopeTests.of(np.array([1.0]), inf, one, EPS).differ
+
+
+# ------------------------------------------------ verdict boundaries (exact values)
+
+
+def _ev(pattern=Pattern.POWER, order=1.0, sp=1.0, sm=1.0, ad=1.0, err=0.0, eps=EPS, **kw):
+    rem = RemainderEvidence(pattern, order, (0, 1, 2), (order, order), 0, math.nan,
+                            kw.pop("kappa", math.nan))  # fmt: skip
+    plus = Slope(np.array([sp]), err, 1e-3)
+    minus = Slope(np.array([sm]), err, 1e-3)
+    a = np.array([ad])
+    return Evidence(rem, a, bool(np.isfinite(ad)), plus, minus, SlopeTests.of(a, plus, minus, eps),
+                    eps=eps, **kw)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "order, verdict",
+    [
+        (1.6, Verdict.SMOOTH),  # "two" from 1.6 on
+        (1.3, Verdict.KINK),  # "one" up to 1.3 (the slopes differ: a kink)
+        (0.7, Verdict.KINK),  # "one" from 0.7
+        (0.3, Verdict.DISCONTINUOUS),  # "zero" up to 0.3
+        (0.5, Verdict.INCONCLUSIVE),  # none of them
+    ],
+)
+def test_order_classes_at_their_bounds(order, verdict):
+    assert decide(_ev(order=order, sp=1.0, sm=0.0, ad=0.0))[0] is verdict
+
+
+def test_slope_tolerance_bounds_are_inclusive_where_stated():
+    e = 2.0**-52
+    # gap exactly 16 eps = tol: not "differ", but "agree"
+    one, below = Slope(np.array([1.0]), 0.0, 1), Slope(np.array([1.0 - 32 * 2.0**-53]), 0.0, 1)
+    t = SlopeTests.of(np.array([1.0]), one, below, e)
+    assert t.tol == 16 * e and not t.differ and t.agree
+    # resolution exactly 1/4 (eps 0, errors 1/8 each): still resolved
+    s = Slope(np.array([1.0]), 0.125, 1)
+    t = SlopeTests.of(np.array([1.0]), s, s, 0.0)
+    assert t.resolution == 0.25 and t.agree
+    # AD exactly tol (1/4) from both slopes: not "off"
+    s = Slope(np.array([1.25]), 0.125, 1)
+    t = SlopeTests.of(np.array([1.0]), s, s, 0.0)
+    assert t.tol == 0.25 and not t.ad_off
+    assert SlopeTests.of(np.array([0.75]), s, s, 0.0).ad_off
+    # AD exactly tol outside the hull [0, 1] on either side is still inside
+    lo, hi = Slope(np.array([0.0]), 0.125, 1), Slope(np.array([1.0]), 0.125, 1)
+    assert SlopeTests.of(np.array([-0.25]), lo, hi, 0.0).in_hull
+    assert SlopeTests.of(np.array([1.25]), lo, hi, 0.0).in_hull
+    assert not SlopeTests.of(np.array([1.5]), lo, hi, 0.0).in_hull
+
+
+def test_exact_slopes_need_both_sides():
+    # only one exact slope: unused (no crash); the measured ones cannot resolve this
+    ev = _ev(sp=1.0, sm=1.0, ad=1.0, err=1.0, exact_plus=np.array([1.0]), exact_minus=None)
+    assert decide(ev) == (Verdict.INCONCLUSIVE, Cause.ORDER_ONE_UNRESOLVED)
+
+
+@pytest.mark.parametrize(
+    "sp, consistent",
+    [(1.0 + 32 * EPS, True), (1.0 + 33 * EPS, False)],  # within 16 eps (1 + |1|): 32 eps
+)
+def test_exact_slopes_used_only_when_the_measured_ones_agree_with_them(sp, consistent):
+    # exact slopes 1 and 1, AD 2: when consistent, AD is off the exact slope
+    ev = _ev(sp=sp, sm=1.0, ad=2.0, err=0.0, exact_plus=np.array([1.0]),
+             exact_minus=np.array([1.0]), order=1.0)  # fmt: skip
+    ev = Evidence(**{**ev.__dict__, "tests": SlopeTests(0.5, False, False, False, True, 1.0)})
+    got = decide(ev)
+    if consistent:
+        assert got == (Verdict.WRONG_DERIVATIVE, Cause.AD_OFF_EXACT)
+    else:
+        assert got == (Verdict.INCONCLUSIVE, Cause.ORDER_ONE_UNRESOLVED)
+
+
+def test_ad_exactly_at_the_exact_tolerance_is_not_off():
+    ex = np.array([1.0])
+    unresolved = SlopeTests(0.0, False, False, False, True, 1.0)
+    cases = [(1.0 + 48 * EPS, Verdict.INCONCLUSIVE), (1.0 + 64 * EPS, Verdict.WRONG_DERIVATIVE)]
+    for ad, want in cases:
+        ev = _ev(sp=1.0, sm=1.0, ad=ad, exact_plus=ex, exact_minus=ex)
+        ev = Evidence(**{**ev.__dict__, "tests": unresolved})
+        assert decide(ev)[0] is want, ad
+
+
+def test_ad_not_finite_order_bounds():
+    # order exactly 0.7 is Lipschitz (one): the slopes decide (here they differ)
+    assert decide(_ev(order=0.7, sp=1.0, sm=0.0, ad=np.nan))[0] is Verdict.KINK
+    assert decide(_ev(order=1.0, sp=1.0, sm=0.0, ad=np.nan))[0] is Verdict.KINK
+    assert decide(_ev(order=0.5, sp=1.0, sm=0.0, ad=np.nan)) == (
+        Verdict.INCONCLUSIVE,
+        Cause.AD_NOT_FINITE_NON_LIPSCHITZ,
+    )
+
+
+def test_flat_curvature_bound_is_inclusive():
+    assert decide(_ev(pattern=Pattern.FLAT, order=math.nan, kappa=1e-3))[0] is Verdict.LINEAR
+    assert decide(_ev(pattern=Pattern.FLAT, order=math.nan, kappa=2e-3)) == (
+        Verdict.INCONCLUSIVE,
+        Cause.FLAT_TOO_COARSE,
+    )
+
+
+def test_an_abrupt_rise_away_from_any_tie_stays_inconclusive():
+    rise = RemainderEvidence(Pattern.FLAT_THEN_RISE, 1.0, (0, 1, 2), (1.0, 1.0), 2, 1e-6, 5.0)
+    for tied in (0, 1):
+        ev = _evidence(rise, sites_known=True, tied=tied)
+        got = decide(ev)
+        if tied:  # on a switch: the rise is the behaviour there (slopes agree: AD is fine)
+            assert got[1] is not Cause.RISE_TOO_COARSE
+        else:
+            assert got == (Verdict.INCONCLUSIVE, Cause.RISE_TOO_COARSE)
