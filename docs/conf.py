@@ -37,6 +37,7 @@ exclude_patterns = [
     "_ext",
     "conf.py",
     "reproduce/results.json",
+    "reproduce/collapse-sweep.json",
 ]
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
