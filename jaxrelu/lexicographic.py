@@ -123,7 +123,7 @@ def _directions(directions: Any, n: int, *, square: bool, name: str = "direction
 def _untied(f: Callable, args: tuple) -> Any:
     """The traced program when no nonsmooth site of ``f`` is tied at ``args`` (and every
     primitive is known), else None."""
-    res = analyse(f, args, outputs=False)
+    res = analyse(f, args, outputs=False)  # pragma: no mutate (outputs are not read here)
     if any(int(np.sum(s[1])) for s in res.stats) or any(m.kind == "unknown" for m in res.meta):
         return None
     return traced(f, args)
@@ -203,7 +203,8 @@ def directional_derivative(f: Callable[[Any], Any], x: Any, d: Any) -> Any:
     d = jax.tree.map(lambda u, v: u.astype(v.dtype), d, x)
     blocks = [jnp.asarray(v)[None] for v in jax.tree.leaves(d)]
     _, cols = _run(f, (x,), blocks, 1)
-    return jax.tree.map(lambda c: c[..., 0], cols)
+    # (one column: JAX clamps a static index 1 to 0)
+    return jax.tree.map(lambda c: c[..., 0], cols)  # pragma: no mutate
 
 
 def ld_jvp(f: Callable[[Any], Any], x: Any, directions: Any) -> tuple[Any, Any]:
@@ -283,12 +284,12 @@ def ld_jacobian(f: Callable[[Any], Any], x: Any, directions: Any = None) -> Any:
     _, cols = _run(f, (x,), _blocks(x, m), n)
     if directions is not None:
         minv = np.linalg.inv(m)
-        cols = jax.tree.map(
-            lambda c: jnp.asarray(np.asarray(c, np.float64).reshape(-1, n) @ minv, c.dtype).reshape(
-                c.shape
-            ),
-            cols,
-        )
+
+        def back(c: Any) -> Any:
+            rows = np.asarray(c, np.float64).reshape(-1, n)  # pragma: no mutate (any size < 0)
+            return jnp.asarray(rows @ minv, c.dtype).reshape(c.shape)
+
+        cols = jax.tree.map(back, cols)
     return _unravel_columns(cols, x)
 
 

@@ -93,11 +93,16 @@ TARGETS = {
         "tests/test_external_kinds.py",
     ],
     "jaxrelu/kinks.py": [
+        "tests/test_toolkit_edges.py",
         "tests/test_kinks_oracle.py",
         "tests/test_kinks.py",
         "tests/test_external_kinds.py",
     ],
-    "jaxrelu/lexicographic.py": ["tests/test_lexicographic.py", "tests/test_external_kinds.py"],
+    "jaxrelu/lexicographic.py": [
+        "tests/test_toolkit_edges.py",
+        "tests/test_lexicographic.py",
+        "tests/test_external_kinds.py",
+    ],
 }
 
 _COMPARE = {"<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "!=", "!=": "=="}
