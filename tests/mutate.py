@@ -410,6 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--at", nargs="+", metavar="FILE:LINE", help="only the mutants at these lines (re-check)"
     )
+    ap.add_argument(
+        "--mutants",
+        metavar="FILE",
+        help="only the mutants listed in FILE (one per line, as printed)",
+    )
     ap.add_argument("--list", action="store_true", help="print the mutants and stop")
     ap.add_argument("--json", help="write the outcomes here")
     ap.add_argument("--build-map", action="store_true", help="map lines to tests, then stop")
@@ -431,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     pool = [m for path in (args.only or sorted(TARGETS)) for m in mutants_of(path, snapshot)]
     if args.at:
         pool = [m for m in pool if any(f"{m.path}:{m.line}" == a for a in args.at)]
+    if args.mutants:
+        wanted = {line.strip() for line in open(args.mutants) if line.strip()}
+        pool = [m for m in pool if str(m) in wanted]
     if args.sample is not None:
         pool = random.Random(args.seed).sample(pool, min(args.sample, len(pool)))
     if args.list:

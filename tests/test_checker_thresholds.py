@@ -294,3 +294,16 @@ def test_an_abrupt_rise_away_from_any_tie_stays_inconclusive():
             assert got[1] is not Cause.RISE_TOO_COARSE
         else:
             assert got == (Verdict.INCONCLUSIVE, Cause.RISE_TOO_COARSE)
+
+
+def test_few_informative_steps_then_flat_is_an_abrupt_rise_only_if_h2_overshoots():
+    from jaxrelu.checker import classify_remainders
+
+    # two informative steps, then 8 at half a floor: extrapolating the lowest informative
+    # remainder (40 floors) down one halving as h^2 gives 10 floors > 8: an abrupt rise;
+    # from 24 floors it gives 6 < 8: too few steps to say
+    h = 2.0 ** -np.arange(10)
+    for lowest, pattern in [(40 * F, Pattern.FLAT_THEN_RISE), (24 * F, Pattern.FEW)]:
+        r = np.concatenate([[2 * lowest, lowest], np.full(8, 0.5 * F)])
+        ev = classify_remainders(h, r, np.full(10, F), 1.0)
+        assert ev.pattern is pattern and ev.n_flat == 8

@@ -167,3 +167,45 @@ def test_constants_with_ties_inside_a_differentiated_program():
     np.testing.assert_array_equal(np.asarray(jr.ld_jacobian(g, jnp.array([5.0, 7.0]))),
                                   [[0.0, 1.0], [1.0, 0.0]])  # fmt: skip
     assert jr.kink_radius(g, jnp.array([5.0, 7.0]), jnp.array([1.0, 0.0])) == np.inf
+
+
+def test_spectral_functions_of_constants_inside_a_differentiated_program():
+    # eigenvalues and singular values of constant matrices (tied ones included): no
+    # tangent, never crossed
+    a = jnp.eye(2)
+    f = lambda x: x * jnp.linalg.eigvalsh(a)[-1] + x * jnp.linalg.svd(a, compute_uv=False)[0]
+    assert jr.kink_radius(f, jnp.asarray(1.0), jnp.asarray(1.0)) == np.inf
+    assert float(jr.ld_grad(f)(1.0)) == 2.0
+
+
+@pytest.mark.parametrize("op, want", [(lax.cummax, 1.0), (lax.cummin, 0.0)])
+def test_cumulative_tie_broken_by_a_single_direction(op, want):
+    # x = (0, 0) along d = (0, 1): x1 rises, so the running max follows x1 (slope 1) and
+    # the running min keeps x0 (slope 0) -- one direction, as kink_radius and the checker
+    # carry
+    f = lambda x: op(x)[1]
+    x, d = jnp.zeros(2), jnp.array([0.0, 1.0])
+    assert float(jr.directional_derivative(f, x, d)) == want
+    h = 2.0**-20  # the function itself (piecewise linear, exact)
+    assert float((f(x + h * d) - f(x)) / h) == want
+
+
+def test_top_k_of_rows_radius():
+    # rows (4, 1, 3, 0) and (0, 2, 5, 1), top 2 per row: the first row's outsider 1 reaches
+    # 3 after 2 along +1; the second row's 0 reaches its top-2 boundary 2 after 2
+    x = jnp.array([[4.0, 1.0, 3.0, 0.0], [0.0, 2.0, 5.0, 1.0]])
+    g = lambda v: lax.top_k(v, 2)[0]
+    up1 = jnp.zeros((2, 4)).at[0, 1].set(1.0)
+    up2 = jnp.zeros((2, 4)).at[1, 0].set(1.0)
+    assert jr.kink_radius(g, x, up1) == 2.0
+    assert jr.kink_radius(g, x, up2) == 2.0
+    assert jr.kink_radius(g, x, -up2) == np.inf  # moving away, nothing else moves
+    down = jnp.zeros((2, 4)).at[1, 2].set(-1.0)  # 5 falls to 2 after 3
+    assert jr.kink_radius(g, x, down) == 3.0
+
+
+def test_top_k_of_a_constant_with_ties():
+    c = jnp.array([2.0, 2.0, 1.0])
+    f = lambda x: x * lax.top_k(c, 1)[0][0]
+    assert jr.kink_radius(f, jnp.asarray(1.0), jnp.asarray(1.0)) == np.inf
+    assert float(jr.ld_grad(f)(1.0)) == 2.0

@@ -85,7 +85,7 @@ def gap_stats(interp, x, t, top, t_top, axes, sign) -> SiteStats:
         rate = sign * (jnp.expand_dims(top0, tuple(axes)) - t[0].astype(wide))  # pragma: no mutate
         toward = (~is_top) & (rate < 0)
         radius = jnp.min(masked_div(gap, -rate, toward))
-    zero = jnp.int32(0)
+    zero = jnp.int32(0)  # pragma: no mutate (``leaving`` is read for jumps; argmax sets it)
     evidence = jnp.asarray(0.0, wide)  # pragma: no mutate (read for jump sites only)
     return SiteStats(jnp.int32(x.size), jnp.maximum(ties, 0), margin, radius, evidence, zero)
 
@@ -162,7 +162,7 @@ def _lex_sign_last(interp: Interpreter, m: Any, cols: Any) -> Any:
         return s
     c = cols[..., : interp.n_ld]
     first = jnp.argmax(c != 0, axis=-1)
-    val = jnp.take_along_axis(c, first[..., None], axis=-1)[..., 0]
+    val = jnp.take_along_axis(c, first[..., None], axis=-1)[..., 0]  # pragma: no mutate (length 1)
     return jnp.where(s != 0, s, jnp.sign(val))
 
 
@@ -172,7 +172,7 @@ def cumulative(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> 
     if not is_float(x.p):
         return discrete(interp, eqn, ins, rec)
     axis, reverse = eqn.params["axis"] % np.ndim(x.p), eqn.params["reverse"]
-    sign = 1.0 if eqn.primitive.name == "cummax" else -1.0
+    sign = 1.0 if eqn.primitive.name == "cummax" else -1.0  # pragma: no mutate (a sign)
     (out,) = bind(eqn, [x.p])
     xp, wide = jnp.asarray(x.p), interp.wide
     t_out = None
@@ -200,14 +200,14 @@ def cumulative(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> 
     m = xp.astype(wide) - jnp.asarray(prev).astype(wide)
     rate = None
     if t_out is not None and interp.n_ld:
-        z = jnp.zeros_like(lax.slice_in_dim(t_out[0], 0, 1, axis=axis))
+        # the first column (radius mode carries one: JAX clamps a static index 1 to 0)
+        t0, x0 = t_out[0], x.t[0]  # pragma: no mutate
+        z = jnp.zeros_like(lax.slice_in_dim(t0, 0, 1, axis=axis))
         if reverse:
-            t_prev = jnp.concatenate([lax.slice_in_dim(t_out[0], 1, n, axis=axis), z], axis=axis)
+            t_prev = jnp.concatenate([lax.slice_in_dim(t0, 1, n, axis=axis), z], axis=axis)
         else:
-            t_prev = jnp.concatenate(
-                [z, lax.slice_in_dim(t_out[0], 0, n - 1, axis=axis)], axis=axis
-            )
-        rate = interp.rate(m, (x.t[0] - t_prev)[None])
+            t_prev = jnp.concatenate([z, lax.slice_in_dim(t0, 0, n - 1, axis=axis)], axis=axis)
+        rate = interp.rate(m, (x0 - t_prev)[None])
     rec.add(eqn, eqn.primitive.name, "kink", switch_stats(jnp.abs(m), rate, wide))
     return [Val(out, t_out)]
 
@@ -254,7 +254,8 @@ def sort(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
         m = jnp.diff(key.astype(interp.wide), axis=dim)
         rate = None
         if res[0].t is not None and interp.n_ld:
-            rate = jnp.diff(res[0].t[0].astype(interp.wide), axis=dim)
+            t0 = res[0].t[0]  # pragma: no mutate (the first column; index 1 clamps to 0)
+            rate = jnp.diff(t0.astype(interp.wide), axis=dim)
         st = switch_stats(m, rate, interp.wide)
         rec.add(eqn, "sort", "kink", st._replace(size=jnp.int32(key.size)))
     return res
@@ -269,7 +270,7 @@ def top_k(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[
         return discrete(interp, eqn, ins, rec)
     vals, idx = bind(eqn, [x.p])
     k = eqn.params["k"]
-    axis = eqn.params.get("axis", -1) % np.ndim(x.p)
+    axis = eqn.params.get("axis", -1) % np.ndim(x.p)  # pragma: no mutate (JAX sets axis)
     xp = jnp.moveaxis(jnp.asarray(x.p), axis, -1)
     n = xp.shape[-1]
     iota = jnp.broadcast_to(jnp.arange(n, dtype=idx.dtype), xp.shape)
@@ -311,7 +312,8 @@ def _spectral_site(interp: Interpreter, eqn: Any, val: Val, rec: Recorder, zero:
     parts = [ws[..., :1]] if zero else []
     rate = None
     if val.t is not None and interp.n_ld:
-        ts = jnp.take_along_axis(val.t[0].astype(interp.wide), order, axis=-1)
+        t0 = val.t[0]  # pragma: no mutate (the first column; index 1 clamps to 0)
+        ts = jnp.take_along_axis(t0.astype(interp.wide), order, axis=-1)
         head = [ts[..., :1]] if zero else []
         rate = jnp.concatenate([*head, jnp.diff(ts, axis=-1)], axis=-1)
     gaps = jnp.concatenate([*parts, jnp.diff(ws, axis=-1)], axis=-1)
@@ -324,7 +326,7 @@ def eigh(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
     """``eigh`` (outputs: eigenvectors, eigenvalues): a kink where two eigenvalues
     coincide."""
     outs = smooth(interp, eqn, ins, rec)
-    if is_float(outs[1].p) and not jnp.iscomplexobj(outs[1].p):
+    if is_float(outs[1].p):  # (real, also for complex Hermitian input)
         _spectral_site(interp, eqn, outs[1], rec, zero=False)
     return outs
 

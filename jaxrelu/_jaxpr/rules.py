@@ -188,7 +188,8 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
     if n * max(int(np.prod(shape, dtype=int)), 1) > _INDEX_FLIP_LIMIT:
         nan, inf = jnp.asarray(jnp.nan, wide), jnp.asarray(jnp.inf, wide)
         size = jnp.int32(int(np.prod(shape, dtype=int)))
-        rec.add(eqn, name, "unknown", SiteStats(size, jnp.int32(0), nan, inf, nan, jnp.int32(0)))
+        none = jnp.int32(0)  # pragma: no mutate (``leaving`` is read for jumps only)
+        rec.add(eqn, name, "unknown", SiteStats(size, jnp.int32(0), nan, inf, nan, none))
         return
     field = lambda f, fill: jnp.concatenate(
         [
@@ -212,7 +213,8 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
         a = list(args)
         for i in floats:
             size = int(np.size(ins[i].p))
-            a[i] = (jnp.arange(size) + 1).reshape(np.shape(ins[i].p)).astype(ins[i].p.dtype)
+            marks = jnp.arange(size) + 1  # pragma: no mutate (any distinct nonzero markers)
+            a[i] = marks.reshape(np.shape(ins[i].p)).astype(ins[i].p.dtype)
         return bind(eqn, a)[0]
 
     def flipped(g: Any) -> tuple:
@@ -230,7 +232,8 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
                 a[i] = x
             return bind(eqn, a)[0]
 
-        there, t_there = jax.jvp(fn, [ins[i].p for i in fpos], [ins[i].t[0] for i in fpos])
+        firsts = [ins[i].t[0] for i in fpos]  # pragma: no mutate (first column; 1 clamps to 0)
+        there, t_there = jax.jvp(fn, [ins[i].p for i in fpos], firsts)
         return there, t_there, marked(args)
 
     there_all, t_all, loc_all = jax.vmap(flipped)(jnp.arange(n))
