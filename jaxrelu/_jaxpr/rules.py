@@ -250,7 +250,8 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
     )
     leaving = jnp.sum(moved & (lex != jnp.concatenate([jnp.ravel(p) for p in ps])))
     st = switch_stats(d_out, None, wide, leaving=leaving)
-    if all(sw is not None and sw.rate is not None for sw in sws):
+    # (every sw is set here: only the rates decide; with none, the evidence reads alike)
+    if all(sw is not None and sw.rate is not None for sw in sws):  # pragma: no mutate
         # the fills are never read: every rate is known here, and an element no flip
         # changes has an infinite distance
         rate = pick(jnp.where(changed, field("rate", 0.0)[expand], 0.0))  # pragma: no mutate
@@ -493,7 +494,7 @@ def compare(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
     same = x is y and not isinstance(x, Literal)
     if same or _nonfinite_literal(x) or _nonfinite_literal(y):
         return [Val(out)]
-    if jnp.iscomplexobj(a.p) or jnp.iscomplexobj(b.p):
+    if jnp.iscomplexobj(a.p) or jnp.iscomplexobj(b.p):  # pragma: no mutate (one dtype)
         return [Val(out)]
     shape = np.shape(out)
     m = interp.wide_of(a.p, shape) - interp.wide_of(b.p, shape)
@@ -502,7 +503,8 @@ def compare(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
         t = interp.t_of(a, shape, interp.wide) - interp.t_of(b, shape, interp.wide)
     test = _LEX_TEST[eqn.primitive.name]
     lex = test(interp.lex_sign(m, t)) if interp.n_ld else None
-    if lex is not None and (a.lex is not None or b.lex is not None):
+    # (without operand lex values ml equals m and nothing changes: ``or`` reads alike)
+    if lex is not None and (a.lex is not None or b.lex is not None):  # pragma: no mutate
         # an operand in another piece at the perturbed point (a tied jump upstream)
         ml = interp.wide_of(a.lex if a.lex is not None else a.p, shape) - interp.wide_of(
             b.lex if b.lex is not None else b.p, shape
@@ -525,7 +527,7 @@ def sign_bit(interp: Interpreter, x: Val, out: Any) -> Val:
     lex = None
     if interp.n_ld:
         s = interp.lex_sign(xw, t)
-        lex = jnp.where(s != 0, s < 0, out)
+        lex = jnp.where(s != 0, s < 0, out)  # pragma: no mutate (s is -1 or 1 where read)
         if x.lex is not None:
             lex = jnp.where(x.lex != x.p, jnp.signbit(x.lex), lex)
     rate = interp.rate(xw, t)
