@@ -12,6 +12,7 @@ the side the direction enters.
 
 import operator
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -180,3 +181,32 @@ def test_staircases_of_constants_inside_a_differentiated_program():
     f = lambda x: x * jnp.floor(jnp.asarray(2.5)) + x * jnp.round(jnp.asarray(0.5))
     assert jr.kink_radius(f, jnp.asarray(1.0), jnp.asarray(1.0)) == np.inf
     assert float(jr.ld_grad(f)(1.0)) == 2.0
+
+
+@pytest.mark.parametrize("x0", [0.0, 1.0], ids=["at lo", "at hi"])
+@pytest.mark.parametrize("a", [-1.0, 1.0], ids=["down", "up"])
+def test_lax_clamp_at_a_bound(x0, a):
+    f = lambda x: lax.clamp(0.0, x[0], 1.0) + 0.0 * x[1]
+    x, d = [x0, 0.0], [a, 0.0]
+    want = forward_difference(f, x, d)
+    assert float(jr.directional_derivative(f, jnp.asarray(x), jnp.asarray(d))) == want
+
+
+@pytest.mark.parametrize(
+    "x0, margin", [(0.3, 0.7), (-0.3, 0.7), (0.0, 1.0), (1.25, 0.25), (2.75, 0.25)]
+)
+def test_truncation_margin_is_the_distance_to_the_nearest_nonzero_integer(x0, margin):
+    f = lambda x: jnp.array([10.0, 20.0, 40.0, 80.0, 160.0, 320.0])[x.astype(int) + 2]
+    m = min(s.min_margin for s in jr.find_kinks(f, jnp.asarray(x0)))
+    assert m == pytest.approx(margin, rel=1e-12)
+
+
+def test_stop_gradient_values_that_reach_the_output_keep_their_sites():
+    # a straight-through estimator: round's value reaches the output (its derivative does
+    # not): a site; the max shift of logsumexp cancels in the output: none
+    ste = lambda x: x + lax.stop_gradient(jnp.round(x) - x)
+    assert [s.primitive for s in jr.find_kinks(ste, jnp.asarray(0.3))] == ["round"]
+    lse = lambda x: jax.nn.logsumexp(x)
+    assert jr.find_kinks(lse, jnp.array([1.0, 1.0])) == []
+    # x * stop_gradient(x): derivative x0 (the stopped factor is a constant)
+    assert float(jr.ld_grad(lambda x: x * lax.stop_gradient(x))(3.0)) == 3.0

@@ -663,18 +663,23 @@ def _truncation(interp: Interpreter, eqn: Any, x: Val, out: Any) -> Val:
         across: Any = ~out
     else:
         near = jnp.round(xw)
-        m = xw - jnp.where(near == 0, jnp.where(xw >= 0, 1.0, -1.0), near)  # nearest jump
+        # nearest jump (at 0 exactly both sides are 1 away: ``>`` reads alike)
+        toward = jnp.where(xw >= 0, 1.0, -1.0)  # pragma: no mutate
+        m = xw - jnp.where(near == 0, toward, near)
         side = jnp.where(m == 0, -jnp.sign(xw), -jnp.sign(m))  # the other side of it
         across = jnp.trunc(xw - m + 0.5 * side).astype(out.dtype)
     dist, rate = jnp.abs(m), interp.rate(m, t)
     if rate is None:
         return Val(out, None, None, Switch(dist, None, across, None))
     s = interp.lex_sign(jnp.zeros_like(xw), t)
-    step = jnp.where(s > 0, jnp.inf, -jnp.inf).astype(jnp.asarray(x.p).dtype)
+    # (s == 0 keeps ``out`` below whatever the step: ``>=`` reads alike)
+    step = jnp.where(s > 0, jnp.inf, -jnp.inf).astype(jnp.asarray(x.p).dtype)  # pragma: no mutate
     # the next float along the direction; from 0 a quarter instead (the next float is a
     # subnormal, which XLA on CPU flushes back to 0)
     xp = jnp.asarray(x.p)
-    probe = jnp.where(xp == 0, 0.25 * s.astype(xp.dtype), jnp.nextafter(xp, step))
+    # (from 0 any probe inside (-1, 1) truncates to 0: 0.25 or 0.5 read alike)
+    quarter = 0.25  # pragma: no mutate
+    probe = jnp.where(xp == 0, quarter * s.astype(xp.dtype), jnp.nextafter(xp, step))
     lex = jnp.where(s == 0, out, bind(eqn, [probe])[0])
     if x.lex is not None:  # the operand itself moved to another piece (a tied jump upstream)
         lex = jnp.where(x.lex != x.p, bind(eqn, [x.lex])[0], lex)
@@ -683,7 +688,8 @@ def _truncation(interp: Interpreter, eqn: Any, x: Val, out: Any) -> Val:
     else:
         assert t is not None  # a rate needs a tangent
         dx = t[0]  # pragma: no mutate (radius mode carries one column; index 1 clamps to 0)
-        target = jnp.where(dx > 0, jnp.floor(xw) + 1, jnp.ceil(xw) - 1)
+        # (dx == 0 never crosses, masked below, whichever target it gets)
+        target = jnp.where(dx > 0, jnp.floor(xw) + 1, jnp.ceil(xw) - 1)  # pragma: no mutate
         target = jnp.where(target == 0, target + jnp.sign(dx), target)  # 0 is no jump
         time = jnp.where(lex != out, 0.0, masked_div(target - xw, dx, dx != 0))
     return Val(out, None, lex, Switch(dist, rate, across, time))
