@@ -27,6 +27,12 @@ is used elsewhere. ``--map`` refuses a map built from other sources. ``--resume 
 keeps the outcomes already in ``FILE`` (a JSON-lines log written as mutants finish), so an
 interrupted full run goes on where it stopped.
 
+``--combine LOG@COMMIT ...`` reads the outcome of every mutant of the current code from
+logs of runs made at earlier commits (the latest run of a mutant wins), matching mutants
+by file, line text, column within the stripped line and change: a full run, then re-runs
+of the survivors and of changed lines after tests were added, add up to the score of the
+code as it stands. Mutants it cannot match are listed as ``unmatched`` (run them).
+
 The sample is deterministic (``--seed``), so a CI verdict does not change between runs of
 the same code. Survivors are printed with their file, line and change: each is either a
 missing test or an equivalent mutant (a change that cannot alter behaviour).
@@ -399,6 +405,49 @@ def run_mutant(
     return m, outcome, time.time() - start
 
 
+def _keyed(path: str, base: str) -> dict[str, tuple]:
+    """Each mutant of ``path`` (under ``base``) keyed by its line text, column within the
+    stripped line, change and occurrence (so that moved lines still match)."""
+    lines = open(os.path.join(base, path)).read().splitlines()
+    seen: dict[tuple, int] = {}
+    out = {}
+    for m in mutants_of(path, base):
+        line = lines[m.line - 1]
+        k = (path, line.strip(), m.col - (len(line) - len(line.lstrip())), m.old, m.new)
+        out[str(m)] = (k, seen.get(k, 0))
+        seen[k] = seen.get(k, 0) + 1
+    return out
+
+
+def combine(runs: list[str]) -> dict[str, str]:
+    """Outcome of every mutant of the current sources from ``LOG@COMMIT`` run logs."""
+    known: dict[tuple, str] = {}
+    for spec in runs:
+        log, commit = spec.rsplit("@", 1)
+        outcomes = {}
+        for row in open(log):
+            if row.strip():
+                rec = json.loads(row)
+                outcomes[rec["mutant"]] = rec["outcome"]
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in TARGETS:
+                src = subprocess.run(
+                    ["git", "-C", ROOT, "show", f"{commit}:{path}"],
+                    capture_output=True, text=True, check=True,
+                ).stdout  # fmt: skip
+                os.makedirs(os.path.join(tmp, os.path.dirname(path)), exist_ok=True)
+                with open(os.path.join(tmp, path), "w") as fh:
+                    fh.write(src)
+                for mstr, key in _keyed(path, tmp).items():
+                    if mstr in outcomes:
+                        known[key] = outcomes[mstr]
+    return {
+        mstr: known.get(key, "unmatched")
+        for path in sorted(TARGETS)
+        for mstr, key in _keyed(path, ROOT).items()
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sample", type=int, default=None, help="run this many mutants (fixed sample)")
@@ -420,7 +469,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--build-map", action="store_true", help="map lines to tests, then stop")
     ap.add_argument("--map", action="store_true", help="run each mutant against its tests only")
     ap.add_argument("--resume", metavar="FILE", help="JSON-lines log: keep its outcomes, add to it")
+    ap.add_argument(
+        "--combine", nargs="+", metavar="LOG@COMMIT", help="score the current code from run logs"
+    )
     args = ap.parse_args(argv)
+    if args.combine:
+        got = combine(args.combine)
+        by: dict[str, dict[str, int]] = {}
+        for mstr, o in got.items():
+            c = by.setdefault(mstr.split(":")[0], {})
+            c[o] = c.get(o, 0) + 1
+        for path, c in by.items():
+            k = c.get("killed", 0) + c.get("timeout", 0)
+            print(f"{path}: {k}/{sum(c.values())} = {k / sum(c.values()):.1%} {c}")
+        killed = sum(o in ("killed", "timeout") for o in got.values())
+        print(f"mutation score: {killed}/{len(got)} = {killed / len(got):.1%}")
+        for mstr, o in got.items():
+            if o not in ("killed", "timeout"):
+                print(f"  {o}: {mstr}")
+        return 0
     if args.build_map:
         build_map(args.jobs)
         return 0
