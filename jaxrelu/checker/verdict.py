@@ -19,6 +19,9 @@ The rules, in order:
    the measured ones cannot resolve); order 0: *discontinuous*.
 5. A *kink* or *discontinuous* verdict with no element of any known site on its switch
    means the switch is closer than the steps can resolve: inconclusive.
+6. Inconclusive from the remainders (scattered, too few, an order none of 0/1/2, or rule
+   5) while no element is tied and a switch lies inside the grid: the steps below that
+   switch alone decide; order 2 there is *smooth* (a smooth point near a kink).
 
 Anything else is *inconclusive*, with the reason; a confident wrong verdict is worse.
 """
