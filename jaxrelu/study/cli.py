@@ -108,6 +108,19 @@ def _channel_set(value: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{value!r}: {err} (e.g. 4,8)") from None
 
 
+def _add_kink_grads(sp: argparse.ArgumentParser, default: list, note: str = "") -> None:
+    from .ties import LEXICOGRAPHIC
+
+    sp.add_argument(
+        "--kink-grads",
+        nargs="+",
+        type=_kink_value,
+        default=default,
+        metavar="VALUE",
+        help=f"values of ReLU'(0) trained in lockstep: numbers, or {LEXICOGRAPHIC!r}{note}",
+    )
+
+
 def _add_accumulate(sp: argparse.ArgumentParser) -> None:
     from .models import ACCUMULATE
 
@@ -238,7 +251,6 @@ def _add_train(sub) -> None:
     from .config import OptimConfig as O
     from .config import RunConfig as R
     from .models import INITS, MODELS
-    from .ties import LEXICOGRAPHIC
 
     t = sub.add_parser(
         "train",
@@ -247,14 +259,8 @@ def _add_train(sub) -> None:
         "lockstep run of every --kink-grads value per combination.",
         formatter_class=_Formatter,
     )
-    t.add_argument(
-        "--kink-grads",
-        nargs="+",
-        type=_kink_value,
-        default=[0.0, 1.0],
-        metavar="VALUE",
-        help=f"values of ReLU'(0) trained in lockstep: numbers, or {LEXICOGRAPHIC!r} (each "
-        "tie resolved by the lexicographic rule; MLP and residual CNN)",
+    _add_kink_grads(
+        t, [0.0, 1.0], " (each tie resolved by the lexicographic rule; MLP and residual CNN)"
     )
     _add_dtypes(t, [R.dtype])
     _add_accumulate(t)
@@ -356,7 +362,6 @@ def _add_collapse(sub) -> None:
     from . import limits
     from .collapse import KINK_GRADS
     from .collapse import CollapseConfig as C
-    from .ties import LEXICOGRAPHIC
 
     c = sub.add_parser(
         "collapse",
@@ -367,14 +372,7 @@ def _add_collapse(sub) -> None:
         "that flows through them, and where the effect of ReLU'(0) starts.",
         formatter_class=_Formatter,
     )
-    c.add_argument(
-        "--kink-grads",
-        nargs="+",
-        type=_kink_value,
-        default=list(KINK_GRADS),
-        metavar="VALUE",
-        help=f"values of ReLU'(0) trained in lockstep: numbers, or {LEXICOGRAPHIC!r}",
-    )
+    _add_kink_grads(c, list(KINK_GRADS))
     _add_dtypes(c, [C.dtype])
     _add_accumulate(c)
     c.add_argument(

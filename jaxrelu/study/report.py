@@ -404,10 +404,6 @@ def collapse_table(rows: list[dict[str, Any]], style: str = "markdown") -> str:
     body = []
     for (dt, bn, s), g in _collapse_groups(rows).items():
         acc = [r["test_accuracy"] for r in g if r["test_accuracy"] is not None]
-        per_eval = [
-            float(np.mean(r["live_tie_rate_by_layer"])) if r["live_tie_rate_by_layer"] else 0.0
-            for r in g
-        ]
         body.append(
             [
                 dt,
@@ -415,14 +411,23 @@ def collapse_table(rows: list[dict[str, Any]], style: str = "markdown") -> str:
                 fmt_kink(s),
                 fmt_accuracy(acc),
                 f"{sum(r['collapsed'] for r in g)}/{len(g)}",
-                f"{np.mean([r['zero_hit_rate'] for r in g]):.1e}",
-                f"{np.mean(per_eval):.1e}",
-                f"{np.mean([r['tie_gradient_mean'] for r in g]):.1e} / "
-                f"{max(r['tie_gradient_max'] for r in g):.1e}",
+                *_tie_columns(g),
                 str(sum(r["bifurcation_steps"] for r in g)),
             ]
         )
     return _table.render(head, body, style=style)
+
+
+def _tie_columns(g: list[dict[str, Any]]) -> list[str]:
+    """Exact zeros, live ties (mean rate per evaluation over layers) and the gradient
+    through ties (mean / max), over a group of collapse rows."""
+    live = [float(np.mean(r["live_tie_rate_by_layer"] or [0.0])) for r in g]
+    return [
+        f"{np.mean([r['zero_hit_rate'] for r in g]):.1e}",
+        f"{np.mean(live):.1e}",
+        f"{np.mean([r['tie_gradient_mean'] for r in g]):.1e} / "
+        f"{max(r['tie_gradient_max'] for r in g):.1e}",
+    ]
 
 
 def collapse_sweep_table(rows: list[dict[str, Any]], style: str = "markdown") -> str:
@@ -455,7 +460,6 @@ def collapse_sweep_table(rows: list[dict[str, Any]], style: str = "markdown") ->
             acc = r["test_accuracy"]
             by_kink.setdefault(r["kink_grad"], []).append(0.0 if acc is None else acc)
         means = {k: float(np.mean(v)) for k, v in by_kink.items()}
-        live = [float(np.mean(r["live_tie_rate_by_layer"] or [0.0])) for r in g]
         accs = ", ".join(f"{fmt_kink(k)}: {means[k]:.2f}" for k in sorted(means, key=_kink_order))
         body.append(
             [
@@ -464,10 +468,7 @@ def collapse_sweep_table(rows: list[dict[str, Any]], style: str = "markdown") ->
                 str(depth),
                 ",".join(map(str, ch)),
                 str(g[0]["convolutions"]),
-                f"{np.mean([r['zero_hit_rate'] for r in g]):.1e}",
-                f"{np.mean(live):.1e}",
-                f"{np.mean([r['tie_gradient_mean'] for r in g]):.1e} / "
-                f"{max(r['tie_gradient_max'] for r in g):.1e}",
+                *_tie_columns(g),
                 accs,
                 f"{max(means.values()) - min(means.values()):.2f}",
                 f"{sum(r['collapsed'] for r in g)}/{len(g)}",
