@@ -11,8 +11,9 @@ Three experiments, each returning JSON-ready rows (non-finite numbers are ``None
   initialisations run in jitted chunks of at most :data:`VOLUME_CHUNK` (bounded memory
   for any ``inits``; Ctrl-C is honoured between chunks), each a sequence of groups of
   :data:`VOLUME_GROUP` whose forward passes share one set of matrix products. A forward
-  pass of each minibatch finds the exact zeros at a kink, and both backward passes run
-  only on minibatches with one (the two gradients cannot differ elsewhere), from a forward
+  pass over :data:`VOLUME_ROWS` images (whole minibatches, stacked into one product per
+  layer) finds the exact zeros at a kink, and both backward passes run only on
+  minibatches with one (the two gradients cannot differ elsewhere), from a forward
   pass whose pre-activations are checked bit for bit against the ones searched (the
   zeros found are those the gradients see; a mismatch is an error), with the
   instrumentation of :mod:`jaxrelu.study.instrument`. A chunk's initialisations are
@@ -53,10 +54,12 @@ __all__ = [
     "MAX_IMAGES",
     "VOLUME_CHUNK",
     "VOLUME_GROUP",
+    "VOLUME_ROWS",
     "DivergenceConfig",
     "VolumeConfig",
     "check_volume",
     "divergence",
+    "search_block",
     "train_comparison",
     "volume",
     "wilson_interval",
@@ -69,6 +72,13 @@ VOLUME_CHUNK = 256
 """Most initialisations computed by one XLA call of :func:`volume`."""
 MAX_IMAGES = 2**31 - 1
 """Most images one initialisation of :func:`volume` may see (minibatch indices are int32)."""
+VOLUME_ROWS = 1024
+"""Images whose forward pass :func:`volume`'s zero search computes as one product per
+layer: ``VOLUME_ROWS // batch_size`` minibatches (at least one) are stacked."""
+PROBE_INITS = 4
+"""Initialisations on which :func:`volume` checks, before a run, that stacking
+minibatches into one product leaves its rows as they are (else it searches minibatch by
+minibatch)."""
 VOLUME_GROUP = 1
 """Initialisations whose forward passes are batched into one set of matrix products by
 :func:`volume` (a chunk is rounded up to whole groups). 1 on the CPU: groups of 4, 8 and
@@ -205,16 +215,19 @@ def _minibatch_indices(
     return np.concatenate(rows).astype(np.int32), np.concatenate(masks), first
 
 
-def _group(arch: models.Architecture, dt, keys, x, y, index, mask, first):
+def _group(arch: models.Architecture, dt, keys, x, y, index, mask, first, block: int):
     """The protocol for the initialisations of ``keys`` (one group; their forward passes
-    are batched into one set of products), minibatch after minibatch: a forward pass
-    finds the exact zeros at a kink; only on minibatches where an initialisation that
-    still counts has one, both backward passes run (from one forward pass under a vmap
-    over the kink value: the forward pass does not depend on it), and that forward pass's
-    pre-activations are compared bit for bit with the ones searched: the zeros found are
-    those the gradients see, or the mismatch is counted. The whole first pass is examined
-    (it gives the statistics); later minibatches only until every initialisation of the
-    group has differed once.
+    are batched into one set of products), ``block`` minibatches at a time: one forward
+    pass over the block's stacked images finds the exact zeros at a kink (one product per
+    layer for ``block`` minibatches: a product's rows do not depend on its other rows on
+    the backends this runs on, which :func:`_rows_agree` checks on every chunk); then,
+    minibatch after minibatch, only where an initialisation that still counts has a zero,
+    both backward passes run (from one forward pass under a vmap over the kink value: the
+    forward pass does not depend on it), and that forward pass's pre-activations are
+    compared bit for bit with the ones searched: the zeros found are those the gradients
+    see, or the mismatch is counted. The whole first pass is examined (it gives the
+    statistics); later blocks only until every initialisation of the group has differed
+    once.
 
     Returns per initialisation ``(in zone, minibatches that differ, sum of their relative
     L2 differences, minibatches with an exact zero, minibatches whose gradients' forward
@@ -222,7 +235,7 @@ def _group(arch: models.Architecture, dt, keys, x, y, index, mask, first):
     params = jax.vmap(lambda k: models.init(arch, k, dt)[0])(keys)
     kinks = models.ACTIVATIONS[arch.activation].kinks
     zero, one = jnp.zeros((), dt), jnp.ones((), dt)
-    n = keys.shape[0]
+    n, batch = keys.shape[0], index.shape[1]
 
     def forward(p, xb, yb, mb, s):
         def each(q):
@@ -231,6 +244,18 @@ def _group(arch: models.Architecture, dt, keys, x, y, index, mask, first):
 
         losses, pre = jax.vmap(each)(p)
         return jnp.sum(losses), pre  # init i's gradient: that of its own loss
+
+    def search(rows, masks):
+        """Pre-activations ``(n, block, batch, ...)`` per layer and zero hits ``(n, block)``."""
+        xs = x[rows.reshape(-1)]
+        each = lambda q: models.apply(arch, q, {"bn": []}, xs, zero)[2]
+        if n == 1:  # no group axis: plain products
+            pre = [z[None] for z in each(jax.tree.map(lambda v: v[0], params))]
+        else:
+            pre = jax.vmap(each)(params)
+        pre = [z.reshape((n, block, batch, *z.shape[2:])) for z in pre]
+        count = lambda z, m: instrument.kink_hits(z, kinks, m).sum()
+        return pre, jax.vmap(jax.vmap(count), (0, None))(pre, masks) > 0
 
     def tested(ops):
         xb, yb, mb, pre = ops
@@ -251,32 +276,102 @@ def _group(arch: models.Architecture, dt, keys, x, y, index, mask, first):
         return jnp.zeros(n, bool), jnp.zeros(n, jnp.float32), jnp.ones(n, bool)
 
     def body(carry):
-        t, zone, differ, rel, hit_batches, mismatch = carry
-        in_first = t < first
-        rows = index[t]
-        xb, yb, mb = x[rows], y[rows], mask[t]
-        pre = forward(params, xb, yb, mb, zero)[1]
-        hit = jax.vmap(lambda z: instrument.kink_hits(z, kinks, mb))(pre).sum(axis=1) > 0
-        need = hit & (in_first | ~zone)
-        d, r, same = lax.cond(jnp.any(need), tested, untested, (xb, yb, mb, pre))
-        d = d & need
-        stat = d & in_first
-        return (
-            t + 1,
-            zone | d,
-            differ + stat,
-            rel + jnp.where(stat, r, 0.0),
-            hit_batches + (hit & in_first),
-            mismatch + ~same,
+        u, *stats = carry
+        rows = lax.dynamic_slice_in_dim(index, u * block, block)
+        masks = lax.dynamic_slice_in_dim(mask, u * block, block)
+        pre, hits = search(rows, masks)
+
+        def minibatch(j, stats):
+            zone, differ, rel, hit_batches, mismatch = stats
+            in_first = u * block + j < first
+            hit = hits[:, j]
+            need = hit & (in_first | ~zone)
+            ops = (x[rows[j]], y[rows[j]], masks[j], [z[:, j] for z in pre])
+            d, r, same = lax.cond(jnp.any(need), tested, untested, ops)
+            d = d & need
+            stat = d & in_first
+            return (
+                zone | d,
+                differ + stat,
+                rel + jnp.where(stat, r, 0.0),
+                hit_batches + (hit & in_first),
+                mismatch + ~same,
+            )
+
+        stats = lax.cond(  # a block without zeros changes nothing
+            jnp.any(hits),
+            lambda s: lax.fori_loop(0, block, minibatch, s),
+            lambda s: s,
+            tuple(stats),
         )
+        return (u + 1, *stats)
 
     def more(carry):
-        t, zone = carry[0], carry[1]
-        return (t < index.shape[0]) & ((t < first) | ~jnp.all(zone))
+        lo, zone = carry[0] * block, carry[1]
+        return (lo < index.shape[0]) & ((lo < first) | ~jnp.all(zone))
 
     zeros = jnp.zeros(n, jnp.int32)
     start = (jnp.int32(0), jnp.zeros(n, bool), zeros, jnp.zeros(n, jnp.float32), zeros, zeros)
     return lax.while_loop(more, body, start)[1:]
+
+
+def _rows_agree(arch: models.Architecture, dt, keys, x, index, block: int) -> jax.Array:
+    """Whether, for the initialisations of ``keys``, the forward passes over ``index``'s
+    minibatches stacked ``block`` at a time give, row for row and bit for bit, the
+    pre-activations of each minibatch's own forward pass (what the zero search relies on:
+    products whose rows do not depend on their other rows)."""
+
+    def one(key):
+        params = models.init(arch, key, dt)[0]
+        pre = lambda xb: models.apply(arch, params, {"bn": []}, xb, jnp.zeros((), dt))[2]
+
+        def each(rows):
+            stacked = pre(x[rows.reshape(-1)])
+            alone = lax.map(lambda r: pre(x[r]), rows)
+            ok = jnp.bool_(True)
+            for a, b in zip(stacked, alone):
+                b = b.reshape(a.shape)
+                ok = ok & jnp.all((a == b) | ((a != a) & (b != b)))  # NaN where NaN
+            return ok
+
+        return jnp.all(lax.map(each, index.reshape((-1, block, *index.shape[1:]))))
+
+    return jnp.all(lax.map(one, keys))
+
+
+@functools.lru_cache(maxsize=16)
+def _agreement(arch: models.Architecture, dtype: str, block: int, data: tuple, batches: tuple):
+    """:func:`_rows_agree` compiled for these static settings and shapes."""
+    dt = jnp.dtype(dtype)
+    run = jax.jit(lambda keys, x, index: _rows_agree(arch, dt, keys, x, index, block))
+    args = (
+        jax.ShapeDtypeStruct((PROBE_INITS, 2), jnp.uint32),
+        jax.ShapeDtypeStruct(data, dt),
+        jax.ShapeDtypeStruct(batches, jnp.int32),
+    )
+    with jax.default_matmul_precision("highest"):
+        return run.lower(*args).compile()
+
+
+def _whole_blocks(index: np.ndarray, mask: np.ndarray, block: int, n: int):
+    """``index`` and ``mask`` padded to whole blocks with minibatches of the padding row
+    ``n``, masked out."""
+    pad = -len(index) % block
+    index = np.concatenate([index, np.full((pad, index.shape[1]), n, index.dtype)])
+    return index, np.concatenate([mask, np.zeros((pad, mask.shape[1]), bool)])
+
+
+def _stacking_agrees(arch, dtype: str, block: int, base, x: np.ndarray, index) -> bool:
+    """Whether stacking ``block`` minibatches leaves every row of the products as it is,
+    checked on the first :data:`PROBE_INITS` initialisations of the run over the
+    minibatches of ``index`` (the first pass; the products' algorithm depends on their
+    shapes, not on the values: a backend that rounds a stacked row differently does so
+    here)."""
+    pad = np.full((-len(index) % block, index.shape[1]), len(x) - 1, index.dtype)
+    probe = np.concatenate([index, pad])  # whole blocks, padded with the padding row
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(base, jnp.arange(PROBE_INITS, dtype=jnp.uint32))
+    program = _agreement(arch, dtype, block, x.shape, probe.shape)
+    return bool(program(keys, jnp.asarray(x, dtype), jnp.asarray(probe)))
 
 
 def _shard_map(fn, mesh, in_specs, out_specs):
@@ -300,19 +395,25 @@ def _compiled(
     n_devices: int,
     chunk: int,
     group: int,
+    block: int,
     data: tuple,
     batches: tuple,
 ):
     """The chunk program for these static settings and shapes (``group``: initialisations
-    per group, ``data``: rows and features of the zero-padded training set, ``batches``:
-    minibatches and batch size), compiled (one compilation per distinct key; the key holds
-    no closures, so it cannot go stale)."""
+    per group, ``block``: minibatches per search product, ``data``: rows and features of
+    the zero-padded training set, ``batches``: minibatches, a multiple of ``block``, and
+    batch size), compiled (one compilation per distinct key; the key holds no closures,
+    so it cannot go stale)."""
     dt = jnp.dtype(dtype)
 
     def local(keys, x, y, index, mask, first):
         groups = keys.reshape(-1, group, keys.shape[-1])
-        out = lax.map(lambda k: _group(arch, dt, k, x, y, index, mask, first), groups)
-        return tuple(o.reshape(-1) for o in out)
+        run = lambda k: _group(arch, dt, k, x, y, index, mask, first, block)
+        out = [o.reshape(-1) for o in lax.map(run, groups)]
+        # the search's premise, checked again on this chunk's first initialisation
+        agree = _rows_agree(arch, dt, keys[:1], x, index[:block], block)
+        out[4] = out[4].at[0].add(jnp.where(agree, 0, 1).astype(out[4].dtype))
+        return tuple(out)
 
     if n_devices > 1:
         mesh = Mesh(np.array(jax.local_devices()[:n_devices]), ("inits",))
@@ -342,12 +443,14 @@ def _volume_memory(
     arch: models.Architecture, dt, n_examples: int, batch: int, chunk: int, minibatches: int
 ) -> int:
     """Estimated bytes: the training set, the minibatch indices, and per device one
-    group's parameters, two gradients and activations (forward pass and both backward
-    passes), plus the chunk's outputs."""
+    group's parameters, two gradients and activations (the search's block, the forward
+    pass and both backward passes of one minibatch), plus the chunk's outputs."""
     size = jnp.dtype(dt).itemsize
     data = (n_examples + 1) * (math.prod(arch.in_shape) * size + 4)
-    indices = minibatches * batch * 5
-    per_init = models.n_params(arch) * 3 * size + 6 * models.n_activations(arch, batch) * size
+    block = search_block(batch, minibatches)
+    indices = (minibatches + block) * batch * 5
+    acts = (6 + block) * models.n_activations(arch, batch)
+    per_init = models.n_params(arch) * 3 * size + acts * size
     return data + indices + per_init * VOLUME_GROUP * len(jax.local_devices()) + 16 * chunk
 
 
@@ -377,6 +480,15 @@ def check_volume(cfg: VolumeConfig, ds: Dataset) -> tuple[models.Architecture, i
         f"{images} images)",
     )
     return arch, chunk
+
+
+def search_block(batch_size: int, minibatches: int) -> int:
+    """Minibatches stacked into one product by :func:`volume`'s zero search: at most
+    :data:`VOLUME_ROWS` images (at least one minibatch), the ``minibatches`` cut into
+    blocks as even as can be (the last block is padded: padding costs a forward pass)."""
+    most = max(1, min(VOLUME_ROWS // batch_size, minibatches))
+    blocks = -(-minibatches // most)
+    return -(-minibatches // blocks)
 
 
 def _chunk_totals(out: tuple, keep: int) -> np.ndarray:
@@ -451,9 +563,14 @@ def volume(
     index, mask, first = _minibatch_indices(n, cfg.batch_size, seen, cfg.seed)
     x = ds.x_train.reshape(n, -1)
     x = np.concatenate([x, np.zeros((1, x.shape[1]), x.dtype)])  # the padding row
-    n_dev = len(jax.local_devices())
-    program = _compiled(arch, cfg.dtype, n_dev, chunk, VOLUME_GROUP, x.shape, index.shape)
     dt = jnp.dtype(cfg.dtype)
+    base = jax.random.PRNGKey(cfg.seed)
+    block = search_block(cfg.batch_size, len(index))
+    if block > 1 and not _stacking_agrees(arch, cfg.dtype, block, base, x, index[:first]):
+        block = 1  # this backend rounds stacked rows differently: minibatch by minibatch
+    index, mask = _whole_blocks(index, mask, block, n)
+    n_dev = len(jax.local_devices())
+    program = _compiled(arch, cfg.dtype, n_dev, chunk, VOLUME_GROUP, block, x.shape, index.shape)
     args = (
         jnp.asarray(x, dt),
         jnp.asarray(np.append(ds.y_train, 0), jnp.int32),
@@ -461,7 +578,6 @@ def volume(
         jnp.asarray(mask),
         jnp.int32(first),
     )
-    base = jax.random.PRNGKey(cfg.seed)
     procs, me = jax.process_count(), jax.process_index()
     starts = list(range(0, cfg.inits, chunk))
     totals = np.zeros(5)
@@ -486,8 +602,9 @@ def volume(
     if mismatch:
         raise RuntimeError(
             f"the gradients' forward pass rounded differently from the zero search's on "
-            f"{int(mismatch)} minibatch(es): the zeros found are not those the gradients "
-            "see, so the estimate would be wrong (a compiler or library change?)"
+            f"{int(mismatch)} minibatch(es) or block(s) of {block} stacked minibatches: "
+            "the zeros found are not those the gradients see, so the estimate would be "
+            "wrong (a compiler or library change?)"
         )
     n_zone, n_differ = int(in_zone), int(differ)
     lo_ci, hi_ci = wilson_interval(n_zone, cfg.inits)

@@ -1,0 +1,139 @@
+"""The volume estimate's zero search over stacked minibatches: the same row as the search
+minibatch by minibatch, the block sizes, and what happens when a backend rounds a stacked
+product's rows differently from the minibatches' own products (simulated here by a
+forward pass that marks its rows when it sees more than one minibatch)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import pytest
+
+from jaxrelu.study import experiments as study
+from jaxrelu.study import models
+from jaxrelu.study.data import synthetic
+
+TIMING = ("seconds",)
+
+
+def _same(a: dict, b: dict) -> None:
+    assert {k: v for k, v in a.items() if k not in TIMING} == {
+        k: v for k, v in b.items() if k not in TIMING
+    }
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(96, 8, dim=6, num_classes=3, seed=3)
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """Compiled programs built in a test do not outlive it (nor do earlier ones leak in)."""
+    study._compiled.cache_clear()
+    study._agreement.cache_clear()
+    yield monkeypatch
+    monkeypatch.undo()
+    study._compiled.cache_clear()
+    study._agreement.cache_clear()
+
+
+def _blocks_used(monkeypatch) -> list[int]:
+    """Records the ``block`` of every chunk program :func:`volume` asks for."""
+    seen: list[int] = []
+    real = study._compiled
+
+    def spy(arch, dtype, n_dev, chunk, group, block, *shapes):
+        seen.append(block)
+        return real(arch, dtype, n_dev, chunk, group, block, *shapes)
+
+    monkeypatch.setattr(study, "_compiled", spy)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("batch", "minibatches", "rows", "block"),
+    [
+        (128, 12, 1024, 6),  # at most 8: two blocks of 6, not 8 + 4 padded to 8
+        (16, 90, 1024, 45),  # at most 64: two blocks of 45
+        (256, 235, 1024, 4),  # at most 4: 59 blocks, the last with 3 minibatches
+        (2000, 3, 1024, 1),  # a minibatch larger than the rows: one at a time
+        (128, 3, 1024, 3),  # fewer minibatches than fit: all of them
+        (100, 7, 300, 3),  # at most 3: three blocks, 3 + 3 + 1 padded
+        (8, 1, 1024, 1),
+    ],
+)
+def test_search_block_is_as_even_as_can_be(monkeypatch, batch, minibatches, rows, block):
+    monkeypatch.setattr(study, "VOLUME_ROWS", rows)
+    assert study.search_block(batch, minibatches) == block
+
+
+@pytest.mark.parametrize(
+    ("dtype", "images"),
+    [("float16", None), ("float16", 250), ("float32", 250), ("bfloat16", 130)],
+)
+def test_stacked_search_equals_the_search_minibatch_by_minibatch(data, fresh, dtype, images):
+    kw = dict(dtype=dtype, width=12, depth=2, batch_size=10, inits=7, seed=4, data=data)
+    blocks = _blocks_used(fresh)
+    # blocks of 4 (larger float32 products round differently on the CPU, which the probe
+    # sees: the search then runs minibatch by minibatch)
+    fresh.setattr(study, "VOLUME_ROWS", 40)
+    stacked = study.volume(**kw, images=images)
+    fresh.setattr(study, "VOLUME_ROWS", 1)  # one minibatch per product
+    alone = study.volume(**kw, images=images)
+    assert blocks[0] > 1 and blocks[1] == 1  # the two searches did differ
+    _same(stacked, alone)
+    if dtype != "float32":
+        assert stacked["zero_hit_rate"] > 0  # informative: zeros were found
+
+
+def _marking_apply(batch: int):
+    """``models.apply`` whose first pre-activation is off by one in its first entry when
+    it sees more rows than one minibatch: a backend whose stacked products round
+    differently."""
+    real = models.apply
+
+    def apply(arch, params, state, x, kink=0.0, train=True):
+        logits, new, pre = real(arch, params, state, x, kink, train)
+        if x.shape[0] > batch:
+            pre = [pre[0].at[0, 0].add(jnp.ones((), pre[0].dtype)), *pre[1:]]
+        return logits, new, pre
+
+    return apply
+
+
+def test_a_backend_that_rounds_stacked_rows_differently_is_searched_one_by_one(data, fresh):
+    kw = dict(dtype="float16", width=12, depth=2, batch_size=10, inits=7, seed=4, data=data)
+    expected = study.volume(**kw)
+    study._compiled.cache_clear()
+    study._agreement.cache_clear()
+    blocks = _blocks_used(fresh)
+    fresh.setattr(models, "apply", _marking_apply(10))
+    row = study.volume(**kw)
+    assert blocks == [1]  # the probe saw the difference: minibatch by minibatch
+    _same(row, expected)
+
+
+def test_a_stacking_difference_the_probe_missed_is_an_error(data, fresh):
+    fresh.setattr(models, "apply", _marking_apply(10))
+    fresh.setattr(study, "_stacking_agrees", lambda *a, **k: True)
+    with pytest.raises(RuntimeError, match="block"):
+        study.volume("float32", width=12, depth=2, batch_size=10, inits=3, seed=4, data=data)
+
+
+def test_the_probe_reads_every_minibatch_of_the_first_pass(data, fresh):
+    """A difference on the first pass's last image only (its last block) is still seen."""
+    real = models.apply
+    last = jnp.asarray(data.x_train[-1].reshape(-1))
+
+    def apply(arch, params, state, x, kink=0.0, train=True):
+        logits, new, pre = real(arch, params, state, x, kink, train)
+        if x.shape[0] > 10:  # stacked: the last image's row is off by one
+            at = jnp.all(x == last.astype(x.dtype), axis=1)[:, None]
+            pre = [pre[0] + jnp.where(at, 1, 0).astype(pre[0].dtype), *pre[1:]]
+        return logits, new, pre
+
+    fresh.setattr(models, "apply", apply)
+    fresh.setattr(study, "VOLUME_ROWS", 50)  # 10 minibatches in two blocks of 5
+    blocks = _blocks_used(fresh)
+    study.volume("float32", width=12, depth=2, batch_size=10, inits=2, seed=4, data=data)
+    assert blocks == [1]
