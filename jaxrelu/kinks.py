@@ -256,10 +256,13 @@ def kink_radius(f: Callable[[Any], Any], x0: Any, direction: Any) -> float:
     networks and the like) this is exact: ``f`` is affine on ``[x0, x0 + t d]``, also when
     ``x0`` sits on kinks (tied elements are followed into the piece ``d`` enters). A jump
     that ``d`` crosses at once (``floor`` at an integer, going down) gives 0. ``inf`` where
-    nothing crosses. Sites of primitives the analysis does not know (``find_kinks`` lists
-    them as ``"unknown"``) have no radius and do not count, and neither do switches carried
-    through a discrete reduction over more than 16 elements (``jnp.sum(x > c)`` over a long
-    axis): check ``find_kinks`` before trusting an infinite radius.
+    nothing crosses. A discrete reduction over more than 16 elements switches at the first
+    crossing of any of them: exact for a count (``jnp.sum(x > c)``), no later than the
+    truth for ``any``, ``max`` or ``argmax`` (a crossing may leave them unchanged). Sites
+    of primitives the analysis does not know (``find_kinks`` lists them as ``"unknown"``)
+    have no radius and do not count, and neither do switches carried through a cumulative
+    operation over more than 16 elements (``jnp.cumsum(x > c)``): check ``find_kinks``
+    before trusting an infinite radius.
 
     Args:
         f: a JAX-traceable function of one argument.

@@ -78,7 +78,7 @@ _SHAPE_OPS = frozenset(
     concatenate stack unstack tile pad dynamic_slice gather reduce_precision""".split()
 )
 _SCANS = frozenset({"cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp"})
-_FLIP_LIMIT = 16  # longest reduced axis over which a discrete reduction's switches are traced
+_FLIP_LIMIT = 16  # most reduced elements flipped one by one (beyond: the nearest surface)
 
 
 def bind(eqn: Any, args: Sequence[Any], **override: Any) -> list[Any]:
@@ -416,9 +416,11 @@ def _reduction_switch(interp, eqn, v: Val, out) -> Switch | None:
     axes = tuple(eqn.params["axes"]) if "axes" in eqn.params else (eqn.params["axis"],)
     axes = tuple(a % x.ndim for a in axes)
     n = int(np.prod([x.shape[a] for a in axes], dtype=int))
-    if n > _FLIP_LIMIT or (sw.rate is None and interp.n_ld):
-        return None
     keep = name in _SCANS
+    if (sw.rate is None and interp.n_ld) or (keep and n > _FLIP_LIMIT):
+        return None
+    if n > _FLIP_LIMIT:
+        return _nearest_flip(eqn, x, sw, axes, out)
     dist = jnp.broadcast_to(sw.dist, x.shape)
     rate = None if sw.rate is None else jnp.broadcast_to(sw.rate, x.shape)
     across = jnp.broadcast_to(sw.across, x.shape)
@@ -454,6 +456,45 @@ def _reduction_switch(interp, eqn, v: Val, out) -> Switch | None:
             best_t = jnp.minimum(best_t, jnp.where(changed, at(time), jnp.inf))
     return Switch(
         best_d, None if rate is None else best_r, best_a, None if time is None else best_t
+    )
+
+
+def _nearest_flip(eqn, x, sw: Switch, axes: tuple, out) -> Switch:
+    """A reduction over more than :data:`_FLIP_LIMIT` elements: per result, only the
+    nearest switching surface is flipped (every element on it crosses together). Where
+    that flip changes the result, its distance and value are the switch's: exact for a
+    count (``jnp.sum(x > c)``), whose every flip changes it; elsewhere (``any``, ``max``)
+    a farther flip might, and the switch is not traced. The first crossing (``time``) is
+    the earliest of every element's: a lower bound where not every crossing changes the
+    result, never later than the truth."""
+    rest = [a for a in range(x.ndim) if a not in axes]
+    order = (*rest, *axes)
+    lead = tuple(x.shape[a] for a in rest)
+
+    def flat(v: Any) -> Any:  # (*rest, reduced elements)
+        return jnp.transpose(jnp.broadcast_to(v, x.shape), order).reshape((*lead, -1))
+
+    def unflat(v: Any) -> Any:
+        return jnp.transpose(v.reshape([x.shape[a] for a in order]), np.argsort(order))
+
+    dist = flat(sw.dist)
+    j = jnp.argmin(dist, axis=-1)[..., None]
+    near = jnp.take_along_axis(dist, j, axis=-1)
+    group = dist == near
+    rate = None
+    if sw.rate is not None:
+        rates = flat(sw.rate)
+        rate = jnp.take_along_axis(rates, j, axis=-1)
+        group = group & (rates == rate)
+    across = jnp.broadcast_to(sw.across, x.shape)
+    alt = bind(eqn, [jnp.where(unflat(group), across, x)])[0]
+    changed = alt != out
+    time = None if sw.time is None else jnp.min(flat(sw.time), axis=-1)
+    return Switch(
+        jnp.where(changed, near[..., 0], jnp.inf),
+        None if rate is None else jnp.where(changed, rate[..., 0], 0),
+        jnp.where(changed, alt, out),
+        time,
     )
 
 
