@@ -356,3 +356,16 @@ def test_scan_counts_without_named_parameters():
     params = {k: v for k, v in eqn.params.items() if k not in ("num_consts", "num_carry")}
     bare = SimpleNamespace(params=params, invars=eqn.invars, outvars=eqn.outvars)
     assert control.scan_counts(bare, body) == named
+
+
+def test_summary_right_aligns_the_counts_under_their_headers():
+    """size, ties and min margin are numbers: right-aligned, their last digits under the
+    last letters of their headers (sites of 3 and 12 elements, 1 and 0 ties)."""
+    x = jnp.linspace(-1.0, 1.0, 12).at[0].set(1.0)
+    f = lambda x: jr.relu(x[:3] - 1.0).sum() + jnp.abs(x + 2.0).sum()
+    head, *rows = jr.summary(jr.find_kinks(f, x)).splitlines()
+    assert len(rows) == 2
+    for title in ("size", "ties", "margin"):
+        end = head.index(title) + len(title)
+        assert all(r[end - 1] != " " and (len(r) == end or r[end] == " ") for r in rows)
+    assert {r.split()[-3] for r in rows} == {"3", "12"}

@@ -475,7 +475,8 @@ def _nearest_flip(eqn, x, sw: Switch, axes: tuple, out) -> Switch:
         return jnp.transpose(jnp.broadcast_to(v, x.shape), order).reshape((*lead, -1))
 
     def unflat(v: Any) -> Any:
-        return jnp.transpose(v.reshape([x.shape[a] for a in order]), np.argsort(order))
+        back = tuple(int(i) for i in np.argsort(order))
+        return jnp.transpose(v.reshape([x.shape[a] for a in order]), back)
 
     dist = flat(sw.dist)
     j = jnp.argmin(dist, axis=-1)[..., None]
