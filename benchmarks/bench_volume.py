@@ -284,9 +284,9 @@ only on minibatches with a zero, from a forward pass of that minibatch alone who
 pre-activations must equal the searched ones bit for bit. Stacking changes the products'
 shapes, and on the CPU some shapes change the rounding of a row (float32, width 256,
 batch 16: a minibatch's own product and the stacked one differ): before each
-configuration the estimate compares, on its first initialisation over the whole first
-pass, the stacked rows with each minibatch's own, and searches minibatch by minibatch
-where they differ; each chunk checks its first initialisation again. Groups of
+configuration the estimate compares, on its first group of initialisations over the
+whole first pass, the stacked rows with each minibatch's own, and searches minibatch by
+minibatch where they differ; each chunk checks its first group again. Groups of
 initialisations (`VOLUME_GROUP`) sharing one set of products: groups of 8 ran about 10%
 faster here at float32 (this row), but 1.6x slower at 16 bits with float32 accumulation,
 where a fair share of minibatches has a zero (a zero in any initialisation of a group

@@ -140,3 +140,21 @@ def test_long_cumulative_counts_are_not_traced_and_say_so():
     x0 = np.linspace(0.0, 1.0, 20, dtype=np.float32)
     f = lambda x: x[0] * jnp.cumsum(x > 0.51)[-1]
     assert jr.kink_radius(f, jnp.asarray(x0), jnp.ones(20, jnp.float32)) == np.inf
+
+
+@pytest.mark.parametrize("n", [14, 20, 40])
+def test_two_ties_at_once_where_only_the_farther_one_changes_a_max(n):
+    """Elements 2 and 12 sit exactly on the threshold; the max of the indices at or above
+    it is 12: moving element 2 changes nothing, moving element 12 down changes f. The
+    point is a tied jump at every length (flipped one by one up to 16 elements, by
+    distance beyond)."""
+    x0 = np.linspace(0.0, 0.4, n).astype(np.float32)
+    x0[2] = x0[12] = 0.5
+    f = lambda x: x[0] * jnp.max(jnp.where(x >= 0.5, jnp.arange(n), -1)) + x[1]
+    sites = jr.find_kinks(f, jnp.asarray(x0))
+    assert sum(s.ties for s in sites) >= 1
+    _, cert = jr.certified_grad(f)(jnp.asarray(x0))
+    assert cert.method == "lexicographic" and not cert.certified
+    down = np.zeros(n, np.float32)
+    down[12] = -1.0
+    assert jr.kink_radius(f, jnp.asarray(x0), jnp.asarray(down)) == 0.0

@@ -137,3 +137,22 @@ def test_the_probe_reads_every_minibatch_of_the_first_pass(data, fresh):
     blocks = _blocks_used(fresh)
     study.volume("float32", width=12, depth=2, batch_size=10, inits=2, seed=4, data=data)
     assert blocks == [1]
+
+
+@pytest.mark.parametrize("group", [3])
+def test_groups_of_initialisations_search_stacked_as_one_at_a_time(data, fresh, group):
+    """With several initialisations' products batched (``VOLUME_GROUP``), the stacked
+    search is checked through those very products and gives the row of one at a time;
+    a difference there is seen by the probe."""
+    kw = dict(dtype="float16", width=12, depth=2, batch_size=10, inits=7, seed=4, data=data)
+    fresh.setattr(study, "VOLUME_ROWS", 40)
+    one = study.volume(**kw, images=250)
+    fresh.setattr(study, "VOLUME_GROUP", group)
+    real = study._compiled
+    blocks = _blocks_used(fresh)
+    _same(study.volume(**kw, images=250), one)
+    real.cache_clear()
+    study._agreement.cache_clear()
+    fresh.setattr(models, "apply", _marking_apply(10))
+    _same(study.volume(**kw, images=250), one)
+    assert blocks == [4, 1]

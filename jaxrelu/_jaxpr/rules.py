@@ -460,13 +460,14 @@ def _reduction_switch(interp, eqn, v: Val, out) -> Switch | None:
 
 
 def _nearest_flip(eqn, x, sw: Switch, axes: tuple, out) -> Switch:
-    """A reduction over more than :data:`_FLIP_LIMIT` elements: per result, only the
-    nearest switching surface is flipped (every element on it crosses together). Where
-    that flip changes the result, its distance and value are the switch's: exact for a
-    count (``jnp.sum(x > c)``), whose every flip changes it; elsewhere (``any``, ``max``)
-    a farther flip might, and the switch is not traced. The first crossing (``time``) is
-    the earliest of every element's: a lower bound where not every crossing changes the
-    result, never later than the truth."""
+    """A reduction over more than :data:`_FLIP_LIMIT` elements: per result, the nearest
+    switching surface is flipped (every element on it crosses together), and if that
+    changes nothing, every element at that distance (surfaces approaching at other rates
+    too, as two elements tied at once). Where a flip changes the result, its distance and
+    value are the switch's: exact for a count (``jnp.sum(x > c)``), whose every flip
+    changes it; elsewhere (``any``, ``max``) a farther flip might, and the switch is not
+    traced. The first crossing (``time``) is the earliest of every element's: a lower
+    bound where not every crossing changes the result, never later than the truth."""
     rest = [a for a in range(x.ndim) if a not in axes]
     order = (*rest, *axes)
     lead = tuple(x.shape[a] for a in rest)
@@ -489,7 +490,10 @@ def _nearest_flip(eqn, x, sw: Switch, axes: tuple, out) -> Switch:
         group = group & (rates == rate)
     across = jnp.broadcast_to(sw.across, x.shape)
     alt = bind(eqn, [jnp.where(unflat(group), across, x)])[0]
-    changed = alt != out
+    if rate is not None:  # every surface at that distance
+        level = bind(eqn, [jnp.where(unflat(dist == near), across, x)])[0]
+        alt = jnp.where(alt != out, alt, level)
+    changed = (alt != out) & jnp.isfinite(near[..., 0])
     time = None if sw.time is None else jnp.min(flat(sw.time), axis=-1)
     return Switch(
         jnp.where(changed, near[..., 0], jnp.inf),

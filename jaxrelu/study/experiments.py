@@ -75,10 +75,6 @@ MAX_IMAGES = 2**31 - 1
 VOLUME_ROWS = 1024
 """Images whose forward pass :func:`volume`'s zero search computes as one product per
 layer: ``VOLUME_ROWS // batch_size`` minibatches (at least one) are stacked."""
-PROBE_INITS = 1
-"""Initialisations on which :func:`volume` checks, before a run, that stacking
-minibatches into one product leaves its rows as they are (else it searches minibatch by
-minibatch)."""
 VOLUME_GROUP = 1
 """Initialisations whose forward passes are batched into one set of matrix products by
 :func:`volume` (a chunk is rounded up to whole groups). 1 on the CPU: groups of 4, 8 and
@@ -234,7 +230,7 @@ def _group(arch: models.Architecture, dt, keys, x, y, index, mask, first, block:
     pass differed from the search's)``, the middle three over the first pass."""
     params = jax.vmap(lambda k: models.init(arch, k, dt)[0])(keys)
     kinks = models.ACTIVATIONS[arch.activation].kinks
-    zero, one = jnp.zeros((), dt), jnp.ones((), dt)
+    one = jnp.ones((), dt)
     n, batch = keys.shape[0], index.shape[1]
 
     def forward(p, xb, yb, mb, s):
@@ -247,12 +243,7 @@ def _group(arch: models.Architecture, dt, keys, x, y, index, mask, first, block:
 
     def search(rows, masks):
         """Pre-activations ``(n, block, batch, ...)`` per layer and zero hits ``(n, block)``."""
-        xs = x[rows.reshape(-1)]
-        each = lambda q: models.apply(arch, q, {"bn": []}, xs, zero)[2]
-        if n == 1:  # no group axis: plain products
-            pre = [z[None] for z in each(jax.tree.map(lambda v: v[0], params))]
-        else:
-            pre = jax.vmap(each)(params)
+        pre = _pre_activations(arch, params, x[rows.reshape(-1)], dt)
         pre = [z.reshape((n, block, batch, *z.shape[2:])) for z in pre]
         count = lambda z, m: instrument.kink_hits(z, kinks, m).sum()
         return pre, jax.vmap(jax.vmap(count), (0, None))(pre, masks) > 0
@@ -315,37 +306,41 @@ def _group(arch: models.Architecture, dt, keys, x, y, index, mask, first, block:
     return lax.while_loop(more, body, start)[1:]
 
 
+def _pre_activations(arch: models.Architecture, params, xb, dt) -> list:
+    """A group's pre-activations on the images ``xb`` (one forward pass per
+    initialisation, vmapped over the group as in the gradients' forward pass)."""
+    pre = lambda q: models.apply(arch, q, {"bn": []}, xb, jnp.zeros((), dt))[2]
+    return jax.vmap(pre)(params)
+
+
 def _rows_agree(arch: models.Architecture, dt, keys, x, index, block: int) -> jax.Array:
-    """Whether, for the initialisations of ``keys``, the forward passes over ``index``'s
-    minibatches stacked ``block`` at a time give, row for row and bit for bit, the
-    pre-activations of each minibatch's own forward pass (what the zero search relies on:
-    products whose rows do not depend on their other rows)."""
+    """Whether, for the group of initialisations of ``keys``, the forward passes over
+    ``index``'s minibatches stacked ``block`` at a time give, row for row and bit for bit,
+    the pre-activations of each minibatch's own forward pass (what the zero search relies
+    on: products whose rows do not depend on their other rows)."""
+    params = jax.vmap(lambda k: models.init(arch, k, dt)[0])(keys)
 
-    def one(key):
-        params = models.init(arch, key, dt)[0]
-        pre = lambda xb: models.apply(arch, params, {"bn": []}, xb, jnp.zeros((), dt))[2]
+    def each(rows):
+        stacked = _pre_activations(arch, params, x[rows.reshape(-1)], dt)
+        alone = lax.map(lambda r: _pre_activations(arch, params, x[r], dt), rows)
+        ok = jnp.bool_(True)
+        for a, b in zip(stacked, alone):
+            b = jnp.moveaxis(b, 0, 1).reshape(a.shape)  # (group, block * batch, ...)
+            ok = ok & jnp.all((a == b) | ((a != a) & (b != b)))  # NaN where NaN
+        return ok
 
-        def each(rows):
-            stacked = pre(x[rows.reshape(-1)])
-            alone = lax.map(lambda r: pre(x[r]), rows)
-            ok = jnp.bool_(True)
-            for a, b in zip(stacked, alone):
-                b = b.reshape(a.shape)
-                ok = ok & jnp.all((a == b) | ((a != a) & (b != b)))  # NaN where NaN
-            return ok
-
-        return jnp.all(lax.map(each, index.reshape((-1, block, *index.shape[1:]))))
-
-    return jnp.all(lax.map(one, keys))
+    return jnp.all(lax.map(each, index.reshape((-1, block, *index.shape[1:]))))
 
 
 @functools.lru_cache(maxsize=16)
-def _agreement(arch: models.Architecture, dtype: str, block: int, data: tuple, batches: tuple):
+def _agreement(
+    arch: models.Architecture, dtype: str, group: int, block: int, data: tuple, batches: tuple
+):
     """:func:`_rows_agree` compiled for these static settings and shapes."""
     dt = jnp.dtype(dtype)
     run = jax.jit(lambda keys, x, index: _rows_agree(arch, dt, keys, x, index, block))
     args = (
-        jax.ShapeDtypeStruct((PROBE_INITS, 2), jnp.uint32),
+        jax.ShapeDtypeStruct((group, 2), jnp.uint32),
         jax.ShapeDtypeStruct(data, dt),
         jax.ShapeDtypeStruct(batches, jnp.int32),
     )
@@ -363,15 +358,22 @@ def _whole_blocks(index: np.ndarray, mask: np.ndarray, block: int, n: int):
 
 def _stacking_agrees(arch, dtype: str, block: int, base, x: np.ndarray, index) -> bool:
     """Whether stacking ``block`` minibatches leaves every row of the products as it is,
-    checked on the first :data:`PROBE_INITS` initialisations of the run over the
+    checked on the run's first group of :data:`VOLUME_GROUP` initialisations over the
     minibatches of ``index`` (the first pass; the products' algorithm depends on their
     shapes, not on the values: a backend that rounds a stacked row differently does so
-    here)."""
+    here). With several processes, stacking needs every process's agreement (they must
+    all run the same program)."""
     pad = np.full((-len(index) % block, index.shape[1]), len(x) - 1, index.dtype)
     probe = np.concatenate([index, pad])  # whole blocks, padded with the padding row
-    keys = jax.vmap(jax.random.fold_in, (None, 0))(base, jnp.arange(PROBE_INITS, dtype=jnp.uint32))
-    program = _agreement(arch, dtype, block, x.shape, probe.shape)
-    return bool(program(keys, jnp.asarray(x, dtype), jnp.asarray(probe)))
+    group = VOLUME_GROUP
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(base, jnp.arange(group, dtype=jnp.uint32))
+    program = _agreement(arch, dtype, group, block, x.shape, probe.shape)
+    ok = bool(program(keys, jnp.asarray(x, dtype), jnp.asarray(probe)))
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        ok = bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
+    return ok
 
 
 def _shard_map(fn, mesh, in_specs, out_specs):
@@ -410,8 +412,8 @@ def _compiled(
         groups = keys.reshape(-1, group, keys.shape[-1])
         run = lambda k: _group(arch, dt, k, x, y, index, mask, first, block)
         out = [o.reshape(-1) for o in lax.map(run, groups)]
-        # the search's premise, checked again on this chunk's first initialisation
-        agree = _rows_agree(arch, dt, keys[:1], x, index[:block], block)
+        # the search's premise, checked again on this chunk's first group
+        agree = _rows_agree(arch, dt, keys[:group], x, index[:block], block)
         out[4] = out[4].at[0].add(jnp.where(agree, 0, 1).astype(out[4].dtype))
         return tuple(out)
 
@@ -449,8 +451,10 @@ def _volume_memory(
     data = (n_examples + 1) * (math.prod(arch.in_shape) * size + 4)
     block = search_block(batch, minibatches)
     indices = (minibatches + block) * batch * 5
-    acts = (6 + block) * models.n_activations(arch, batch)
-    per_init = models.n_params(arch) * 3 * size + acts * size
+    # the search's block (and its check's two copies), one minibatch's three passes
+    acts = max(6 + block, 2 * block) * models.n_activations(arch, batch)
+    rows = block * batch * math.prod(arch.in_shape)  # the block's gathered images
+    per_init = models.n_params(arch) * 3 * size + (acts + rows) * size
     return data + indices + per_init * VOLUME_GROUP * len(jax.local_devices()) + 16 * chunk
 
 
@@ -527,7 +531,9 @@ def volume(
             short; an initialisation counts as in the zone at its first minibatch whose
             gradients differ. Nothing is trained between passes, so an image's
             pre-activations are the same in every pass (where a product's rows do not
-            depend on the rest of the minibatch, as on CPUs): later passes add an
+            depend on the other rows' values, as on CPUs for products of one shape;
+            changing the shape can change a row's rounding, which the zero search
+            checks before stacking minibatches): later passes add an
             initialisation only through the other images of its minibatches. Repetition is
             not fresh data: on digits (float32, width 256, depth 3, batch 256, 1,000
             initialisations) one pass, two passes and 60,000 images all gave 11.
@@ -539,7 +545,8 @@ def volume(
         differ), ``relative_l2`` (mean relative L2 norm of the first-layer gradient
         difference over those minibatches; None if none), ``zero_hit_rate`` (share of the
         first pass's minibatches with an exact zero at a ReLU), ``minibatches`` (of the
-        first pass), ``seconds`` (run time, compilation excluded).
+        first pass), ``seconds`` (run time; compilation and the stacking check before
+        the run excluded).
 
     Raises:
         ValueError: a bad argument (named), or a
