@@ -371,6 +371,7 @@ def test_ctrl_c_during_a_sweep_keeps_the_finished_rows(small_npz, tmp_path, monk
         return real(*a, **k)
 
     monkeypatch.setattr(experiments, "volume", volume)
+    before = signal.getsignal(signal.SIGINT)  # the default, or SIG_IGN in a background job
     out = tmp_path / "v.json"
     argv = ["volume", "--dtypes", "float16", "float64", "--widths", "8", "--depths", "1",
             "--batch-sizes", "64", "--inits", "4", "--json", str(out), "--no-progress",
@@ -380,4 +381,4 @@ def test_ctrl_c_during_a_sweep_keeps_the_finished_rows(small_npz, tmp_path, monk
     assert "interrupted: 1 finished rows kept" in err and "Traceback" not in err
     doc = validate(out)
     assert doc["interrupted"] is True and [r["dtype"] for r in doc["results"]] == ["float16"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is before  # handler restored
