@@ -287,7 +287,9 @@ batch 16: a minibatch's own product and the stacked one differ): before each
 configuration the estimate compares, on its first group of initialisations over the
 whole first pass, the stacked rows with each minibatch's own, and searches minibatch by
 minibatch where they differ; each chunk checks its first group again. Groups of
-initialisations (`VOLUME_GROUP`) sharing one set of products: groups of 8 ran about 10%
-faster here at float32 (this row), but 1.6x slower at 16 bits with float32 accumulation,
-where a fair share of minibatches has a zero (a zero in any initialisation of a group
-runs both backward passes for the whole group), so the estimate runs one at a time."""
+initialisations (`VOLUME_GROUP`) sharing one set of products: at float32 groups of 8
+ran between 14% faster and 5% slower than one at a time in this session's runs (this
+row; their stacking check runs 8 initialisations' first pass twice), and 1.6x slower at
+16 bits with float32 accumulation, where a fair share of minibatches has a zero (a zero
+in any initialisation of a group runs both backward passes for the whole group), so the
+estimate runs one at a time."""
