@@ -115,7 +115,7 @@ def forward_only(ds, width, depth, batch, inits, dtype="float32"):
     initialisation at a time, ``search_block`` minibatches stacked into one product per
     layer, the exact zeros counted): what the matrix products at these shapes allow,
     without any backward pass or bookkeeping."""
-    arch = models.Architecture("mlp", (ds.n_features,), ds.num_classes, width, depth, init="torch")
+    arch = study_arch(ds, width, depth)
     n = len(ds.y_train)
     t = -(-n // batch)
     block = study.search_block(batch, t)

@@ -363,8 +363,7 @@ def _stacking_agrees(arch, dtype: str, block: int, base, x: np.ndarray, index) -
     shapes, not on the values: a backend that rounds a stacked row differently does so
     here). With several processes, stacking needs every process's agreement (they must
     all run the same program)."""
-    pad = np.full((-len(index) % block, index.shape[1]), len(x) - 1, index.dtype)
-    probe = np.concatenate([index, pad])  # whole blocks, padded with the padding row
+    probe, _ = _whole_blocks(index, np.ones(index.shape, bool), block, len(x) - 1)
     group = VOLUME_GROUP
     keys = jax.vmap(jax.random.fold_in, (None, 0))(base, jnp.arange(group, dtype=jnp.uint32))
     program = _agreement(arch, dtype, group, block, x.shape, probe.shape)
