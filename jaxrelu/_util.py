@@ -95,6 +95,15 @@ def trace_output(f: Callable, *args: Any, name: str = "f") -> Any:
     return out
 
 
+def dtype_of(x: Any) -> Any:
+    """``jnp.result_type(x)``: read off a JAX array directly (the common case, several
+    microseconds faster per call); anything else (NumPy arrays, whose float64 becomes
+    float32 without x64, and Python scalars) goes through JAX's rules."""
+    if isinstance(x, jax.Array):
+        return x.dtype
+    return jnp.result_type(x)
+
+
 def widest_float() -> Any:
     """float64 when x64 is enabled, else float32: the precision used for bookkeeping."""
     return jnp.float64 if x64() else jnp.float32

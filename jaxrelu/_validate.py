@@ -40,7 +40,7 @@ def float_tree(x: Any, name: str) -> Any:
                 f"`{name}` leaf {i} is the integer {leaf}; pass a float (e.g. {float(leaf)})"
             )
         try:
-            dtype = jnp.result_type(leaf)
+            dtype = _util.dtype_of(leaf)
         except TypeError as err:
             raise TypeError(
                 f"`{name}` leaf {i} must be a floating-point array, got {type(leaf).__name__}"

@@ -431,7 +431,7 @@ def certified_grad(
                 grads.append(jax.tree.unflatten(tree, list(flat_grad[k : k + n])))
                 k += n
             g = grads[0] if len(nums) == 1 else tuple(grads)
-            if not all(bool(jnp.all(jnp.isfinite(v))) for v in flat_grad):
+            if not res.grad_finite:
                 return _not_finite(f, args, nums, g)
             reason = "no nonsmooth site is at its kink: f is differentiable here"
             if unknown:

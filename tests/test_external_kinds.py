@@ -43,6 +43,26 @@ def test_where_trap_gets_the_true_gradient_certified():
     assert "jax.grad is not finite" in cert.reason
 
 
+def test_a_nan_in_one_leaf_of_several_arguments_is_seen():
+    # the where trap in the last leaf of a pytree, beside finite leaves and a second
+    # argument: every leaf of every differentiated argument is checked
+    def f(p, c):
+        trap = jnp.where(p["z"] > 0, jnp.sqrt(p["z"]), 0.0)
+        return 3.0 * p["w"] + jnp.sum(p["v"] ** 2) + c * trap
+
+    p = {"v": jnp.array([1.0, -2.0]), "w": jnp.array(0.5), "z": jnp.array(-1.0)}
+    assert np.isnan(jax.grad(f)(p, 2.0)["z"])
+    (gp, gc), cert = jr.certified_grad(f, argnums=(0, 1))(p, jnp.array(2.0))
+    assert "jax.grad is not finite" in cert.reason and cert.certified
+    assert float(gp["z"]) == 0.0 and float(gp["w"]) == 3.0 and float(gc) == 0.0
+    np.testing.assert_array_equal(np.asarray(gp["v"]), [2.0, -4.0])
+    # the same function where the gradient is finite: jax.grad's, certified
+    q = dict(p, z=jnp.array(4.0))
+    (gq, gc), cert = jr.certified_grad(f, argnums=(0, 1))(q, jnp.array(2.0))
+    assert cert.method == "ad" and cert.certified
+    assert float(gq["z"]) == 0.5 and float(gc) == 2.0
+
+
 @pytest.mark.parametrize(
     "f, x",
     [

@@ -138,7 +138,7 @@ def _filled(cell: Any) -> bool:
 def _avals(args: Any) -> tuple:
     leaves, tree = jax.tree.flatten(args)
     return tree, tuple(
-        (np.shape(v), str(jnp.result_type(v)), bool(getattr(v, "weak_type", False))) for v in leaves
+        (np.shape(v), str(_util.dtype_of(v)), bool(getattr(v, "weak_type", False))) for v in leaves
     )
 
 
@@ -204,7 +204,8 @@ class Analysis:
     """What one run returns (NumPy): output primals and tangent blocks (flat, in the
     program's output order; empty unless asked for), per-site metadata and statistics
     (tuples in :class:`SiteStats` field order), the probe's verdict, and, when asked, the
-    value and gradient from :func:`jax.value_and_grad`."""
+    value and gradient from :func:`jax.value_and_grad` (on the device) and whether every
+    element of the gradient is finite."""
 
     out_p: list[np.ndarray]
     out_t: list[np.ndarray | None]
@@ -214,6 +215,7 @@ class Analysis:
     out_tree: Any
     low_dtype: Any
     grad: Any = None
+    grad_finite: bool = True
 
     def take(self, i: int) -> Analysis:
         """Element ``i`` of a batched analysis."""
@@ -316,14 +318,15 @@ def _build_grad(tr: Traced, opts: _Options, box: dict) -> Callable:
 
         with ties_only():
             (val, stats), grads = jax.value_and_grad(value, argnums=grad_args, has_aux=True)(*args)
-        zero = jnp.zeros((), wide)
-        return {"stats": stats, "probe": (zero, zero), "grad": (val, grads)}
+        # one flag for every leaf, read with the statistics (not a host check per leaf)
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        return {"stats": stats, "finite": finite, "grad": (val, grads)}
 
     return run
 
 
 def _program(tr: Traced, flat: list, tangents: list, opts: _Options) -> tuple[Any, tuple]:
-    avals = tuple((jnp.shape(a), str(jnp.result_type(a))) for a in flat)
+    avals = tuple((jnp.shape(a), str(_util.dtype_of(a))) for a in flat)
     tspec = tuple(None if t is None else jnp.shape(t) for t in tangents)
     x64 = _util.x64()
     key = ("analysis", tr.fingerprint, tuple(map(id, tr.refs)), avals, tspec, opts, x64)
@@ -382,7 +385,7 @@ def analyse(
     grad = res.pop("grad", None)  # stays on the device, as jax.grad's result would
     res = jax.device_get(res)
     ints, floats = (np.asarray(v) for v in res["stats"])
-    probe_val, scale = res["probe"]
+    probe_val, scale = res.get("probe", (0.0, 0.0))  # (a gradient has no probe)
     cancel = True
     if tr.probe:
         eps = float(jnp.finfo(tr.low if tr.low is not None else jnp.float32).eps)
@@ -410,4 +413,5 @@ def analyse(
         tr.out_tree,
         tr.low,
         grad,
+        bool(res.get("finite", True)),
     )
