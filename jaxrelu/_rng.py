@@ -1,4 +1,5 @@
-"""``jax.random.uniform``, the same numbers, drawn faster on the CPU.
+"""``jax.random.uniform`` and ``jax.random.permutation``: the same numbers, drawn faster on
+the CPU.
 
 On the CPU, JAX lowers the threefry2x32 hash as a rolled loop of five iterations whose
 rotation amounts are loop data (to keep compile times short): each iteration is a
@@ -11,6 +12,14 @@ into one vectorised pass (about 5x faster) and the bits are identical. The fast 
 taken only when the key is a threefry key, threefry is in its partitionable mode (JAX's
 default) and a one-time check finds it equal to ``jax.random.uniform`` under this JAX;
 otherwise ``jax.random.uniform`` itself is called. Tests compare the two bit for bit.
+
+:func:`permutation` is ``jax.random.permutation(key, n)``: JAX stably sorts the indices by
+fresh random 32-bit keys, two or three rounds. XLA's CPU sort of a key and a value runs a
+compiled comparator per comparison (2 ms for 8,192 elements here), while a single uint32
+array sorts four times faster. So each round sorts the keys alone and places every index
+at its key's rank (a binary search in the sorted keys); where two keys are equal (about
+once in a hundred epochs of 8,192), that round is JAX's stable key-value sort itself. The
+permutation is the same, about 3x faster: the training engine shuffles every epoch.
 """
 
 from __future__ import annotations
@@ -96,6 +105,19 @@ def _fast_uniform(words: Any, shape: tuple[int, ...], minval: float, maxval: flo
     return lax.max(lo, floats * (hi - lo) + lo)
 
 
+def _fast(key: Any, size: int) -> Any | None:
+    """The key's words where the fast path applies (see the module docstring), else None."""
+    words = _key_words(key)
+    if (
+        _PLAIN.get()
+        or words is None
+        or not jax.config.jax_threefry_partitionable  # type: ignore[attr-defined]
+        or size >= 2**32
+    ):
+        return None
+    return words
+
+
 @functools.cache
 def _agrees() -> bool:
     """Whether the fast path gives ``jax.random.uniform``'s numbers under this JAX (its
@@ -116,14 +138,55 @@ def uniform(key: Any, shape: tuple[int, ...], minval: float, maxval: float) -> A
     """``jax.random.uniform(key, shape, jnp.float32, minval, maxval)``, bit for bit
     (compiled in the same program), faster on the CPU (see the module docstring)."""
     shape = tuple(int(s) for s in shape)
-    words = _key_words(key)
-    fast = (
-        not _PLAIN.get()
-        and words is not None
-        and jax.config.jax_threefry_partitionable  # type: ignore[attr-defined]
-        and math.prod(shape) < 2**32
-        and _agrees()
-    )
-    if not fast:
+    words = _fast(key, math.prod(shape))
+    if words is None or not _agrees():
         return jax.random.uniform(key, shape, jnp.float32, minval, maxval)
     return _fast_uniform(words, shape, minval, maxval)
+
+
+def _rounds(n: int) -> int:
+    """``jax.random.permutation``'s number of sorting rounds for ``n`` elements."""
+    return int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
+
+
+def _stable_sort_by(keys: Any, x: Any) -> Any:
+    """``lax.sort_key_val(keys, x)[1]`` (a stable sort) for uint32 ``keys``: with distinct
+    keys, each element goes to its key's rank among the sorted keys; with a repeated key,
+    the key-value sort itself."""
+    ordered = lax.sort(keys)
+
+    def by_rank(keys: Any, x: Any) -> Any:
+        rank = jnp.searchsorted(ordered, keys)
+        return jnp.zeros_like(x).at[rank].set(x, unique_indices=True)
+
+    tied = jnp.any(ordered[1:] == ordered[:-1])
+    return lax.cond(tied, lambda k, v: lax.sort_key_val(k, v)[1], by_rank, keys, x)
+
+
+def _fast_permutation(key: Any, n: int) -> Any:
+    x = jnp.arange(n)
+    for _ in range(_rounds(n)):
+        key, sub = jax.random.split(key)
+        x = _stable_sort_by(_bits(_key_words(sub), (n,)), x)
+    return x
+
+
+@functools.cache
+def _permutation_agrees() -> bool:
+    """Whether :func:`_fast_permutation` gives ``jax.random.permutation``'s under this JAX."""
+    with jax.ensure_compile_time_eval():
+        for seed, n in ((0, 2000), (2**31 + 7, 300)):  # two rounds, one round
+            k = jax.random.key(seed, impl="threefry2x32")
+            ours = jax.jit(lambda k, n=n: _fast_permutation(k, n))(k)  # a fresh trace
+            if not np.array_equal(np.asarray(ours), np.asarray(jax.random.permutation(k, n))):
+                return False
+    return True
+
+
+def permutation(key: Any, n: int) -> Any:
+    """``jax.random.permutation(key, n)`` for an integer ``n``, the same indices, faster on
+    the CPU (see the module docstring)."""
+    n = int(n)
+    if _fast(key, n) is None or not _permutation_agrees():
+        return jax.random.permutation(key, n)
+    return _fast_permutation(key, n)

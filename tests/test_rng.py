@@ -146,3 +146,65 @@ def test_model_init_equals_plain_draws(arch, dtype):
     ref = jax.jit(plain)(key)
     for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(ref), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+# ----------------------------------------------------------------------- permutation
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 17, 1437, 8192])
+def test_permutation_equals_jax_random(n):
+    for seed in (0, 5, 2**31 + 3):
+        key = jax.random.PRNGKey(seed)
+        ours = jax.jit(lambda k: _rng.permutation(k, n))(key)
+        ref = jax.jit(lambda k: jax.random.permutation(k, n))(key)
+        assert ours.dtype == ref.dtype
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref))
+
+
+@pytest.mark.parametrize("n", [1, 2, 1437, 1625, 1626, 8192, 2642245, 2642246])
+def test_permutation_rounds_match_jax(n):
+    """As many rounds as JAX's own permutation sorts (counted in its program; traced
+    only), on both sides of the boundaries n**3 = (2**32 - 1)**r."""
+    sorts = jax.make_jaxpr(lambda k: jax.random.permutation(k, n))(jax.random.PRNGKey(0))
+    assert _rng._rounds(n) == str(sorts).count("sort[")
+
+
+def test_stable_sort_with_repeated_keys_is_the_key_value_sort():
+    """Distinct keys take the rank path; a repeated key must keep the stable order (the
+    rank path alone would put two elements on one rank and lose one)."""
+    rng = np.random.default_rng(0)
+    x = jnp.arange(50, 100)
+    distinct = jnp.asarray(rng.choice(2**32 - 1, 50, replace=False).astype(np.uint32))
+    tied = distinct.at[7].set(distinct[31]).at[40].set(distinct[31])
+    for keys in (distinct, tied):
+        ours = jax.jit(_rng._stable_sort_by)(keys, x)
+        want = jax.lax.sort_key_val(keys, x)[1]
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(want))
+        assert sorted(np.asarray(ours).tolist()) == list(range(50, 100))
+
+
+def test_permutation_fallbacks():
+    key = jax.random.PRNGKey(1)
+    prims = lambda fn, *a: _primitives(fn, *a)
+    assert "sort" in prims(lambda k: _rng.permutation(k, 100), key)
+    assert not _uses_jax_random(lambda k: _rng.permutation(k, 100), key)
+    with _rng.plain_draws():
+        assert _uses_jax_random(lambda k: _rng.permutation(k, 100), key)
+    rbg = jax.random.key(1, impl="rbg")
+    assert _uses_jax_random(lambda k: _rng.permutation(k, 100), rbg)
+    np.testing.assert_array_equal(
+        np.asarray(jax.jit(lambda k: _rng.permutation(k, 100))(rbg)),
+        np.asarray(jax.random.permutation(rbg, 100)),
+    )
+
+
+def test_permutation_self_check(monkeypatch):
+    assert _rng._permutation_agrees()
+    monkeypatch.setattr(_rng, "_rounds", lambda n: 1)  # a different number of rounds
+    _rng._permutation_agrees.cache_clear()
+    try:
+        assert not _rng._permutation_agrees()
+    finally:
+        _rng._permutation_agrees.cache_clear()
+    monkeypatch.setattr(_rng, "_permutation_agrees", lambda: False)
+    assert _uses_jax_random(lambda k: _rng.permutation(k, 100), jax.random.PRNGKey(0))

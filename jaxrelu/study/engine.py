@@ -60,7 +60,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .. import _util
+from .. import _rng, _util
 from . import instrument, interrupt, limits, models, ties
 from .config import (
     DTYPES,
@@ -586,7 +586,7 @@ def _run_steps(spec: EngineSpec, state: TrainState, x, y, key, start, steps: int
     may have diverged in these steps: a loss not finite or above the divergence bound, or
     parameters not finite at the end."""
     bs = spec.optim.batch_size
-    perm = jax.random.permutation(key, x.shape[0])
+    perm = _rng.permutation(key, x.shape[0])  # jax.random.permutation's, faster on the CPU
     idx = lax.dynamic_slice_in_dim(perm, start * bs, steps * bs).reshape(steps, bs)
 
     def body(carry, i):
