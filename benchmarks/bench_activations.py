@@ -1,7 +1,7 @@
 """Activations: jaxrelu vs jax.nn / jnp, forward and forward+backward, against the
-memory-bandwidth ceiling at the same size (the fastest copy of as many bytes the machine
-achieved). Ours and JAX's are timed alternately, so that changes in the machine's speed hit
-both alike."""
+memory-bandwidth ceiling at the same size (the fastest streaming pass over as many bytes
+the machine achieved). Ours and JAX's are timed alternately, so that changes in the
+machine's speed hit both alike."""
 
 from __future__ import annotations
 
@@ -87,12 +87,13 @@ def explain(row: Row, rows: list[Row]) -> str:
 NOTES = """Goal (issues 2/7): at most 3% slower than JAX (speedup >= 0.97). The forward pass is
 the same expression as JAX's; forward+backward with a traced kink value adds one comparison
 and one select per element, fused by XLA into the same memory-bound loop. The ceiling is
-the fastest of three copies of the same number of bytes, each at its best of 30 calls,
-measured before and after the size's cases (the faster counts: once, measured only
-before, a ceiling at 2^20 came out 10% below the cases' own rate): NumPy
-into a preallocated buffer, the same on two threads, and XLA's own copy (which, like every
-jitted function, writes a freshly allocated output: at 2^24 elements the page faults of a
-new 64 MiB buffer cost XLA most of the bandwidth a preallocated copy gets). The earlier
+the fastest of four streaming passes over the same number of bytes, each at its best of
+30 calls, measured before and after the size's cases (the faster counts: once, measured
+only before, a ceiling at 2^20 came out 10% below the cases' own rate): NumPy into a
+preallocated buffer, the same on two threads, XLA's own copy and XLA's `max(x, 0)` (which,
+like every jitted function, write a freshly allocated output: at 2^24 elements the page
+faults of a new 64 MiB buffer cost XLA most of the bandwidth a preallocated copy gets;
+without the last, a forward row at 2^22 once read 102% of the ceiling). The earlier
 ceiling (the median of XLA's copy alone) was not an upper bound: rows read up to 192% of it.
 On this shared 2-core VM single ratios move by several percent from run to run in both
 directions (see the spreads); a row marked NO whose distance to 1 is within its spread is

@@ -304,3 +304,24 @@ def test_registry_is_consistent():
             assert (left, right) == (k.left, k.right), (info.name, k)
     with pytest.raises(TypeError):
         jr.REGISTRY["new"] = None
+
+
+def test_leaky_relu_at_jax_convention_is_jax_program():
+    """With the kink value JAX itself gives (1, a Python or NumPy number), leaky_relu is
+    JAX's own expression, so its derivative is JAX's program (no extra comparison per
+    element); any other value, or an array, goes through the chosen-derivative rule."""
+
+    def calls(kink):
+        f = lambda x: jnp.sum(jr.leaky_relu(x, kink))
+        return str(jax.make_jaxpr(jax.grad(f))(jnp.ones(3))).count(" eq ")  # x == 0 tests
+
+    assert calls(1.0) == calls(1) == calls(np.float32(1.0)) == 0
+    assert calls(0.5) == calls(jnp.asarray(1.0)) == calls(np.array([1.0, 1.0, 1.0])) == 1
+    x = jnp.array([-2.0, 0.0, 3.0])
+    for kink in (1.0, np.float64(1.0)):
+        np.testing.assert_array_equal(
+            jax.grad(lambda v: jnp.sum(jr.leaky_relu(v, kink)))(x),
+            jax.grad(lambda v: jnp.sum(jax.nn.leaky_relu(v)))(x),
+        )
+    with pytest.raises(TypeError, match="kink_grad"):
+        jr.leaky_relu(x, True)
