@@ -6,7 +6,10 @@ at a kink is the second parameter (``kink_grad``, ``kink_grads`` or ``tie``). It
 Python number or a JAX array broadcastable to the input; it is traced (changing it never
 recompiles, and it can be vmapped over), and it is never differentiated (its tangent is
 zero). The defaults reproduce what JAX does today, so replacing ``jax.nn.relu`` by
-``jaxrelu.relu`` changes nothing until a kink value is asked for.
+``jaxrelu.relu`` changes nothing until a kink value is asked for. Where ``leaky_relu``,
+``abs`` or ``hard_tanh`` gets JAX's own kink value as a Python or NumPy number (their
+defaults), it is JAX's expression itself, without the rule: the same values, one comparison
+fewer per element in the backward pass. A traced kink value always goes through the rule.
 
 Tangents are built with :func:`jax.lax.select`, so they keep the input's dtype and weak
 type and no ``NaN * 0`` can appear.
@@ -415,7 +418,10 @@ def abs(x: ArrayLike, kink_grad: ArrayLike = 1.0) -> jax.Array:
         (1.0, 0.0)
     """
     x = _as_input(x)
-    return _abs(x, _as_kink(kink_grad, "kink_grad", jnp.shape(x)))
+    s = _as_kink(kink_grad, "kink_grad", jnp.shape(x))
+    if _is_constant(kink_grad, 1.0):  # JAX's own convention: its expression (see leaky_relu)
+        return _abs_fwd(x)
+    return _abs(x, s)
 
 
 def relu6(x: ArrayLike, kink_grads: Sequence[ArrayLike] = (0.0, 0.0)) -> jax.Array:
@@ -470,6 +476,9 @@ def hard_tanh(x: ArrayLike, kink_grads: Sequence[ArrayLike] = (1.0, 1.0)) -> jax
     """
     x = _as_input(x)
     lo, hi = _kink_pair(kink_grads, "kink_grads", jnp.shape(x))
+    pair = tuple(kink_grads) if isinstance(kink_grads, (tuple, list)) else ()
+    if len(pair) == 2 and all(_is_constant(v, 1.0) for v in pair):  # JAX's own convention
+        return _hard_tanh_fwd(x)
     return _hard_tanh(x, lo, hi)
 
 

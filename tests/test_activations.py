@@ -325,3 +325,25 @@ def test_leaky_relu_at_jax_convention_is_jax_program():
         )
     with pytest.raises(TypeError, match="kink_grad"):
         jr.leaky_relu(x, True)
+
+
+@pytest.mark.parametrize(
+    "ours, theirs, default, other",
+    [
+        (lambda x, k: jr.abs(x, k), jnp.abs, 1.0, 0.0),
+        (lambda x, k: jr.hard_tanh(x, (k, k)), jax.nn.hard_tanh, 1.0, 0.5),
+    ],
+    ids=["abs", "hard_tanh"],
+)
+def test_defaults_at_jax_convention_are_jax_programs(ours, theirs, default, other):
+    def eqs(k):
+        f = lambda x: jnp.sum(ours(x, k))
+        return str(jax.make_jaxpr(jax.grad(f))(jnp.ones(3))).count(" eq ")
+
+    assert eqs(default) == eqs(np.float32(default)) == 0
+    assert eqs(other) > 0 and eqs(jnp.asarray(default)) > 0
+    x = jnp.array([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, jnp.nan])
+    g = jax.vmap(jax.grad(lambda v: ours(v, default)))(x)
+    np.testing.assert_array_equal(g, jax.vmap(jax.grad(theirs))(x))
+    kink = jnp.asarray(0.0 if other == 0.0 else 1.0)  # abs's kink, hard_tanh's upper one
+    assert float(jax.grad(lambda v: ours(v, other))(kink)) == other
