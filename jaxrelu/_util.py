@@ -104,6 +104,26 @@ def dtype_of(x: Any) -> Any:
     return jnp.result_type(x)
 
 
+def count(mask: Any, most: int = 1) -> Any:
+    """``jnp.sum(mask)`` as an int32 scalar, for a boolean or small non-negative integer
+    array (each entry at most ``most``), computed as a matrix-vector product: the last
+    axis is summed by ``rows @ ones`` in float32, then the rows' counts as integers.
+
+    XLA fuses the comparison that makes ``mask`` into the product, where an integer
+    reduction first writes the whole mask out: on a 2-core CPU, counting the zeros of a
+    256 x 1024 pre-activation cost 150 us that way and 10 us this way. Exact: every row's
+    count is an integer below 2**24 (checked from the shape; otherwise the plain sum),
+    and float32 products at full precision add integers below 2**24 exactly."""
+    mask = jnp.asarray(mask)
+    if mask.ndim == 0 or mask.size == 0 or mask.shape[-1] * most >= 2**24:
+        return jnp.sum(mask, dtype=jnp.int32)
+    rows = mask.reshape(-1, mask.shape[-1]).astype(jnp.float32)
+    per_row = jnp.dot(
+        rows, jnp.ones(mask.shape[-1], jnp.float32), precision=jax.lax.Precision.HIGHEST
+    )
+    return jnp.sum(per_row.astype(jnp.int32), dtype=jnp.int32)
+
+
 def widest_float() -> Any:
     """float64 when x64 is enabled, else float32: the precision used for bookkeeping."""
     return jnp.float64 if x64() else jnp.float32

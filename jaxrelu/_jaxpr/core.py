@@ -399,7 +399,7 @@ def switch_stats(
     size = jnp.int32(dist.size)
     if dist.size == 0:
         return SiteStats.empty(wide)._replace(size=size)
-    ties = jnp.sum(dist == 0).astype(jnp.int32)
+    ties = _util.count(dist == 0)
     if _TIES_ONLY.get():
         return SiteStats.empty(wide)._replace(size=size, ties=ties)
     margin = jnp.min(dist)

@@ -420,7 +420,7 @@ def _instrumentation(spec: EngineSpec, st: TrainState, xb, yb, pre, support):
     else:
 
         def live_one(z, t):
-            return jnp.stack([jnp.sum((a == 0) & b, dtype=jnp.int32) for a, b in zip(z, t)])
+            return jnp.stack([_util.count((a == 0) & b) for a, b in zip(z, t)])
 
         live = _runs(spec, live_one)(pre, support)
 

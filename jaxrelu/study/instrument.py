@@ -51,7 +51,7 @@ def kink_hits(
         at = sum((z == jnp.asarray(a, z.dtype)).astype(jnp.int32) for a in kinks)
         if mask is not None:
             at = at * mask.reshape(mask.shape + (1,) * (z.ndim - 1)).astype(jnp.int32)
-        counts.append(jnp.sum(at, dtype=jnp.int32))
+        counts.append(_util.count(at, most=len(kinks)))
     return jnp.stack(counts)
 
 

@@ -1,0 +1,57 @@
+"""``jaxrelu._util.count``: exact counts of a mask by a matrix-vector product (the zero
+counts of the instrumentation, the volume search and the kink analysis), checked against
+NumPy's integer sum; the shapes where float32 could not be exact take the plain sum."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrelu import _util
+
+
+def _has_dot(fn, *args):
+    return "dot_general" in str(jax.make_jaxpr(fn)(*args))
+
+
+@pytest.mark.parametrize(
+    "shape", [(7,), (3, 5), (64, 128), (2, 3, 4, 5), (1, 1), (4, 0), (0, 3), ()]
+)
+@pytest.mark.parametrize("density", [0.0, 0.3, 1.0])
+def test_count_equals_integer_sum(shape, density):
+    rng = np.random.default_rng(len(shape) + int(10 * density))
+    mask = rng.random(shape) < density
+    got = jax.jit(_util.count)(jnp.asarray(mask))
+    assert got.dtype == jnp.int32 and got.shape == ()
+    assert int(got) == int(np.sum(mask))
+
+
+def test_count_of_small_integers_and_under_vmap():
+    rng = np.random.default_rng(1)
+    at = rng.integers(0, 3, (50, 333)).astype(np.int32)  # up to two kinks per entry
+    assert int(jax.jit(lambda a: _util.count(a, most=2))(jnp.asarray(at))) == int(at.sum())
+    masks = rng.random((6, 40, 17)) < 0.5
+    got = jax.jit(jax.vmap(_util.count))(jnp.asarray(masks))
+    np.testing.assert_array_equal(np.asarray(got), masks.reshape(6, -1).sum(axis=1))
+
+
+def test_count_of_long_rows_stays_exact():
+    """2**24 + 1 ones in one row: float32 would round the count to 2**24; the shape check
+    sends such rows to the integer sum (traced at the boundary, computed above it)."""
+    ones = jnp.ones((1, 2**24 + 1), bool)
+    assert int(jax.jit(_util.count)(ones)) == 2**24 + 1
+    spec = lambda n: jax.ShapeDtypeStruct((2, n), jnp.int32)
+    assert _has_dot(_util.count, spec(2**24 - 1))
+    assert not _has_dot(_util.count, spec(2**24))
+    assert _has_dot(lambda a: _util.count(a, most=2), spec(2**23 - 1))
+    assert not _has_dot(lambda a: _util.count(a, most=2), spec(2**23))
+
+
+def test_count_uses_full_precision_products():
+    # a default of bfloat16 passes (as on some accelerators) must not round the counts
+    mask = jnp.ones((3, 1000), bool)
+    with jax.default_matmul_precision("bfloat16"):
+        assert int(jax.jit(_util.count)(mask)) == 3000
+    assert "HIGHEST" in str(jax.make_jaxpr(_util.count)(mask))
