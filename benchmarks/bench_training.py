@@ -346,7 +346,12 @@ hand-written loop's (one while-loop body with the same three products per layer 
 similar number of fused elementwise kernels); the rows "engine uninstrumented vs
 hand-written lax.scan loop" and "instrumented vs not" split the engine's distance to the
 scan loop into its own cost and the instrumentation's (the exact-zero counts and the
-bifurcation test's condition, every step). The percentages of the matmul ceiling compare the
+bifurcation test's condition, every step). Two differences from the hand-written loop are
+deliberate: the engine shuffles each epoch with `jaxrelu._rng.permutation` (the indices of
+`jax.random.permutation`, bit for bit, about 3x faster on the CPU, where a key-value sort
+runs a compiled comparator per comparison) and counts exact zeros with a matrix-vector
+product (`jaxrelu._util.count`; an integer reduction wrote the mask out first, which cost
+about 8% of a step on the large network). The percentages of the matmul ceiling compare the
 network's matrix-product FLOPs (6 x batch x weights per step) with the fastest square
 float32 product any library here achieved (best of several calls): an upper bound, so every
 row reads below 100%. Not remeasured here (no GPU): an older run of this script's previous

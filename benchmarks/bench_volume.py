@@ -21,6 +21,7 @@ from _harness import (
 )
 from jax import lax
 
+from jaxrelu import _util
 from jaxrelu._rng import plain_draws
 from jaxrelu.study import experiments as study
 from jaxrelu.study import models
@@ -141,7 +142,7 @@ def forward_only(ds, width, depth, batch, inits, dtype="float32"):
 
             def stacked(xb):
                 pre = models.apply(arch, p, {"bn": []}, xb, 0.0)[2]
-                return sum(jnp.sum(z == 0) for z in pre)
+                return sum(_util.count(z == 0) for z in pre)  # as the search counts
 
             return jnp.sum(lax.map(stacked, xs))
 
@@ -332,8 +333,8 @@ configuration the estimate compares, on its first group of initialisations over 
 whole first pass, the stacked rows with each minibatch's own, and searches minibatch by
 minibatch where they differ; each chunk checks its first group again. Groups of
 initialisations (`VOLUME_GROUP`) sharing one set of products: at float32 groups of 8
-ran between 14% faster and 5% slower than one at a time in this session's runs (this
-row; their stacking check runs 8 initialisations' first pass twice), and 1.6x slower at
+ran between 14% faster and 24% slower than one at a time over the recent runs (this row;
+their stacking check runs 8 initialisations' first pass twice), and 1.6x slower at
 16 bits with float32 accumulation, where a fair share of minibatches has a zero (a zero
 in any initialisation of a group runs both backward passes for the whole group), so the
 estimate runs one at a time."""
