@@ -96,7 +96,13 @@ def _bits(words: Any, shape: tuple[int, ...]) -> Any:
     return (a ^ b).reshape(shape)
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def _fast_uniform(words: Any, shape: tuple[int, ...], minval: float, maxval: float) -> Any:
+    # jitted as jax.random.uniform is: one program, so that XLA contracts the scaling into
+    # one fused multiply-add there and here alike (eagerly, op by op, it rounded twice);
+    # the barrier keeps a constant key from being folded at compile time (the folder
+    # rounds twice too, while JAX's rolled loop is not folded)
+    words = lax.optimization_barrier(words)
     # jax.random.uniform's float32 construction: 23 random mantissa bits under exponent 0
     # give [1, 2); shift to [0, 1), scale, and clip at minval
     mant = lax.shift_right_logical(_bits(words, shape), np.uint32(9)) | np.uint32(0x3F800000)

@@ -245,11 +245,14 @@ def _leaky_relu_jvp(primals, tangents):
     if isinstance(g, SymbolicZero) or _is_float0(g):
         t = jnp.zeros(ans.shape, ans.dtype)
     else:
-        slope = _coef(a, g)
+        # the slope is differentiable (as in jax.nn.leaky_relu: d2/dx da = 1 where x < 0);
+        # only the kink value is a constant of the rule
+        slope = jnp.broadcast_to(_cast(a, g.dtype, _weak(g)), g.shape)
         t = lax.select(x > 0, g, lax.select(x == 0, _scaled(g, _coef(s, g)), g * slope))
     if not isinstance(ga, SymbolicZero):
         ga = jnp.broadcast_to(ga.astype(ans.dtype), ans.shape)
-        t = t + lax.select(x < 0, x * ga, jnp.zeros_like(ga))
+        # JAX's branch for the slope's tangent: x * da unless x >= 0 (NaN included)
+        t = t + lax.select(x >= 0, jnp.zeros_like(ga), x * ga)
     return ans, t
 
 

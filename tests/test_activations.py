@@ -347,3 +347,19 @@ def test_defaults_at_jax_convention_are_jax_programs(ours, theirs, default, othe
     np.testing.assert_array_equal(g, jax.vmap(jax.grad(theirs))(x))
     kink = jnp.asarray(0.0 if other == 0.0 else 1.0)  # abs's kink, hard_tanh's upper one
     assert float(jax.grad(lambda v: ours(v, other))(kink)) == other
+
+
+def test_leaky_relu_slope_derivatives_match_jax_through_the_rule():
+    """The negative slope is differentiable as in jax.nn.leaky_relu, whichever path the
+    kink value takes (the rule once stopped its gradient: d2/dx da was 0 for x < 0), and
+    the slope's tangent is JAX's at NaN."""
+    x = jnp.asarray([-2.0, 0.0, 3.0])
+    mixed = lambda f: jax.vmap(jax.grad(jax.grad(f), argnums=1), (0, None))(x, 0.2)
+    want = mixed(jax.nn.leaky_relu)
+    np.testing.assert_array_equal(want, [1.0, 0.0, 0.0])
+    for kink in (1.0, jnp.float32(1.0), 0.5):
+        np.testing.assert_array_equal(mixed(lambda v, a, k=kink: jr.leaky_relu(v, k, a)), want)
+    v = jnp.asarray([jnp.nan, -1.0, 0.0, 2.0])
+    t_jax = jax.jvp(lambda a: jax.nn.leaky_relu(v, a), (0.2,), (1.0,))[1]
+    t_ours = jax.jvp(lambda a: jr.leaky_relu(v, jnp.float32(1.0), a), (0.2,), (1.0,))[1]
+    np.testing.assert_array_equal(t_ours, t_jax)
