@@ -106,17 +106,29 @@ def dtype_of(x: Any) -> Any:
 
 def count(mask: Any, most: int = 1) -> Any:
     """``jnp.sum(mask)`` as an int32 scalar, for a boolean or small non-negative integer
-    array (each entry at most ``most``), computed as a matrix-vector product: the last
-    axis is summed by ``rows @ ones`` in float32, then the rows' counts as integers.
+    array (each entry at most ``most``).
 
-    XLA fuses the comparison that makes ``mask`` into the product, where an integer
-    reduction first writes the whole mask out: on a 2-core CPU, counting the zeros of a
-    256 x 1024 pre-activation cost 150 us that way and 10 us this way. Exact: every row's
-    count is an integer below 2**24 (checked from the shape; otherwise the plain sum),
-    and float32 products at full precision add integers below 2**24 exactly."""
+    On the CPU it is a matrix-vector product: the last axis is summed by ``rows @ ones``
+    in float32, then the rows' counts as integers. XLA's CPU backend fuses the comparison
+    that makes ``mask`` into the product, where an integer reduction first writes the
+    whole mask out: on a 2-core CPU, counting the zeros of a 256 x 1024 pre-activation
+    cost 150 us that way and 10 us this way. Exact: every row's count is an integer below
+    2**24 (checked from the shape; otherwise the plain sum), and float32 products at full
+    precision add integers below 2**24 exactly.
+
+    Elsewhere (GPU, TPU) it is the integer sum itself: there XLA fuses the comparison into
+    one reduction kernel, where the product would take three (the mask written out as
+    floats, the library's matrix-vector kernel, the rows' sum). The choice is made when
+    the program is lowered for its platform (:func:`jax.lax.platform_dependent`)."""
     mask = jnp.asarray(mask)
+    plain = lambda m: jnp.sum(m, dtype=jnp.int32)
     if mask.ndim == 0 or mask.size == 0 or mask.shape[-1] * most >= 2**24:
-        return jnp.sum(mask, dtype=jnp.int32)
+        return plain(mask)
+    return jax.lax.platform_dependent(mask, cpu=_count_by_product, default=plain)
+
+
+def _count_by_product(mask: Any) -> Any:
+    """:func:`count` on the CPU: ``rows @ ones`` at full float32 precision."""
     rows = mask.reshape(-1, mask.shape[-1]).astype(jnp.float32)
     per_row = jnp.dot(
         rows, jnp.ones(mask.shape[-1], jnp.float32), precision=jax.lax.Precision.HIGHEST

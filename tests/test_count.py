@@ -55,3 +55,35 @@ def test_count_uses_full_precision_products():
     with jax.default_matmul_precision("bfloat16"):
         assert int(jax.jit(_util.count)(mask)) == 3000
     assert "HIGHEST" in str(jax.make_jaxpr(_util.count)(mask))
+
+
+def _lowered(fn, platform, *specs):
+    from jax import export
+
+    return export.export(jax.jit(fn), platforms=[platform])(*specs).mlir_module()
+
+
+@pytest.mark.parametrize(("platform", "product"), [("cpu", True), ("cuda", False), ("tpu", False)])
+def test_count_lowers_to_a_product_on_the_cpu_only(platform, product):
+    """The CPU program counts by a matrix-vector product; a GPU or TPU program is one
+    integer reduction (there XLA fuses the comparison into it), with no product left."""
+    spec = jax.ShapeDtypeStruct((256, 1024), jnp.float32)
+    text = _lowered(lambda z: _util.count(z == 0), platform, spec)
+    assert ("dot_general" in text) is product
+    assert "stablehlo.reduce" in text
+
+
+def test_count_compiles_without_a_branch():
+    """The platform choice is made at lowering: the compiled CPU program has no
+    conditional left in it (one would cost a branch per count in the training loop)."""
+    z = jnp.ones((64, 128))
+    hlo = jax.jit(lambda v: _util.count(v == 0)).lower(z).compile().as_text()
+    assert "conditional" not in hlo
+
+
+def test_count_by_product_is_exact():
+    """The CPU's branch, called directly, agrees with NumPy whatever the backend here."""
+    rng = np.random.default_rng(3)
+    mask = rng.random((37, 129)) < 0.4
+    m = jnp.asarray(mask)
+    assert int(jax.jit(_util._count_by_product)(m)) == int(mask.sum())
