@@ -19,7 +19,8 @@ compiled comparator per comparison (2 ms for 8,192 elements here), while a singl
 array sorts four times faster. So each round sorts the keys alone and places every index
 at its key's rank (a binary search in the sorted keys); where two keys are equal (about
 once in a hundred epochs of 8,192), that round is JAX's stable key-value sort itself. The
-permutation is the same, about 3x faster: the training engine shuffles every epoch.
+permutation is the same, about 3x faster: the training engine shuffles every epoch. On
+other platforms (GPU, TPU) the program calls ``jax.random.permutation`` itself.
 """
 
 from __future__ import annotations
@@ -193,6 +194,10 @@ def permutation(key: Any, n: int) -> Any:
     """``jax.random.permutation(key, n)`` for an integer ``n``, the same indices, faster on
     the CPU (see the module docstring)."""
     n = int(n)
+    plain = lambda k: jax.random.permutation(k, n)
     if _fast(key, n) is None or not _permutation_agrees():
-        return jax.random.permutation(key, n)
-    return _fast_permutation(key, n)
+        return plain(key)
+    # the rank placement is a CPU remedy: on a GPU its binary search is a loop and its
+    # check for repeated keys a branch (host round trips there), where the key-value sort
+    # is no slower; the platform is chosen when the program is lowered
+    return lax.platform_dependent(key, cpu=lambda k: _fast_permutation(k, n), default=plain)

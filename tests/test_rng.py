@@ -185,15 +185,25 @@ def test_stable_sort_with_repeated_keys_is_the_key_value_sort():
         assert sorted(np.asarray(ours).tolist()) == list(range(50, 100))
 
 
+def _ranks_on_cpu(fn, key):
+    """Whether ``fn``'s CPU program places indices by rank (the fast permutation): its
+    jaxpr holds every platform's branch, the lowered program only the CPU's."""
+    from jax import export
+
+    return "searchsorted" in export.export(jax.jit(fn), platforms=["cpu"])(key).mlir_module()
+
+
 def test_permutation_fallbacks():
     key = jax.random.PRNGKey(1)
     prims = lambda fn, *a: _primitives(fn, *a)
     assert "sort" in prims(lambda k: _rng.permutation(k, 100), key)
-    assert not _uses_jax_random(lambda k: _rng.permutation(k, 100), key)
+    assert _ranks_on_cpu(lambda k: _rng.permutation(k, 100), key)
     with _rng.plain_draws():
         assert _uses_jax_random(lambda k: _rng.permutation(k, 100), key)
+        assert not _ranks_on_cpu(lambda k: _rng.permutation(k, 100), key)
     rbg = jax.random.key(1, impl="rbg")
     assert _uses_jax_random(lambda k: _rng.permutation(k, 100), rbg)
+    assert not _ranks_on_cpu(lambda k: _rng.permutation(k, 100), rbg)
     np.testing.assert_array_equal(
         np.asarray(jax.jit(lambda k: _rng.permutation(k, 100))(rbg)),
         np.asarray(jax.random.permutation(rbg, 100)),
@@ -209,7 +219,7 @@ def test_permutation_self_check(monkeypatch):
     finally:
         _rng._permutation_agrees.cache_clear()
     monkeypatch.setattr(_rng, "_permutation_agrees", lambda: False)
-    assert _uses_jax_random(lambda k: _rng.permutation(k, 100), jax.random.PRNGKey(0))
+    assert not _ranks_on_cpu(lambda k: _rng.permutation(k, 100), jax.random.PRNGKey(0))
 
 
 def test_uniform_eager_and_constant_keys_equal_jax_random():
@@ -232,3 +242,17 @@ def test_uniform_eager_and_constant_keys_equal_jax_random():
     jitted = jax.jit(lambda k: models.init(arch, k)[0])(jax.random.key(0))
     for x, y in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize(("platform", "by_rank"), [("cpu", True), ("cuda", False)])
+def test_permutation_places_by_rank_on_the_cpu_only(platform, by_rank):
+    """The rank placement (a binary search and a branch for repeated keys) is the CPU's
+    program; a GPU program is jax.random.permutation's own sort, with no loop or branch
+    (each would be a host round trip there)."""
+    from jax import export
+
+    fn = jax.jit(lambda k: _rng.permutation(k, 8192))
+    text = export.export(fn, platforms=[platform])(jax.random.PRNGKey(0)).mlir_module()
+    assert ("searchsorted" in text) is by_rank
+    assert ("stablehlo.while" in text) is by_rank
+    assert "stablehlo.sort" in text
