@@ -156,3 +156,18 @@ def test_groups_of_initialisations_search_stacked_as_one_at_a_time(data, fresh, 
     fresh.setattr(models, "apply", _marking_apply(10))
     _same(study.volume(**kw, images=250), one)
     assert blocks == [4, 1]
+
+
+def test_group_size_follows_the_platform_unless_set(monkeypatch):
+    """One initialisation at a time on the CPU, groups of 8 on an accelerator (where one
+    initialisation's products leave the device idle); a set ``VOLUME_GROUP`` wins."""
+    import jax
+
+    monkeypatch.setattr(study, "VOLUME_GROUP", None)
+    assert study.volume_group() == (1 if jax.default_backend() == "cpu" else 8)
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert study.volume_group() == 1
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert study.volume_group() == 8
+    monkeypatch.setattr(study, "VOLUME_GROUP", 3)
+    assert study.volume_group() == 3

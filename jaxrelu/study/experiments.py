@@ -62,6 +62,7 @@ __all__ = [
     "search_block",
     "train_comparison",
     "volume",
+    "volume_group",
     "wilson_interval",
 ]
 
@@ -75,10 +76,21 @@ MAX_IMAGES = 2**31 - 1
 VOLUME_ROWS = 1024
 """Images whose forward pass :func:`volume`'s zero search computes as one product per
 layer: ``VOLUME_ROWS // batch_size`` minibatches (at least one) are stacked."""
-VOLUME_GROUP = 1
+VOLUME_GROUP: int | None = None
 """Initialisations whose forward passes are batched into one set of matrix products by
-:func:`volume` (a chunk is rounded up to whole groups). 1 on the CPU: groups of 4, 8 and
-16 ran slower there (``benchmarks/bench_volume.py`` measures 8 against 1)."""
+:func:`volume` (a chunk is rounded up to whole groups); None: :func:`volume_group`'s
+choice for the platform. Results do not depend on it."""
+
+
+def volume_group() -> int:
+    """:data:`VOLUME_GROUP`, or where it is None the platform's size: 1 on the CPU, where
+    groups of 4, 8 and 16 ran slower; 8 on other platforms, where one initialisation's
+    products are too small to fill the device (on an NVIDIA H100, groups of 8 ran the
+    paper's volume 4.8x faster than groups of 1). ``benchmarks/bench_volume.py`` measures
+    8 against the default."""
+    if VOLUME_GROUP is not None:
+        return int(VOLUME_GROUP)
+    return 1 if jax.default_backend() == "cpu" else 8
 
 
 def wilson_interval(successes: int, n: int, z: float = _Z95) -> tuple[float, float]:
@@ -364,7 +376,7 @@ def _stacking_agrees(arch, dtype: str, block: int, base, x: np.ndarray, index) -
     here). With several processes, stacking needs every process's agreement (they must
     all run the same program)."""
     probe, _ = _whole_blocks(index, np.ones(index.shape, bool), block, len(x) - 1)
-    group = VOLUME_GROUP
+    group = volume_group()
     keys = jax.vmap(jax.random.fold_in, (None, 0))(base, jnp.arange(group, dtype=jnp.uint32))
     program = _agreement(arch, dtype, group, block, x.shape, probe.shape)
     ok = bool(program(keys, jnp.asarray(x, dtype), jnp.asarray(probe)))
@@ -454,7 +466,7 @@ def _volume_memory(
     acts = max(6 + block, 2 * block) * models.n_activations(arch, batch)
     rows = block * batch * math.prod(arch.in_shape)  # the block's gathered images
     per_init = models.n_params(arch) * 3 * size + (acts + rows) * size
-    return data + indices + per_init * VOLUME_GROUP * len(jax.local_devices()) + 16 * chunk
+    return data + indices + per_init * volume_group() * len(jax.local_devices()) + 16 * chunk
 
 
 def check_volume(cfg: VolumeConfig, ds: Dataset) -> tuple[models.Architecture, int]:
@@ -472,7 +484,7 @@ def check_volume(cfg: VolumeConfig, ds: Dataset) -> tuple[models.Architecture, i
         init="torch",
         accumulate=cfg.accumulate,
     )
-    step = VOLUME_GROUP * len(jax.local_devices())
+    step = volume_group() * len(jax.local_devices())
     chunk = -(-min(cfg.inits, VOLUME_CHUNK) // step) * step
     images = n if cfg.images is None else cfg.images
     passes, rest = divmod(images, n)
@@ -576,7 +588,7 @@ def volume(
         block = 1  # this backend rounds stacked rows differently: minibatch by minibatch
     index, mask = _whole_blocks(index, mask, block, n)
     n_dev = len(jax.local_devices())
-    program = _compiled(arch, cfg.dtype, n_dev, chunk, VOLUME_GROUP, block, x.shape, index.shape)
+    program = _compiled(arch, cfg.dtype, n_dev, chunk, volume_group(), block, x.shape, index.shape)
     args = (
         jnp.asarray(x, dt),
         jnp.asarray(np.append(ds.y_train, 0), jnp.int32),
