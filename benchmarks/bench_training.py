@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from _harness import (
+    OPTIONS,
     Row,
     block,
     interleaved,
@@ -41,11 +42,10 @@ def _flops(sizes, batch):
     return 6 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-def engine_epoch(ds, sizes, batch, instrument, runs=1, kink=0.0):
-    """The engine's epoch function (one call: one shuffled epoch) after a checked warm-up,
-    and its steps per epoch (``kink``: the kink value of a single run, a number or
-    ``"lexicographic"``)."""
-    cfg = T.TrainConfig(
+def train_config(sizes, batch, instrument, runs=1, kink=0.0):
+    """The engine's configuration for an MLP of layer ``sizes`` (SGD, momentum 0.9,
+    learning rate 0.05, as every contender here)."""
+    return T.TrainConfig(
         width=sizes[1],
         depth=len(sizes) - 2,
         batch_size=batch,
@@ -53,6 +53,13 @@ def engine_epoch(ds, sizes, batch, instrument, runs=1, kink=0.0):
         learning_rate=0.05,
         kink_grads=tuple(np.linspace(0.0, 1.0, runs)) if runs > 1 else (kink,),
     )
+
+
+def engine_epoch(ds, sizes, batch, instrument, runs=1, kink=0.0):
+    """The engine's epoch function (one call: one shuffled epoch) after a checked warm-up,
+    and its steps per epoch (``kink``: the kink value of a single run, a number or
+    ``"lexicographic"``)."""
+    cfg = train_config(sizes, batch, instrument, runs, kink)
     spec = T.EngineSpec.of(cfg, ds)
     state = T.init_state(spec, jax.random.PRNGKey(0), cfg.kink_grads)
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
@@ -247,6 +254,8 @@ def run(quick: bool) -> list[Row]:
             )
             if quick:
                 skip["compile"] = "torch.compile left out of the quick run (compile time)"
+            elif not OPTIONS["torch_compile"]:
+                skip["compile"] = "torch.compile left out of this run (--no-torch-compile)"
             else:
                 compiled, reason = _torch_compile_or_reason(torch, ds, sizes, batch)
                 if compiled is None:
@@ -354,7 +363,24 @@ product (`jaxrelu._util.count`; an integer reduction wrote the mask out first, w
 about 8% of a step on the large network). The percentages of the matmul ceiling compare the
 network's matrix-product FLOPs (6 x batch x weights per step) with the fastest square
 float32 product any library here achieved (best of several calls): an upper bound, so every
-row reads below 100%. Not remeasured here (no GPU): an older run of this script's previous
-version on an NVIDIA H100 (JAX 0.11.2, `benchmarks/results/gpu-h100-activations-training.txt`)
-ran the engine at 16x, 16x and 5.8x PyTorch eager, instrumentation costing 43%, 27% and 14%
-there."""
+row reads below 100%.
+
+On an NVIDIA H100 (JAX 0.11.2, PyTorch 2.11 on the same GPU; `results/gpu-h100.json`,
+rendered at the end of RESULTS.md) the engine runs 13x, 9.3x and 3.9x PyTorch eager and
+7.3x, 5.2x and 2.3x JAX jit per step, and four lockstep runs cost 1.29x and 1.51x one (the
+GPU has room for them): those goals hold. Two do not. The engine runs at 0.42-0.55x the
+hand-written loop there (uninstrumented 0.57-0.69x), and instrumentation costs 24-45%
+(goal 15%). What that run measured of the causes: the engine's extra time over the loop,
+uninstrumented, is 3.4-3.7 ms per epoch at all three sizes (28, 53 and 108 us per step over
+128, 64 and 32 steps), a fixed per-epoch cost rather than a per-step one; the epoch's
+shuffle was then the rank-placement permutation, whose binary search is a loop and whose
+repeated-key check a branch (each a host round trip on a GPU), and now lowers to
+`jax.random.permutation` off the CPU (not yet remeasured there). The instrumentation's
+parts on the small network (`benchmarks/probe_instrumentation.py`,
+`results/gpu-h100-probe.json`): the exact-zero counts 16 us per step (seven small
+reductions, each a kernel launch), the bifurcation test's `lax.cond` 17 us (computing its
+two gradients every step instead, without the branch, cost the same); counting by
+matrix-vector product instead of integer sums made no measurable difference there. With
+XLA's command buffers extended to conditionals and loops
+(`XLA_FLAGS=--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CONDITIONAL,WHILE`)
+the instrumented step took 98 us instead of 110."""

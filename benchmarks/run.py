@@ -2,10 +2,15 @@
 measured in the same run, with the hardware ceiling where it applies.
 
     python benchmarks/run.py [--quick] [--only NAME ...] [--json PATH] [--markdown PATH]
+    python benchmarks/run.py --render CPU.json [GPU.json ...] --markdown PATH [--readme PATH]
 
 Each benchmark warms up (compilation excluded), checks the warm-up result, times with
 block_until_ready and reports the median with its spread. ``--quick`` is a smoke run for CI
-(small sizes; asserts correctness, never a time).
+(small sizes; asserts correctness, never a time). A benchmark that fails is reported with
+its error and the others still run (the exit status is then 1); ``--json`` is rewritten
+after every benchmark, so an interrupted run keeps what it measured. ``--render`` writes
+RESULTS.md from saved runs: the first is the main table (and the README's), each further
+one (a GPU run, say) a section of its own.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ import json
 import os
 import sys
 import time
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import _harness  # noqa: E402
 from _harness import Row, machine, table  # noqa: E402
 
 BENCHMARKS = [
@@ -49,49 +56,86 @@ def main(argv=None) -> int:
     p.add_argument(
         "--render",
         metavar="JSON",
-        help="write --markdown from a saved --json of an earlier run, without rerunning",
+        nargs="+",
+        help="write --markdown from saved --json runs, without rerunning: the first is the "
+        "main table, each further one (a GPU run) a section of its own",
+    )
+    p.add_argument(
+        "--no-torch-compile",
+        action="store_true",
+        help="leave the torch.compile baselines out (their compilation takes minutes on a GPU)",
     )
     args = p.parse_args(argv)
+    if args.readme and not args.render:
+        p.error("--readme needs --render")
+    _harness.OPTIONS["torch_compile"] = not args.no_torch_compile
     import jax
 
     # float32 products are float32 on GPUs too (no TF32), for every contender: as jaxrelu's
     # training and study do, and as PyTorch does by default for matrix products
     jax.config.update("jax_default_matmul_precision", "highest")
     if args.render:
-        with open(args.render) as fh:
-            doc = json.load(fh)
-        rows = [Row.from_json(r) for r in doc["results"]]
+        docs = []
+        for path in args.render:
+            try:
+                with open(path) as fh:
+                    docs.append(json.load(fh))
+            except (OSError, ValueError) as err:
+                p.error(f"--render: cannot read {path}: {err}")
         if args.markdown:
-            write_markdown(args.markdown, doc, rows, doc.get("quick", False))
+            write_markdown(args.markdown, docs[0], _rows(docs[0]), docs[0].get("quick", False),
+                           others=docs[1:])  # fmt: skip
         if args.readme:
-            write_readme_table(args.readme, rows)
+            gpu = next((d for d in docs[1:] if d["machine"].get("backend") == "gpu"), None)
+            write_readme_table(args.readme, _rows(docs[0]), gpu)
         return 0
     mach = {**machine(), **_versions(), "load_start": _load()}
     started = time.perf_counter()
     print(f"# jaxrelu benchmarks{' (quick)' if args.quick else ''}\n{_header(mach)}\n", flush=True)
-    rows = []
+    rows: list[Row] = []
+    failed: dict[str, str] = {}
+    doc = {"machine": mach, "quick": args.quick, "date": datetime.date.today().isoformat()}
+    left = [n for n in BENCHMARKS if args.only and n not in args.only]
+    left_out = [f"left out: {', '.join(left)} (`--only`)"] if left else []
+    if args.no_torch_compile:
+        left_out.append("the torch.compile baselines left out (`--no-torch-compile`)")
+    if left_out:
+        doc["left_out"] = "; ".join(left_out)
+
+    def save(complete: bool) -> None:
+        mach["load_end"] = _load()
+        mach["minutes"] = round((time.perf_counter() - started) / 60, 1)
+        doc.update(complete=complete, failed=failed, results=[r.to_json() for r in rows])
+        if args.json:
+            with open(args.json + ".part", "w") as fh:
+                json.dump(doc, fh, indent=1)
+            os.replace(args.json + ".part", args.json)
+
     for name in args.only or BENCHMARKS:
         mod = importlib.import_module(f"bench_{name}")
         t0 = time.perf_counter()
-        got = mod.run(args.quick)
-        print(f"## {name} ({time.perf_counter() - t0:.0f} s)\n\n{table(got)}\n", flush=True)
-        rows += got
-    mach["load_end"] = _load()
-    mach["minutes"] = round((time.perf_counter() - started) / 60, 1)
-    doc = {
-        "machine": mach,
-        "quick": args.quick,
-        "date": datetime.date.today().isoformat(),
-        "results": [r.to_json() for r in rows],
-    }
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(doc, fh, indent=1)
+        try:
+            got = mod.run(args.quick)
+        except Exception as err:  # reported; the other benchmarks still run
+            traceback.print_exc()
+            failed[name] = f"{type(err).__name__}: {str(err).strip()[:400]}"
+            print(f"## {name} FAILED after {time.perf_counter() - t0:.0f} s\n", flush=True)
+        else:
+            print(f"## {name} ({time.perf_counter() - t0:.0f} s)\n\n{table(got)}\n", flush=True)
+            rows += got
+        save(complete=False)
+    save(complete=True)
     if args.markdown:
         write_markdown(args.markdown, doc, rows, args.quick)
     missed = [r for r in rows if r.met is False]
-    print(f"{len(rows)} rows; goals missed: {len(missed)}")
-    return 0
+    print(f"{len(rows)} rows; goals missed: {len(missed)}; benchmarks failed: {len(failed)}")
+    for name, why in failed.items():
+        print(f"FAILED {name}: {why}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _rows(doc: dict) -> list[Row]:
+    return [Row.from_json(r) for r in doc["results"]]
 
 
 def _versions() -> dict[str, str]:
@@ -130,8 +174,11 @@ def _environment(mach: dict) -> str:
     return "; ".join(parts)
 
 
-def write_markdown(path: str, doc: dict, rows: list, quick: bool) -> None:
+def write_markdown(path: str, doc: dict, rows: list, quick: bool, others=()) -> None:
+    """RESULTS.md: the main run ``doc`` with each benchmark's description and notes, then
+    each run of ``others`` (a GPU run, say) as a section of its own: its goals and tables."""
     mach = doc["machine"]
+    gpus = [o for o in others if o["machine"].get("backend") == "gpu"]
     md = [
         "# Benchmark results",
         "",
@@ -142,17 +189,53 @@ def write_markdown(path: str, doc: dict, rows: list, quick: bool) -> None:
         "float32 matrix products at full float32 precision "
         "(`jax_default_matmul_precision=highest`).",
         "",
-        "No GPU was available to this run: the GPU half of issue 14 (the full table on a GPU, "
-        "instrumentation at most 15% there) is not measured here; the only GPU figures are "
-        "the older H100 run quoted in the activations and training notes.",
-        "",
+    ]
+    if mach.get("backend") != "gpu":
+        md += [
+            f"[The same benchmarks on {_device_of(gpus[0])}](#{_anchor(gpus[0])}) follow "
+            "the CPU tables."
+            if gpus
+            else "No GPU run is rendered here: the GPU half of issue 14 is not measured.",
+            "",
+        ]
+    md += [
         "`speedup` = baseline time / our time (above 1: ours is faster); `goal` is the speedup "
         "the issue asks for; ± is half the inter-quartile range of the repeats.",
         "",
     ]
+    md += _goals(doc, rows, "##")
+    for name in BENCHMARKS:
+        mod = importlib.import_module(f"bench_{name}")
+        got = [r for r in rows if r.benchmark == name]
+        if not got:
+            continue
+        md += [f"## {name}", "", (mod.__doc__ or "").strip(), "", table(got), ""]
+        notes = getattr(mod, "NOTES", "").strip()
+        if notes:
+            md += [notes, ""]
+    for other in others:
+        md += _other_run(other)
+    with open(path, "w") as fh:
+        fh.write("\n".join(md))
+
+
+def _device_of(doc: dict) -> str:
+    m = doc["machine"]
+    return m["device"] if m.get("backend") == "gpu" else f"{m.get('backend', '?')} ({m['cpu']})"
+
+
+def _anchor(doc: dict) -> str:
+    """GitHub's anchor of :func:`_other_run`'s heading."""
+    text = f"results on {_device_of(doc)}".lower()
+    return "".join(c if c.isalnum() or c in "-_" else "-" if c == " " else "" for c in text)
+
+
+def _goals(doc: dict, rows: list, level: str) -> list[str]:
+    """The goals met and missed (each miss with its measured reason), the benchmarks that
+    failed, and the rows above their own ceiling."""
     missed = [r for r in rows if r.met is False]
-    md += [
-        "## Goals",
+    md = [
+        f"{level} Goals",
         "",
         f"{sum(r.met is True for r in rows)} comparisons meet their goal, {len(missed)} do not"
         + (":" if missed else "."),
@@ -165,23 +248,41 @@ def write_markdown(path: str, doc: dict, rows: list, quick: bool) -> None:
         md.append(f"- {r.benchmark}: {r.case}{against}: {r.speedup:.3g}x (goal {r.goal:.3g}x){why}")
     if missed:
         md += ["", "More on each benchmark in the closing paragraph of its section.", ""]
+    failed = doc.get("failed") or {}
+    if failed:
+        md += [f"Benchmarks that failed in this run: {len(failed)}", ""]
+        md += [f"- {name}: {why}" for name, why in failed.items()] + [""]
+    if doc.get("complete") is False:
+        md += ["This run was interrupted: only the benchmarks above completed.", ""]
     above = [r for r in rows if "ABOVE ITS CEILING" in r.note]
     md += [
         f"Rows above their own ceiling: {len(above)}"
         + "".join(f"\n- {r.benchmark}: {r.case}" for r in above),
         "",
     ]
+    return md
+
+
+def _other_run(doc: dict) -> list[str]:
+    """A further run's section: machine, goals, and one table per benchmark it ran (the
+    benchmarks' descriptions and notes are those of the main run's sections)."""
+    mach, rows = doc["machine"], _rows(doc)
+    ran = sorted({r.benchmark for r in rows} | set(doc.get("failed") or {}), key=BENCHMARKS.index)
+    md = [
+        f"# Results on {_device_of(doc)}",
+        "",
+        f"Run on {doc.get('date', '?')}: {_header(mach)}. PyTorch: {mach.get('torch', '?')} "
+        f"(on the same device); {_environment(mach)}. Benchmarks run: {', '.join(ran)}"
+        + (f"; {doc['left_out']}" if doc.get("left_out") else "")
+        + ".",
+        "",
+    ]
+    md += _goals(doc, rows, "##")
     for name in BENCHMARKS:
-        mod = importlib.import_module(f"bench_{name}")
         got = [r for r in rows if r.benchmark == name]
-        if not got:
-            continue
-        md += [f"## {name}", "", (mod.__doc__ or "").strip(), "", table(got), ""]
-        notes = getattr(mod, "NOTES", "").strip()
-        if notes:
-            md += [notes, ""]
-    with open(path, "w") as fh:
-        fh.write("\n".join(md))
+        if got:
+            md += [f"## {name} ({_device_of(doc)})", "", table(got), ""]
+    return md
 
 
 def _find(rows: list, benchmark: str, *words: str):
@@ -205,7 +306,8 @@ def headline(rows: list) -> list[list[str]]:
     kink = _find(rows, "activations", "traced kink value, forward+backward, 2^22")
     out = [
         ["`relu` with a traced kink value, forward+backward, 2^22 float32", "`jax.nn.relu`",
-         f"{_x(kink)} (all activation cases: {min(acts):.2f}–{max(acts):.2f}×)", "≥ 0.97×"],
+         f"{_x(kink)} (all activation cases: "
+         + (f"{min(acts):.2f}–{max(acts):.2f}×)" if acts else "-)"), "≥ 0.97×"],
     ]  # fmt: skip
     for net, goal in (("64-128-128-10", "≥ 3×"), ("64-512-512-10", "≥ 1.2×"),
                       ("64-1024-1024-1024-10", "≥ 1×")):  # fmt: skip
@@ -254,8 +356,9 @@ def headline(rows: list) -> list[list[str]]:
     return out
 
 
-def write_readme_table(path: str, rows: list) -> None:
-    """Replaces the table after the ``<!-- bench-table -->`` line of ``path``."""
+def write_readme_table(path: str, rows: list, gpu: dict | None = None) -> None:
+    """Replaces the table after the ``<!-- bench-table -->`` line of ``path``: the main
+    run's ratios, and a column of the ``gpu`` run's where one is given."""
     from _harness import markdown
 
     with open(path) as fh:
@@ -265,7 +368,12 @@ def write_readme_table(path: str, rows: list) -> None:
     while end < len(lines) and lines[end].startswith("|"):
         end += 1
     head = ["what", "against", "ratio (ours faster when > 1)", "goal"]
-    lines[at:end] = markdown(head, headline(rows)).split("\n")
+    body = headline(rows)
+    if gpu is not None:
+        on_gpu = {(r[0], r[1]): r[2] for r in headline(_rows(gpu))}
+        head.insert(3, f"on {gpu['machine']['device']}")
+        body = [[*r[:3], on_gpu.get((r[0], r[1]), "-"), r[3]] for r in body]
+    lines[at:end] = markdown(head, body).split("\n")
     with open(path, "w") as fh:
         fh.write("\n".join(lines))
 

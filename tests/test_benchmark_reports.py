@@ -1,0 +1,99 @@
+"""benchmarks/run.py's reports: a failed benchmark is recorded and the others still run,
+the JSON is kept after every benchmark, and RESULTS.md / the README table render a main
+run with a GPU run beside it. (The benchmarks themselves run in CI's smoke run.)"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pathlib
+import sys
+import types
+
+import pytest
+
+BENCH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def run_py(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    for name in ("run", "_harness"):
+        sys.modules.pop(name, None)
+    return importlib.import_module("run")
+
+
+def _row(benchmark, case, ours, baseline, goal=None, name="base"):
+    return {"benchmark": benchmark, "case": case, "ours": ours, "baseline_name": name,
+            "baseline": baseline, "goal": goal, "unit": "s", "note": ""}  # fmt: skip
+
+
+def _doc(backend, device, results, **extra):
+    machine = {"backend": backend, "device": device, "jax_version": "0.0", "cpu": "x (2 cores)"}
+    return {"machine": machine, "date": "2026-01-01", "results": results, **extra}
+
+
+def test_a_failing_benchmark_is_reported_and_the_rest_still_run(run_py, monkeypatch, tmp_path):
+    import _harness
+
+    calls = []
+
+    class Fine:
+        @staticmethod
+        def run(quick):
+            calls.append("fine")
+            return [_harness.Row("checker", "case", 1.0, "base", 2.0, 1.5)]
+
+    class Broken:
+        @staticmethod
+        def run(quick):
+            calls.append("broken")
+            raise RuntimeError("no device")
+
+    modules = {"bench_kinks": Broken, "bench_checker": Fine}
+    monkeypatch.setattr(run_py, "importlib", types.SimpleNamespace(import_module=modules.get))
+    monkeypatch.setitem(_harness.OPTIONS, "torch_compile", True)
+    monkeypatch.setattr(run_py, "machine", lambda: {"backend": "cpu", "device": "cpu",
+                                                    "jax_version": "0", "cpu": "x"})  # fmt: skip
+    out = tmp_path / "r.json"
+    rc = run_py.main(["--only", "kinks", "checker", "--json", str(out), "--no-torch-compile"])
+    assert rc == 1 and calls == ["broken", "fine"]
+    doc = json.loads(out.read_text())
+    assert doc["complete"] is True
+    assert doc["failed"] == {"kinks": "RuntimeError: no device"}
+    assert [r["case"] for r in doc["results"]] == ["case"]
+    assert "torch.compile" in doc["left_out"] and "activations" in doc["left_out"]
+    assert _harness.OPTIONS["torch_compile"] is False
+
+
+def test_results_render_a_gpu_run_beside_the_main_one(run_py, tmp_path):
+    check = lambda b: [_row("checker", "256 points", 1.0, b, 50.0, "loop of check_grads")]
+    cpu = _doc("cpu", "cpu", check(60.0))
+    gpu = _doc("gpu", "NVIDIA H100", check(40.0), failed={"volume": "AssertionError: mismatch"},
+               left_out="left out: memory")  # fmt: skip
+    paths = []
+    for name, doc in (("cpu", cpu), ("gpu", gpu)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(doc))
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench-table -->\n| old |\n|---|\nafter\n")
+    md = tmp_path / "RESULTS.md"
+    args = ["--render", *map(str, paths), "--markdown", str(md), "--readme", str(readme)]
+    assert run_py.main(args) == 0
+    text = md.read_text()
+    main, _, other = text.partition("# Results on NVIDIA H100")
+    assert "1 comparisons meet their goal, 0 do not" in main
+    assert "0 comparisons meet their goal, 1 do not" in other  # 40x against a goal of 50x
+    assert "- volume: AssertionError: mismatch" in other and "left out: memory" in other
+    assert "(#results-on-nvidia-h100)" in main
+    table = readme.read_text()
+    assert "| on NVIDIA H100 |" in table.splitlines()[2]
+    assert "| 60× | 40× | ≥ 50× |" in table
+    assert table.endswith("after\n") and "| old |" not in table
+
+
+def test_render_of_a_missing_file_is_a_one_line_error(run_py, tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        run_py.main(["--render", str(tmp_path / "nope.json"), "--markdown", "x.md"])
+    assert err.value.code == 2
+    assert "cannot read" in capsys.readouterr().err
