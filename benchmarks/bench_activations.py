@@ -97,6 +97,8 @@ without the last, a forward row at 2^22 once read 102% of the ceiling). The earl
 ceiling (the median of XLA's copy alone) was not an upper bound: rows read up to 192% of it.
 On this shared 2-core VM single ratios move by several percent from run to run in both
 directions (see the spreads); a row marked NO whose distance to 1 is within its spread is
-noise, not a measured slowdown. The same script on an NVIDIA H100 (JAX 0.11.2; its printed
-output is `benchmarks/results/gpu-h100-activations-training.txt`, with the old ceiling)
-ran every case at 2^24 elements at 87-103% of a device copy, ratios 0.97-1.07."""
+noise, not a measured slowdown. On an NVIDIA H100 (JAX 0.11.2, `results/gpu-h100.json`,
+rendered at the end of RESULTS.md) every case runs at 0.93-1.12x JAX's, the 2^24-element
+cases at 71-83% of the fastest device pass (1.13 TB/s, XLA's `max(x, 0)`, best of many
+calls); at 2^16 and 2^20 elements each call is one kernel launch and its wait (65-95 us),
+so those rows measure the launch, not the bandwidth."""
