@@ -136,6 +136,7 @@ def scan_epoch(ds, sizes, batch):
 
     if not float(epoch()[-1]) < math.log(10):
         raise AssertionError("hand-written lax.scan loop did not train")
+    epoch.lower = lambda: run.lower(box["p"], box["s"], jax.random.PRNGKey(0))  # for probes
     return epoch
 
 

@@ -12,7 +12,10 @@ with one piece changed at a time:
 
 Then the uninstrumented epoch's parts: ``train_epoch`` as a whole against its compiled
 chunk program alone (the rest is host work: transfers of the records and flags) and the
-epoch's shuffle alone.
+epoch's shuffle alone. With ``--hlo DIR``, the optimized programs (the loop's, the engine's
+chunk with and without instrumentation) are written there, and the instructions of each
+training loop's body counted by kind (on a GPU each fusion, library call and copy is a
+kernel launch).
 
     python benchmarks/probe_instrumentation.py [--sizes small medium large] [--json PATH]
 
@@ -27,6 +30,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -110,6 +114,7 @@ def main(argv=None):
     p.add_argument("--sizes", nargs="+", default=["small", "medium"],
                    choices=["small", "medium", "large"])  # fmt: skip
     p.add_argument("--json")
+    p.add_argument("--hlo", metavar="DIR", help="write the optimized programs here")
     args = p.parse_args(argv)
     jax.config.update("jax_default_matmul_precision", "highest")
     ds = synthetic(8192, 256, dim=64, num_classes=10)
@@ -136,6 +141,8 @@ def main(argv=None):
         parts = epoch_parts(ds, sizes, batch)
         res["epoch parts (ms)"] = parts
         print("  epoch parts: " + ", ".join(f"{k} {v:.3f} ms" for k, v in parts.items()))
+        if args.hlo:
+            res["loop body instructions"] = programs(ds, sizes, batch, fns, args.hlo, name)
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump(out, fh, indent=1)
@@ -166,6 +173,61 @@ def epoch_parts(ds, sizes, batch):
     shuffle = jax.jit(lambda k: _rng.permutation(k, x.shape[0]))
     fns = {"train_epoch": whole, "chunk program": chunk, "shuffle": lambda: block(shuffle(key))}
     return {k: 1e3 * v[0] for k, v in interleaved(fns, rounds=5, min_time=0.1).items()}
+
+
+_OPCODE = re.compile(r"^\s*(?:ROOT )?%?[\w.\-]+ = .*? ([a-z][a-z\-]*)\(")
+_FREE = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast"}
+
+
+def body_counts(hlo: str) -> dict[str, int]:
+    """Instructions by opcode (free ones left out) in the body of the program's largest
+    while loop (the training steps), from the optimized HLO text."""
+    comps: dict[str, list[str]] = {}
+    name = None
+    for line in hlo.splitlines():
+        head = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{\s*$", line)
+        if head:
+            name = head.group(1)
+            comps[name] = []
+        elif name is not None and line.strip() != "}":
+            comps[name].append(line)
+    bodies = re.findall(r"body=%?([\w.\-]+)", hlo)
+    if not bodies:
+        return {}
+    body = max(bodies, key=lambda b: len(comps.get(b, [])))
+    counts: dict[str, int] = {}
+    for line in comps.get(body, []):
+        m = _OPCODE.match(line)
+        if m and m.group(1) not in _FREE:
+            counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def programs(ds, sizes, batch, fns, out_dir, size_name):
+    """Writes the optimized programs of the loop and the engine's chunk (with and without
+    instrumentation) to ``out_dir`` and returns each loop body's instruction counts."""
+    os.makedirs(out_dir, exist_ok=True)
+    x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+    steps = len(ds.y_train) // batch
+    lowered = {"loop": fns["hand-written lax.scan loop"].lower()}
+    for label, on in (("engine", False), ("engine instrumented", True)):
+        cfg = train_config(sizes, batch, instrument=on)
+        spec = T.EngineSpec.of(cfg, ds)
+        state = T.init_state(spec, jax.random.PRNGKey(0), cfg.kink_grads)
+        with jax.default_matmul_precision(spec.matmul_precision):
+            lowered[label] = T._run_steps_fast.lower(
+                spec, state, x, y, jax.random.PRNGKey(1), np.int32(0), steps
+            )
+    counts = {}
+    for label, low in lowered.items():
+        text = low.compile().as_text()
+        with open(os.path.join(out_dir, f"{size_name}-{label.replace(' ', '-')}.hlo"), "w") as fh:
+            fh.write(text)
+        counts[label] = body_counts(text)
+        total = sum(counts[label].values())
+        top = ", ".join(f"{k} {v}" for k, v in list(counts[label].items())[:8])
+        print(f"  {label} loop body: {total} instructions ({top})", flush=True)
+    return counts
 
 
 if __name__ == "__main__":
