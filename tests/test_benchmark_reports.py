@@ -97,3 +97,39 @@ def test_render_of_a_missing_file_is_a_one_line_error(run_py, tmp_path, capsys):
         run_py.main(["--render", str(tmp_path / "nope.json"), "--markdown", "x.md"])
     assert err.value.code == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+HLO = """HloModule m
+
+%cond.1 (p: (s32[], f32[4])) -> pred[] {
+  %p = (s32[], f32[4]) parameter(0)
+  ROOT %lt = pred[] compare(s32[] %a, s32[] %b), direction=LT
+}
+
+%body.2 (p: (s32[], f32[4])) -> (s32[], f32[4]) {
+  %p = (s32[], f32[4]) parameter(0)
+  %g = f32[4] get-tuple-element(%p), index=1
+  %f = f32[4] fusion(f32[4] %g), kind=kLoop, calls=%fused
+  %c = f32[4] copy(f32[4] %f)
+  %f2 = f32[4] fusion(f32[4] %c), kind=kLoop, calls=%fused2
+  ROOT %t = (s32[], f32[4]) tuple(s32[] %i, f32[4] %f2)
+}
+
+%small.3 (p: (s32[])) -> (s32[]) {
+  %p = (s32[]) parameter(0)
+  ROOT %t = (s32[]) tuple(%p)
+}
+
+ENTRY %main.4 (a: f32[4]) -> f32[4] {
+  %w = (s32[], f32[4]) while(%init), condition=%cond.1, body=%body.2
+  %w2 = (s32[]) while(%init2), condition=%cond.1, body=%small.3
+  ROOT %r = f32[4] get-tuple-element(%w), index=1
+}
+"""
+
+
+def test_probe_counts_the_largest_loop_body(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    probe = importlib.import_module("probe_instrumentation")
+    assert probe.body_counts(HLO) == {"fusion": 2, "copy": 1}
+    assert probe.body_counts("HloModule m\nENTRY %e () -> f32[] {\n}\n") == {}
