@@ -372,7 +372,7 @@ rendered at the end of RESULTS.md) the engine runs 13x, 9.3x and 3.9x PyTorch ea
 GPU has room for them): those goals hold. Two do not. The engine runs at 0.42-0.55x the
 hand-written loop there (uninstrumented 0.57-0.69x), and instrumentation costs 24-45%
 (goal 15%). What that run says of the causes: the engine's extra time over the loop,
-uninstrumented, is 3.4-3.7 ms per epoch at all three sizes (28, 53 and 108 us per step over
+uninstrumented, is 3.3-3.6 ms per epoch at all three sizes (28, 52 and 109 us per step over
 128, 64 and 32 steps), which points to a fixed cost per epoch rather than per step. Not yet
 located: the epoch's shuffle was then the rank-placement permutation, whose binary search
 is a loop and whose repeated-key check a branch (host round trips on a GPU; it now lowers
@@ -380,7 +380,7 @@ to `jax.random.permutation` off the CPU), but a few round trips do not make 3.5 
 probe now also times an epoch's parts (`train_epoch`, its compiled chunk alone, the shuffle
 alone) for the next GPU run. The instrumentation's
 parts on the small network (`benchmarks/probe_instrumentation.py`,
-`results/gpu-h100-probe.json`): the exact-zero counts 16 us per step (seven small
+`results/gpu-h100-probe.json`): the exact-zero counts 16 us per step (a few small
 reductions, each a kernel launch), the bifurcation test's `lax.cond` 17 us (computing its
 two gradients every step instead, without the branch, cost the same); counting by
 matrix-vector product instead of integer sums made no measurable difference there. With

@@ -89,7 +89,7 @@ def main(argv=None) -> int:
             gpu = next((d for d in docs[1:] if d["machine"].get("backend") == "gpu"), None)
             write_readme_table(args.readme, _rows(docs[0]), gpu)
         return 0
-    mach = {**machine(), **_versions(), "load_start": _load()}
+    mach = {**machine(), **_versions(), "commit": _commit(), "load_start": _load()}
     started = time.perf_counter()
     print(f"# jaxrelu benchmarks{' (quick)' if args.quick else ''}\n{_header(mach)}\n", flush=True)
     rows: list[Row] = []
@@ -151,6 +151,18 @@ def _versions() -> dict[str, str]:
     return {"jaxlib": jaxlib.__version__, "numpy": numpy.__version__, "torch": torch_v}
 
 
+def _commit() -> str:
+    """``git describe --always --dirty`` of the checkout the benchmarks run from."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE,
+                             capture_output=True, text=True, timeout=10)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
 def _load() -> str:
     """The 1, 5 and 15 minute load averages (the machine is shared)."""
     return " / ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -166,6 +178,8 @@ def _header(mach: dict) -> str:
 def _environment(mach: dict) -> str:
     """The versions and the load the run saw (older saved runs lack some)."""
     parts = [f"jaxlib {mach.get('jaxlib', '?')}, NumPy {mach.get('numpy', '?')}"]
+    if "commit" in mach:
+        parts.append(f"jaxrelu at {mach['commit']}")
     if "load_start" in mach:
         parts.append(
             f"load average (1/5/15 min) {mach['load_start']} at the start and "
@@ -187,7 +201,8 @@ def write_markdown(path: str, doc: dict, rows: list, quick: bool, others=()) -> 
         "",
         f"Machine: {_header(mach)}. PyTorch: {mach.get('torch', '?')}; {_environment(mach)}. "
         "float32 matrix products at full float32 precision "
-        "(`jax_default_matmul_precision=highest`).",
+        "(`jax_default_matmul_precision=highest`)."
+        + (f" This run: {doc['left_out']}." if doc.get("left_out") else ""),
         "",
     ]
     if mach.get("backend") != "gpu":
@@ -195,7 +210,8 @@ def write_markdown(path: str, doc: dict, rows: list, quick: bool, others=()) -> 
             f"[The same benchmarks on {_device_of(gpus[0])}](#{_anchor(gpus[0])}) follow "
             "the CPU tables."
             if gpus
-            else "No GPU run is rendered here: the GPU half of issue 14 is not measured.",
+            else "No GPU run is rendered in this file (`--render` a GPU run's JSON after the "
+            "main one to add it).",
             "",
         ]
     md += [
@@ -244,7 +260,8 @@ def _goals(doc: dict, rows: list, level: str) -> list[str]:
     for r in missed:
         explain = getattr(importlib.import_module(f"bench_{r.benchmark}"), "explain", None)
         why = f": {explain(r, rows)}" if explain is not None else ""
-        against = "" if r.case.endswith(r.baseline_name) else f" vs {r.baseline_name}"
+        named = r.case.endswith(r.baseline_name) or " vs " in r.case
+        against = "" if named else f" vs {r.baseline_name}"
         md.append(f"- {r.benchmark}: {r.case}{against}: {r.speedup:.3g}x (goal {r.goal:.3g}x){why}")
     if missed:
         md += ["", "More on each benchmark in the closing paragraph of its section.", ""]

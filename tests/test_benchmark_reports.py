@@ -66,6 +66,31 @@ def test_a_failing_benchmark_is_reported_and_the_rest_still_run(run_py, monkeypa
     assert _harness.OPTIONS["torch_compile"] is False
 
 
+def test_an_interrupted_run_keeps_the_benchmarks_it_finished(run_py, monkeypatch, tmp_path):
+    import _harness
+
+    class Fine:
+        @staticmethod
+        def run(quick):
+            return [_harness.Row("checker", "case", 1.0, "base", 2.0)]
+
+    class Stopped:
+        @staticmethod
+        def run(quick):
+            raise KeyboardInterrupt
+
+    modules = {"bench_checker": Fine, "bench_kinks": Stopped}
+    monkeypatch.setattr(run_py, "importlib", types.SimpleNamespace(import_module=modules.get))
+    monkeypatch.setattr(run_py, "machine", lambda: {"backend": "cpu", "device": "cpu",
+                                                    "jax_version": "0", "cpu": "x"})  # fmt: skip
+    out = tmp_path / "r.json"
+    with pytest.raises(KeyboardInterrupt):
+        run_py.main(["--only", "checker", "kinks", "--json", str(out)])
+    doc = json.loads(out.read_text())
+    assert doc["complete"] is False and [r["case"] for r in doc["results"]] == ["case"]
+    assert doc["machine"]["commit"]  # the checkout the figures came from
+
+
 def test_results_render_a_gpu_run_beside_the_main_one(run_py, tmp_path):
     check = lambda b: [_row("checker", "256 points", 1.0, b, 50.0, "loop of check_grads")]
     cpu = _doc("cpu", "cpu", check(60.0))

@@ -5,6 +5,8 @@ forward pass that marks its rows when it sees more than one minibatch)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 import pytest
 
@@ -139,23 +141,31 @@ def test_the_probe_reads_every_minibatch_of_the_first_pass(data, fresh):
     assert blocks == [1]
 
 
-@pytest.mark.parametrize("group", [3])
+@pytest.mark.parametrize("group", [3, 8])
 def test_groups_of_initialisations_search_stacked_as_one_at_a_time(data, fresh, group):
-    """With several initialisations' products batched (``VOLUME_GROUP``), the stacked
-    search is checked through those very products and gives the row of one at a time;
-    a difference there is seen by the probe."""
+    """With several initialisations' products batched (``VOLUME_GROUP``; 8 is the GPU's
+    default), the stacked search is checked through those very products and gives the
+    row of one at a time; a difference there is seen by the probe."""
     kw = dict(dtype="float16", width=12, depth=2, batch_size=10, inits=7, seed=4, data=data)
     fresh.setattr(study, "VOLUME_ROWS", 40)
     one = study.volume(**kw, images=250)
     fresh.setattr(study, "VOLUME_GROUP", group)
     real = study._compiled
+    groups: list[int] = []
+    agreement = study._agreement
+    fresh.setattr(
+        study, "_agreement", lambda a, d, g, *r: groups.append(g) or agreement(a, d, g, *r)
+    )
     blocks = _blocks_used(fresh)
+    spy = study._compiled
+    fresh.setattr(study, "_compiled", lambda *a: groups.append(a[4]) or spy(*a))
     _same(study.volume(**kw, images=250), one)
     real.cache_clear()
-    study._agreement.cache_clear()
+    agreement.cache_clear()
     fresh.setattr(models, "apply", _marking_apply(10))
     _same(study.volume(**kw, images=250), one)
     assert blocks == [4, 1]
+    assert groups and set(groups) == {group}  # the search and its check ran in groups
 
 
 def test_group_size_follows_the_platform_unless_set(monkeypatch):
@@ -171,3 +181,38 @@ def test_group_size_follows_the_platform_unless_set(monkeypatch):
     assert study.volume_group() == 8
     monkeypatch.setattr(study, "VOLUME_GROUP", 3)
     assert study.volume_group() == 3
+
+
+def test_default_groups_shrink_to_fit_the_memory(data, monkeypatch):
+    """Off the CPU the default group (8) holds 8 initialisations' parameters and
+    activations at once: where that does not fit, the group halves (down to one at a
+    time) instead of refusing a run that one at a time would fit; it is never larger
+    than the initialisations; a set ``VOLUME_GROUP`` is kept (and refused if too big)."""
+    import jax
+
+    from jaxrelu.study import limits
+
+    monkeypatch.setattr(study, "VOLUME_GROUP", None)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    cfg = study.VolumeConfig("float32", 64, 2, 10, 100, 0)
+    _, _, eight = study._plan(cfg, data)
+    assert eight == 8
+    one = study._plan(dataclasses.replace(cfg, inits=1), data)
+    assert one[2] == 1 and one[1] == 1
+    arch = study._plan(cfg, data)[0]
+    need = lambda g: study._volume_memory(*_memory_args(arch, cfg, data, g)) * limits.SAFETY
+    monkeypatch.setattr(limits, "available_bytes", lambda: int((need(2) + need(4)) / 2))
+    _, chunk, group = study._plan(cfg, data)
+    assert group == 2 and chunk % 2 == 0
+    monkeypatch.setattr(limits, "available_bytes", lambda: int(need(1)) + 1)
+    assert study._plan(cfg, data)[2] == 1
+    monkeypatch.setattr(study, "VOLUME_GROUP", 8)
+    with pytest.raises(limits.ResourceLimitError, match="VOLUME_GROUP = 8"):
+        study._plan(cfg, data)
+
+
+def _memory_args(arch, cfg, data, group):
+    n = len(data.y_train)
+    chunk = -(-min(cfg.inits, study.VOLUME_CHUNK) // group) * group
+    minibatches = -(-n // cfg.batch_size)
+    return arch, cfg.dtype, n, cfg.batch_size, chunk, minibatches, group

@@ -368,15 +368,16 @@ def _whole_blocks(index: np.ndarray, mask: np.ndarray, block: int, n: int):
     return index, np.concatenate([mask, np.zeros((pad, mask.shape[1]), bool)])
 
 
-def _stacking_agrees(arch, dtype: str, block: int, base, x: np.ndarray, index) -> bool:
+def _stacking_agrees(
+    arch, dtype: str, block: int, base, x: np.ndarray, index, group: int = 1
+) -> bool:
     """Whether stacking ``block`` minibatches leaves every row of the products as it is,
-    checked on the run's first group of :data:`VOLUME_GROUP` initialisations over the
+    checked on the run's first group of ``group`` initialisations over the
     minibatches of ``index`` (the first pass; the products' algorithm depends on their
     shapes, not on the values: a backend that rounds a stacked row differently does so
     here). With several processes, stacking needs every process's agreement (they must
     all run the same program)."""
     probe, _ = _whole_blocks(index, np.ones(index.shape, bool), block, len(x) - 1)
-    group = volume_group()
     keys = jax.vmap(jax.random.fold_in, (None, 0))(base, jnp.arange(group, dtype=jnp.uint32))
     program = _agreement(arch, dtype, group, block, x.shape, probe.shape)
     ok = bool(program(keys, jnp.asarray(x, dtype), jnp.asarray(probe)))
@@ -453,7 +454,13 @@ def _compiled(
 
 
 def _volume_memory(
-    arch: models.Architecture, dt, n_examples: int, batch: int, chunk: int, minibatches: int
+    arch: models.Architecture,
+    dt,
+    n_examples: int,
+    batch: int,
+    chunk: int,
+    minibatches: int,
+    group: int = 1,
 ) -> int:
     """Estimated bytes: the training set, the minibatch indices, and per device one
     group's parameters, two gradients and activations (the search's block, the forward
@@ -466,12 +473,21 @@ def _volume_memory(
     acts = max(6 + block, 2 * block) * models.n_activations(arch, batch)
     rows = block * batch * math.prod(arch.in_shape)  # the block's gathered images
     per_init = models.n_params(arch) * 3 * size + (acts + rows) * size
-    return data + indices + per_init * volume_group() * len(jax.local_devices()) + 16 * chunk
+    return data + indices + per_init * group * len(jax.local_devices()) + 16 * chunk
 
 
 def check_volume(cfg: VolumeConfig, ds: Dataset) -> tuple[models.Architecture, int]:
     """Every check :func:`volume` makes before compiling (batch size against the data,
     memory estimate); returns the network and the chunk size."""
+    arch, chunk, _ = _plan(cfg, ds)
+    return arch, chunk
+
+
+def _plan(cfg: VolumeConfig, ds: Dataset) -> tuple[models.Architecture, int, int]:
+    """:func:`check_volume`'s checks; returns the network, the chunk size and the group
+    size: :data:`VOLUME_GROUP` where it is set, else :func:`volume_group`'s, halved while
+    the estimate does not fit the memory (a group holds its initialisations' parameters
+    and activations at once) and at most the initialisations each device runs."""
     n = len(ds.y_train)
     if cfg.batch_size > n:
         raise ValueError(f"`batch_size` {cfg.batch_size} is larger than the training set ({n})")
@@ -484,17 +500,36 @@ def check_volume(cfg: VolumeConfig, ds: Dataset) -> tuple[models.Architecture, i
         init="torch",
         accumulate=cfg.accumulate,
     )
-    step = volume_group() * len(jax.local_devices())
-    chunk = -(-min(cfg.inits, VOLUME_CHUNK) // step) * step
+    n_dev = len(jax.local_devices())
     images = n if cfg.images is None else cfg.images
     passes, rest = divmod(images, n)
     minibatches = passes * -(-n // cfg.batch_size) + -(-rest // cfg.batch_size)
+
+    def chunk_and_bytes(group: int) -> tuple[int, int]:
+        step = group * n_dev
+        chunk = -(-min(cfg.inits, VOLUME_CHUNK) // step) * step
+        need = _volume_memory(arch, cfg.dtype, n, cfg.batch_size, chunk, minibatches, group)
+        return chunk, need
+
+    group = volume_group()
+    if VOLUME_GROUP is None and group > 1:
+        group = max(1, min(group, -(-min(cfg.inits, VOLUME_CHUNK) // n_dev)))
+        have = limits.available_bytes()
+        while group > 1 and chunk_and_bytes(group)[1] * limits.SAFETY > have:
+            group //= 2
+        if jax.process_count() > 1:  # every process must compile the same program
+            from jax.experimental import multihost_utils
+
+            group = int(np.min(multihost_utils.process_allgather(np.int32(group))))
+    chunk, need = chunk_and_bytes(group)
     limits.check_fits(
-        _volume_memory(arch, cfg.dtype, n, cfg.batch_size, chunk, minibatches),
+        need,
         f"the volume estimate (width {cfg.width}, depth {cfg.depth}, batch {cfg.batch_size}, "
-        f"{images} images)",
+        f"{images} images"
+        + (f", initialisations in groups of VOLUME_GROUP = {group}" if group > 1 else "")
+        + ")",
     )
-    return arch, chunk
+    return arch, chunk, group
 
 
 def search_block(batch_size: int, minibatches: int) -> int:
@@ -575,7 +610,7 @@ def volume(
     """
     cfg = VolumeConfig(dtype, width, depth, batch_size, inits, seed, accumulate, images)
     ds: Dataset = load_data(data)
-    arch, chunk = check_volume(cfg, ds)
+    arch, chunk, group = _plan(cfg, ds)
     n = len(ds.y_train)
     seen = n if cfg.images is None else cfg.images
     index, mask, first = _minibatch_indices(n, cfg.batch_size, seen, cfg.seed)
@@ -584,11 +619,11 @@ def volume(
     dt = jnp.dtype(cfg.dtype)
     base = jax.random.PRNGKey(cfg.seed)
     block = search_block(cfg.batch_size, len(index))
-    if block > 1 and not _stacking_agrees(arch, cfg.dtype, block, base, x, index[:first]):
+    if block > 1 and not _stacking_agrees(arch, cfg.dtype, block, base, x, index[:first], group):
         block = 1  # this backend rounds stacked rows differently: minibatch by minibatch
     index, mask = _whole_blocks(index, mask, block, n)
     n_dev = len(jax.local_devices())
-    program = _compiled(arch, cfg.dtype, n_dev, chunk, volume_group(), block, x.shape, index.shape)
+    program = _compiled(arch, cfg.dtype, n_dev, chunk, group, block, x.shape, index.shape)
     args = (
         jnp.asarray(x, dt),
         jnp.asarray(np.append(ds.y_train, 0), jnp.int32),
