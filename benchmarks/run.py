@@ -61,6 +61,12 @@ def main(argv=None) -> int:
         "main table, each further one (a GPU run) a section of its own",
     )
     p.add_argument(
+        "--merge",
+        metavar="JSON",
+        nargs="+",
+        help="write --json from the parts of one machine's run (benchmarks/gpu_session.sh)",
+    )
+    p.add_argument(
         "--no-torch-compile",
         action="store_true",
         help="leave the torch.compile baselines out (their compilation takes minutes on a GPU)",
@@ -68,6 +74,19 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.readme and not args.render:
         p.error("--readme needs --render")
+    if args.merge:
+        if not args.json:
+            p.error("--merge needs --json")
+        parts = []
+        for path in args.merge:
+            try:
+                with open(path) as fh:
+                    parts.append(json.load(fh))
+            except (OSError, ValueError) as err:
+                p.error(f"--merge: cannot read {path}: {err}")
+        with open(args.json, "w") as fh:
+            json.dump(merge(parts), fh, indent=1)
+        return 0
     _harness.OPTIONS["torch_compile"] = not args.no_torch_compile
     import jax
 
@@ -132,6 +151,26 @@ def main(argv=None) -> int:
     for name, why in failed.items():
         print(f"FAILED {name}: {why}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def merge(parts: list[dict]) -> dict:
+    """One run from the parts of a run on one machine, run one after another: the first
+    part's machine, the results and failures of all, the minutes added up, complete only
+    if every part is; which benchmarks ran in which part goes into ``left_out``."""
+    doc = {**parts[0], "results": [], "failed": {}}
+    ran = []
+    for part in parts:
+        doc["results"] += part["results"]
+        doc["failed"].update(part.get("failed") or {})
+        ran.append(", ".join(dict.fromkeys(r["benchmark"] for r in part["results"])) or "-")
+    doc["complete"] = all(part.get("complete", True) for part in parts)
+    minutes = round(sum(part["machine"].get("minutes", 0) for part in parts), 1)
+    end = parts[-1]["machine"].get("load_end")
+    doc["machine"] = {**parts[0]["machine"], "load_end": end, "minutes": minutes}
+    left = [part.get("left_out", "") for part in parts]
+    notes = "".join(f"; part {i + 1}: {t}" for i, t in enumerate(left) if t)
+    doc["left_out"] = f"run in {len(parts)} parts ({'; '.join(ran)})" + notes
+    return doc
 
 
 def _rows(doc: dict) -> list[Row]:

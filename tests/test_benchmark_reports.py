@@ -158,3 +158,26 @@ def test_probe_counts_the_largest_loop_body(monkeypatch):
     probe = importlib.import_module("probe_instrumentation")
     assert probe.body_counts(HLO) == {"fusion": 2, "copy": 1}
     assert probe.body_counts("HloModule m\nENTRY %e () -> f32[] {\n}\n") == {}
+
+
+def test_parts_of_one_run_merge_into_one(run_py, tmp_path):
+    one = _doc("gpu", "H100", [_row("training", "a", 1.0, 2.0)], complete=True, failed={},
+               left_out="left out: volume (`--only`)")  # fmt: skip
+    one["machine"].update(minutes=3.5, load_end="1")
+    two = _doc("gpu", "H100", [_row("volume", "b", 1.0, 3.0)], complete=False,
+               failed={"kinks": "Error: x"})  # fmt: skip
+    two["machine"].update(minutes=2.0, load_end="2")
+    paths = []
+    for i, doc in enumerate((one, two)):
+        paths.append(tmp_path / f"p{i}.json")
+        paths[-1].write_text(json.dumps(doc))
+    out = tmp_path / "gpu.json"
+    assert run_py.main(["--merge", *map(str, paths), "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert [r["case"] for r in doc["results"]] == ["a", "b"]
+    assert doc["failed"] == {"kinks": "Error: x"} and doc["complete"] is False
+    assert doc["machine"]["minutes"] == 5.5 and doc["machine"]["load_end"] == "2"
+    assert doc["left_out"].startswith("run in 2 parts (training; volume)")
+    assert "part 1: left out: volume" in doc["left_out"]
+    with pytest.raises(SystemExit):
+        run_py.main(["--merge", str(paths[0])])  # no --json
