@@ -77,15 +77,8 @@ def main(argv=None) -> int:
     if args.merge:
         if not args.json:
             p.error("--merge needs --json")
-        parts = []
-        for path in args.merge:
-            try:
-                with open(path) as fh:
-                    parts.append(json.load(fh))
-            except (OSError, ValueError) as err:
-                p.error(f"--merge: cannot read {path}: {err}")
         with open(args.json, "w") as fh:
-            json.dump(merge(parts), fh, indent=1)
+            json.dump(merge(_read_runs(p, "--merge", args.merge)), fh, indent=1)
         return 0
     _harness.OPTIONS["torch_compile"] = not args.no_torch_compile
     import jax
@@ -94,13 +87,7 @@ def main(argv=None) -> int:
     # training and study do, and as PyTorch does by default for matrix products
     jax.config.update("jax_default_matmul_precision", "highest")
     if args.render:
-        docs = []
-        for path in args.render:
-            try:
-                with open(path) as fh:
-                    docs.append(json.load(fh))
-            except (OSError, ValueError) as err:
-                p.error(f"--render: cannot read {path}: {err}")
+        docs = _read_runs(p, "--render", args.render)
         if args.markdown:
             write_markdown(args.markdown, docs[0], _rows(docs[0]), docs[0].get("quick", False),
                            others=docs[1:])  # fmt: skip
@@ -151,6 +138,18 @@ def main(argv=None) -> int:
     for name, why in failed.items():
         print(f"FAILED {name}: {why}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _read_runs(parser: argparse.ArgumentParser, flag: str, paths: list[str]) -> list[dict]:
+    """The saved runs at ``paths``; one that cannot be read is a one-line usage error."""
+    docs = []
+    for path in paths:
+        try:
+            with open(path) as fh:
+                docs.append(json.load(fh))
+        except (OSError, ValueError) as err:
+            parser.error(f"{flag}: cannot read {path}: {err}")
+    return docs
 
 
 def merge(parts: list[dict]) -> dict:
