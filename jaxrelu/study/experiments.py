@@ -368,9 +368,7 @@ def _whole_blocks(index: np.ndarray, mask: np.ndarray, block: int, n: int):
     return index, np.concatenate([mask, np.zeros((pad, mask.shape[1]), bool)])
 
 
-def _stacking_agrees(
-    arch, dtype: str, block: int, base, x: np.ndarray, index, group: int = 1
-) -> bool:
+def _stacking_agrees(arch, dtype: str, block: int, base, x: np.ndarray, index, group: int) -> bool:
     """Whether stacking ``block`` minibatches leaves every row of the products as it is,
     checked on the run's first group of ``group`` initialisations over the
     minibatches of ``index`` (the first pass; the products' algorithm depends on their
@@ -460,7 +458,7 @@ def _volume_memory(
     batch: int,
     chunk: int,
     minibatches: int,
-    group: int = 1,
+    group: int,
 ) -> int:
     """Estimated bytes: the training set, the minibatch indices, and per device one
     group's parameters, two gradients and activations (the search's block, the forward
