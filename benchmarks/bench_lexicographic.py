@@ -111,8 +111,12 @@ def run(quick: bool) -> list[Row]:
 
 NOTES = """Goals (issue 13): ld_jacobian with n directions at most 3x jax.jacfwd on the same
 function, certified_grad with no ties at most 1.5x jax.value_and_grad. Both are measured end
-to end, as a user calls them: each call traces the function again (so that a changed global
-never returns a stale result), looks up the compiled program, runs it and copies the result
-to the host. On an NVIDIA H100 (`results/gpu-h100.json`) the baselines take 110-150 us and
-our calls 0.8-1.2 ms: the fixed work of a call (tracing, the compiled program's lookup and
-launch, the transfers) is most of the time there, and both goals fail."""
+to end, as a user calls them: each call looks the traced function up (a changed global
+retraces, so no stale result), looks up the compiled program, runs it and reads what the
+answer needs. certified_grad reads two flags (some site tied; the gradient finite) in one
+transfer and copies the per-site statistics only when one is set; its program is
+value_and_grad's plus a tie count per nonsmooth site (on the CPU, the counts keep each
+pre-activation from fusing into the next product). On an NVIDIA H100
+(`results/gpu-h100.json`, measured before the two flags) the baselines take 110-150 us and
+our calls 0.8-1.2 ms: the fixed work of a call (the lookups, the launch, the transfers) is
+most of the time there, and both goals fail."""

@@ -59,7 +59,7 @@ from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 
 from . import _util, _validate
 from ._jaxpr import APPROXIMATE_AT_TIES, analyse
-from ._jaxpr.driver import compile_cached, traced
+from ._jaxpr.driver import compile_cached, launch, traced
 from .kinks import KinkSite, sites_of
 
 __all__ = [
@@ -415,15 +415,13 @@ def certified_grad(
         offsets = np.cumsum([0] + [len(v) for v in leaves])
         flat_nums = tuple(j for i in nums for j in range(offsets[i], offsets[i + 1]))
         outputs = False  # pragma: no mutate (the outputs are not read here)
-        res = analyse(f, args, outputs=outputs, grad=flat_nums, key=("certified", nums))
-        value, flat_grad = res.grad
+        run = launch(f, args, outputs=outputs, grad=flat_nums, key=("certified", nums))
+        value, flat_grad = run.gradient()
         # (a tuple output already fails in the gradient, with JAX's "scalar" message)
-        if jnp.ndim(value) != 0 or len(res.out_tree.children()) > 1:  # pragma: no mutate
+        if jnp.ndim(value) != 0 or len(run.tr.out_tree.children()) > 1:  # pragma: no mutate
             raise TypeError("`f` must return a scalar (as for jax.grad)")
-        sites = sites_of(res, with_radius=False)  # pragma: no mutate
-        unknown = sorted({s.primitive for s in sites if s.kind == "unknown"})
-        tied = tuple(s for s in sites if s.ties > 0)
-        if not tied:
+
+        def ad(unknown: list[str], finite: bool) -> tuple[Any, Certificate]:
             grads, k = [], 0
             for i in nums:
                 n = len(leaves[i])
@@ -431,12 +429,25 @@ def certified_grad(
                 grads.append(jax.tree.unflatten(tree, list(flat_grad[k : k + n])))
                 k += n
             g = grads[0] if len(nums) == 1 else tuple(grads)
-            if not res.grad_finite:
+            if not finite:
                 return _not_finite(f, args, nums, g)
             reason = "no nonsmooth site is at its kink: f is differentiable here"
             if unknown:
                 reason = f"no known site is tied, but {', '.join(unknown)} is not analysed"
             return g, Certificate("ad", (), not unknown, reason)
+
+        if run.clean():  # the common case, decided from two flags: no statistics copied
+            # the unknown sites sites_of would list (it drops stop-gradient shifts here)
+            meta = run.meta
+            return ad(
+                sorted({m.primitive for m in meta if m.kind == "unknown" and not m.shift}), True
+            )
+        res = run.collect()
+        sites = sites_of(res, with_radius=False)  # pragma: no mutate
+        unknown = sorted({s.primitive for s in sites if s.kind == "unknown"})
+        tied = tuple(s for s in sites if s.ties > 0)
+        if not tied:
+            return ad(unknown, res.grad_finite)
         jumps = [s for s in tied if s.kind == "jump"]
         reason = f"{len(tied)} site(s) tied: the lexicographic gradient (a Clarke subgradient)"
         if jumps:

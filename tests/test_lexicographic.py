@@ -242,6 +242,26 @@ def test_away_from_ties_certified_grad_is_grad_bit_for_bit(seed):
     assert cert.method == "ad" and cert.sites == () and cert.certified
 
 
+def test_certified_grad_reads_the_statistics_only_when_needed(monkeypatch):
+    # away from ties, two flags decide (no per-site statistics copied to the host); at a
+    # tie or a non-finite gradient, the statistics are read
+    from jaxrelu._jaxpr import driver
+
+    collected = []
+    real = driver.Launched.collect
+    monkeypatch.setattr(driver.Launched, "collect", lambda self: collected.append(1) or real(self))
+    f = lambda x: jnp.sum(jax.nn.relu(x) * x)
+    g, cert = jr.certified_grad(f)(jnp.array([1.0, -2.0]))
+    assert (g.tolist(), cert.method, cert.certified, collected) == ([2.0, 0.0], "ad", True, [])
+    g, cert = jr.certified_grad(f)(jnp.array([0.0, -2.0]))
+    assert (cert.method, [s.ties for s in cert.sites]) == ("lexicographic", [1]) and collected
+    before = len(collected)
+    h = lambda x: jnp.sum(jnp.where(x > 0, jnp.sqrt(x), x))  # the jnp.where trap: NaN at -1
+    g, cert = jr.certified_grad(h)(jnp.array([-1.0, 4.0]))
+    assert (g.tolist(), cert.method, cert.certified) == ([1.0, 0.25], "lexicographic", True)
+    assert len(collected) > before
+
+
 def test_certificate_lists_the_tied_sites_with_their_lines():
     def f(x):
         return jnp.sum(jax.nn.relu(x) - jax.nn.relu(-x))  # the line of the sites

@@ -48,10 +48,12 @@ from .passes import fingerprint, lowest_float, sub_jaxprs
 
 __all__ = [
     "Analysis",
+    "Launched",
     "Traced",
     "analyse",
     "clear_caches",
     "compile_cached",
+    "launch",
     "trace",
     "traced",
 ]
@@ -320,7 +322,9 @@ def _build_grad(tr: Traced, opts: _Options, box: dict) -> Callable:
             (val, stats), grads = jax.value_and_grad(value, argnums=grad_args, has_aux=True)(*args)
         # one flag for every leaf, read with the statistics (not a host check per leaf)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
-        return {"stats": stats, "finite": finite, "grad": (val, grads)}
+        tied = jnp.any(stats[0][:, 1] > 0)  # some site has an element at its kink
+        flags = jnp.stack([tied, finite])  # what certified_grad reads first (one transfer)
+        return {"stats": stats, "finite": finite, "grad": (val, grads), "flags": flags}
 
     return run
 
@@ -373,6 +377,96 @@ def analyse(
         values: tangents of the program's values (``stop_gradient`` passed through).
         key, call: see :func:`traced`.
     """
+    return launch(
+        f,
+        args,
+        tangents,
+        n_ld=n_ld,
+        random=random,
+        batched=batched,
+        outputs=outputs,
+        grad=grad,
+        values=values,
+        key=key,
+        call=call,
+    ).collect()
+
+
+@dataclasses.dataclass(frozen=True)
+class Launched:
+    """An analysis whose program has been started: its results are still on the device
+    (JAX dispatches asynchronously) until :meth:`collect` copies them to the host."""
+
+    tr: Traced
+    meta: tuple[SiteMeta, ...]
+    res: dict[str, Any]
+
+    def gradient(self) -> Any:
+        """``(value, flat gradient)`` of a ``grad`` analysis, on the device."""
+        return self.res["grad"]
+
+    def clean(self) -> bool:
+        """For a ``grad`` analysis: whether no site has an element at its kink and the
+        gradient is finite, read with one small transfer (the statistics stay on the
+        device)."""
+        tied, finite = np.asarray(self.res["flags"])  # one transfer
+        return not tied and bool(finite)
+
+    def collect(self) -> Analysis:
+        """The :class:`Analysis` (the statistics and outputs copied to the host)."""
+        tr, meta = self.tr, self.meta
+        res = {k: v for k, v in self.res.items() if k not in ("grad", "flags")}
+        res = jax.device_get(res)
+        ints, floats = (np.asarray(v) for v in res["stats"])
+        probe_val, scale = res.get("probe", (0.0, 0.0))  # (a gradient has no probe)
+        cancel = True
+        if tr.probe:
+            eps = float(jnp.finfo(tr.low if tr.low is not None else jnp.float32).eps)
+            bound = np.sqrt(eps) * (1.0 + np.asarray(scale))
+            cancel = bool(np.all(np.asarray(probe_val) <= bound))
+        if any(not m.source for m in meta):
+            here = _util.caller_location()
+            meta = tuple(m if m.source else dataclasses.replace(m, source=here) for m in meta)
+        stats = [
+            (
+                ints[..., i, 0],
+                ints[..., i, 1],
+                floats[..., i, 0],
+                floats[..., i, 1],
+                floats[..., i, 2],
+                ints[..., i, 2],
+            )
+            for i in range(len(meta))
+        ]
+        return Analysis(
+            [np.asarray(o) for o in res.get("out_p", [])],
+            [None if t is None else np.asarray(t) for t in res.get("out_t", [])],
+            meta,
+            stats,
+            cancel,
+            tr.out_tree,
+            tr.low,
+            self.res.get("grad"),  # stays on the device, as jax.grad's result would
+            bool(res.get("finite", True)),
+        )
+
+
+def launch(
+    f: Callable,
+    args: Sequence[Any],
+    tangents: Sequence[Any] | None = None,
+    *,
+    n_ld: int = 0,
+    random: bool = False,
+    batched: bool = False,
+    outputs: bool = True,
+    grad: tuple[int, ...] | None = None,
+    values: bool = False,
+    key: Any = None,
+    call: Callable | None = None,
+) -> Launched:
+    """:func:`analyse`'s program started on ``args`` (the same arguments), its results
+    left on the device."""
     first = jax.tree.map(lambda a: jnp.asarray(a)[0], args) if batched else args
     tr = traced(f, first, key=key, call=call)
     flat = [a if isinstance(a, jax.Array) else jnp.asarray(a) for a in jax.tree.leaves(args)]
@@ -381,37 +475,4 @@ def analyse(
     opts = _Options(n_ld, random, batched, outputs, grad, values)
     compiled, meta = _program(tr, flat, list(tangents), opts)
     consts = list(open_jaxpr(tr.closed)[1])
-    res = compiled(consts, flat, list(tangents))
-    grad = res.pop("grad", None)  # stays on the device, as jax.grad's result would
-    res = jax.device_get(res)
-    ints, floats = (np.asarray(v) for v in res["stats"])
-    probe_val, scale = res.get("probe", (0.0, 0.0))  # (a gradient has no probe)
-    cancel = True
-    if tr.probe:
-        eps = float(jnp.finfo(tr.low if tr.low is not None else jnp.float32).eps)
-        cancel = bool(np.all(np.asarray(probe_val) <= np.sqrt(eps) * (1.0 + np.asarray(scale))))
-    if any(not m.source for m in meta):
-        here = _util.caller_location()
-        meta = tuple(m if m.source else dataclasses.replace(m, source=here) for m in meta)
-    stats = [
-        (
-            ints[..., i, 0],
-            ints[..., i, 1],
-            floats[..., i, 0],
-            floats[..., i, 1],
-            floats[..., i, 2],
-            ints[..., i, 2],
-        )
-        for i in range(len(meta))
-    ]
-    return Analysis(
-        [np.asarray(o) for o in res.get("out_p", [])],
-        [None if t is None else np.asarray(t) for t in res.get("out_t", [])],
-        meta,
-        stats,
-        cancel,
-        tr.out_tree,
-        tr.low,
-        grad,
-        bool(res.get("finite", True)),
-    )
+    return Launched(tr, meta, compiled(consts, flat, list(tangents)))
