@@ -347,49 +347,11 @@ def _program(tr: Traced, flat: list, tangents: list, opts: _Options) -> tuple[An
 
 
 def analyse(
-    f: Callable,
-    args: Sequence[Any],
-    tangents: Sequence[Any] | None = None,
-    *,
-    n_ld: int = 0,
-    random: bool = False,
-    batched: bool = False,
-    outputs: bool = True,
-    grad: tuple[int, ...] | None = None,
-    values: bool = False,
-    key: Any = None,
-    call: Callable | None = None,
+    f: Callable, args: Sequence[Any], tangents: Sequence[Any] | None = None, **options: Any
 ) -> Analysis:
-    """Evaluates ``f(*args)`` with the interpreter.
-
-    Args:
-        f: the user's function.
-        args: its positional arguments (pytrees).
-        tangents: per flat argument leaf, a tangent block ``(n_ld, *shape)`` or None.
-        n_ld: number of lexicographic columns.
-        random: use one random direction (``n_ld`` must be 1; ``tangents`` ignored).
-        batched: every argument leaf and tangent block has a leading batch axis (blocks:
-            ``(batch, n_ld, *shape)``); ``f`` is traced at the first element and the
-            analysis is vmapped; results keep the batch axis (see :meth:`Analysis.take`).
-        outputs: return the output values and tangents (else only the sites).
-        grad: also return ``jax.value_and_grad(f, argnums=grad)`` (flat argument
-            indices), from the same compiled program.
-        values: tangents of the program's values (``stop_gradient`` passed through).
-        key, call: see :func:`traced`.
-    """
-    return launch(
-        f,
-        args,
-        tangents,
-        n_ld=n_ld,
-        random=random,
-        batched=batched,
-        outputs=outputs,
-        grad=grad,
-        values=values,
-        key=key,
-        call=call,
-    ).collect()
+    """Evaluates ``f(*args)`` with the interpreter and copies the results to the host:
+    ``launch(f, args, tangents, **options).collect()`` (see :func:`launch`)."""
+    return launch(f, args, tangents, **options).collect()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -465,8 +427,24 @@ def launch(
     key: Any = None,
     call: Callable | None = None,
 ) -> Launched:
-    """:func:`analyse`'s program started on ``args`` (the same arguments), its results
-    left on the device."""
+    """Starts the interpreter's program for ``f(*args)``; its results stay on the device
+    (see :class:`Launched`).
+
+    Args:
+        f: the user's function.
+        args: its positional arguments (pytrees).
+        tangents: per flat argument leaf, a tangent block ``(n_ld, *shape)`` or None.
+        n_ld: number of lexicographic columns.
+        random: use one random direction (``n_ld`` must be 1; ``tangents`` ignored).
+        batched: every argument leaf and tangent block has a leading batch axis (blocks:
+            ``(batch, n_ld, *shape)``); ``f`` is traced at the first element and the
+            analysis is vmapped; results keep the batch axis (see :meth:`Analysis.take`).
+        outputs: return the output values and tangents (else only the sites).
+        grad: also return ``jax.value_and_grad(f, argnums=grad)`` (flat argument
+            indices), from the same compiled program.
+        values: tangents of the program's values (``stop_gradient`` passed through).
+        key, call: see :func:`traced`.
+    """
     first = jax.tree.map(lambda a: jnp.asarray(a)[0], args) if batched else args
     tr = traced(f, first, key=key, call=call)
     flat = [a if isinstance(a, jax.Array) else jnp.asarray(a) for a in jax.tree.leaves(args)]
