@@ -120,8 +120,9 @@ def forward_flops(ds, width, depth) -> float:
 
 def forward_only(ds, width, depth, batch, inits, dtype="float32"):
     """The forward passes alone, as the estimate's zero search runs them (one
-    initialisation at a time, ``search_block`` minibatches stacked into one product per
-    layer, the exact zeros counted): what the matrix products at these shapes allow,
+    initialisation at a time, its parameters drawn into buffers of their own,
+    ``search_block`` minibatches stacked into one product per layer, the exact zeros
+    counted): what the matrix products at these shapes allow,
     without any backward pass or bookkeeping."""
     arch = study_arch(ds, width, depth)
     n = len(ds.y_train)
@@ -136,9 +137,9 @@ def forward_only(ds, width, depth, batch, inits, dtype="float32"):
     )
 
     @jax.jit
-    def program(keys, xs):
+    def program(keys, xs, first):
         def one(key):
-            p = models.init(arch, key, dtype)[0]
+            p = study._materialized(models.init(arch, key, dtype)[0], first)  # as the search
 
             def stacked(xb):
                 pre = models.apply(arch, p, {"bn": []}, xb, 0.0)[2]
@@ -148,7 +149,7 @@ def forward_only(ds, width, depth, batch, inits, dtype="float32"):
 
         return lax.map(one, keys)
 
-    return lambda: jax.block_until_ready(program(keys, xs))
+    return lambda: jax.block_until_ready(program(keys, xs, jnp.int32(t)))
 
 
 def products_alone(ds, width, depth, batch, dtype="float32"):
@@ -320,36 +321,40 @@ def explain(row: Row, rows: list[Row]) -> str:
 
 NOTES = """Goals (issues 6 and 14): at least 10x the paper's protocol run one initialisation at a
 time (PyTorch, and the same JAX code in a Python loop), and at least 60% of the
-forward-GEMM ceiling: the forward matrix products of one pass (2 x images x weights FLOPs
-per initialisation) at the fastest square float32 product any library here achieved. The
-products the protocol needs are smaller and thinner (64 inputs, 10 outputs, 768-row blocks)
-and run slower than square ones: the "products alone" row times each of them alone at its
-best, the most a search made of them can reach. The estimate draws each initialisation's
-parameters (the ceiling does not count that; `jaxrelu._rng.uniform` gives
-`jax.random.uniform`'s numbers bit for bit, 5x faster on the CPU, where JAX's threefry is a
-rolled loop; the JAX baseline draws with `jax.random.uniform` itself), then
-searches for exact zeros with minibatches stacked into one product per layer (up to
-`VOLUME_ROWS` images; the blocks as even as can be), and runs the two backward passes
-only on minibatches with a zero, from a forward pass of that minibatch alone whose
-pre-activations must equal the searched ones bit for bit. Stacking changes the products'
-shapes, and on the CPU some shapes change the rounding of a row (float32, width 256,
-batch 16: a minibatch's own product and the stacked one differ): before each
-configuration the estimate compares, on its first group of initialisations over the
-whole first pass, the stacked rows with each minibatch's own, and searches minibatch by
-minibatch where they differ; each chunk checks its first group again. Groups of
-initialisations (`VOLUME_GROUP`) sharing one set of products: at float32 groups of 8
-ran between 14% faster and 26% slower than one at a time over the recent runs (this row;
-their stacking check runs 8 initialisations' first pass twice), and 1.6x slower at
-16 bits with float32 accumulation, where a fair share of minibatches has a zero (a zero
-in any initialisation of a group runs both backward passes for the whole group), so on
-the CPU the estimate runs one at a time. On a GPU one initialisation's products leave the
-device idle: on an NVIDIA H100 (`results/gpu-h100.json`) groups of 8 took 129 us per
-initialisation against 615 us one at a time, so off the CPU the estimate groups 8
-(`experiments.volume_group`; fewer where 8 would not fit the memory; that run's table
-still shows groups of 1). Its figures there:
-1,627 initialisations per second one at a time, 73x PyTorch one init at a time on the same
-GPU and 191x JAX one at a time, and 1-2% of the GPU's float32 ceiling (51 TFLOP/s,
-PyTorch's 4096 x 4096 product): the search's products (64 inputs, 10 outputs, 768 rows)
-are far too small to fill an H100; the products alone, one launch each, reach 2%. In that
-run 2 of 100 initialisations were in the zone at float32 (0 of 100 on the CPU): cuBLAS
-rounds differently, and the one-at-a-time loop found the same 2."""
+forward-GEMM ceiling: the forward matrix products of one pass (2 x images x weights
+FLOPs per initialisation) at the fastest square float32 product any library here
+achieved. The products the protocol needs are smaller and thinner (64 inputs, 10
+outputs; on digits the whole pass is one block of 1,536 rows) and run slower than square
+ones: the "products alone" row times each of them alone at its best, the most a search
+made of them can reach. The estimate draws each initialisation's parameters into buffers
+of their own (left as expressions, XLA's CPU backend fused the draws into every consumer
+of a product and recomputed a bias's hash for each of the block's rows: the estimate ran
+1.7x slower with one 1,536-row block; the ceiling does not count the draws;
+`jaxrelu._rng.uniform` gives `jax.random.uniform`'s numbers bit for bit, 5x faster on
+the CPU, where JAX's threefry is a rolled loop; the JAX baseline draws with
+`jax.random.uniform` itself), then searches for exact zeros with minibatches stacked
+into one product per layer (up to `VOLUME_ROWS` images; the blocks as even as can be),
+and runs the two backward passes only on minibatches with a zero, from a forward pass of
+that minibatch alone whose pre-activations must equal the searched ones bit for bit.
+Stacking changes the products' shapes, and on the CPU some shapes change the rounding of
+a row (float32, width 256, batch 16: a minibatch's own product and the stacked one
+differ): before each configuration the estimate compares, on its first group of
+initialisations over the whole first pass, the stacked rows with each minibatch's own,
+and searches minibatch by minibatch where they differ; each chunk checks its first group
+again. Groups of initialisations (`VOLUME_GROUP`) sharing one set of products: at
+float32 groups of 8 ran between 14% faster and 26% slower than one at a time over the
+recent runs (this row; their stacking check runs 8 initialisations' first pass twice),
+and 1.6x slower at 16 bits with float32 accumulation, where a fair share of minibatches
+has a zero (a zero in any initialisation of a group runs both backward passes for the
+whole group), so on the CPU the estimate runs one at a time. On a GPU one
+initialisation's products leave the device idle: on an NVIDIA H100
+(`results/gpu-h100.json`) groups of 8 took 129 us per initialisation against 615 us one
+at a time, so off the CPU the estimate groups 8 (`experiments.volume_group`; fewer where
+8 would not fit the memory; that run's table still shows groups of 1). Its figures
+there: 1,627 initialisations per second one at a time, 73x PyTorch one init at a time on
+the same GPU and 191x JAX one at a time, and 1-2% of the GPU's float32 ceiling (51
+TFLOP/s, PyTorch's 4096 x 4096 product): the search's products (64 inputs, 10 outputs,
+768 rows in that run, before the whole pass became one block) are far too small to fill
+an H100; the products alone, one launch each, reach 2%. In that run 2 of 100
+initialisations were in the zone at float32 (0 of 100 on the CPU): cuBLAS rounds
+differently, and the one-at-a-time loop found the same 2."""
