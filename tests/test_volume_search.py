@@ -216,3 +216,18 @@ def _memory_args(arch, cfg, data, group):
     chunk = -(-min(cfg.inits, study.VOLUME_CHUNK) // group) * group
     minibatches = -(-n // cfg.batch_size)
     return arch, cfg.dtype, n, cfg.batch_size, chunk, minibatches, group
+
+
+@pytest.mark.parametrize("platform, tests", [("cpu", 1), ("cuda", 0)])
+def test_parameters_become_buffers_on_the_cpu_only(platform, tests):
+    # on the CPU a conditional (always true at run time) keeps XLA from fusing the
+    # parameter draws into every consumer of a product; elsewhere the values pass through
+    import jax
+    from jax import export
+
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    f = jax.jit(study._materialized)
+    text = export.export(f, platforms=[platform])(params, jnp.int32(0)).mlir_module()
+    assert text.count("stablehlo.compare GE") == tests  # the conditional's first >= 0
+    out = f(params, jnp.int32(0))
+    assert jnp.array_equal(out["w"], params["w"]) and jnp.array_equal(out["b"], params["b"])

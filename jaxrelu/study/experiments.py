@@ -327,9 +327,13 @@ def _materialized(params: Any, first: jax.Array) -> Any:
     recomputed for every row of a stacked block (measured: the bias additions, ReLUs and
     zero tests ran 3-5x slower with the whole digits pass in one block). A conditional's
     result is a buffer; ``first >= 0`` is always true but known only at run time, so the
-    branch is kept and the other one never runs."""
-    zeros = lambda: jax.tree.map(jnp.zeros_like, params)
-    return lax.cond(first >= 0, lambda: params, zeros)
+    branch is kept and the other one never runs. CPU only (elsewhere a conditional can cost
+    a read of its predicate by the host), chosen when the program is lowered."""
+
+    def buffers(p: Any, first: jax.Array) -> Any:
+        return lax.cond(first >= 0, lambda: p, lambda: jax.tree.map(jnp.zeros_like, p))
+
+    return lax.platform_dependent(params, first, cpu=buffers, default=lambda p, _: p)
 
 
 def _pre_activations(arch: models.Architecture, params, xb, dt) -> list:
