@@ -16,6 +16,7 @@ import optax
 from _harness import (
     OPTIONS,
     Row,
+    best_time,
     block,
     interleaved,
     matmul_ceiling,
@@ -231,6 +232,47 @@ def _torch_compile_or_reason(torch, ds, sizes, batch):
         return None, f"torch.compile failed here: {type(err).__name__}: {str(err)[:120]}"
 
 
+def step_products(torch, sizes, batch, threads):
+    """One training step's matrix products, each timed alone at its best, in XLA (jitted,
+    full float32 precision) and in PyTorch (on ``threads`` threads): per layer the forward
+    product ``h @ W``, the input gradient ``dz @ W.T`` (all but the first layer) and the
+    weight gradient ``h.T @ dz``. Returns ``{"xla": (all, weight gradients), "torch":
+    (...)}`` in seconds per step: how far the libraries' products alone set the engine
+    apart from PyTorch, whatever the rest of the step costs."""
+    rng = np.random.default_rng(0)
+    dev = torch_device(torch)
+    torch.set_num_threads(threads)
+    sync = getattr(getattr(torch, str(dev).split(":")[0], None), "synchronize", None)
+    sync = sync or (lambda: None)
+    xla = {
+        "fwd": jax.jit(lambda h, w: h @ w),
+        "dx": jax.jit(lambda dz, w: dz @ w.T),
+        "dw": jax.jit(lambda h, dz: h.T @ dz),
+    }
+    out = {"xla": [0.0, 0.0], "torch": [0.0, 0.0]}
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        shapes = ((batch, a), (a, b), (batch, b))
+        h, w, dz = (rng.standard_normal(s, dtype=np.float32) for s in shapes)
+        jh, jw, jdz = jnp.asarray(h), jnp.asarray(w), jnp.asarray(dz)
+        th, tw, tdz = (torch.tensor(v, device=dev) for v in (h, w, dz))
+        cases = {
+            "fwd": (lambda: block(xla["fwd"](jh, jw)), lambda: (th @ tw, sync())),
+            "dx": (lambda: block(xla["dx"](jdz, jw)), lambda: (tdz @ tw.T, sync())),
+            "dw": (lambda: block(xla["dw"](jh, jdz)), lambda: (th.T @ tdz, sync())),
+        }
+        for name, (ours, theirs) in cases.items():
+            if name == "dx" and i == 0:
+                continue  # no gradient flows into the data
+            with jax.default_matmul_precision("highest"):
+                t_x = best_time(ours)
+            t_t = best_time(theirs)
+            for key, t in (("xla", t_x), ("torch", t_t)):
+                out[key][0] += t
+                if name == "dw":
+                    out[key][1] += t
+    return {k: tuple(v) for k, v in out.items()}
+
+
 def run(quick: bool) -> list[Row]:
     torch = torch_or_none()
     ds = synthetic(4096 if quick else 8192, 256, dim=64, num_classes=10)
@@ -298,6 +340,21 @@ def run(quick: bool) -> list[Row]:
                 per["uninstrumented"][0], 1 / 1.15, "s/step", "goal: at most 15% slower", sp,
                 per["uninstrumented"][1])
         )  # fmt: skip
+        if "eager" in threads:
+            prod = step_products(torch, sizes, batch, threads["eager"])
+            (x_all, x_dw), (t_all, t_dw) = prod["xla"], prod["torch"]
+            rows.append(
+                Row(NAME, f"{label}: the step's matrix products alone, XLA vs PyTorch", x_all,
+                    "PyTorch's products", t_all, None, "s/step",
+                    f"each product timed alone at its best (forward, input and weight "
+                    f"gradients); the weight gradients (h.T @ dz) alone: XLA "
+                    f"{x_dw * 1e6:.0f} µs, PyTorch {t_dw * 1e6:.0f} µs ({t_dw / x_dw:.2f}x); "
+                    f"PyTorch on {threads['eager']} thread(s), as in its eager row"
+                    + ("; each product is a call of its own, whose fixed cost dominates at "
+                       "these sizes (they take longer than the engine's whole step)"
+                       if x_all > ours else ""),
+                    extra={"xla_dw": x_dw, "torch_dw": t_dw})
+            )  # fmt: skip
         if "lockstep" in per:
             t_k, sp_k = per["lockstep"]
             rows.append(
@@ -333,7 +390,14 @@ def explain(row: Row, rows: list[Row]) -> str:
         if scan is not None and scan.baseline is not None:
             parts.append(
                 f"the hand-written lax.scan loop is {row.baseline / scan.baseline:.2f}x "
-                f"{row.baseline_name} too (XLA's products at these shapes against PyTorch's)"
+                f"{row.baseline_name} too"
+            )
+        prod = same.get("the step's matrix products alone, XLA vs PyTorch")
+        if prod is not None and prod.speedup is not None and "xla_dw" in prod.extra:
+            dw = prod.extra["torch_dw"] / prod.extra["xla_dw"]
+            parts.append(
+                f"the step's products alone run at {prod.speedup:.2f}x PyTorch's in XLA "
+                f"(the weight gradients h.T @ dz at {dw:.2f}x)"
             )
     if "lockstep" in row.case:
         parts = [f"{LOCKSTEP} runs cost {row.ours * LOCKSTEP / row.baseline:.2f}x one run"]
