@@ -140,7 +140,7 @@ def _filled(cell: Any) -> bool:
 def _avals(args: Any) -> tuple:
     leaves, tree = jax.tree.flatten(args)
     return tree, tuple(
-        (np.shape(v), str(_util.dtype_of(v)), bool(getattr(v, "weak_type", False))) for v in leaves
+        (np.shape(v), _util.dtype_of(v), bool(getattr(v, "weak_type", False))) for v in leaves
     )
 
 
@@ -330,7 +330,7 @@ def _build_grad(tr: Traced, opts: _Options, box: dict) -> Callable:
 
 
 def _program(tr: Traced, flat: list, tangents: list, opts: _Options) -> tuple[Any, tuple]:
-    avals = tuple((jnp.shape(a), str(_util.dtype_of(a))) for a in flat)
+    avals = tuple((jnp.shape(a), _util.dtype_of(a)) for a in flat)
     tspec = tuple(None if t is None else jnp.shape(t) for t in tangents)
     x64 = _util.x64()
     key = ("analysis", tr.fingerprint, tuple(map(id, tr.refs)), avals, tspec, opts, x64)
