@@ -387,10 +387,11 @@ def certified_grad(
     """``jax.grad`` where it is provably right, the lexicographic gradient where it may not
     be, and a certificate saying which.
 
-    The program is evaluated once by the kink analysis (forward only): if no nonsmooth
-    site has an element exactly at its kink, ``f`` is differentiable there and
-    ``jax.grad(f)`` is returned unchanged (bit for bit); otherwise the lexicographic
-    gradient (:func:`ld_grad`) is returned, with the tied sites.
+    One compiled program runs the kink analysis and ``jax.value_and_grad`` through the
+    same evaluation of ``f``: if no nonsmooth site has an element exactly at its kink,
+    ``f`` is differentiable there and ``jax.grad(f)`` is returned unchanged (bit for bit;
+    decided from two flags, without copying each site's statistics to the host); otherwise
+    the lexicographic gradient (:func:`ld_grad`) is returned, with the tied sites.
 
     Args:
         f: a scalar-valued JAX-traceable function.
