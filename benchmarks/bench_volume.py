@@ -342,19 +342,19 @@ differ): before each configuration the estimate compares, on its first group of
 initialisations over the whole first pass, the stacked rows with each minibatch's own,
 and searches minibatch by minibatch where they differ; each chunk checks its first group
 again. Groups of initialisations (`VOLUME_GROUP`) sharing one set of products: at
-float32 groups of 8 ran between 14% faster and 26% slower than one at a time over the
-recent runs (this row; their stacking check runs 8 initialisations' first pass twice),
-and 1.6x slower at 16 bits with float32 accumulation, where a fair share of minibatches
-has a zero (a zero in any initialisation of a group runs both backward passes for the
-whole group), so on the CPU the estimate runs one at a time. On a GPU one
-initialisation's products leave the device idle: on an NVIDIA H100
-(`results/gpu-h100.json`) groups of 8 took 129 us per initialisation against 615 us one
-at a time, so off the CPU the estimate groups 8 (`experiments.volume_group`; fewer where
-8 would not fit the memory; that run's table still shows groups of 1). Its figures
-there: 1,627 initialisations per second one at a time, 73x PyTorch one init at a time on
-the same GPU and 191x JAX one at a time, and 1-2% of the GPU's float32 ceiling (51
-TFLOP/s, PyTorch's 4096 x 4096 product): the search's products (64 inputs, 10 outputs,
-768 rows in that run, before the whole pass became one block) are far too small to fill
-an H100; the products alone, one launch each, reach 2%. In that run 2 of 100
-initialisations were in the zone at float32 (0 of 100 on the CPU): cuBLAS rounds
-differently, and the one-at-a-time loop found the same 2."""
+float32 groups of 8 ran between 14% faster and 26% slower than one at a time with two
+768-row blocks, and about 1.5x slower since the whole pass became one block (this row;
+their stacking check runs 8 initialisations' first pass twice), and 1.6x slower at 16
+bits with float32 accumulation, where a fair share of minibatches has a zero (a zero in
+any initialisation of a group runs both backward passes for the whole group), so on the
+CPU the estimate runs one at a time. On a GPU one initialisation's products leave the
+device idle: on an NVIDIA H100 (`results/gpu-h100.json`) groups of 8 took 129 us per
+initialisation against 615 us one at a time, so off the CPU the estimate groups 8
+(`experiments.volume_group`; fewer where 8 would not fit the memory; that run's table
+still shows groups of 1). Its figures there: 1,627 initialisations per second one at a
+time, 73x PyTorch one init at a time on the same GPU and 191x JAX one at a time, and
+1-2% of the GPU's float32 ceiling (51 TFLOP/s, PyTorch's 4096 x 4096 product): the
+search's products (64 inputs, 10 outputs, 768 rows in that run, before the whole pass
+became one block) are far too small to fill an H100; the products alone, one launch
+each, reach 2%. In that run 2 of 100 initialisations were in the zone at float32 (0 of
+100 on the CPU): cuBLAS rounds differently, and the one-at-a-time loop found the same 2."""
