@@ -130,11 +130,42 @@ def count(mask: Any, most: int = 1) -> Any:
 
 def _count_by_product(mask: Any) -> Any:
     """:func:`count` on the CPU: ``rows @ ones`` at full float32 precision."""
-    rows = mask.reshape(-1, mask.shape[-1]).astype(jnp.float32)
+    return _counts_by_product(mask[None])[0]
+
+
+def _counts_by_product(masks: Any) -> Any:
+    """:func:`counts` of a stack of masks on the CPU: one ``rows @ ones`` product for all
+    of them, at full float32 precision, then each mask's rows summed as integers."""
+    rows = masks.reshape(-1, masks.shape[-1]).astype(jnp.float32)
     per_row = jnp.dot(
-        rows, jnp.ones(mask.shape[-1], jnp.float32), precision=jax.lax.Precision.HIGHEST
+        rows, jnp.ones(masks.shape[-1], jnp.float32), precision=jax.lax.Precision.HIGHEST
     )
-    return jnp.sum(per_row.astype(jnp.int32), dtype=jnp.int32)
+    return jnp.sum(per_row.astype(jnp.int32).reshape(masks.shape[0], -1), axis=1, dtype=jnp.int32)
+
+
+def counts(masks: Any, most: int = 1) -> Any:
+    """``jnp.stack([count(m, most) for m in masks])``: ``(len(masks),)`` int32 counts,
+    where masks of one shape and dtype are stacked and, on the CPU, counted by one
+    matrix-vector product (each product and each integer sum is an operation of its own,
+    whose fixed cost dominates for the small pre-activations of a training step).
+    Elsewhere each mask is its own integer sum, as in :func:`count`."""
+    masks = [jnp.asarray(m) for m in masks]
+    out: list[Any] = [None] * len(masks)
+    groups: dict[tuple, list[int]] = {}
+    for i, m in enumerate(masks):
+        groups.setdefault((m.shape, m.dtype), []).append(i)
+    for (shape, _), idx in groups.items():
+        if len(idx) == 1 or not shape or 0 in shape or shape[-1] * most >= 2**24:
+            for i in idx:
+                out[i] = count(masks[i], most)
+            continue
+        plain = lambda *ms: jnp.stack([jnp.sum(m, dtype=jnp.int32) for m in ms])
+        by_product = lambda *ms: _counts_by_product(jnp.stack(ms))
+        group = [masks[i] for i in idx]
+        each = jax.lax.platform_dependent(*group, cpu=by_product, default=plain)
+        for j, i in enumerate(idx):
+            out[i] = each[j]
+    return jnp.stack(out) if out else jnp.zeros((0,), jnp.int32)
 
 
 def widest_float() -> Any:

@@ -87,3 +87,39 @@ def test_count_by_product_is_exact():
     mask = rng.random((37, 129)) < 0.4
     m = jnp.asarray(mask)
     assert int(jax.jit(_util._count_by_product)(m)) == int(mask.sum())
+
+
+def test_counts_of_several_masks_in_their_order():
+    """Masks of mixed shapes and dtypes, some shared: each count is its own mask's
+    integer sum, in the order given, on the CPU path and the plain one alike."""
+    rng = np.random.default_rng(4)
+    masks = [
+        rng.random((16, 9)) < 0.3,
+        rng.integers(0, 3, (5, 7)).astype(np.int32),
+        rng.random((16, 9)) < 0.7,
+        rng.random((4,)) < 0.5,
+        rng.random((16, 9)) < 0.0,
+        rng.integers(0, 3, (5, 7)).astype(np.int32),
+        np.zeros((0, 3), bool),
+    ]
+    want = [int(np.sum(m)) for m in masks]
+    got = jax.jit(lambda ms: _util.counts(ms, most=2))([jnp.asarray(m) for m in masks])
+    assert got.dtype == jnp.int32 and got.tolist() == want
+    stacked = jnp.asarray(np.stack([masks[0], masks[2], masks[4]]))
+    assert jax.jit(_util._counts_by_product)(stacked).tolist() == [want[0], want[2], want[4]]
+    assert jax.jit(_util.counts)([]).shape == (0,)
+    vm = jax.jit(jax.vmap(lambda a, b: _util.counts([a, b, a])))
+    a, b = rng.random((3, 8, 5)) < 0.5, rng.random((3, 8, 5)) < 0.2
+    sums = lambda m: m.reshape(3, -1).sum(axis=1)
+    np.testing.assert_array_equal(
+        np.asarray(vm(jnp.asarray(a), jnp.asarray(b))), np.stack([sums(a), sums(b), sums(a)], 1)
+    )
+
+
+@pytest.mark.parametrize(("platform", "products"), [("cpu", 1), ("cuda", 0)])
+def test_counts_of_one_shape_take_one_product(platform, products):
+    """Three layers' zero tests of one shape: one matrix-vector product on the CPU (one
+    operation instead of three), none elsewhere."""
+    spec = jax.ShapeDtypeStruct((3, 64, 128), jnp.float32)
+    text = _lowered(lambda z: _util.counts([z[0] == 0, z[1] == 0, z[2] == 0]), platform, spec)
+    assert text.count("stablehlo.dot_general") == products

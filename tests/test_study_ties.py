@@ -207,6 +207,31 @@ def test_tangent_support_is_all_true_with_own_parameters_and_refuses_the_cnn():
         models.tangent_support(cnn, params, pre, jnp.zeros((1, 4, 4, 1)))
 
 
+def test_support_is_everywhere_only_where_every_unit_has_its_own_parameter():
+    """The engine counts the zeros once where the support is all True: that must hold
+    for every parameter and input (a blank image gives the residual network without batch
+    norm structural zeros; with batch norm each unit's shift moves it)."""
+    x = jnp.zeros((2, 6, 6, 1)).at[:, :, 3:].set(0.5)
+    cases = {
+        (False, "resnet"): False,
+        (True, "resnet"): True,
+        (False, "cnn"): False,
+        (True, "cnn"): False,
+    }
+    for (bn, kind), everywhere in cases.items():
+        arch = models.Architecture(
+            kind=kind, in_shape=(6, 6, 1), num_classes=3, channels=(2, 2), depth=1,
+            init="he", batchnorm=bn,
+        )  # fmt: skip
+        assert models.support_is_everywhere(arch) is everywhere, (kind, bn)
+        if kind == "resnet":
+            params, state = models.init(arch, jax.random.PRNGKey(6))
+            _, _, pre = models.apply(arch, params, state, x)
+            support = models.tangent_support(arch, params, pre, x)
+            assert all(bool(jnp.all(t)) for t in support) is everywhere, (kind, bn)
+    assert models.support_is_everywhere(models.Architecture(in_shape=(4,), width=3, depth=2))
+
+
 # --------------------------------------------------------------- lexicographic
 
 

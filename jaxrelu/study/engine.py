@@ -378,9 +378,14 @@ def _gradients(spec: EngineSpec, st: TrainState, xb, yb):
 
 def _support(spec: EngineSpec, st: TrainState, xb, pre) -> list | None:
     """Per run and layer, where a tie may change a gradient
-    (:func:`~jaxrelu.study.models.tangent_support`); None where every tie may (the CNN,
-    activations other than ReLU)."""
-    if spec.arch.kind not in ("mlp", "resnet") or spec.arch.activation != "relu":
+    (:func:`~jaxrelu.study.models.tangent_support`); None where every tie may: the CNN,
+    activations other than ReLU, and networks whose every unit has a parameter of its own
+    (the MLP, batch norm), whose support is all True (None spares the instrumentation a
+    second count of the same zeros)."""
+    arch = spec.arch
+    if arch.kind not in ("mlp", "resnet") or arch.activation != "relu":
+        return None
+    if models.support_is_everywhere(arch):
         return None
     one = lambda p, z: models.tangent_support(spec.arch, p, z, xb)
     return _runs(spec, one)(st.params, pre)

@@ -46,13 +46,13 @@ def kink_hits(
         >>> kink_hits([jnp.array([[0.0, 1.0], [6.0, 0.0]])], (0.0, 6.0)).tolist()
         [3]
     """
-    counts = []
+    ats = []
     for z in pre:
         at = sum((z == jnp.asarray(a, z.dtype)).astype(jnp.int32) for a in kinks)
         if mask is not None:
             at = at * mask.reshape(mask.shape + (1,) * (z.ndim - 1)).astype(jnp.int32)
-        counts.append(_util.count(at, most=len(kinks)))
-    return jnp.stack(counts)
+        ats.append(at)
+    return _util.counts(ats, most=len(kinks))
 
 
 def compare_gradients(g0: Any, g1: Any) -> tuple[jax.Array, jax.Array]:

@@ -59,6 +59,7 @@ __all__ = [
     "n_params",
     "nll",
     "resnet_blocks",
+    "support_is_everywhere",
     "tangent_support",
 ]
 
@@ -552,6 +553,13 @@ def n_activations(arch: Architecture, batch: int) -> int:
     return int(sum(math.prod(z.shape) for z in pre))
 
 
+def support_is_everywhere(arch: Architecture) -> bool:
+    """Whether :func:`tangent_support` is all True for ``arch`` whatever the parameters
+    and inputs: every unit has a parameter of its own (the MLP's biases, batch norm's
+    shifts). The CNN is not (its max pooling has ties of its own)."""
+    return arch.kind != "cnn" and (arch.kind == "mlp" or bool(arch.batchnorm))
+
+
 def tangent_support(
     arch: Architecture, params: dict, pre: list[jax.Array], x: jax.Array
 ) -> list[jax.Array]:
@@ -576,7 +584,7 @@ def tangent_support(
     """
     if arch.kind == "cnn":
         raise ValueError("the CNN's max pooling has ties of its own: no tangent support")
-    if arch.kind == "mlp" or arch.batchnorm:
+    if support_is_everywhere(arch):
         return [jnp.ones(z.shape, bool) for z in pre]
     f32 = jnp.float32
     x = x.reshape(x.shape[0], *arch.in_shape)
