@@ -363,15 +363,18 @@ class Certificate:
 
     Attributes:
         method: ``"ad"`` (no nonsmooth site is tied at the point: ``jax.grad``'s result is
-            the true gradient) or ``"lexicographic"`` (some site is tied: the lexicographic
-            gradient, an element of the Clarke subdifferential; or ``jax.grad`` is not
-            finite while the forward lexicographic gradient is, as in the ``jnp.where``
-            trap).
+            the true gradient; or, uncertified, some site is tied but the lexicographic
+            gradient is not finite) or ``"lexicographic"`` (some site is tied: the
+            lexicographic gradient, an element of the Clarke subdifferential; or
+            ``jax.grad`` is not finite while the forward lexicographic gradient is, as in
+            the ``jnp.where`` trap).
         sites: the tied :class:`~jaxrelu.KinkSite` s (primitive, ``file:line``, ties).
         certified: False where no guarantee holds: a tied *jump* (``f`` is discontinuous
-            there), a primitive the analysis does not know, a repeated eigen- or singular
-            value (``eigh``/``svd`` have no lexicographic rule), or a gradient that is not
-            finite (``sqrt(x**2)`` or ``norm(x)**2`` at 0).
+            there), a primitive the analysis does not know (``reduce_precision`` below the
+            operand's precision, ``bitcast_convert_type`` of a float), a repeated eigen- or
+            singular value (``eigh``/``svd`` have no lexicographic rule), or a gradient that
+            is not finite (``sqrt(x**2)`` or ``norm(x)**2`` at 0; at a tie, a piece singular
+            at the point, as ``jnp.sinc`` at 0, where ``jax.grad``'s gradient is returned).
         reason: one sentence.
     """
 
@@ -389,9 +392,12 @@ def certified_grad(
 
     One compiled program runs the kink analysis and ``jax.value_and_grad`` through the
     same evaluation of ``f``: if no nonsmooth site has an element exactly at its kink,
-    ``f`` is differentiable there and ``jax.grad(f)`` is returned unchanged (bit for bit;
-    decided from two flags, without copying each site's statistics to the host); otherwise
-    the lexicographic gradient (:func:`ld_grad`) is returned, with the tied sites.
+    ``f`` is differentiable there and ``jax.grad(f)``'s gradient is returned (the same
+    operations, decided from two flags, without copying each site's statistics to the
+    host; compiled within one program with the analysis, XLA may fuse and round them
+    differently from ``jax.jit(jax.grad(f))``: up to an ulp or so in float32, as for
+    ``jax.nn.gelu``); otherwise the lexicographic gradient (:func:`ld_grad`) is returned,
+    with the tied sites.
 
     Args:
         f: a scalar-valued JAX-traceable function.
@@ -422,14 +428,17 @@ def certified_grad(
         if jnp.ndim(value) != 0 or len(run.tr.out_tree.children()) > 1:  # pragma: no mutate
             raise TypeError("`f` must return a scalar (as for jax.grad)")
 
-        def ad(unknown: list[str], finite: bool) -> tuple[Any, Certificate]:
+        def ad_gradient() -> Any:
             grads, k = [], 0
             for i in nums:
                 n = len(leaves[i])
                 tree = jax.tree.structure(args[i])
                 grads.append(jax.tree.unflatten(tree, list(flat_grad[k : k + n])))
                 k += n
-            g = grads[0] if len(nums) == 1 else tuple(grads)
+            return grads[0] if len(nums) == 1 else tuple(grads)
+
+        def ad(unknown: list[str], finite: bool) -> tuple[Any, Certificate]:
+            g = ad_gradient()
             if not finite:
                 return _not_finite(f, args, nums, g)
             reason = "no nonsmooth site is at its kink: f is differentiable here"
@@ -460,14 +469,21 @@ def certified_grad(
             )
         g = _ld_grad_at(f, args, nums)
         if not _finite(g):
-            reason += "; but it is not finite (see check_linearization)"
+            # a piece's formula singular at the point (sin(x)/x behind where(x == 0, ...)):
+            # the lexicographic gradient evaluates it there; jax.grad's is the better guess
+            reason += (
+                "; but it is not finite (a piece's formula may be singular at the point, as "
+                "in jnp.sinc at 0): jax.grad's gradient is returned instead, uncertified "
+                "(see check_linearization)"
+            )
+            return ad_gradient(), Certificate("ad", tied, False, reason)
         approx = sorted({s.primitive for s in tied if s.primitive in APPROXIMATE_AT_TIES})
         if approx:
             reason += (
                 f"; but {', '.join(approx)} has no lexicographic rule: at a repeated value "
                 "its derivative is JAX's, one choice that need not be a Clarke subgradient"
             )
-        ok = not jumps and not unknown and not approx and _finite(g)
+        ok = not jumps and not unknown and not approx
         return g, Certificate("lexicographic", tied, ok, reason)
 
     return fn

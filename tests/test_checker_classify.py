@@ -248,6 +248,16 @@ def test_order_one_with_different_slopes_is_a_kink_and_the_hull_is_reported():
     assert not SlopeTests.of(np.array([2.0]), _slope(1.0), _slope(0.0), 1e-16).in_hull
 
 
+def test_order_one_with_slopes_that_miss_the_remainders_claims_nothing():
+    # slopes read at steps where f behaves otherwise (a staircase) would say kink or
+    # wrong_derivative; when they do not account for the smallest steps' remainders,
+    # neither is claimed
+    for sp, sm in ((1.0, 0.0), (1.0, 1.0)):
+        ev = _evidence(ORDER1, ad=0.0, sp=sp, sm=sm, slopes_fit=False)
+        assert decide(ev) == (Verdict.INCONCLUSIVE, Cause.SLOPES_OFF_REMAINDERS)
+        assert decide(_evidence(ORDER2, ad=0.0, sp=sp, sm=sm, slopes_fit=False))[0] == "smooth"
+
+
 def test_order_one_with_equal_slopes_and_ad_off_is_a_wrong_derivative():
     assert decide(_evidence(ORDER1, ad=0.0, sp=1.0, sm=1.0)) == (
         Verdict.WRONG_DERIVATIVE,

@@ -82,10 +82,115 @@ def test_a_nan_gradient_is_never_certified(f, x):
 
 def test_a_tied_site_with_a_nan_lexicographic_gradient_is_not_certified():
     # the sinc guard at 0: the equality guard takes the sin(x)/x branch for x + t d, whose
-    # forward derivative at 0 is 0/0
+    # forward derivative at 0 is 0/0; jax.grad is NaN too (the where trap)
     f = lambda x: jnp.where(x == 0, 1.0, jnp.sin(x) / x)
     g, cert = jr.certified_grad(f)(jnp.array(0.0))
     assert not cert.certified and "not finite" in cert.reason and np.isnan(g)
+
+
+@pytest.mark.parametrize(
+    "f",
+    [
+        jnp.sinc,
+        # the JAX FAQ's "double where": sin(x)/x without the trap
+        lambda x: jnp.where(
+            x == 0, 1.0, jnp.sin(jnp.where(x == 0, 1.0, x)) / jnp.where(x == 0, 1.0, x)
+        ),
+    ],
+    ids=["sinc", "double_where"],
+)
+def test_a_nan_lexicographic_gradient_leaves_jax_grads_finite_one_uncertified(f):
+    """Both are C-infinity with derivative 0 at 0 (sin(x)/x = 1 - x**2/6 + ...), and
+    jax.grad gives 0 there; the lexicographic gradient evaluates the x != 0 piece at 0
+    (0/0). certified_grad returns jax.grad's finite value, without certifying it."""
+    x = jnp.array(0.0)
+    g, cert = jr.certified_grad(f)(x)
+    assert float(g) == float(jax.grad(f)(x)) == 0.0
+    assert cert.method == "ad" and not cert.certified and cert.sites
+    assert "jax.grad's gradient is returned" in cert.reason
+
+
+def test_certified_grad_keeps_stop_gradient():
+    """AD through the analysis is AD of the program: stop_gradient stops it (the
+    straight-through estimator's gradient is 1; x * stop_gradient(x) at 3 is 3), as
+    jax.grad and ld_grad say."""
+    sg = jax.lax.stop_gradient
+    cases = [
+        (sg, 1.0, 0.0),
+        (lambda x: x * sg(x), 3.0, 3.0),
+        (lambda x: x + sg(jnp.round(x) - x), 0.3, 1.0),
+        (lambda x: jnp.exp(x - sg(x)) * x, 0.5, 1.5),  # exp(0) * (1 + x)
+    ]
+    for f, x0, want in cases:
+        x = jnp.asarray(x0)
+        g, cert = jr.certified_grad(f)(x)
+        assert float(g) == want == float(jax.grad(f)(x))
+        assert float(jr.ld_grad(f)(x)) == want
+        assert cert.method == "ad"
+
+
+def test_certified_grads_tied_sites_have_margin_zero():
+    _, cert = jr.certified_grad(lambda x: jnp.sum(jnp.abs(x)))(jnp.array([0.0, 2.0]))
+    (site,) = cert.sites
+    assert (site.ties, site.min_margin) == (1, 0.0)
+    assert [s.min_margin for s in jr.find_kinks(jnp.abs, jnp.array([0.0, 2.0]))] == [0.0]
+
+
+def test_reduce_precision_below_the_operands_precision_is_not_analysed():
+    """Rounding to 2 mantissa bits is a staircase: constant on (1, 1.125), where JAX's
+    derivative is 1 (the truth: 0). Listed as unknown, never certified, and the checker
+    measures the constant: AD's slope is wrong. At the operand's own precision (as
+    jax.checkpoint inserts it) it is the identity: no site."""
+    rp = lambda x: jax.lax.reduce_precision(x, exponent_bits=8, mantissa_bits=2)
+    x = jnp.asarray(1.1)
+    assert [float(rp(jnp.asarray(v))) for v in (1.1, 1.12, 1.13)] == [1.0, 1.0, 1.25]
+    (site,) = jr.find_kinks(rp, x)
+    assert (site.primitive, site.kind) == ("reduce_precision", "unknown")
+    g, cert = jr.certified_grad(rp)(x)
+    assert not cert.certified and "reduce_precision" in cert.reason
+    r = jr.check_linearization(rp, jnp.asarray(1.1), jnp.asarray(1.0))
+    assert r.verdict == "wrong_derivative"
+    own = lambda x: jax.lax.reduce_precision(x * x, exponent_bits=8, mantissa_bits=23)
+    x = jnp.asarray(1.1, jnp.float32)  # float32's own precision: the identity
+    assert jr.find_kinks(own, x) == []
+    assert [s.kind for s in jr.find_kinks(own, x.astype(jnp.float64))] == ["unknown"]
+    g, cert = jr.certified_grad(own)(x)
+    assert cert.certified and float(g) == float(jax.grad(own)(x))
+    remat = jax.checkpoint(lambda x: jnp.sin(x) * jax.nn.relu(x))
+    g, cert = jr.certified_grad(remat)(jnp.asarray(0.5))
+    assert cert.certified and float(g) == float(jax.grad(remat)(jnp.asarray(0.5)))
+
+
+def test_a_floats_bits_are_not_analysed_but_random_bits_are_no_site():
+    """Clearing the sign bit is |x| (derivative -1 at -2; JAX's is 0); jnp.frexp's
+    mantissa jumps from ~1 to 0.5 at 1. Both unknown, never certified. Random numbers are
+    bits read as floats from an integer key: no site."""
+
+    def bitabs(x):
+        i = jax.lax.bitcast_convert_type(x, jnp.int32)
+        return jax.lax.bitcast_convert_type(i & 0x7FFFFFFF, jnp.float32)
+
+    x = jnp.asarray(-2.0, jnp.float32)
+    assert float(bitabs(x)) == 2.0
+    assert [s.kind for s in jr.find_kinks(bitabs, x)] == ["unknown"]
+    assert not jr.certified_grad(bitabs)(x)[1].certified
+    fr = lambda x: jnp.frexp(x)[0]
+    assert not jr.certified_grad(fr)(jnp.asarray(1.0))[1].certified
+    noise = lambda x: x * jax.random.uniform(jax.random.PRNGKey(0), ())
+    assert all(s.kind != "unknown" for s in jr.find_kinks(noise, jnp.asarray(1.0)))
+    assert jr.certified_grad(noise)(jnp.asarray(1.0))[1].certified
+
+
+def test_a_tied_while_test_is_left_at_once():
+    """while c < 10: c = 2c, from 5: one doubling reaches 10 exactly and the test fails;
+    from 5 - t the loop doubles again (19.99...): the jump is crossed at once along -1.
+    From 4 along +1 the trip count changes at 5 (radius 1)."""
+    wl = lambda x: jax.lax.while_loop(lambda c: c < 10.0, lambda c: 2 * c, x)
+    assert float(wl(jnp.asarray(5.0))) == 10.0 and float(wl(jnp.asarray(5.0 - 1e-9))) > 19
+    assert jr.kink_radius(wl, jnp.asarray(5.0), jnp.asarray(-1.0)) == 0.0
+    assert jr.kink_radius(wl, jnp.asarray(4.0), jnp.asarray(1.0)) == pytest.approx(1.0)
+    both = lambda x: jax.lax.while_loop(lambda c: (c < 10.0) & (c > 0.1), lambda c: 2 * c, x)
+    assert jr.kink_radius(both, jnp.asarray(5.0), jnp.asarray(-1.0)) == 0.0
 
 
 # ------------------------------------------ jumps times a factor that vanishes there
@@ -284,14 +389,36 @@ def test_certified_grad_needs_a_scalar(f):
 
 
 def test_a_relative_gap_of_exactly_the_threshold_is_not_a_jump():
-    # |1001 - 999| / (1001 + 999) = 1/1000, the float64 threshold itself (correctly rounded
-    # division): "above 1e-3" makes a jump, so this is a kink, and an x == c guard with
-    # this gap is no site at all
-    (site,) = jr.find_kinks(lambda x: jnp.where(x > 0, 1001.0, 999.0), jnp.array(0.0))
+    # At a tie the two sides are evaluated at the point itself: float32's threshold is
+    # sqrt(eps) = 2**-11.5, float64's 2**-26. |(2**26 + 1) - (2**26 - 1)| / 2**27 = 2**-26
+    # exactly (every number here is a float64 and the division is by a power of two):
+    # "above the threshold" makes a jump, so this is a kink, and an x == c guard with this
+    # gap is no site at all; twice the gap is a jump either way.
+    a, b = 2.0**26 + 1, 2.0**26 - 1
+    x = jnp.array(0.0, jnp.float64)
+    (site,) = jr.find_kinks(lambda x: jnp.where(x > 0, a, b).astype(x.dtype), x)
     assert site.kind == "kink"
-    assert jr.find_kinks(lambda x: jnp.where(x == 0, 999.0, 1001.0), jnp.array(0.0)) == []
-    (site,) = jr.find_kinks(lambda x: jnp.where(x == 0, 998.0, 1001.0), jnp.array(0.0))
+    assert jr.find_kinks(lambda x: jnp.where(x == 0, b, a).astype(x.dtype), x) == []
+    (site,) = jr.find_kinks(lambda x: jnp.where(x == 0, b - 1, a + 1).astype(x.dtype), x)
     assert site.kind == "jump"
+    (site,) = jr.find_kinks(lambda x: jnp.where(x > 0, a + 1, b - 1).astype(x.dtype), x)
+    assert site.kind == "jump"
+
+
+def test_a_gap_of_a_thousandth_at_a_tie_is_a_jump():
+    """``where(x > 1000, x + 1, x)``: a jump of 1 at 1000, relative gap 1/2001. Extrapolated
+    gaps need the loose threshold (1e-3), a gap measured at the tie does not: a jump in
+    float32 and float64, never certified, crossed at once along +1 (and not at all along
+    -1, where the piece ``x`` goes on)."""
+    for dtype in (jnp.float32, jnp.float64):
+        h = lambda x: jnp.where(x > 1000.0, x + 1.0, x)
+        x = jnp.asarray(1000.0, dtype)
+        (site,) = jr.find_kinks(h, x)
+        assert (site.kind, site.ties) == ("jump", 1)
+        g, cert = jr.certified_grad(h)(x)
+        assert not cert.certified and float(g) == 1.0
+        assert jr.kink_radius(h, x, jnp.asarray(1.0, dtype)) == 0.0
+        assert jr.kink_radius(h, x, jnp.asarray(-1.0, dtype)) == np.inf
 
 
 def test_reduction_margins_are_the_gap_to_the_runner_up():

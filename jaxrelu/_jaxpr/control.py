@@ -225,7 +225,9 @@ def while_loop(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> 
         child = rec.child(eqn=eqn)
         (pred,) = interp.run(*cj, list(cconsts) + _unpack(carry), child)
         if pred.sw is not None:
-            st = switch_stats(pred.sw.dist, None, interp.wide)
+            # a tied test the direction leaves at once changes the number of iterations
+            leaving = jnp.int32(0) if pred.lex is None else jnp.sum(pred.lex != pred.p)
+            st = switch_stats(pred.sw.dist, None, interp.wide, leaving=leaving)
             st = st._replace(radius=pred.sw.radius(jnp.shape(pred.sw.dist), interp.wide))
             child.add(eqn, "while", "jump", st)
         return pred.p, child

@@ -32,6 +32,7 @@ on a switch, and how soon one is reached along the first direction.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,7 +62,7 @@ SMOOTH = frozenset(
     """add add_any sub mul div neg exp exp2 log log1p expm1 sin cos tan asin acos atan atan2
     sinh cosh tanh asinh acosh atanh logistic sqrt rsqrt cbrt pow integer_pow square erf erfc
     erf_inv lgamma digamma polygamma igamma igammac bessel_i0e bessel_i1e real imag conj
-    complex reduce_precision dot_general conv_general_dilated reduce_sum reduce_prod cumsum
+    complex dot_general conv_general_dilated reduce_sum reduce_prod cumsum
     cumprod cumlogsumexp reshape broadcast_in_dim transpose squeeze expand_dims concatenate
     pad slice dynamic_slice dynamic_update_slice gather scatter scatter-add scatter_add
     scatter-mul scatter_mul rev copy copy_p iota split device_put sharding_constraint reshard
@@ -75,7 +76,7 @@ SMOOTH = frozenset(
 
 _SHAPE_OPS = frozenset(
     """broadcast_in_dim reshape squeeze expand_dims transpose slice rev copy copy_p
-    concatenate stack unstack tile pad dynamic_slice gather reduce_precision""".split()
+    concatenate stack unstack tile pad dynamic_slice gather""".split()
 )
 _SCANS = frozenset({"cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp"})
 _FLIP_LIMIT = 16  # most reduced elements flipped one by one (beyond: the nearest surface)
@@ -96,10 +97,15 @@ def lookup(eqn: Any) -> Any:
     """The rule for an equation: its registered rule, else the discrete rule for
     integer/boolean results, the smooth rule for :data:`SMOOTH` primitives, and the
     unknown-primitive rule otherwise."""
-    name = eqn.primitive.name
-    fn = RULES.get(name)
+    fn = RULES.get(eqn.primitive.name)
     if fn is not None:
         return fn
+    return lookup_default(eqn)
+
+
+def lookup_default(eqn: Any) -> Any:
+    """The rule for an equation without a registered one (see :func:`lookup`)."""
+    name = eqn.primitive.name
     if not any(is_float(getattr(o, "aval", None)) for o in eqn.outvars):
         return discrete
     if name in SMOOTH:
@@ -271,22 +277,57 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
     rec.add(eqn, name, "select", st, select_threshold(out.dtype))
 
 
+def _record_unknown(interp: Interpreter, eqn: Any, outs: Sequence[Any], rec: Recorder) -> None:
+    """Lists the equation as an ``"unknown"`` site (no margin, no evidence)."""
+    size = sum(int(np.size(o)) for o in outs)
+    nan = jnp.asarray(jnp.nan, interp.wide)
+    inf = jnp.asarray(jnp.inf, interp.wide)
+    none = jnp.int32(0)  # pragma: no mutate (``leaving`` is read for jumps only)
+    st = SiteStats(jnp.int32(size), jnp.int32(0), nan, inf, nan, none)
+    rec.add(eqn, eqn.primitive.name, "unknown", st)
+
+
 def unknown(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
     """A primitive the analysis does not know: listed as an ``"unknown"`` site, tangents
     from JAX's own JVP."""
     outs = bind(eqn, [v.p for v in ins])
     if any(is_float(v.p) for v in ins):
-        size = sum(int(np.size(o)) for o in outs)
-        nan = jnp.asarray(jnp.nan, interp.wide)
-        inf = jnp.asarray(jnp.inf, interp.wide)
-        none = jnp.int32(0)  # pragma: no mutate (``leaving`` is read for jumps only)
-        st = SiteStats(jnp.int32(size), jnp.int32(0), nan, inf, nan, none)
-        rec.add(eqn, eqn.primitive.name, "unknown", st)
+        _record_unknown(interp, eqn, outs, rec)
     try:
         ts = jvp_columns(interp, eqn, ins)
     except NotImplementedError:  # no JVP rule either: no tangent
         ts = None
     return _vals(outs, ts)
+
+
+@rule("reduce_precision")
+def reduce_precision(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """At the operand's own precision (as JAX's ``remat`` inserts it) the identity; with
+    fewer exponent or mantissa bits a staircase (constant between rounding boundaries,
+    where JAX's derivative is 1): an ``"unknown"`` site, whose switches are not located."""
+    (x,) = ins
+    fi = jnp.finfo(jnp.result_type(x.p))
+    if eqn.params["exponent_bits"] >= fi.nexp and eqn.params["mantissa_bits"] >= fi.nmant:
+        outs = bind(eqn, [x.p])
+        lex = None if x.lex is None else bind(eqn, [x.lex])
+        return [Val(outs[0], x.t, None if lex is None else lex[0], x.sw, x.key)]
+    return unknown(interp, eqn, ins, rec)
+
+
+@rule("bitcast_convert_type")
+def bitcast_convert(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """A float's bits read as another type (``jnp.frexp``, bit tricks such as clearing the
+    sign bit): a function of the float whose switches and derivative the analysis cannot
+    tell (JAX's derivative through it is zero): an ``"unknown"`` site. Bits read as a float
+    (random numbers from integer keys) are not a site."""
+    (x,) = ins
+    if not is_float(x.p):
+        return lookup_default(eqn)(interp, eqn, ins, rec)
+    if any(is_float(getattr(o, "aval", None)) for o in eqn.outvars):
+        return unknown(interp, eqn, ins, rec)
+    (out,) = bind(eqn, [x.p])
+    _record_unknown(interp, eqn, [out], rec)
+    return discrete(interp, eqn, ins, rec)
 
 
 # -------------------------------------------------- integer and boolean computations
@@ -621,12 +662,30 @@ def jump_evidence(interp, sw: Switch, here, there, t_here, t_there, shape) -> An
         surface = gap - masked_div(dist * dgap, rate, moving, 0.0)  # pragma: no mutate
         ev = jnp.where(dist == 0, ev, jnp.where(moving, jnp.abs(surface), none))
     ev = jnp.where(jnp.isfinite(ev), ev / scale, 0.0)
+    # At a tie the gap is measured, not extrapolated: only the two sides' rounding can make
+    # a continuous switch's gap nonzero, so a relative gap above tie_threshold is a jump;
+    # scaled so that one threshold (select_threshold) serves both.
+    dtype = jnp.result_type(here)
+    boost = select_threshold(dtype) / tie_threshold(dtype)
+    ev = jnp.where(dist == 0, ev * boost, ev)
     return jnp.max(ev, initial=0.0)  # pragma: no mutate (ev >= 0: any tiny initial reads alike)
 
 
 def select_threshold(dtype: Any) -> float:
-    """Relative gap above which a switch is a jump: 1e-3, or 32 ulps in low precision."""
+    """Relative gap above which a switch is a jump: 1e-3, or 32 ulps in low precision. (A
+    gap extrapolated to the switching surface from the point carries the extrapolation's
+    error; at a tie, :func:`tie_threshold` applies.)"""
     return max(1e-3, 32 * float(jnp.finfo(dtype).eps))
+
+
+def tie_threshold(dtype: Any) -> float:
+    """Relative gap above which a switch *at a tie* (its two sides evaluated at the point
+    itself) is a jump: the square root of the dtype's epsilon (half its digits: no
+    rounding of two well-conditioned formulas that agree there differs that much), at most
+    :func:`select_threshold`. ``where(x > 1000, x + 1, x)`` at 1000 has a relative gap of
+    5e-4: a jump in float64 and float32, below the extrapolated gaps' threshold."""
+    eps = float(jnp.finfo(dtype).eps)
+    return min(math.sqrt(eps), select_threshold(dtype))
 
 
 @rule("select_n")
@@ -749,7 +808,10 @@ def stop_gradient(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) 
     t = x.t if interp.values else None
     if interp.probe and is_float(x.p):
         t = (t if t is not None else interp.zeros_t(x.p)).at[-1].set(1)
-    return [Val(x.p, t, x.lex, x.sw, x.key)]
+    # the value itself goes through stop_gradient too: JAX's AD through a faithful
+    # evaluation (certified_grad) is then AD of the program
+    p = lax.stop_gradient(x.p) if is_float(x.p) else x.p
+    return [Val(p, t, x.lex, x.sw, x.key)]
 
 
 # ----------------------------------------------------- nonsmooth elementwise primitives

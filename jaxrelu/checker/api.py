@@ -33,6 +33,7 @@ from .remainders import (
     CLEAN,
     FLOOR_SAFETY,
     INFORMATIVE,
+    Pattern,
     classify_remainders,
     fit_order,
     roundoff_floor,
@@ -192,6 +193,17 @@ def _evidence(
     rem = classify_remainders(
         h, np.where(np.isfinite(r), r, np.inf), floor, f0_norm + h[0] * slope_norm
     )
+    slopes_fit = True
+    order_one = rem.pattern is Pattern.POWER and 0.7 <= rem.order <= 1.3
+    idx = np.arange(n)[keep]  # the kept steps' indices
+    fit = lambda a, b: _slopes_fit(idx, n, rem.window, meas, rp, rm, floor, a, b, ad)
+    if ad_finite and order_one and not fit(plus, minus):
+        # the slopes were read at steps where f behaves otherwise (a staircase: slope 1
+        # over many stairs, 0 on one): read them again at the fitted steps and below
+        at = idx[h <= h[min(rem.window)]]
+        plus = one_sided(steps[at], meas.heff[:n][at], meas.df[:n][at], meas.vmag[:n][at], eps)
+        minus = one_sided(steps[at], meas.heff[n:][at], meas.df[n:][at], meas.vmag[n:][at], eps)
+        slopes_fit = fit(plus, minus)
     near = min(kinks.radius_plus, kinks.radius_minus)
     below = h < near if math.isfinite(near) else np.ones(len(h), bool)
     rem_below = None
@@ -225,9 +237,25 @@ def _evidence(
         # beyond CLEAN floors contradicts the proof
         flat_below_switch=bool(np.all(r[below] <= CLEAN * floor[below])),
         below=rem_below,
+        slopes_fit=slopes_fit,
         eps=eps,
     )
     return ev, keep, note, floor
+
+
+def _slopes_fit(idx, n, window, meas, rp, rm, floor, plus: Slope, minus: Slope, ad) -> bool:
+    """Whether the one-sided slopes account for the remainders at the smallest fitted
+    step: there ``|f(x0 ± h d) - f(x0) ∓ h AD|`` is ``h |slope - AD|`` to within half of
+    either, twice the floor and the slope's error (an order-1 remainder is the slopes' gap
+    to AD). ``idx``: the kept steps' indices; ``window``: the fitted ones among them."""
+    i = max(window)
+    hp, hm = abs(float(meas.heff[idx[i]])), abs(float(meas.heff[n + idx[i]]))
+
+    def fits(r: float, s: Slope, step: float) -> bool:
+        pred = float(np.linalg.norm(s.value - ad)) * step
+        return bool(abs(r - pred) <= 0.5 * max(r, pred) + 2 * floor[i] + s.error * step)
+
+    return fits(float(rp[i]), plus, hp) and fits(float(rm[i]), minus, hm)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -149,6 +149,11 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
         f"{_prec(ev)} neither a difference between the {_slopes(ev)} nor a gap between them "
         f"and AD's {fmt_slope(ev.ad)} can be resolved (tolerance {ev.tests.tol:.2g})"
     ),
+    Cause.SLOPES_OFF_REMAINDERS: lambda ev, h: (
+        f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)}, but the "
+        f"{_slopes(ev)} do not account for it at the smallest steps (f behaves differently "
+        "at different scales, e.g. a fine staircase): no claim about a kink or AD's slope"
+    ),
     Cause.ORDER_ZERO: lambda ev, h: (
         f"the remainder does not shrink with h (order {ev.remainders.order:.2f}"
         f"{_span(ev, h)}): f jumps at x0 along d"

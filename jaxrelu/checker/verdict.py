@@ -14,7 +14,9 @@ The rules, in order:
    to exclude curvature; at the floor then an abrupt rise: *linear* (a kink further out),
    unless fewer than 3 steps are flat and an element sits on a switch: then the rise is
    read as below (the flat steps are rounding inside ``f``);
-   order 2: *smooth*; order 1: *kink* if the one-sided slopes differ,
+   order 2: *smooth*; order 1: inconclusive if the one-sided slopes (read again at the
+   fitted steps if need be) do not account for the remainders at the smallest steps (a
+   staircase's slope over many stairs), else *kink* if they differ,
    *wrong_derivative* if AD is resolvably off both (the slopes from the jaxpr break ties
    the measured ones cannot resolve); order 0: *discontinuous*.
 5. A *kink* or *discontinuous* verdict with no element of any known site on its switch
@@ -86,6 +88,7 @@ class Cause(enum.Enum):
     AD_OFF_SLOPES = enum.auto()
     AD_OFF_EXACT = enum.auto()
     ORDER_ONE_UNRESOLVED = enum.auto()
+    SLOPES_OFF_REMAINDERS = enum.auto()
     ORDER_ZERO = enum.auto()
     ORDER_OTHER = enum.auto()
     NEAR_SWITCH = enum.auto()
@@ -169,6 +172,7 @@ class Evidence:
     below_switch: int = 0  # pragma: no mutate
     flat_below_switch: bool = False  # pragma: no mutate
     below: RemainderEvidence | None = None  # pragma: no mutate
+    slopes_fit: bool = True  # pragma: no mutate
     eps: float = 2.0**-52  # pragma: no mutate
 
 
@@ -262,6 +266,8 @@ def _from_remainders(ev: Evidence) -> tuple[Verdict, Cause]:
         return Verdict.DISCONTINUOUS, Cause.ORDER_ZERO
     if cls == "other":
         return Verdict.INCONCLUSIVE, Cause.ORDER_OTHER
+    if not ev.slopes_fit:
+        return Verdict.INCONCLUSIVE, Cause.SLOPES_OFF_REMAINDERS
     if t.differ:
         return Verdict.KINK, Cause.SLOPES_DIFFER
     if t.ad_off:
