@@ -455,7 +455,8 @@ def certified_grad(
         res = run.collect()
         sites = sites_of(res, with_radius=False)  # pragma: no mutate
         unknown = sorted({s.primitive for s in sites if s.kind == "unknown"})
-        tied = tuple(s for s in sites if s.ties > 0)
+        # (the analysis ran ties-only: margins were not computed; a tied site's is 0)
+        tied = tuple(dataclasses.replace(s, min_margin=0.0) for s in sites if s.ties > 0)
         if not tied:
             return ad(unknown, res.grad_finite)
         jumps = [s for s in tied if s.kind == "jump"]

@@ -116,10 +116,13 @@ def test_counts_of_several_masks_in_their_order():
     )
 
 
-@pytest.mark.parametrize(("platform", "products"), [("cpu", 1), ("cuda", 0)])
-def test_counts_of_one_shape_take_one_product(platform, products):
+@pytest.mark.parametrize(("platform", "small", "large"), [("cpu", 1, 3), ("cuda", 0, 0)])
+def test_counts_of_one_shape_take_one_product(platform, small, large):
     """Three layers' zero tests of one shape: one matrix-vector product on the CPU (one
-    operation instead of three), none elsewhere."""
-    spec = jax.ShapeDtypeStruct((3, 64, 128), jnp.float32)
-    text = _lowered(lambda z: _util.counts([z[0] == 0, z[1] == 0, z[2] == 0]), platform, spec)
-    assert text.count("stablehlo.dot_general") == products
+    operation instead of three) up to STACK_MOST elements each, one per layer above;
+    none elsewhere."""
+    rows = _util.STACK_MOST // 128
+    for n, products in ((rows, small), (rows + 1, large)):
+        spec = jax.ShapeDtypeStruct((3, n, 128), jnp.float32)
+        fn = lambda z: _util.counts([z[0] == 0, z[1] == 0, z[2] == 0])
+        assert _lowered(fn, platform, spec).count("stablehlo.dot_general") == products

@@ -380,8 +380,8 @@ _TIES_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("ties_only", d
 @contextlib.contextmanager
 def ties_only() -> Any:
     """While tracing under it, sites record only their ties (``certified_grad``'s check):
-    margins (0 at a tied site) and radii are left at ``inf``, which saves passes over the
-    activations."""
+    margins and radii are left at ``inf``, which saves passes over the activations (the
+    caller knows a tied site's margin is 0)."""
     token = _TIES_ONLY.set(True)
     try:
         yield
@@ -401,9 +401,8 @@ def switch_stats(
     if dist.size == 0:
         return SiteStats.empty(wide)._replace(size=size)
     ties = _util.count(dist == 0)
-    if _TIES_ONLY.get():  # a tied site's margin is 0 all the same
-        margin = jnp.where(ties > 0, jnp.asarray(0.0, wide), jnp.asarray(jnp.inf, wide))
-        return SiteStats.empty(wide)._replace(size=size, ties=ties, margin=margin)
+    if _TIES_ONLY.get():
+        return SiteStats.empty(wide)._replace(size=size, ties=ties)
     margin = jnp.min(dist)
     if rate is None:
         radius = jnp.asarray(jnp.inf, wide)
