@@ -180,6 +180,10 @@ def directional_derivative(f: Callable[[Any], Any], x: Any, d: Any) -> Any:
 
     At a tie every nonsmooth operation takes the branch that holds for :math:`x + t d`,
     :math:`t > 0` (``relu`` passes :math:`\max(0, \dot m)`, ``abs`` :math:`|\dot m|`).
+    Not exact where ``eigh`` or ``svd`` has a repeated value (there the result is JAX's
+    JVP, one choice, as for the spectral norm at the identity) or ``f`` uses a primitive
+    :func:`find_kinks` lists as ``"unknown"``; :func:`certified_grad` says so for a
+    gradient.
 
     Args:
         f: a JAX-traceable function of one argument.
@@ -393,7 +397,7 @@ def certified_grad(
     One compiled program runs the kink analysis and ``jax.value_and_grad`` through the
     same evaluation of ``f``: if no nonsmooth site has an element exactly at its kink,
     ``f`` is differentiable there and ``jax.grad(f)``'s gradient is returned (the same
-    operations, decided from two flags, without copying each site's statistics to the
+    operations, decided from three flags, without copying each site's statistics to the
     host; compiled within one program with the analysis, XLA may fuse and round them
     differently from ``jax.jit(jax.grad(f))``: up to an ulp or so in float32, as for
     ``jax.nn.gelu``); otherwise the lexicographic gradient (:func:`ld_grad`) is returned,
@@ -446,7 +450,11 @@ def certified_grad(
                 reason = f"no known site is tied, but {', '.join(unknown)} is not analysed"
             return g, Certificate("ad", (), not unknown, reason)
 
-        if run.clean():  # the common case, decided from two flags: no statistics copied
+        tied_any, finite, value_ok = run.flags()  # one transfer: no statistics copied
+        if not value_ok:
+            reason = "f is not finite here (NaN or inf): nothing is certified"
+            return ad_gradient(), Certificate("ad", (), False, reason)
+        if not tied_any and finite:  # the common case
             # the unknown sites sites_of would list (it drops stop-gradient shifts here)
             meta = run.meta
             return ad(

@@ -248,6 +248,21 @@ def test_order_one_with_different_slopes_is_a_kink_and_the_hull_is_reported():
     assert not SlopeTests.of(np.array([2.0]), _slope(1.0), _slope(0.0), 1e-16).in_hull
 
 
+def test_flat_remainders_at_a_tie_need_equal_exact_slopes_for_linear():
+    # x0 on a switch, remainders at the floor: linear only if the exact one-sided slopes
+    # and AD's are the same numbers; a few ulps apart (x + 1e-6 relu(x) in float32) is
+    # below every tolerance and says nothing either way
+    one, near = np.array([1.0]), np.array([1.0 + 2.0**-20])
+    tie = dict(sites_known=True, tied=1)
+    ev = _evidence(FLAT, ad=1.0, exact_plus=one, exact_minus=one, **tie)
+    assert decide(ev) == (Verdict.LINEAR, Cause.FLAT)
+    for ex_p, ex_m, ad in ((near, one, 1.0), (one, one, 1.0 + 2.0**-20)):
+        ev = _evidence(FLAT, ad=ad, exact_plus=ex_p, exact_minus=ex_m, eps=2.0**-23, **tie)
+        assert decide(ev) == (Verdict.INCONCLUSIVE, Cause.FLAT_AT_KINK)
+    ev = _evidence(FLAT, ad=1.0, exact_plus=one, exact_minus=one, eps=2.0**-23, sites_known=True)
+    assert decide(ev) == (Verdict.LINEAR, Cause.FLAT)  # no tie: the slopes are not read
+
+
 def test_order_one_with_slopes_that_miss_the_remainders_claims_nothing():
     # slopes read at steps where f behaves otherwise (a staircase) would say kink or
     # wrong_derivative; when they do not account for the smallest steps' remainders,

@@ -110,6 +110,23 @@ def test_a_nan_lexicographic_gradient_leaves_jax_grads_finite_one_uncertified(f)
     assert "jax.grad's gradient is returned" in cert.reason
 
 
+def test_a_value_that_is_not_finite_certifies_nothing():
+    """optax's softmax cross-entropy with a -inf logit (a mask) is NaN (0 * -inf), log at -1
+    is NaN, 1/x at 0 is inf: f is not differentiable where it is not defined, whatever
+    its gradient."""
+    lab = jnp.array([1.0, 0.0, 0.0])
+
+    def sce(v):
+        logits = jnp.stack([v[0], -jnp.inf, v[1]])
+        return -jnp.sum(lab * jax.nn.log_softmax(logits))  # optax's formula
+
+    for f, x in ((sce, jnp.array([1.0, 1.0])), (jnp.log, -1.0), (lambda x: 1 / x, 0.0)):
+        g, cert = jr.certified_grad(f)(jnp.asarray(x))
+        assert not np.all(np.isfinite(f(jnp.asarray(x))))
+        assert not cert.certified and "not finite" in cert.reason
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(jax.grad(f)(jnp.asarray(x))))
+
+
 def test_certified_grad_keeps_stop_gradient():
     """AD through the analysis is AD of the program: stop_gradient stops it (the
     straight-through estimator's gradient is 1; x * stop_gradient(x) at 3 is 3), as
@@ -325,6 +342,26 @@ def test_a_jump_below_the_floor_at_x0_is_never_linear(f, x, dtype):
     assert r.verdict in ("discontinuous", "inconclusive")
     if r.verdict == "inconclusive":
         assert "jump" in r.reason
+
+
+@pytest.mark.parametrize("k", [1, 4, 16])
+def test_a_kink_below_the_floor_is_never_called_linear(k):
+    """x + k eps relu(x) in float32 has a kink of k ulps at 0 (slopes 1 + k eps and 1), and
+    1e6 x0 + relu(x1) - relu(-x1) is 1e6 x0 + x1, whose AD gradient [1e6, 0] is wrong:
+    both effects are below float32's roundoff floor, so no verdict can be measured, but
+    'linear' (f affine, AD right) would be a confident wrong one."""
+    eps = float(jnp.finfo(jnp.float32).eps)
+    f = lambda x: x + k * eps * jax.nn.relu(x)
+    r = jr.check_linearization(f, F32(0.0), F32(1.0))
+    assert r.verdict in ("inconclusive", "kink"), r.reason
+    g = lambda x: 1e6 * x[0] + jax.nn.relu(x[1]) - jax.nn.relu(-x[1])
+    assert jr.check_linearization(g, jnp.zeros(2, jnp.float32)).verdict != "linear"
+    many = jr.check_many(g, jnp.zeros((3, 2), jnp.float32))
+    assert many.counts["linear"] == 0
+    assert jr.ld_grad(g)(jnp.zeros(2, jnp.float32)).tolist() == [1e6, 1.0]
+    # a resolvable kink of the same form is one
+    big = lambda x: x + 1e-2 * jax.nn.relu(x)
+    assert jr.check_linearization(big, F32(0.0), F32(1.0)).verdict == "kink"
 
 
 def test_flat_remainders_at_a_tie_with_equal_exact_slopes_stay_linear():

@@ -323,7 +323,8 @@ def _build_grad(tr: Traced, opts: _Options, box: dict) -> Callable:
         # one flag for every leaf, read with the statistics (not a host check per leaf)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
         tied = jnp.any(stats[0][:, 1] > 0)  # some site has an element at its kink
-        flags = jnp.stack([tied, finite])  # what certified_grad reads first (one transfer)
+        # what certified_grad reads first (one transfer); a NaN value certifies nothing
+        flags = jnp.stack([tied, finite, jnp.isfinite(val)])
         return {"stats": stats, "finite": finite, "grad": (val, grads), "flags": flags}
 
     return run
@@ -367,12 +368,17 @@ class Launched:
         """``(value, flat gradient)`` of a ``grad`` analysis, on the device."""
         return self.res["grad"]
 
+    def flags(self) -> tuple[bool, bool, bool]:
+        """For a ``grad`` analysis: ``(some site has an element at its kink, the gradient
+        is finite, the value is finite)``, read with one small transfer (the statistics
+        stay on the device)."""
+        tied, finite, value = (bool(v) for v in np.asarray(self.res["flags"]))
+        return tied, finite, value
+
     def clean(self) -> bool:
-        """For a ``grad`` analysis: whether no site has an element at its kink and the
-        gradient is finite, read with one small transfer (the statistics stay on the
-        device)."""
-        tied, finite = np.asarray(self.res["flags"])  # one transfer
-        return not tied and bool(finite)
+        """Whether no site is tied and the value and gradient are finite (:meth:`flags`)."""
+        tied, finite, value = self.flags()
+        return not tied and finite and value
 
     def collect(self) -> Analysis:
         """The :class:`Analysis` (the statistics and outputs copied to the host)."""

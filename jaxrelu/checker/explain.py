@@ -25,6 +25,13 @@ def fmt_slope(v: np.ndarray | float | None) -> str:
     return f"a vector of {flat.size} values, norm {np.linalg.norm(flat):.4g}"
 
 
+def _exact_spread(ev: Evidence) -> float:
+    """The largest difference between the exact one-sided slopes and AD's (finite ones)."""
+    vals = [np.ravel(np.asarray(v, np.float64)) for v in (ev.exact_plus, ev.exact_minus, ev.ad)
+            if v is not None and np.all(np.isfinite(v))]  # fmt: skip
+    return max(float(np.max(np.abs(a - b))) for a in vals for b in vals) if vals else math.nan
+
+
 def _shrinks(ev: Evidence, h: np.ndarray) -> str:
     """The remainders' behaviour: a power law, or (x0 on a switch) at roundoff level."""
     if math.isnan(ev.remainders.order):
@@ -100,6 +107,12 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
         f"the remainders stay at roundoff level, but x0 is on a jump of the program "
         f"({ev.tied_jumps} tied element(s)) whose gap, if it reaches f, lies below the "
         f"roundoff floor of {_prec(ev)}: a jump cannot be told from none"
+    ),
+    Cause.FLAT_AT_KINK: lambda ev, h: (
+        f"the remainders stay at roundoff level, but x0 is on a switch of the program "
+        f"({ev.tied} tied element(s)) whose exact one-sided slopes and AD's are not all "
+        f"equal (largest difference {_exact_spread(ev):.3g}), by less than {_prec(ev)} "
+        "resolves: a kink or a wrong derivative too small to measure cannot be told from none"
     ),
     Cause.FLAT_THEN_RISE: lambda ev, h: (
         f"the remainders stay at roundoff level for steps up to h = {ev.remainders.rise:.3g} "

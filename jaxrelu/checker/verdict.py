@@ -13,7 +13,9 @@ The rules, in order:
 4. Otherwise the remainders: at the floor everywhere: *linear* if the floor is fine enough
    to exclude curvature; at the floor then an abrupt rise: *linear* (a kink further out),
    unless fewer than 3 steps are flat and an element sits on a switch: then the rise is
-   read as below (the flat steps are rounding inside ``f``);
+   read as below (the flat steps are rounding inside ``f``). With an element on a switch,
+   *linear* also needs the exact one-sided slopes and AD's to be equal: where they differ
+   resolvably, *kink* or *wrong_derivative*; by less, inconclusive;
    order 2: *smooth*; order 1: inconclusive if the one-sided slopes (read again at the
    fitted steps if need be) do not account for the remainders at the smallest steps (a
    staircase's slope over many stairs), else *kink* if they differ,
@@ -78,6 +80,7 @@ class Cause(enum.Enum):
     FLAT = enum.auto()
     FLAT_TOO_COARSE = enum.auto()
     FLAT_AT_JUMP = enum.auto()
+    FLAT_AT_KINK = enum.auto()
     FLAT_THEN_RISE = enum.auto()
     RISE_TOO_COARSE = enum.auto()
     FEW_STEPS = enum.auto()
@@ -238,7 +241,20 @@ def _linear_unless_on_a_switch(ev: Evidence, cause: Cause) -> tuple[Verdict, Cau
         return exact
     if ev.tied_jumps > 0:
         return Verdict.INCONCLUSIVE, Cause.FLAT_AT_JUMP
+    if not _exact_all_equal(ev):
+        return Verdict.INCONCLUSIVE, Cause.FLAT_AT_KINK
     return Verdict.LINEAR, cause
+
+
+def _exact_all_equal(ev: Evidence) -> bool:
+    """Whether the exact one-sided slopes from the jaxpr and AD's slope are the same
+    numbers (a tie whose kink, or AD's error, is below what the tolerances resolve --
+    ``x + 1e-6 relu(x)`` in float32 -- leaves them a few ulps apart, not equal)."""
+    ex_p, ex_m = ev.exact_plus, ev.exact_minus
+    if ex_p is None or ex_m is None:
+        return False
+    same = np.array_equal(ex_p, ex_m)
+    return bool(same and (not ev.ad_finite or np.array_equal(ev.ad, ex_p)))
 
 
 def _from_remainders(ev: Evidence) -> tuple[Verdict, Cause]:
