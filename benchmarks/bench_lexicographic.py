@@ -109,14 +109,25 @@ def run(quick: bool) -> list[Row]:
     return rows
 
 
+def explain(row: Row, rows: list[Row]) -> str:
+    """Why ``row`` misses its goal, from this run's figures."""
+    short = 1 - row.speedup / row.goal
+    noise = row.ours_spread + row.baseline_spread
+    within = "within" if short <= noise else "beyond"
+    return (
+        f"{100 * short:.1f}% short of the goal, {within} the two timings' spreads "
+        f"(±{100 * row.ours_spread:.0f}%, ±{100 * row.baseline_spread:.0f}%)"
+    )
+
+
 NOTES = """Goals (issue 13): ld_jacobian with n directions at most 3x jax.jacfwd on the same
 function, certified_grad with no ties at most 1.5x jax.value_and_grad. Both are measured end
 to end, as a user calls them: each call looks the traced function up (a changed global
 retraces, so no stale result), looks up the compiled program, runs it and reads what the
-answer needs. certified_grad reads two flags (some site tied; the gradient finite) in one
-transfer and copies the per-site statistics only when one is set; its program is
-value_and_grad's plus a tie count per nonsmooth site (on the CPU, the counts keep each
-pre-activation from fusing into the next product). On an NVIDIA H100
+answer needs. certified_grad reads three flags (some site tied; the gradient finite; the
+value finite) in one transfer and copies the per-site statistics only when one is set;
+its program is value_and_grad's plus a tie count per nonsmooth site (on the CPU, the counts
+keep each pre-activation from fusing into the next product). On an NVIDIA H100
 (`results/gpu-h100.json`, measured before the two flags) the baselines take 110-150 us and
 our calls 0.8-1.2 ms: the fixed work of a call (the lookups, the launch, the transfers) is
 most of the time there, and both goals fail."""

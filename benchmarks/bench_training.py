@@ -429,7 +429,7 @@ reduction wrote the mask out first, which cost about 8% of a step on the large n
 once per layer: every unit of an MLP has a bias of its own, so every zero may change a
 gradient, and the count of those that may (needed for the residual network without batch
 norm) is the same count (with the counts stacked, this took the instrumentation from 10%,
-7% and 6% of a step to 5%, 2% and 1% on the three sizes, one full run each). The
+7% and 6% of a step to 5-6%, 2-3% and 1-3% on the three sizes, in two full runs). The
 percentages of the matmul ceiling compare the
 network's matrix-product FLOPs (6 x batch x weights per step) with the fastest square
 float32 product any library here achieved (best of several calls): an upper bound, so every

@@ -233,3 +233,20 @@ def test_a_missed_pytorch_goal_cites_the_products_alone(monkeypatch):
         in text
     )
     assert "within them" not in text  # 1 - 1.0625 / 1.2 = 11% > the 2% of spreads
+
+
+def test_a_missed_lexicographic_goal_says_whether_the_spreads_cover_it(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    for name in ("bench_lexicographic", "_harness"):
+        sys.modules.pop(name, None)
+    bench = importlib.import_module("bench_lexicographic")
+    Row = importlib.import_module("_harness").Row
+
+    def row(ours, spread):
+        return Row("lexicographic", "certified_grad", ours, "value_and_grad", 1.0, 1 / 1.5,
+                   ours_spread=spread, baseline_spread=0.01)  # fmt: skip
+
+    # 1.52 s against a goal of 1.5: 1.3% short
+    assert "1.3% short of the goal, within" in bench.explain(row(1.52, 0.01), [])
+    assert "beyond" in bench.explain(row(1.52, 0.001), [])
+    assert "beyond" in bench.explain(row(1.6, 0.02), [])
