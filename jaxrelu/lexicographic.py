@@ -367,15 +367,17 @@ class Certificate:
 
     Attributes:
         method: ``"ad"`` (no nonsmooth site is tied at the point: ``jax.grad``'s result is
-            the true gradient; or, uncertified, some site is tied but the lexicographic
-            gradient is not finite) or ``"lexicographic"`` (some site is tied: the
-            lexicographic gradient, an element of the Clarke subdifferential; or
-            ``jax.grad`` is not finite while the forward lexicographic gradient is, as in
-            the ``jnp.where`` trap).
+            the true gradient; or, uncertified, ``f``'s value is not finite, or some site
+            is tied but the lexicographic gradient is not finite) or ``"lexicographic"``
+            (some site is tied: the lexicographic gradient, an element of the Clarke
+            subdifferential; or ``jax.grad`` is not finite while the forward lexicographic
+            gradient is, as in the ``jnp.where`` trap).
         sites: the tied :class:`~jaxrelu.KinkSite` s (primitive, ``file:line``, ties).
-        certified: False where no guarantee holds: a tied *jump* (``f`` is discontinuous
-            there), a primitive the analysis does not know (``reduce_precision`` below the
-            operand's precision, ``bitcast_convert_type`` of a float), a repeated eigen- or
+        certified: False where no guarantee holds: ``f`` not finite at the point, a tied
+            *jump* (``f`` is discontinuous there), a primitive the analysis does not know
+            (``reduce_precision`` below the operand's precision, ``bitcast_convert_type``
+            of a float: bit tricks, ``jnp.frexp``, and ``jnp.signbit``/``jnp.copysign``,
+            which read the sign bit), a repeated eigen- or
             singular value (``eigh``/``svd`` have no lexicographic rule), or a gradient that
             is not finite (``sqrt(x**2)`` or ``norm(x)**2`` at 0; at a tie, a piece singular
             at the point, as ``jnp.sinc`` at 0, where ``jax.grad``'s gradient is returned).

@@ -248,6 +248,18 @@ def test_order_one_with_different_slopes_is_a_kink_and_the_hull_is_reported():
     assert not SlopeTests.of(np.array([2.0]), _slope(1.0), _slope(0.0), 1e-16).in_hull
 
 
+def test_a_switch_at_distance_zero_proves_no_affine_piece():
+    # a piecewise-linear program is affine up to its nearest switch on *each* side: a
+    # radius of 0 on one side leaves no affine piece there, whatever the other side's
+    for plus, minus in ((0.0, 1.0), (1.0, 0.0)):
+        ev = _evidence(FLAT, ad=1.0, piecewise_linear=True, sites_known=True,
+                       radius_plus=plus, radius_minus=minus, below_switch=0)  # fmt: skip
+        assert decide(ev)[1] not in (Cause.SWITCH_TOO_CLOSE, Cause.AFFINE_BETWEEN_SWITCHES)
+    ev = _evidence(FLAT, ad=1.0, piecewise_linear=True, sites_known=True,
+                   radius_plus=1.0, radius_minus=2.0, below_switch=0)  # fmt: skip
+    assert decide(ev) == (Verdict.INCONCLUSIVE, Cause.SWITCH_TOO_CLOSE)
+
+
 def test_flat_remainders_at_a_tie_need_equal_exact_slopes_for_linear():
     # x0 on a switch, remainders at the floor: linear only if the exact one-sided slopes
     # and AD's are the same numbers; a few ulps apart (x + 1e-6 relu(x) in float32) is
@@ -261,6 +273,12 @@ def test_flat_remainders_at_a_tie_need_equal_exact_slopes_for_linear():
         assert decide(ev) == (Verdict.INCONCLUSIVE, Cause.FLAT_AT_KINK)
     ev = _evidence(FLAT, ad=1.0, exact_plus=one, exact_minus=one, eps=2.0**-23, sites_known=True)
     assert decide(ev) == (Verdict.LINEAR, Cause.FLAT)  # no tie: the slopes are not read
+    # AD's slope comes from another code path: rounding (2 eps of the largest) is no kink
+    vec = np.array([3.0, -1.0])
+    for off, want in ((2.0**-23, Verdict.LINEAR), (2.0**-20, Verdict.INCONCLUSIVE)):
+        ev = _evidence(FLAT, ad=vec + np.array([0.0, off]), exact_plus=vec, exact_minus=vec,
+                       eps=2.0**-23, **tie)  # fmt: skip
+        assert decide(ev)[0] == want
 
 
 def test_order_one_with_slopes_that_miss_the_remainders_claims_nothing():

@@ -368,6 +368,18 @@ def test_flat_remainders_at_a_tie_with_equal_exact_slopes_stay_linear():
     # relu(x) - relu(x) + 2x is 2x: a tied site whose exact slopes agree
     f = lambda x: jax.nn.relu(x) - jax.nn.relu(x) + 2 * x
     assert jr.check_linearization(f, jnp.array(0.0), jnp.array(1.0)).verdict == "linear"
+    # W relu(x) with x0 = 0 tied and d0 = 0: affine along d (AD's slope and the exact ones
+    # differ by rounding only: W's products summed in another order)
+    w = jax.random.normal(jax.random.PRNGKey(0), (16, 32))
+    g = lambda x: w @ jax.nn.relu(x)
+    x = jnp.abs(jax.random.normal(jax.random.PRNGKey(1), (32,))).at[0].set(0.0)
+    d = jax.random.normal(jax.random.PRNGKey(2), (32,)).at[0].set(0.0)
+    assert jr.check_linearization(g, x, d).verdict == "linear"
+    # complex outputs: the exact slopes are compared part by part, as AD's
+    h = lambda x: (1 + 2j) * x + jax.nn.relu(x) - jax.nn.relu(x)
+    assert jr.check_linearization(h, jnp.asarray(0.0), jnp.asarray(1.0)).verdict == "linear"
+    k = lambda x: (1 + 2j) * x + jax.nn.relu(x)
+    assert jr.check_linearization(k, jnp.asarray(0.0), jnp.asarray(1.0)).verdict == "kink"
 
 
 # ------------------------------------------------------------------ other kinds

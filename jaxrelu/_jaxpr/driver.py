@@ -375,11 +375,6 @@ class Launched:
         tied, finite, value = (bool(v) for v in np.asarray(self.res["flags"]))
         return tied, finite, value
 
-    def clean(self) -> bool:
-        """Whether no site is tied and the value and gradient are finite (:meth:`flags`)."""
-        tied, finite, value = self.flags()
-        return not tied and finite and value
-
     def collect(self) -> Analysis:
         """The :class:`Analysis` (the statistics and outputs copied to the host)."""
         tr, meta = self.tr, self.meta

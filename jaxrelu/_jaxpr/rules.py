@@ -536,9 +536,10 @@ def _nearest_flip(eqn, x, sw: Switch, axes: tuple, out) -> Switch:
         alt = jnp.where(alt != out, alt, level)
     changed = (alt != out) & jnp.isfinite(near[..., 0])
     time = None if sw.time is None else jnp.min(flat(sw.time), axis=-1)
+    # (near and rate have a last axis of length 1: JAX clamps any index to it)
     return Switch(
-        jnp.where(changed, near[..., 0], jnp.inf),
-        None if rate is None else jnp.where(changed, rate[..., 0], 0),
+        jnp.where(changed, near[..., 0], jnp.inf),  # pragma: no mutate
+        None if rate is None else jnp.where(changed, rate[..., 0], 0),  # pragma: no mutate
         jnp.where(changed, alt, out),
         time,
     )
@@ -898,7 +899,8 @@ def abs_(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
             au = jnp.abs(u)
             t = masked_div(jnp.real(jnp.conj(u)[None] * x.t), au, au > 0, 0.0)
             t = t.astype(out.dtype)
-            r0 = masked_div(jnp.real(jnp.conj(z) * x.t[0]), mag, mag > 0, 0.0)
+            # (rates are read from one-direction analyses only, whose x.t has one column)
+            r0 = masked_div(jnp.real(jnp.conj(z) * x.t[0]), mag, mag > 0, 0.0)  # pragma: no mutate
             rate = r0.astype(wide) if interp.n_ld else None
         rec.add(eqn, "abs", "kink", switch_stats(mag, rate, wide))
         return [Val(out, t)]

@@ -109,10 +109,14 @@ def _kinks(problem: Problem, n_pts: int) -> list[_Kinks]:
         known = all(s.kind != "unknown" for s in sp) and not approx
 
         def slope(r: Any, sign: float) -> np.ndarray:
-            cols = [
-                np.zeros(np.size(p)) if t is None else np.ravel(np.asarray(t)[0])
-                for p, t in zip(r.out_p, r.out_t)
-            ]
+            cols = []
+            for p, t in zip(r.out_p, r.out_t):
+                col = np.zeros(np.size(p)) if t is None else np.ravel(np.asarray(t)[0])
+                if np.iscomplexobj(p) and w is None:  # as AD's slope: real, then imaginary
+                    col = col.astype(complex)
+                    cols += [col.real, col.imag]
+                else:
+                    cols.append(col)
             flat = np.concatenate(cols) if cols else np.zeros(0)
             if w is not None:
                 flat = np.array([float(np.sum(flat * np.concatenate([np.ravel(v) for v in w])))])

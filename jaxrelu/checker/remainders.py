@@ -204,7 +204,10 @@ def classify_remainders(
         rise, k = nan, math.inf
         if n_flat:  # an abrupt rise: even h^2 from the lowest informative step overshoots
             lo = b
-            if r[lo] * (steps[j] / steps[lo]) ** 2 > CLEAN * max(floor[j], r[j]):
+            # (> or >= on measured remainders: no run lands on the boundary)
+            if r[lo] * (steps[j] / steps[lo]) ** 2 > CLEAN * max(
+                floor[j], r[j]
+            ):  # pragma: no mutate
                 rise, k = float(steps[j]), _kappa(j, steps, r, floor, magnitude)
         pattern = Pattern.FLAT_THEN_RISE if not math.isnan(rise) else Pattern.FEW
         return RemainderEvidence(pattern, nan, tuple(win), (), n_flat, rise, k)
