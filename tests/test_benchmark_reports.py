@@ -183,14 +183,18 @@ def test_parts_of_one_run_merge_into_one(run_py, tmp_path):
         run_py.main(["--merge", str(paths[0])])  # no --json
 
 
+def _bench_and_row(monkeypatch, name: str):
+    """A benchmark module, freshly imported from benchmarks/, and its Row class."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    for mod in (name, "_harness"):
+        sys.modules.pop(mod, None)
+    return importlib.import_module(name), importlib.import_module("_harness").Row
+
+
 def test_a_missed_pytorch_goal_cites_the_products_alone(monkeypatch):
     # the training explanation reads the same network's rows: the scan loop's own ratio to
     # PyTorch and the step's products alone (XLA against PyTorch, weight gradients apart)
-    monkeypatch.syspath_prepend(str(BENCH))
-    for name in ("bench_training", "_harness"):
-        sys.modules.pop(name, None)
-    bench = importlib.import_module("bench_training")
-    Row = importlib.import_module("_harness").Row
+    bench, Row = _bench_and_row(monkeypatch, "bench_training")
     label = "MLP 64-512-512-10, batch 128"
     missed = Row(
         "training",
@@ -236,11 +240,7 @@ def test_a_missed_pytorch_goal_cites_the_products_alone(monkeypatch):
 
 
 def test_a_missed_lexicographic_goal_says_whether_the_spreads_cover_it(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    for name in ("bench_lexicographic", "_harness"):
-        sys.modules.pop(name, None)
-    bench = importlib.import_module("bench_lexicographic")
-    Row = importlib.import_module("_harness").Row
+    bench, Row = _bench_and_row(monkeypatch, "bench_lexicographic")
 
     def row(ours, spread):
         return Row("lexicographic", "certified_grad", ours, "value_and_grad", 1.0, 1 / 1.5,

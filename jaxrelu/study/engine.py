@@ -425,7 +425,7 @@ def _instrumentation(spec: EngineSpec, st: TrainState, xb, yb, pre, support):
     else:
 
         def live_one(z, t):
-            return jnp.stack([_util.count((a == 0) & b) for a, b in zip(z, t)])
+            return _util.counts([(a == 0) & b for a, b in zip(z, t)])
 
         live = _runs(spec, live_one)(pre, support)
 
