@@ -37,6 +37,7 @@ from .kinks import kink_radius as kink_radius
 from .kinks import kink_sites as kink_sites
 from .kinks import summary as summary
 from .lexicographic import Certificate as Certificate
+from .lexicographic import UndecidedTieWarning as UndecidedTieWarning
 from .lexicographic import certified_grad as certified_grad
 from .lexicographic import directional_derivative as directional_derivative
 from .lexicographic import ld_grad as ld_grad
@@ -60,6 +61,7 @@ __all__ = [
     "LinearizationReport",
     "ManyReport",
     "NeighbourhoodError",
+    "UndecidedTieWarning",
     "Verdict",
     "__version__",
     "abs",

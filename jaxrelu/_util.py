@@ -189,3 +189,15 @@ def x64() -> bool:
 def eps_of(dtypes: Any) -> float:
     """Machine epsilon of the lowest-precision dtype among ``dtypes``."""
     return max(float(jnp.finfo(d).eps) for d in dtypes)
+
+
+def linearize(g: Callable[[Any], Any], x0: Any) -> tuple[Any, Callable[[Any], Any]]:
+    """``jax.linearize(g, x0)``, or where JAX cannot partially evaluate ``g``'s JVP (a
+    generic ``lax.reduce_window``: "Linearization failed to produce known values") the
+    same pair from ``jax.jvp``, the JVP evaluated again for each tangent."""
+    try:
+        return jax.linearize(g, x0)
+    except ValueError as err:
+        if "Linearization failed" not in str(err):  # pragma: no cover - JAX's own error
+            raise
+        return g(x0), lambda v: jax.jvp(g, (x0,), (v,))[1]

@@ -167,6 +167,12 @@ def sites_of(res: Analysis, with_radius: bool) -> list[KinkSite]:
         kind = m.kind
         if kind == "select":
             kind = "jump" if float(evidence) > m.threshold else "kink"
+        elif kind == "undecided":  # listed by undecided_ties, where they matter
+            continue
+        elif kind == "cut":  # a branch cut (atan2): listed where the point is on it
+            if int(ties) == 0:
+                continue
+            kind = "jump"
         elif kind == "point":  # x == c: f changes only if the cases differ there
             if float(evidence) <= m.threshold:
                 continue
@@ -187,6 +193,35 @@ def sites_of(res: Analysis, with_radius: bool) -> list[KinkSite]:
             )
         )
     return out
+
+
+def tied_guards(res: Analysis) -> list[str]:
+    """Sources of the equality tests (``where(x == c, ...)``) that hold at the point with
+    cases that agree there, which :func:`sites_of` leaves out (``f`` does not change at
+    them). AD follows the ``==`` case, which holds only on the equality set; the
+    derivative is that of the case taken around it (``where(x == 0, 0, sin(x))`` at 0:
+    AD's 0, the derivative 1)."""
+    out = []
+    for m, s in zip(res.meta, res.stats):
+        if m.kind == "point" and int(np.asarray(s[1])) > 0:
+            if float(np.asarray(s[4])) <= m.threshold:
+                out.append(m.source or "unknown")
+    return out
+
+
+def undecided_ties(res: Analysis) -> list[str]:
+    """``"primitive at source"`` of the ties the lexicographic rules cannot resolve: a
+    comparison tied at the point whose switching quantity does not move to first order
+    along any direction of the analysis (``x * x > 0`` at 0: derivatives do not tell
+    which side holds around the point; the rules take the tie's own side, which may be
+    wrong, as ``where(x * x > 0, x, 0)`` is ``x``), or a ``while_loop`` test tied at the
+    point that the directions leave (the loop runs the point's own iterations, not the
+    perturbed point's)."""
+    return [
+        f"{m.primitive} at {m.source or 'unknown'}"
+        for m, s in zip(res.meta, res.stats)
+        if m.kind == "undecided" and int(np.asarray(s[1])) > 0
+    ]
 
 
 def find_kinks(f: Callable[..., Any], *args: Any) -> list[KinkSite]:

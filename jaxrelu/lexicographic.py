@@ -49,6 +49,7 @@ differentiation for generalized derivative evaluation*, Optim. Methods Softw. 30
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -60,10 +61,11 @@ from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 from . import _util, _validate
 from ._jaxpr import APPROXIMATE_AT_TIES, analyse
 from ._jaxpr.driver import compile_cached, launch, traced
-from .kinks import KinkSite, sites_of
+from .kinks import KinkSite, sites_of, tied_guards, undecided_ties
 
 __all__ = [
     "Certificate",
+    "UndecidedTieWarning",
     "certified_grad",
     "directional_derivative",
     "ld_grad",
@@ -113,7 +115,12 @@ def _directions(directions: Any, n: int, *, square: bool, name: str = "direction
         )
     if not np.all(np.isfinite(m)):
         raise ValueError(f"`{name}` must be finite")
-    if square and (m.shape[1] != n or np.linalg.matrix_rank(m) < n):
+    if square and m.shape[1] != n:
+        raise ValueError(
+            f"`{name}` must be a square {n}×{n} matrix (ld_jvp takes fewer directions); "
+            f"got shape {m.shape}"
+        )
+    if square and np.linalg.matrix_rank(m) < n:
         raise ValueError(f"`{name}` must be a nonsingular {n}×{n} matrix; this one is singular")
     if not square and not np.any(m[:, 0]):
         raise ValueError(f"the first column of `{name}` is zero; give a nonzero direction")
@@ -154,6 +161,18 @@ def _jax_derivative(tr: Any, args: tuple, kind: str, blocks: list | None = None)
     return compile_cached(key, tr.refs, build, *example)(*example)
 
 
+def _forward_or_none(tr: Any, args: tuple, kind: str, blocks: list | None = None) -> Any:
+    """:func:`_jax_derivative`, or None where JAX has no forward mode for the program (a
+    ``custom_vjp`` function): the interpreter's rules then give the same derivative (they
+    differentiate its forward function)."""
+    try:
+        return _jax_derivative(tr, args, kind, blocks)
+    except TypeError as err:
+        if "custom_vjp" not in str(err):  # pragma: no cover - another failure: JAX's own
+            raise
+        return None
+
+
 def _run(f: Callable, args: tuple, blocks: list, k: int) -> tuple[Any, Any]:
     """Output value and LD-derivative (output leaves with a trailing axis of k columns).
 
@@ -161,11 +180,12 @@ def _run(f: Callable, args: tuple, blocks: list, k: int) -> tuple[Any, Any]:
     its LD-derivative is JAX's own derivative along the columns (computed as JAX computes
     it); otherwise the interpreter's lexicographic rules."""
     tr = _untied(f, args)
-    if tr is not None:
-        cols = _jax_derivative(tr, args, "jvp", blocks)
+    cols = None if tr is None else _forward_or_none(tr, args, "jvp", blocks)
+    if cols is not None:
         value = f(*args)
         return value, jax.tree.map(lambda c: jnp.moveaxis(c, 0, -1), cols)
     res = analyse(f, args, blocks, n_ld=k)
+    _warn_undecided(undecided_ties(res), stacklevel=4)  # the caller of the public function
     value = jax.tree.unflatten(res.out_tree, [jnp.asarray(p) for p in res.out_p])
     cols = [
         jnp.zeros((*np.shape(p), k), np.asarray(p).dtype) if t is None else jnp.moveaxis(t, 0, -1)
@@ -183,7 +203,8 @@ def directional_derivative(f: Callable[[Any], Any], x: Any, d: Any) -> Any:
     Not exact where ``eigh`` or ``svd`` has a repeated value (there the result is JAX's
     JVP, one choice, as for the spectral norm at the identity) or ``f`` uses a primitive
     :func:`find_kinks` lists as ``"unknown"``; :func:`certified_grad` says so for a
-    gradient.
+    gradient. Where a tie cannot be resolved from first derivatives (``x * x > 0`` at 0)
+    an :class:`UndecidedTieWarning` is emitted: the result may be wrong there.
 
     Args:
         f: a JAX-traceable function of one argument.
@@ -280,8 +301,9 @@ def ld_jacobian(f: Callable[[Any], Any], x: Any, directions: Any = None) -> Any:
     n = _size(x)
     if directions is None:
         tr = _untied(f, (x,))
-        if tr is not None:  # differentiable here: jax.jacfwd itself, bit for bit
-            return _jax_derivative(tr, (x,), "jacfwd")
+        jac = None if tr is None else _forward_or_none(tr, (x,), "jacfwd")
+        if jac is not None:  # differentiable here: jax.jacfwd itself, bit for bit
+            return jac
         m = np.eye(n)
     else:
         m = _directions(directions, n, square=True)
@@ -307,7 +329,32 @@ def _argnums(argnums: Any, n_args: int) -> tuple[int, ...]:
     return tuple(a % n_args for a in nums)
 
 
-def _ld_grad_at(f: Callable, args: tuple, nums: tuple[int, ...]) -> Any:
+class UndecidedTieWarning(RuntimeWarning):
+    """A lexicographic derivative went through a comparison that is tied at the point and
+    whose operands agree to first order along every direction (``x * x > 0`` at 0):
+    derivatives cannot tell which side holds around the point, so the result may be
+    wrong (:func:`certified_grad` certifies nothing there; check it with
+    :func:`check_linearization`, which measures ``f``)."""
+
+
+UNDECIDED = (
+    "a tie the lexicographic rules cannot resolve: a comparison whose operands agree to "
+    "first order along every direction (as x * x > 0 at 0), or a while_loop test that "
+    "the direction leaves"
+)
+
+
+def _warn_undecided(sources: list[str], stacklevel: int) -> None:
+    if sources:
+        warnings.warn(
+            f"{UNDECIDED} ({sources[0]}): the result may be wrong (check_linearization measures f)",
+            UndecidedTieWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def _ld_grad_at(f: Callable, args: tuple, nums: tuple[int, ...]) -> tuple[Any, list[str]]:
+    """The lexicographic gradient and the sources of its undecided ties."""
     selected = [args[i] for i in nums]
     n = _size(selected)
     eye = np.eye(n)
@@ -326,7 +373,7 @@ def _ld_grad_at(f: Callable, args: tuple, nums: tuple[int, ...]) -> Any:
     t = res.out_t[0]
     row = np.zeros(n, np.asarray(res.out_p[0]).dtype) if t is None else np.asarray(t)
     grads = _unravel_columns(jnp.asarray(row), selected)
-    return grads[0] if len(nums) == 1 else tuple(grads)
+    return (grads[0] if len(nums) == 1 else tuple(grads)), undecided_ties(res)
 
 
 def ld_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
@@ -356,7 +403,9 @@ def ld_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable
     def grad_fn(*args: Any) -> Any:
         nums = _argnums(argnums, len(args))
         args = tuple(_point(a, f"args[{i}]") if i in nums else a for i, a in enumerate(args))
-        return _ld_grad_at(f, args, nums)
+        g, undecided = _ld_grad_at(f, args, nums)
+        _warn_undecided(undecided, stacklevel=3)
+        return g
 
     return grad_fn
 
@@ -370,8 +419,10 @@ class Certificate:
             the true gradient; or, uncertified, ``f``'s value is not finite, or some site
             is tied but the lexicographic gradient is not finite) or ``"lexicographic"``
             (some site is tied: the lexicographic gradient, an element of the Clarke
-            subdifferential; or ``jax.grad`` is not finite while the forward lexicographic
-            gradient is, as in the ``jnp.where`` trap).
+            subdifferential; an ``x == c`` guard holds at the point, where AD follows the
+            guard's case; ``jax.grad`` is not finite while the forward lexicographic
+            gradient is, as in the ``jnp.where`` trap; or reverse mode cannot run through
+            ``f``, a ``while_loop`` with a traced trip count).
         sites: the tied :class:`~jaxrelu.KinkSite` s (primitive, ``file:line``, ties).
         certified: False where no guarantee holds: ``f`` not finite at the point, a tied
             *jump* (``f`` is discontinuous there), a primitive the analysis does not know
@@ -380,7 +431,9 @@ class Certificate:
             which read the sign bit), a repeated eigen- or
             singular value (``eigh``/``svd`` have no lexicographic rule), or a gradient that
             is not finite (``sqrt(x**2)`` or ``norm(x)**2`` at 0; at a tie, a piece singular
-            at the point, as ``jnp.sinc`` at 0, where ``jax.grad``'s gradient is returned).
+            at the point, as ``jnp.sinc`` at 0, where ``jax.grad``'s gradient is returned),
+            or a tie first-order information cannot resolve (:class:`UndecidedTieWarning`:
+            ``x * x > 0`` at 0, a tied ``while_loop`` test).
         reason: one sentence.
     """
 
@@ -428,7 +481,12 @@ def certified_grad(
         offsets = np.cumsum([0] + [len(v) for v in leaves])
         flat_nums = tuple(j for i in nums for j in range(offsets[i], offsets[i + 1]))
         outputs = False  # pragma: no mutate (the outputs are not read here)
-        run = launch(f, args, outputs=outputs, grad=flat_nums, key=("certified", nums))
+        try:
+            run = launch(f, args, outputs=outputs, grad=flat_nums, key=("certified", nums))
+        except ValueError as err:
+            if "Reverse-mode differentiation does not work" not in str(err):
+                raise  # pragma: no cover - another failure: JAX's own
+            return _forward_only(f, args, nums)
         value, flat_grad = run.gradient()
         # (a tuple output already fails in the gradient, with JAX's "scalar" message)
         if jnp.ndim(value) != 0 or len(run.tr.out_tree.children()) > 1:  # pragma: no mutate
@@ -467,10 +525,17 @@ def certified_grad(
         unknown = sorted({s.primitive for s in sites if s.kind == "unknown"})
         # (the analysis ran ties-only: margins were not computed; a tied site's is 0)
         tied = tuple(dataclasses.replace(s, min_margin=0.0) for s in sites if s.ties > 0)
-        if not tied:
+        guards = tied_guards(res)
+        if not tied and not guards:
             return ad(unknown, res.grad_finite)
         jumps = [s for s in tied if s.kind == "jump"]
         reason = f"{len(tied)} site(s) tied: the lexicographic gradient (a Clarke subgradient)"
+        if guards:
+            reason = (
+                f"an equality test holds at the point ({guards[0]}): jax.grad follows its "
+                "case, which holds only where the equality does; the lexicographic gradient "
+                "follows the case around it" + (f"; {len(tied)} other site(s) tied" if tied else "")
+            )
         if jumps:
             reason = (
                 f"{len(jumps)} tied site(s) are jumps ({jumps[0].primitive} at "
@@ -478,7 +543,7 @@ def certified_grad(
                 "downstream, as in sign(x) * x); the gradient of the piece the perturbed "
                 "point lies in"
             )
-        g = _ld_grad_at(f, args, nums)
+        g, undecided = _ld_grad_at(f, args, nums)
         if not _finite(g):
             # a piece's formula singular at the point (sin(x)/x behind where(x == 0, ...)):
             # the lexicographic gradient evaluates it there; jax.grad's is the better guess
@@ -494,10 +559,45 @@ def certified_grad(
                 f"; but {', '.join(approx)} has no lexicographic rule: at a repeated value "
                 "its derivative is JAX's, one choice that need not be a Clarke subgradient"
             )
-        ok = not jumps and not unknown and not approx
+        if undecided:
+            reason += f"; but {UNDECIDED} ({undecided[0]}; see check_linearization)"
+        ok = not jumps and not unknown and not approx and not undecided
         return g, Certificate("lexicographic", tied, ok, reason)
 
     return fn
+
+
+def _forward_only(f: Callable, args: tuple, nums: tuple[int, ...]) -> tuple[Any, Certificate]:
+    """:func:`certified_grad` for a program reverse mode cannot run through (a
+    ``lax.while_loop`` whose trip count depends on ``x``): the sites from a forward
+    analysis, the forward lexicographic gradient (the derivative where nothing is tied)."""
+    res = analyse(f, args)
+    if len(res.out_p) != 1 or np.ndim(res.out_p[0]) != 0:
+        raise TypeError("`f` must return a scalar (as for jax.grad)")
+    sites = sites_of(res, with_radius=False)
+    tied = tuple(dataclasses.replace(s, min_margin=0.0) for s in sites if s.ties > 0)
+    unknown = sorted({s.primitive for s in sites if s.kind == "unknown"})
+    jumps = [s for s in tied if s.kind == "jump"]
+    approx = sorted({s.primitive for s in tied if s.primitive in APPROXIMATE_AT_TIES})
+    g, undecided = _ld_grad_at(f, args, nums)
+    value_ok = bool(np.all(np.isfinite(np.asarray(res.out_p[0]))))
+    reason = (
+        "reverse mode does not run through f (a while_loop whose trip count depends on "
+        "the input): the forward lexicographic gradient, "
+        + (f"{len(tied)} site(s) tied" if tied else "no site tied (the gradient)")
+    )
+    problems = [
+        (not value_ok, "f is not finite here"),
+        (not _finite(g), "the gradient is not finite"),
+        (bool(jumps), f"{len(jumps)} tied site(s) are jumps"),
+        (bool(unknown), f"{', '.join(unknown)} is not analysed"),
+        (bool(approx), f"{', '.join(approx)} has no lexicographic rule"),
+        (bool(undecided), f"{UNDECIDED} ({undecided[0] if undecided else ''})"),
+    ]
+    bad = [text for flag, text in problems if flag]
+    if bad:
+        reason += "; but " + "; ".join(bad)
+    return g, Certificate("lexicographic", tied, not bad, reason)
 
 
 def _finite(tree: Any) -> bool:
@@ -513,8 +613,8 @@ def _not_finite(f: Callable, args: tuple, nums: tuple[int, ...], g_ad: Any):
     and is finite: then it is the gradient. Otherwise ``f`` may be nondifferentiable there
     (``sqrt(x**2)`` at 0) or smooth with every derivative rule failing (``norm(x)**2`` at
     0): nothing is certified."""
-    g = _ld_grad_at(f, args, nums)
-    if _finite(g):
+    g, undecided = _ld_grad_at(f, args, nums)
+    if _finite(g) and not undecided:
         reason = (
             "jax.grad is not finite (NaN/inf from a branch or factor that does not affect f "
             "here, e.g. the jnp.where trap); the forward lexicographic gradient follows the "

@@ -618,3 +618,225 @@ def test_near_a_kink_a_wrong_derivative_is_not_called_smooth():
     f = lambda x: bad_sin(x) + jax.nn.relu(x - (0.5 + 1e-6))
     r = jr.check_linearization(f, jnp.asarray(0.5), jnp.asarray(1.0))
     assert r.verdict != "smooth", r.reason
+
+
+# ------------------------------------- third probe round (ML code, the literature)
+
+
+def _no_undecided_warning(fn):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", jr.UndecidedTieWarning)
+        return fn()
+
+
+def test_a_tied_jump_of_cond_or_switch_is_not_certified():
+    """cond(x > 1, x + 1, x) at 1: f(1) = 1, f(1+) = 2, a jump; the same with switch (a
+    gap of 4). With equal branches the cond is continuous: its tie is certified."""
+    from jax import lax
+
+    jump = lambda x: lax.cond(x > 1.0, lambda v: v + 1.0, lambda v: v, x)
+    four = lambda x: lax.switch(jnp.int32(x > 1.0), [lambda v: v, lambda v: v + 4.0], x)
+    same = lambda x: lax.cond(x > 1.0, lambda v: 2.0 * v - 1.0, lambda v: v, x)
+    for f in (jump, four):
+        _, cert = jr.certified_grad(f)(F32(1.0))
+        assert not cert.certified and [s.kind for s in cert.sites] == ["jump"]
+    g, cert = jr.certified_grad(same)(F32(1.0))
+    # the piece entered along +1 is 2v - 1: slope 2 (a Clarke subgradient of a kink)
+    assert cert.certified and [s.kind for s in cert.sites] == ["kink"] and float(g) == 2.0
+
+
+@pytest.mark.parametrize(
+    "f, slope",
+    [
+        (lambda x: jnp.where(x == 0, 0.0, jnp.sin(x)), 1.0),  # sin: cos 0 = 1
+        (lambda x: jnp.where(x != 0, x, 0.0), 1.0),  # x
+        (lambda x: jnp.where(x == 0, 0.0, 3.0 * x) + jax.nn.relu(x), 4.0),  # 3x + relu
+    ],
+)
+def test_a_tied_equality_guard_takes_the_case_around_it(f, slope):
+    """AD follows the ``==`` case, which holds only at the point (its derivative 0); the
+    derivative is the other case's. The guard is still no site (f does not change)."""
+    assert float(jax.grad(f)(F32(0.0))) != slope
+    g, cert = jr.certified_grad(f)(F32(0.0))
+    assert cert.certified and cert.method == "lexicographic" and float(g) == slope
+    assert "equality" in cert.reason
+    assert all(s.primitive != "select_n" for s in jr.find_kinks(f, F32(0.0)))
+    g, cert = jr.certified_grad(f)(F32(0.5))  # away from the guard: jax.grad
+    assert cert.method == "ad" and cert.certified
+
+
+@pytest.mark.parametrize(
+    "f, x, d, true",
+    [
+        (lambda x: jnp.where(x * x > 0, x, 0.0), 0.0, 1.0, 1.0),  # = x
+        (lambda x: x * jnp.sign(x**3), 0.0, 1.0, 1.0),  # = |x|
+        (lambda x: jnp.where(x**3 > 0, 2.0 * x, x), 0.0, 1.0, 2.0),  # 2x for x > 0
+        # the safe-norm idiom: ||x||, whose derivative along d is ||d|| = 5 at 0
+        (
+            lambda v: jnp.where(
+                jnp.sum(v**2) > 0, jnp.sqrt(jnp.where(jnp.sum(v**2) > 0, jnp.sum(v**2), 1.0)), 0.0
+            ),
+            [0.0, 0.0],
+            [3.0, 4.0],
+            5.0,
+        ),
+    ],
+)
+def test_a_tie_first_order_cannot_resolve_is_never_certified(f, x, d, true):
+    """The switching quantity is tied and its derivative is 0 in every direction (x^2,
+    x^3, |x|^2 at 0): derivatives cannot tell the side around the point. The rules take
+    the tie's own side, whose answer is wrong here (``true`` by hand), so it must come
+    with a warning, and certified_grad must not certify."""
+    with pytest.warns(jr.UndecidedTieWarning, match="cannot resolve"):
+        got = jr.directional_derivative(f, F32(x), F32(d))
+    assert float(got) != true  # the case the warning is for
+    _, cert = jr.certified_grad(f)(F32(x))
+    assert not cert.certified and "cannot resolve" in cert.reason
+
+
+def test_a_tie_the_direction_decides_gives_no_warning():
+    """``where(x > 0, x, 0)`` at 0 and ``relu(x) - relu(-x)``: first order decides."""
+    relu_where = lambda x: jnp.where(x > 0, x, 0.0)
+    assert _no_undecided_warning(lambda: dd(relu_where, 0.0, 1.0)) == 1.0
+    assert _no_undecided_warning(lambda: dd(relu_where, 0.0, -1.0)) == 0.0
+    odd = lambda x: jax.nn.relu(x) - jax.nn.relu(-x)
+    g, cert = _no_undecided_warning(lambda: jr.certified_grad(odd)(F32(0.0)))
+    assert float(g) == 1.0 and cert.certified
+    # piecewise linear with a zero tangent: constant along the direction (the tie's own
+    # side is right): 0 * x, and x0 along (0, 1)
+    flat = lambda x: jnp.where(0 * x > 0, x, 2 * x)
+    assert _no_undecided_warning(lambda: dd(flat, 0.0, 1.0)) == 2.0
+    along = lambda v: jnp.where(jax.nn.relu(v[0]) > 0, 3 * v[1], 5 * v[1])
+    assert _no_undecided_warning(lambda: dd(along, [0.0, 0.0], [0.0, 1.0])) == 5.0
+    # x * x - x * x is constant too, but only a nonlinear quantity's curvature would say so
+    with pytest.warns(jr.UndecidedTieWarning):
+        assert dd(lambda x: jnp.where(x * x - x * x > 0, x, 2.0 * x), 0.0, 1.0) == 2.0
+
+
+TABLE = jnp.array([0.0, 1.0, 4.0, 9.0])
+
+
+def _lerp(x):
+    """Linear interpolation of TABLE: slope 1 on [0, 1], 3 on [1, 2], 5 on [2, 3]."""
+    i = jnp.clip(jnp.floor(x), 0, 2)
+    t, k = x - i, i.astype(jnp.int32)
+    return TABLE[k] * (1 - t) + TABLE[k + 1] * t
+
+
+@pytest.mark.parametrize(
+    "f, x, d, true",
+    [
+        (_lerp, 1.0, -1.0, -1.0),  # segment [0, 1], slope 1, along -1
+        (_lerp, 1.0, 1.0, 3.0),
+        (_lerp, 2.0, -1.0, -3.0),
+        # a triangle wave: 1 - x on [0, 1], 1 + x on [-1, 0]: -1 along both directions
+        (lambda x: jnp.abs(jnp.mod(x, 2.0) - 1.0), 0.0, -1.0, -1.0),
+        (lambda x: jnp.abs(jnp.mod(x, 2.0) - 1.0), 0.0, 1.0, -1.0),
+        # distance to the nearest integer: 1 - x on [0.5, 1], x on [0, 0.5]
+        (lambda x: jnp.abs(jnp.round(x) - x), 0.5, 1.0, -1.0),
+        (lambda x: jnp.abs(jnp.round(x) - x), 0.5, -1.0, -1.0),
+    ],
+)
+def test_clip_max_and_abs_after_a_tied_jump_use_the_piece_entered(f, x, d, true):
+    """A tied floor/mod/round enters another piece along the direction; the max/min/abs
+    after it must read that piece's value, not the point's (the lerp used the segment
+    the point starts, slope 3, going down)."""
+    assert dd(f, x, d) == true
+
+
+def test_switch_on_a_clipped_floor_follows_the_piece_entered():
+    """switch(clip(floor(x), 0, 2), [x, 2x - 1, 3x - 3]) at 1: x on [0, 1], 2x - 1 on
+    [1, 2]; along -1 the first branch: derivative 1 (per unit of -1: -1)."""
+    from jax import lax
+
+    g = lambda x: lax.switch(
+        jnp.clip(jnp.floor(x), 0, 2).astype(jnp.int32),
+        [lambda v: v, lambda v: 2 * v - 1, lambda v: 3 * v - 3],
+        x,
+    )
+    assert dd(g, 1.0, -1.0) == -1.0 and dd(g, 1.0, 1.0) == 2.0
+    assert float(jr.ld_jacobian(g, F32(1.0), jnp.array([[-1.0]]))) == 1.0
+
+
+def test_custom_vjp_functions_away_from_ties():
+    """JAX has no forward mode for custom_vjp; the rules differentiate its forward
+    function: sin(x) + relu(x) at 1 has derivative cos 1 + 1."""
+
+    @jax.custom_vjp
+    def f(x):
+        return jnp.sin(x) + jax.nn.relu(x)
+
+    f.defvjp(lambda x: (f(x), x), lambda x, g: (g * (jnp.cos(x) + (x > 0)),))
+    want = float(jnp.cos(F32(1.0))) + 1.0
+    assert dd(f, 1.0, 1.0) == pytest.approx(want, rel=1e-6)
+    assert float(jr.ld_jacobian(f, F32(1.0))) == pytest.approx(want, rel=1e-6)
+    _, cols = jr.ld_jvp(f, F32(1.0), jnp.array([[2.0]]))
+    assert float(cols[0]) == pytest.approx(2 * want, rel=1e-6)
+
+
+def test_certified_grad_of_a_while_loop_with_a_traced_trip_count():
+    """Reverse mode cannot run through such a loop; forward mode can. The tent map
+    (``while y > 1: y = 2 - y``) is x on [0, 1] and 2 - x on [1, 2]; halving until at
+    most 1 is x / 4 on (2, 4]. At a tied test the loop runs the point's own iterations,
+    not the perturbed point's: uncertified, and a warning."""
+    from jax import lax
+
+    tent = lambda x: lax.while_loop(lambda y: y > 1, lambda y: 2 - y, x)
+    halve = lambda x: lax.while_loop(lambda s: s > 1, lambda s: s * 0.5, x)
+    for f, x, slope in ((tent, 0.5, 1.0), (tent, 1.5, -1.0), (halve, 3.0, 0.25)):
+        g, cert = jr.certified_grad(f)(F32(x))
+        assert cert.certified and float(g) == slope
+    for f, x in ((tent, 1.0), (halve, 2.0)):
+        _, cert = jr.certified_grad(f)(F32(x))
+        assert not cert.certified and cert.sites[0].primitive == "while"
+    with pytest.warns(jr.UndecidedTieWarning, match="while at"):
+        dd(halve, 2.0, 1.0)
+    assert _no_undecided_warning(lambda: dd(halve, 3.0, 1.0)) == 0.25
+
+
+def test_atan2_on_its_branch_cut_is_a_jump():
+    """atan2(y, x) jumps by 2 pi across y = 0 where x < 0 (as does jnp.angle); off the
+    cut its gradient in (x, y) is (-y, x) / (x^2 + y^2): at (-1, 0.5), (-0.4, -0.8)."""
+    f = lambda v: jnp.arctan2(v[1], v[0])
+    angle = lambda v: jnp.angle(v[0] + 1j * v[1])
+    for fn in (f, angle):
+        _, cert = jr.certified_grad(fn)(F32([-1.0, 0.0]))
+        assert not cert.certified and [s.kind for s in cert.sites] == ["jump"]
+    g, cert = jr.certified_grad(f)(F32([-1.0, 0.5]))
+    assert cert.certified and np.allclose(np.asarray(g), [-0.4, -0.8], rtol=1e-6)
+    assert jr.find_kinks(f, F32([1.0, 0.0])) == []  # not on the cut: no site
+    assert [s.kind for s in jr.find_kinks(f, F32([-1.0, 0.0]))] == ["jump"]
+
+
+def test_a_program_jax_cannot_linearize_is_checked_through_its_jvp():
+    """A max pool with a 0 initial value (relu fused into the pool) is a generic
+    reduce_window: jax.jvp runs through it, jax.linearize does not. Near (1, -2, 0.5, 3)
+    the function is x0 + x3: slope 2 along the ones."""
+    from jax import lax
+
+    f = lambda x: jnp.sum(
+        lax.reduce_window(x, jnp.zeros((), x.dtype), lax.max, (2,), (2,), "VALID")
+    )
+    x, d = F32([1.0, -2.0, 0.5, 3.0]), F32([1.0, 1.0, 1.0, 1.0])
+    for mode in ("fwd", "auto"):
+        r = jr.check_linearization(f, x, d, mode=mode)
+        assert r.verdict == "linear" and r.ad_slope == 2.0
+
+
+def test_a_cast_below_the_inputs_precision_is_a_staircase():
+    """x.astype(bfloat16) of a float32 x is constant between bfloat16 values: at 1.3,
+    f(1.3 +- 1e-4) = 1.296875 (the derivative is 0; JAX's is 1), as reduce_precision
+    below its operand's precision. A cast back to the inputs' own precision (float16 mean,
+    accumulated in float32) is ordinary rounding."""
+    f = lambda x: x.astype(jnp.bfloat16).astype(jnp.float32)
+    x = F32(1.3)
+    assert float(f(x + 1e-4)) == float(f(x - 1e-4)) == 1.296875
+    _, cert = jr.certified_grad(f)(x)
+    assert not cert.certified and "convert_element_type" in cert.reason
+    assert [s.kind for s in jr.find_kinks(f, x)] == ["unknown"]
+    g = lambda v: jnp.mean(jax.nn.relu(v))
+    grad, cert = jr.certified_grad(g)(jnp.array([1.0, 2.0], jnp.float16))
+    assert cert.certified and np.asarray(grad, np.float32).tolist() == [0.5, 0.5]
+    assert jr.find_kinks(lambda v: v.astype(jnp.float64) * 2, x) == []  # widening

@@ -348,6 +348,8 @@ def test_ld_jvp_takes_fewer_directions_than_inputs():
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match="directions"):
         jr.ld_jacobian(lambda x: x, jnp.zeros(2), jnp.ones((2, 2)))  # singular
+    with pytest.raises(ValueError, match=r"`directions` must be a square 2×2 .* \(2, 1\)"):
+        jr.ld_jacobian(lambda x: x, jnp.zeros(2), jnp.ones((2, 1)))  # ld_jvp's shape
     with pytest.raises(ValueError, match="directions"):
         jr.ld_jacobian(lambda x: x, jnp.zeros(2), jnp.ones((3, 3)))
     with pytest.raises(ValueError, match="directions"):

@@ -230,6 +230,9 @@ def while_loop(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> 
             st = switch_stats(pred.sw.dist, None, interp.wide, leaving=leaving)
             st = st._replace(radius=pred.sw.radius(jnp.shape(pred.sw.dist), interp.wide))
             child.add(eqn, "while", "jump", st)
+            if pred.lex is not None:  # the perturbed point's loop would run otherwise
+                moved = jnp.where(pred.lex != pred.p, 0.0, 1.0).astype(interp.wide)
+                child.add(eqn, "while", "undecided", switch_stats(moved, None, interp.wide))
         return pred.p, child
 
     def step(carry: tuple) -> tuple[tuple, Recorder, Recorder]:

@@ -96,6 +96,10 @@ class Val(NamedTuple):
     lex: Any = None
     sw: Switch | None = None
     key: Any = None
+    # computed from the directions' input through a smooth nonlinear operation (x * x,
+    # exp): a zero tangent does not make it constant along the directions, as it does for
+    # a piecewise-linear value
+    nl: bool = False
 
 
 class SiteStats(NamedTuple):
@@ -255,6 +259,8 @@ class Interpreter:
         values: tangents are derivatives of the program's *values*: ``stop_gradient`` passes
             them through (the checker compares them with slopes measured from values;
             derivatives of the program, as ``ld_grad`` gives, respect it).
+        input_eps: the machine epsilon of the coarsest floating-point input (None: no
+            float input): a cast to a coarser precision than the inputs' is a staircase.
     """
 
     def __init__(
@@ -264,8 +270,10 @@ class Interpreter:
         probe: bool = False,
         faithful: bool = False,
         values: bool = False,
+        input_eps: float | None = None,
     ):
         self.wide = wide
+        self.input_eps = input_eps
         self.n_ld = n_ld
         self.probe = probe
         self.faithful = faithful
@@ -285,7 +293,7 @@ class Interpreter:
         """Evaluates ``jaxpr`` on ``ins``; ``shift_out[i]`` says that output ``i`` reaches
         the program's output only through ``stop_gradient``."""
         from .passes import positive_vars, shift_only
-        from .rules import lookup
+        from .rules import curves, lookup
 
         shift = shift_only(jaxpr, shift_out)
         positive = positive_vars(jaxpr)
@@ -314,6 +322,8 @@ class Interpreter:
             rec.positive = [not isinstance(v, Literal) and v in positive for v in eqn.invars]
             rec.shift = bool(rec.shift_outs) and all(rec.shift_outs)
             outs = fn(self, eqn, vals, rec)
+            if any(v.nl for v in vals) or curves(eqn, vals):
+                outs = [o._replace(nl=True) for o in outs]
             rec.shift, rec.shift_outs, rec.positive = False, None, []
             for v, val in zip(eqn.outvars, outs):
                 write(v, val)
@@ -401,8 +411,10 @@ def switch_stats(
     if dist.size == 0:
         return SiteStats.empty(wide)._replace(size=size)
     ties = _util.count(dist == 0)
-    if _TIES_ONLY.get():
-        return SiteStats.empty(wide)._replace(size=size, ties=ties)
+    ev = jnp.asarray(0.0, wide) if evidence is None else jnp.asarray(evidence, wide)
+    leaving = jnp.asarray(leaving, jnp.int32)
+    if _TIES_ONLY.get():  # the evidence still tells a tied jump from a tied kink
+        return SiteStats.empty(wide)._replace(size=size, ties=ties, evidence=ev, leaving=leaving)
     margin = jnp.min(dist)
     if rate is None:
         radius = jnp.asarray(jnp.inf, wide)
@@ -410,8 +422,7 @@ def switch_stats(
         rate = jnp.broadcast_to(jnp.asarray(rate).astype(wide), dist.shape)
         toward = (rate < 0) & (dist > 0)
         radius = jnp.min(masked_div(dist, -rate, toward))
-    ev = jnp.asarray(0.0, wide) if evidence is None else jnp.asarray(evidence, wide)
-    return SiteStats(size, ties, margin, radius, ev, jnp.asarray(leaving, jnp.int32))
+    return SiteStats(size, ties, margin, radius, ev, leaving)
 
 
 def first_true(mask: Any, axes: Sequence[int]) -> Any:

@@ -279,7 +279,7 @@ def _build(tr: Traced, opts: _Options, box: dict) -> Callable:
                 else jnp.concatenate([t if t is not None else _zeros(a, n_ld), _zeros(a, 1)])
                 for a, t in zip(args, tangents)
             ]
-        interp = Interpreter(wide, n_ld, probe, values=opts.values)
+        interp = Interpreter(wide, n_ld, probe, values=opts.values, input_eps=coarsest_eps(args))
         rec = Recorder(wide)
         outs = interp.run(jaxpr, consts, [Val(a, t) for a, t in zip(args, tangents)], rec)
         box["meta"] = tuple(rec.meta)
@@ -298,6 +298,13 @@ def _build(tr: Traced, opts: _Options, box: dict) -> Callable:
     return jax.vmap(run, in_axes=(None, 0, 0)) if opts.batched else run
 
 
+def coarsest_eps(args: Sequence[Any]) -> float | None:
+    """The machine epsilon of the coarsest floating-point (or complex) array among
+    ``args``; None if there is none."""
+    eps = [float(jnp.finfo(_util.dtype_of(a)).eps) for a in args if is_float(a)]
+    return max(eps) if eps else None
+
+
 def _build_grad(tr: Traced, opts: _Options, box: dict) -> Callable:
     """Sites and ``jax.value_and_grad`` from one evaluation: JAX's AD runs through the
     interpreter in its faithful mode, so the forward pass that finds the ties is the one
@@ -313,7 +320,7 @@ def _build_grad(tr: Traced, opts: _Options, box: dict) -> Callable:
     def run(consts: list, args: list, tangents: list) -> dict[str, Any]:
         def value(*a: Any) -> tuple:
             rec = Recorder(wide)
-            interp = Interpreter(wide, 0, faithful=True)
+            interp = Interpreter(wide, 0, faithful=True, input_eps=coarsest_eps(a))
             (out,) = interp.run(jaxpr, consts, [Val(v) for v in a], rec)
             box["meta"] = tuple(rec.meta)
             return out.p, _pack(rec.stats, wide)

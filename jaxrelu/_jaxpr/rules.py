@@ -59,7 +59,7 @@ from .core import (
 __all__ = ["SMOOTH", "lookup"]
 
 SMOOTH = frozenset(
-    """add add_any sub mul div neg exp exp2 log log1p expm1 sin cos tan asin acos atan atan2
+    """add add_any sub mul div neg exp exp2 log log1p expm1 sin cos tan asin acos atan
     sinh cosh tanh asinh acosh atanh logistic sqrt rsqrt cbrt pow integer_pow square erf erfc
     erf_inv lgamma digamma polygamma igamma igammac bessel_i0e bessel_i1e real imag conj
     complex dot_general conv_general_dilated reduce_sum reduce_prod cumsum
@@ -73,6 +73,39 @@ SMOOTH = frozenset(
     ppermute reduce_scatter""".split()
 )
 """Primitives that are smooth where they are defined: their tangents are JAX's JVP."""
+
+PIECEWISE_LINEAR = frozenset(
+    """add add_any sub neg reduce_sum cumsum reshape broadcast_in_dim transpose squeeze
+    expand_dims concatenate pad slice dynamic_slice dynamic_update_slice gather scatter
+    scatter-add scatter_add scatter-sub rev copy copy_p split stack unstack tile iota
+    select_n max min abs clamp sign floor ceil round convert_element_type reduce_max
+    reduce_min argmax argmin sort cummax cummin top_k stop_gradient real imag complex conj
+    reduce_window_sum reduce_window_max reduce_window_min reduce_window select_and_gather_add
+    gt ge lt le eq ne and or not xor device_put sharding_constraint reshard mesh_cast
+    optimization_barrier copysign rem is_finite psum all_gather""".split()
+)
+"""Primitives that keep a piecewise-linear value piecewise linear (with the call and
+control-flow primitives, whose results carry what their bodies computed)."""
+
+_CALL_LIKE = frozenset(
+    """pjit jit closed_call core_call remat remat2 checkpoint custom_jvp_call
+    custom_vjp_call custom_vjp_call_jaxpr cond while scan""".split()
+)
+
+
+def curves(eqn: Any, vals: Sequence[Val]) -> bool:
+    """Whether ``eqn`` makes a value that depends on the directions (has a tangent)
+    nonlinear in them: ``x * x``, ``exp(x)``, ``1 / x``; not ``2 * x``, ``relu(x)``."""
+    moving = [v.t is not None for v in vals]
+    if not any(moving):
+        return False
+    name = eqn.primitive.name
+    if name in ("mul", "dot_general", "conv_general_dilated"):
+        return sum(moving) >= 2
+    if name == "div":
+        return moving[1]
+    return name not in PIECEWISE_LINEAR and name not in _CALL_LIKE
+
 
 _SHAPE_OPS = frozenset(
     """broadcast_in_dim reshape squeeze expand_dims transpose slice rev copy copy_p
@@ -597,6 +630,10 @@ def compare(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
             b.lex if b.lex is not None else b.p, shape
         )
         lex = jnp.where(ml != m, test(jnp.sign(ml)), lex)
+        if t is not None and (a.nl or b.nl):
+            undecided(interp, eqn, m, t, rec, moved=ml != m)
+    elif lex is not None and t is not None and (a.nl or b.nl):
+        undecided(interp, eqn, m, t, rec)
     rate = interp.rate(m, t)
     # ``x == c``: true at an instant of a moving point (the guard of ``sin(x) / x``, the
     # -0 canonicalisation in ``jnp.searchsorted``), unlike ``floor(x) == 2`` (a plateau)
@@ -604,6 +641,23 @@ def compare(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
     point = eqn.primitive.name in ("eq", "ne", "eq_to") and not plateau
     sw = Switch(jnp.abs(m), rate, ~out, crossing_time(jnp.abs(m), rate), point)
     return [Val(out, None, lex, sw)]
+
+
+def undecided(interp: Interpreter, eqn: Any, m: Any, t: Any, rec: Recorder, moved=None):
+    """Records the elements of a nonlinear switching quantity ``m`` (see :func:`curves`)
+    that are tied and whose tangent is 0 in every lexicographic column (and whose operands
+    did not move to another piece upstream: ``moved``): ``x * x > 0`` at 0. Derivatives do
+    not tell which side holds around the point (``x * x`` is positive on both sides,
+    ``x * x - x * x`` on neither), so the side taken, the tie's own, may be wrong: such a
+    site is reported (kind ``"undecided"``, listed only where it has such elements). A
+    piecewise-linear quantity with a zero tangent is constant along the directions: its
+    tie's own side is right."""
+    cols = t[: interp.n_ld]
+    open_ = (m == 0) & jnp.all(cols == 0, axis=0)
+    if moved is not None:
+        open_ = open_ & ~moved
+    dist = jnp.where(open_, 0.0, 1.0).astype(interp.wide)
+    rec.add(eqn, eqn.primitive.name, "undecided", switch_stats(dist, None, interp.wide))
 
 
 def sign_bit(interp: Interpreter, x: Val, out: Any) -> Val:
@@ -736,6 +790,8 @@ def convert(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
     (out,) = bind(eqn, [x.p])
     src, dst = is_float(x.p), is_float(out)
     if src and dst:
+        if _coarser(interp, x.p, out):  # a staircase at the inputs' resolution
+            return unknown(interp, eqn, ins, rec)
         return smooth(interp, eqn, ins, rec)
     if dst:
         if x.sw is not None:
@@ -749,6 +805,18 @@ def convert(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
     if src:
         return [_truncation(interp, eqn, x, out)]
     return discrete(interp, eqn, ins, rec)
+
+
+def _coarser(interp: Interpreter, x: Any, out: Any) -> bool:
+    """Whether a float-to-float cast rounds to a precision coarser than both its operand's
+    and every float input's: ``x.astype(bfloat16)`` of a float32 ``x`` is constant between
+    bfloat16 values (derivative 0, where JAX's is 1), like ``reduce_precision`` below its
+    operand's precision. Casts back to the inputs' own precision (float16 ``mean``
+    accumulating in float32) round as any arithmetic does."""
+    if interp.input_eps is None:
+        return False
+    eps = lambda v: float(jnp.finfo(jnp.result_type(v)).eps)
+    return eps(out) > max(eps(x), interp.input_eps)
 
 
 def _truncation(interp: Interpreter, eqn: Any, x: Val, out: Any) -> Val:
@@ -774,8 +842,9 @@ def _truncation(interp: Interpreter, eqn: Any, x: Val, out: Any) -> Val:
         side = jnp.where(m == 0, -jnp.sign(xw), -jnp.sign(m))  # the other side of it
         across = jnp.trunc(xw - m + 0.5 * side).astype(out.dtype)
     dist, rate = jnp.abs(m), interp.rate(m, t)
-    if rate is None:
-        return Val(out, None, None, Switch(dist, None, across, None))
+    if rate is None:  # (a piecewise constant operand may still have moved upstream)
+        lex0 = None if x.lex is None else bind(eqn, [x.lex])[0]
+        return Val(out, None, lex0, Switch(dist, None, across, None))
     s = interp.lex_sign(jnp.zeros_like(xw), t)
     # (s == 0 keeps ``out`` below whatever the step: ``>=`` reads alike)
     step = jnp.where(s > 0, jnp.inf, -jnp.inf).astype(jnp.asarray(x.p).dtype)  # pragma: no mutate
@@ -836,16 +905,25 @@ def maxmin(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list
     shape = np.shape(out)
     ap, bp = jnp.broadcast_to(a.p, shape), jnp.broadcast_to(b.p, shape)
     m = ap.astype(interp.wide) - bp.astype(interp.wide)
+    # an operand in another piece at the perturbed point (a tied jump upstream, as
+    # clip(floor(x), ...) at an integer): the choice and the value are that piece's
+    al, bl = (jnp.broadcast_to(_lex_or_p(v), shape) for v in (a, b))
     t = dm = None
     if a.t is not None or b.t is not None:
         ta, tb = interp.t_of(a, shape), interp.t_of(b, shape)
         dm = (ta - tb).astype(interp.wide)
         sign = 1.0 if eqn.primitive.name == "max" else -1.0  # pragma: no mutate (a sign)
-        t = lex_choose(interp, ap, ta, bp, tb, sign)
+        t = lex_choose(interp, al, ta, bl, tb, sign)
     rec.add(
         eqn, eqn.primitive.name, "kink", switch_stats(jnp.abs(m), interp.rate(m, dm), interp.wide)
     )
-    return [Val(out, t)]
+    lex = None if a.lex is None and b.lex is None else bind(eqn, [al, bl])[0]
+    return [Val(out, t, lex)]
+
+
+def _lex_or_p(v: Val) -> Any:
+    """``v``'s value in the piece the perturbed point lies in."""
+    return v.p if v.lex is None else v.lex
 
 
 @rule("clamp")
@@ -857,20 +935,37 @@ def clamp(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[
         return discrete(interp, eqn, ins, rec)
     shape = np.shape(out)
     lp, xp, hp = (jnp.broadcast_to(v.p, shape) for v in (lo, x, hi))
+    ll, xl, hl = (jnp.broadcast_to(_lex_or_p(v), shape) for v in (lo, x, hi))
     t = None
     d1 = d2 = None
     if any(v.t is not None for v in ins):
         tl, tx, th = (interp.t_of(v, shape) for v in (lo, x, hi))
         up, down = 1.0, -1.0  # pragma: no mutate (only their signs are read)
-        t1 = lex_choose(interp, xp, tx, lp, tl, up)
-        t = lex_choose(interp, jnp.maximum(xp, lp), t1, hp, th, down)
+        t1 = lex_choose(interp, xl, tx, ll, tl, up)
+        t = lex_choose(interp, jnp.maximum(xl, ll), t1, hl, th, down)
         d1, d2 = (tx - tl).astype(interp.wide), (tx - th).astype(interp.wide)
     m1 = xp.astype(interp.wide) - lp.astype(interp.wide)
     m2 = xp.astype(interp.wide) - hp.astype(interp.wide)
     s1 = switch_stats(jnp.abs(m1), interp.rate(m1, d1), interp.wide)
     s2 = switch_stats(jnp.abs(m2), interp.rate(m2, d2), interp.wide)
     rec.add(eqn, "clamp", "kink", s1.merge(s2)._replace(size=s1.size))
-    return [Val(out, t)]
+    moved = any(v.lex is not None for v in ins)
+    return [Val(out, t, bind(eqn, [ll, xl, hl])[0] if moved else None)]
+
+
+@rule("atan2")
+def atan2(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """``atan2(y, x)`` is smooth except on its branch cut, ``y = 0`` with ``x <= 0``,
+    where it jumps by 2 pi (and is undefined at the origin): a site listed (as a jump)
+    only where an element lies on the cut."""
+    outs = smooth(interp, eqn, ins, rec)
+    y, x = ins
+    if is_float(outs[0].p):
+        shape = np.shape(outs[0].p)
+        yw, xw = interp.wide_of(y.p, shape), interp.wide_of(x.p, shape)
+        dist = jnp.where(xw <= 0, jnp.abs(yw), jnp.inf)
+        rec.add(eqn, "atan2", "cut", switch_stats(dist, None, interp.wide))
+    return outs
 
 
 @rule("abs")
@@ -903,12 +998,13 @@ def abs_(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
             rate = r0.astype(wide) if interp.n_ld else None
         rec.add(eqn, "abs", "kink", switch_stats(mag, rate, wide))
         return [Val(out, t)]
+    zl = jnp.asarray(_lex_or_p(x))  # the piece the perturbed point lies in decides
     if x.t is not None:
-        t = interp.lex_sign(z, x.t).astype(z.dtype)[None] * x.t
+        t = interp.lex_sign(zl, x.t).astype(z.dtype)[None] * x.t
     zw = z.astype(wide)
     dz = None if x.t is None else x.t.astype(wide)
     rec.add(eqn, "abs", "kink", switch_stats(jnp.abs(zw), interp.rate(zw, dz), wide))
-    return [Val(out, t)]
+    return [Val(out, t, None if x.lex is None else jnp.abs(zl))]
 
 
 # ------------------------------------------------------------------------- jumps
@@ -1013,6 +1109,8 @@ def _sign_like(interp: Interpreter, eqn: Any, x: Val, out: Any, rec: Recorder, n
         s = interp.lex_sign(xw, dx)
         leaves = (xw == 0) & (s != 0)
         leaving = jnp.sum(leaves)
+        if x.nl:
+            undecided(interp, eqn, xw, dx, rec, None if x.lex is None else x.lex != x.p)
         moved = fn(jnp.where(s > 0, 1.0, -1.0).astype(jnp.asarray(x.p).dtype))
         lex = jnp.where(leaves, moved, out)
         time = jnp.where(leaves, 0.0, crossing_time(jnp.abs(xw), rate))

@@ -650,7 +650,7 @@ def _nbhd_core(closed: Any) -> Callable:
         wide = _util.widest_float()
         run = jaxpr_as_fun(ClosedJaxpr(closed.jaxpr, list(consts)))
         g = lambda x: run(*jax.tree.leaves(x))
-        f0, lin = jax.linearize(g, x0)
+        f0, lin = _util.linearize(g, x0)
 
         def at(rad, u):
             x = jax.tree.map(lambda a, b: a + rad.astype(a.dtype) * b, x0, u)

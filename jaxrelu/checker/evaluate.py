@@ -76,7 +76,7 @@ def _core(closed: Any, mode: str) -> Callable:
         run = jaxpr_as_fun(ClosedJaxpr(jaxpr, list(consts)))
         g = lambda x: run(*jax.tree.leaves(x), *jax.tree.leaves(fixed))
         if mode == "fwd":
-            f0, lin = jax.linearize(g, x0)
+            f0, lin = _util.linearize(g, x0)
             cast = lambda vs: [v if jnp.iscomplexobj(v) else v.astype(wide) for v in vs]
             ad = cast(lin(d))
             linear = lambda dx: cast(lin(dx))
