@@ -169,8 +169,8 @@ def sites_of(res: Analysis, with_radius: bool) -> list[KinkSite]:
             kind = "jump" if float(evidence) > m.threshold else "kink"
         elif kind == "undecided":  # listed by undecided_ties, where they matter
             continue
-        elif kind == "cut":  # a branch cut (atan2): listed where the point is on it
-            if int(ties) == 0:
+        elif kind == "cut":  # a branch cut (atan2): listed where an element can reach it
+            if not np.isfinite(float(margin)) and int(ties) == 0:
                 continue
             kind = "jump"
         elif kind == "point":  # x == c: f changes only if the cases differ there

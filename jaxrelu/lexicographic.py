@@ -337,6 +337,9 @@ class UndecidedTieWarning(RuntimeWarning):
     :func:`check_linearization`, which measures ``f``)."""
 
 
+BRANCH_CUTS = frozenset({"atan2", "log", "sqrt", "rsqrt"})
+"""Primitives whose jump sites are branch cuts (see :func:`_moving_sites`)."""
+
 UNDECIDED = (
     "a tie the lexicographic rules cannot resolve: a comparison whose operands agree to "
     "first order along every direction (as x * x > 0 at 0), or a while_loop test that "
@@ -422,7 +425,7 @@ class Certificate:
             subdifferential; an ``x == c`` guard holds at the point, where AD follows the
             guard's case; ``jax.grad`` is not finite while the forward lexicographic
             gradient is, as in the ``jnp.where`` trap; or reverse mode cannot run through
-            ``f``, a ``while_loop`` with a traced trip count).
+            ``f``, a ``lax.while_loop``).
         sites: the tied :class:`~jaxrelu.KinkSite` s (primitive, ``file:line``, ties).
         certified: False where no guarantee holds: ``f`` not finite at the point, a tied
             *jump* (``f`` is discontinuous there), a primitive the analysis does not know
@@ -505,6 +508,9 @@ def certified_grad(
             g = ad_gradient()
             if not finite:
                 return _not_finite(f, args, nums, g)
+            if "convert_element_type" in unknown:
+                moving = _moving_sites(f, args, nums)
+                unknown = sorted({s.primitive for s in moving if s.kind == "unknown"})
             reason = "no nonsmooth site is at its kink: f is differentiable here"
             if unknown:
                 reason = f"no known site is tied, but {', '.join(unknown)} is not analysed"
@@ -528,6 +534,13 @@ def certified_grad(
         guards = tied_guards(res)
         if not tied and not guards:
             return ad(unknown, res.grad_finite)
+        if any(s.primitive in BRANCH_CUTS and s.kind == "jump" for s in tied):
+            kept = {(s.primitive, s.source) for s in _moving_sites(f, args, nums) if s.ties}
+            tied = tuple(
+                s for s in tied if s.primitive not in BRANCH_CUTS or (s.primitive, s.source) in kept
+            )
+            if not tied and not guards:
+                return ad(unknown, res.grad_finite)
         jumps = [s for s in tied if s.kind == "jump"]
         reason = f"{len(tied)} site(s) tied: the lexicographic gradient (a Clarke subgradient)"
         if guards:
@@ -567,9 +580,27 @@ def certified_grad(
     return fn
 
 
+def _moving_sites(f: Callable, args: tuple, nums: tuple[int, ...]) -> list[KinkSite]:
+    """The sites of ``f`` along a random direction of the differentiated arguments. The
+    gradient's analysis has no tangents, so it cannot tell whether a cast below the
+    inputs' precision or a branch cut moves with them (``X.astype(bfloat16)`` of the
+    data, ``jnp.angle`` of a real number); in this analysis those that do not move are
+    no sites."""
+    rng = np.random.default_rng(0)
+    blocks = []
+    for i, a in enumerate(args):
+        for leaf in jax.tree.leaves(a):
+            move = i in nums and jnp.issubdtype(_util.dtype_of(leaf), jnp.inexact)
+            shape = (1, *np.shape(leaf))
+            blocks.append(
+                jnp.asarray(rng.standard_normal(shape), _util.dtype_of(leaf)) if move else None
+            )
+    return sites_of(analyse(f, args, blocks, n_ld=1), with_radius=False)
+
+
 def _forward_only(f: Callable, args: tuple, nums: tuple[int, ...]) -> tuple[Any, Certificate]:
     """:func:`certified_grad` for a program reverse mode cannot run through (a
-    ``lax.while_loop`` whose trip count depends on ``x``): the sites from a forward
+    ``lax.while_loop``, whatever its trip count): the sites from a forward
     analysis, the forward lexicographic gradient (the derivative where nothing is tied)."""
     res = analyse(f, args)
     if len(res.out_p) != 1 or np.ndim(res.out_p[0]) != 0:
@@ -582,8 +613,8 @@ def _forward_only(f: Callable, args: tuple, nums: tuple[int, ...]) -> tuple[Any,
     g, undecided = _ld_grad_at(f, args, nums)
     value_ok = bool(np.all(np.isfinite(np.asarray(res.out_p[0]))))
     reason = (
-        "reverse mode does not run through f (a while_loop whose trip count depends on "
-        "the input): the forward lexicographic gradient, "
+        "reverse mode does not run through f (a lax.while_loop): the forward "
+        "lexicographic gradient, "
         + (f"{len(tied)} site(s) tied" if tied else "no site tied (the gradient)")
     )
     problems = [

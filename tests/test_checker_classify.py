@@ -503,3 +503,24 @@ def test_a_resolution_of_exactly_a_quarter_still_decides():
     t = SlopeTests.of(np.array([1.0]), plus, minus, 0.0)
     assert t.resolution == 0.25 and t.agree
     assert SlopeTests.of(np.array([1.3]), plus, minus, 0.0).ad_off  # 0.3 away > tol 0.25
+
+
+def test_ad_on_the_floor_below_a_switch_demotes_only_a_finite_wrong_derivative():
+    # order 1 with AD off both slopes: wrong_derivative, unless a known switch is near and
+    # the steps below it follow AD (then the larger steps, crossing it, disagree)
+    wrong = dict(ad=0.0, sp=1.0, sm=1.0)
+    near = dict(sites_known=True, radius_plus=1e-5, radius_minus=1e-5)
+    assert decide(_evidence(ORDER1, **wrong))[0] is Verdict.WRONG_DERIVATIVE
+    got = decide(_evidence(ORDER1, **wrong, **near, below_switch=3, flat_below_switch=True))
+    assert got == (Verdict.INCONCLUSIVE, Cause.AD_ON_FLOOR_BELOW_SWITCH)
+    for kw in (
+        dict(below_switch=3, flat_below_switch=False),  # not flat: AD is off there too
+        dict(below_switch=0, flat_below_switch=True),  # no step below the switch
+    ):
+        assert decide(_evidence(ORDER1, **wrong, **near, **kw))[0] is Verdict.WRONG_DERIVATIVE
+    unknown = dict(near, sites_known=False)
+    got = decide(_evidence(ORDER1, **wrong, **unknown, below_switch=3, flat_below_switch=True))
+    assert got[0] is Verdict.WRONG_DERIVATIVE
+    far = dict(near, radius_plus=math.inf, radius_minus=math.inf)
+    got = decide(_evidence(ORDER1, **wrong, **far, below_switch=3, flat_below_switch=True))
+    assert got[0] is Verdict.WRONG_DERIVATIVE

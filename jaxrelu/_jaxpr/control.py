@@ -126,8 +126,18 @@ def _pack(interp: Interpreter, vals: Sequence[Val]) -> tuple:
     return tuple(out)
 
 
-def _unpack(packed: Sequence[tuple]) -> list[Val]:
-    return [Val(p, t, lex) for p, t, lex in packed]
+def _unpack(packed: Sequence[tuple], nl: Sequence[bool] | None = None) -> list[Val]:
+    """Values from :func:`_pack`'s arrays; ``nl``: their (static) nonlinearity flags."""
+    flags = list(nl) if nl is not None else [False] * len(packed)
+    return [Val(p, t, lex, nl=f) for (p, t, lex), f in zip(packed, flags)]
+
+
+def _nl_of(vals: Sequence[Val]) -> list[bool]:
+    return [bool(v.nl) for v in vals]
+
+
+def _either(a: Sequence[bool], b: Sequence[bool]) -> list[bool]:
+    return [x or y for x, y in zip(a, b)]
 
 
 def _discover(fn: Callable, *args: Any) -> Recorder:
@@ -143,6 +153,19 @@ def _discover(fn: Callable, *args: Any) -> Recorder:
     return box["rec"]
 
 
+def _carry_fixpoint(nl: list[bool], body_nl: list[bool], trace: Callable[[], Any]) -> None:
+    """Marks the loop carries a body iteration makes nonlinear (``nl`` in place): traces
+    the body (abstractly, which sets ``body_nl``) until no carry changes; a carry made
+    nonlinear feeds the next iteration, so the sites the loop records are known before
+    it is traced for real."""
+    for _ in range(len(nl) + 1):
+        trace()
+        grown = _either(nl, body_nl[: len(nl)])
+        if grown == nl:
+            return
+        nl[:] = grown
+
+
 # --------------------------------------------------------------------------- cond
 
 
@@ -153,11 +176,15 @@ def cond(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
     cond is a site, a kink or a jump by whether the branches agree at the switch."""
     branches = eqn.params["branches"]
     which, ops = ins[0], _pack(interp, ins[1:])
+    in_nl, out_nl = _nl_of(ins[1:]), [False] * len(eqn.outvars)
 
     def runner(b: int, enabled: bool) -> Callable:
         def fn(operands: tuple) -> tuple:
             child = rec.child(eqn=eqn, enabled=enabled)
-            outs = interp.run(*open_jaxpr(branches[b]), _unpack(operands), child, rec.shift_outs)
+            outs = interp.run(
+                *open_jaxpr(branches[b]), _unpack(operands, in_nl), child, rec.shift_outs
+            )
+            out_nl[:] = _either(out_nl, _nl_of(outs))  # any branch's (static, traced once)
             return _pack(interp, outs), child
 
         return fn
@@ -205,7 +232,8 @@ def cond(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
         thr = min(select_threshold(p.dtype) for p, _, _ in outs if is_float(p)) if outs else 1e-3
         rec.add(eqn, "cond", "select", st, thr)
     return [
-        Val(p, lt if lt is not None else None, ll) for (p, _, _), (_, lt, ll) in zip(outs, lex_outs)
+        Val(p, lt if lt is not None else None, ll, nl=f)
+        for (p, _, _), (_, lt, ll), f in zip(outs, lex_outs, out_nl)
     ]
 
 
@@ -220,10 +248,11 @@ def while_loop(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> 
     cj, bj = open_jaxpr(p["cond_jaxpr"]), open_jaxpr(p["body_jaxpr"])
     cn, bn = p["cond_nconsts"], p["body_nconsts"]
     cconsts, bconsts, init = ins[:cn], ins[cn : cn + bn], _pack(interp, ins[cn + bn :])
+    nl, body_nl = _nl_of(ins[cn + bn :]), [False] * len(init)
 
     def test(carry: tuple) -> tuple[Any, Recorder]:
         child = rec.child(eqn=eqn)
-        (pred,) = interp.run(*cj, list(cconsts) + _unpack(carry), child)
+        (pred,) = interp.run(*cj, list(cconsts) + _unpack(carry, nl), child)
         if pred.sw is not None:
             # a tied test the direction leaves at once changes the number of iterations
             leaving = jnp.int32(0) if pred.lex is None else jnp.sum(pred.lex != pred.p)
@@ -238,9 +267,11 @@ def while_loop(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> 
     def step(carry: tuple) -> tuple[tuple, Recorder, Recorder]:
         test_rec = test(carry)[1]
         child = rec.child(eqn=eqn)
-        outs = interp.run(*bj, list(bconsts) + _unpack(carry), child)
+        outs = interp.run(*bj, list(bconsts) + _unpack(carry, nl), child)
+        body_nl[:] = _nl_of(outs)
         return _pack(interp, outs), test_rec, child
 
+    _carry_fixpoint(nl, body_nl, lambda: _discover(lambda c: (None, step(c)[2]), init))
     probe_test = _discover(lambda c: (None, test(c)[1]), init)
     probe_body = _discover(lambda c: (None, step(c)[2]), init)
     n_test = len(probe_test.meta)
@@ -257,7 +288,7 @@ def while_loop(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> 
     last = test(final)[1]  # the test that ended the loop
     rec.extend(probe_test, [a.merge(s) for a, s in zip(acc[:n_test], last.stats)])
     rec.extend(probe_body, list(acc[n_test:]))
-    return _unpack(final)
+    return _unpack(final, nl)
 
 
 # --------------------------------------------------------------------------- scan
@@ -305,14 +336,20 @@ def scan(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
     carry = _pack(interp, ins[nc : nc + nk])
     xs = _cols_second(_pack(interp, ins[nc + nk :]), True)
     box: dict[str, Recorder] = {}
+    nl, xs_nl = _nl_of(ins[nc : nc + nk]), _nl_of(ins[nc + nk :])
+    out_nl = [False] * len(eqn.outvars)
 
     def step(c: tuple, x: tuple) -> tuple:
         child = rec.child(eqn=eqn)
-        vals = consts + _unpack(c) + _unpack(x)  # slices: (ncols, ...) already
+        vals = consts + _unpack(c, nl) + _unpack(x, xs_nl)  # slices: (ncols, ...) already
         outs = interp.run(body, body_consts, vals, child)
         box["rec"] = child
+        out_nl[:] = _nl_of(outs)
         packed = _pack(interp, outs)
         return packed[:nk], (packed[nk:], tuple(child.stats))
+
+    xs1 = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), xs)
+    _carry_fixpoint(nl, out_nl, lambda: jax.eval_shape(lambda c, x: step(c, x)[0], carry, xs1))
 
     ys: Any
     stats: Any
@@ -320,4 +357,4 @@ def scan(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
         step, carry, xs, length=p["length"], reverse=p["reverse"], unroll=p.get("unroll", 1)
     )
     rec.extend(box["rec"], [SiteStats(*s).reduce() for s in stats])
-    return _unpack(c_out) + _unpack(_cols_second(ys, False))
+    return _unpack(c_out, nl) + _unpack(_cols_second(ys, False), out_nl[nk:])

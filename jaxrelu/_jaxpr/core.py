@@ -137,7 +137,9 @@ class SiteMeta:
 
     ``kind`` is ``"kink"``, ``"jump"``, ``"unknown"``, ``"select"`` (decided after the
     run from the jump evidence: above ``threshold`` it is a jump) or ``"point"`` (a select
-    on ``x == c``: a jump above ``threshold``, else no site at all). ``shift`` marks sites
+    on ``x == c``: a jump above ``threshold``, else no site at all), ``"undecided"`` (a tie
+    the lexicographic rules cannot resolve: listed only by ``kinks.undecided_ties``) or
+    ``"cut"`` (a branch cut: a jump, listed where an element is on its side). ``shift`` marks sites
     whose values reach the output only through ``stop_gradient``."""
 
     primitive: str

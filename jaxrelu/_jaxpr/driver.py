@@ -279,7 +279,8 @@ def _build(tr: Traced, opts: _Options, box: dict) -> Callable:
                 else jnp.concatenate([t if t is not None else _zeros(a, n_ld), _zeros(a, 1)])
                 for a, t in zip(args, tangents)
             ]
-        interp = Interpreter(wide, n_ld, probe, values=opts.values, input_eps=coarsest_eps(args))
+        moving = [a for a, t in zip(args, tangents) if t is not None]
+        interp = Interpreter(wide, n_ld, probe, values=opts.values, input_eps=coarsest_eps(moving))
         rec = Recorder(wide)
         outs = interp.run(jaxpr, consts, [Val(a, t) for a, t in zip(args, tangents)], rec)
         box["meta"] = tuple(rec.meta)
@@ -320,7 +321,8 @@ def _build_grad(tr: Traced, opts: _Options, box: dict) -> Callable:
     def run(consts: list, args: list, tangents: list) -> dict[str, Any]:
         def value(*a: Any) -> tuple:
             rec = Recorder(wide)
-            interp = Interpreter(wide, 0, faithful=True, input_eps=coarsest_eps(a))
+            eps = coarsest_eps([a[i] for i in grad_args])
+            interp = Interpreter(wide, 0, faithful=True, input_eps=eps)
             (out,) = interp.run(jaxpr, consts, [Val(v) for v in a], rec)
             box["meta"] = tuple(rec.meta)
             return out.p, _pack(rec.stats, wide)

@@ -31,6 +31,7 @@ on a switch, and how soon one is reached along the first direction.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -59,8 +60,8 @@ from .core import (
 __all__ = ["SMOOTH", "lookup"]
 
 SMOOTH = frozenset(
-    """add add_any sub mul div neg exp exp2 log log1p expm1 sin cos tan asin acos atan
-    sinh cosh tanh asinh acosh atanh logistic sqrt rsqrt cbrt pow integer_pow square erf erfc
+    """add add_any sub mul div neg exp exp2 log1p expm1 sin cos tan asin acos atan
+    sinh cosh tanh asinh acosh atanh logistic cbrt pow integer_pow square erf erfc
     erf_inv lgamma digamma polygamma igamma igammac bessel_i0e bessel_i1e real imag conj
     complex dot_general conv_general_dilated reduce_sum reduce_prod cumsum
     cumprod cumlogsumexp reshape broadcast_in_dim transpose squeeze expand_dims concatenate
@@ -734,12 +735,18 @@ def select_threshold(dtype: Any) -> float:
 
 def tie_threshold(dtype: Any) -> float:
     """Relative gap above which a switch *at a tie* (its two sides evaluated at the point
-    itself) is a jump: the square root of the dtype's epsilon (half its digits: no
-    rounding of two well-conditioned formulas that agree there differs that much), at most
-    :func:`select_threshold`. ``where(x > 1000, x + 1, x)`` at 1000 has a relative gap of
-    5e-4: a jump in float64 and float32, below the extrapolated gaps' threshold."""
+    itself) is a jump: 256 ulps (2**-44 in float64, 2**-15 in float32: no rounding of two
+    well-conditioned formulas that agree there differs that much), at most the square
+    root of the dtype's epsilon and :func:`select_threshold` (16-bit precisions).
+    ``where(x > 1000, x + 1, x)`` at 1000 (a relative gap of 5e-4) and
+    ``where(x > 100, x + 0.01, x)`` at 100 (5e-5) are jumps in float64 and float32,
+    below the extrapolated gaps' threshold."""
     eps = float(jnp.finfo(dtype).eps)
-    return min(math.sqrt(eps), select_threshold(dtype))
+    return min(TIE_ULPS * eps, math.sqrt(eps), select_threshold(dtype))
+
+
+TIE_ULPS = 256.0
+""":func:`tie_threshold` in units of the dtype's epsilon."""
 
 
 @rule("select_n")
@@ -790,7 +797,9 @@ def convert(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
     (out,) = bind(eqn, [x.p])
     src, dst = is_float(x.p), is_float(out)
     if src and dst:
-        if _coarser(interp, x.p, out):  # a staircase at the inputs' resolution
+        # a staircase at the inputs' resolution (where tangents tell, only of a moving
+        # value: a constant or the data cast to bfloat16 is no site)
+        if _coarser(interp, x.p, out) and (interp.ncols == 0 or x.t is not None):
             return unknown(interp, eqn, ins, rec)
         return smooth(interp, eqn, ins, rec)
     if dst:
@@ -803,7 +812,7 @@ def convert(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
             rec.add(eqn, "step", "jump", _with_leaving(st, leaving))
         return [Val(out, None, None if x.lex is None else bind(eqn, [x.lex])[0])]
     if src:
-        return [_truncation(interp, eqn, x, out)]
+        return [_truncation(interp, eqn, x, out, rec)]
     return discrete(interp, eqn, ins, rec)
 
 
@@ -819,7 +828,7 @@ def _coarser(interp: Interpreter, x: Any, out: Any) -> bool:
     return eps(out) > max(eps(x), interp.input_eps)
 
 
-def _truncation(interp: Interpreter, eqn: Any, x: Val, out: Any) -> Val:
+def _truncation(interp: Interpreter, eqn: Any, x: Val, out: Any, rec: Recorder) -> Val:
     """A float turned into an integer (truncation toward zero: jumps at every nonzero
     integer) or a boolean (``x != 0``: a switch at 0). The switch fields describe the
     nearest jump; ``time`` is the first crossing along the direction, which need not be
@@ -845,6 +854,8 @@ def _truncation(interp: Interpreter, eqn: Any, x: Val, out: Any) -> Val:
     if rate is None:  # (a piecewise constant operand may still have moved upstream)
         lex0 = None if x.lex is None else bind(eqn, [x.lex])[0]
         return Val(out, None, lex0, Switch(dist, None, across, None))
+    if x.nl and interp.n_ld:  # (x * x).astype(int) at 0 (t: rate is not None)
+        undecided(interp, eqn, m, t, rec, None if x.lex is None else x.lex != x.p)
     s = interp.lex_sign(jnp.zeros_like(xw), t)
     # (s == 0 keeps ``out`` below whatever the step: ``>=`` reads alike)
     step = jnp.where(s > 0, jnp.inf, -jnp.inf).astype(jnp.asarray(x.p).dtype)  # pragma: no mutate
@@ -918,7 +929,28 @@ def maxmin(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list
         eqn, eqn.primitive.name, "kink", switch_stats(jnp.abs(m), interp.rate(m, dm), interp.wide)
     )
     lex = None if a.lex is None and b.lex is None else bind(eqn, [al, bl])[0]
-    return [Val(out, t, lex)]
+    return [Val(out, t, lex, _plateau_switch(eqn, (a, b), shape) if t is None else None)]
+
+
+def _plateau_switch(eqn: Any, ins: Sequence[Val], shape: Sequence[int]) -> Switch | None:
+    """The switch of ``max``/``min``/``clamp`` of piecewise-constant operands (``clip(
+    floor(x), 0, 2)``): the nearest of the operands' switches, the result across it from
+    the operands' values across theirs (an integer conversion of the result then jumps
+    only where an operand does, not at every integer it equals)."""
+    sws = [v.sw for v in ins]
+    if all(w is None for w in sws):
+        return None
+    wide = jnp.result_type(*[w.dist for w in sws if w is not None])
+    dist = functools.reduce(
+        jnp.minimum,
+        [jnp.broadcast_to(w.dist, shape).astype(wide) for w in sws if w is not None],
+    )
+    across = bind(eqn, [v.p if w is None else w.across for v, w in zip(ins, sws)])[0]
+    times = [w.time for w in sws if w is not None and w.time is not None]
+    time = None
+    if times:
+        time = functools.reduce(jnp.minimum, [jnp.broadcast_to(x, shape) for x in times])
+    return Switch(dist, None, jnp.broadcast_to(across, shape), time)
 
 
 def _lex_or_p(v: Val) -> Any:
@@ -928,7 +960,8 @@ def _lex_or_p(v: Val) -> Any:
 
 @rule("clamp")
 def clamp(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
-    """``clamp(lo, x, hi) = min(max(x, lo), hi)``: two switches per element."""
+    """``clamp(lo, x, hi) = min(max(x, lo), hi)``: two switches per element, ``x = lo``
+    and ``max(x, lo) = hi`` (``lo = hi`` where ``x`` is below both)."""
     lo, x, hi = ins
     (out,) = bind(eqn, [lo.p, x.p, hi.p])
     if not is_float(out):
@@ -943,28 +976,61 @@ def clamp(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[
         up, down = 1.0, -1.0  # pragma: no mutate (only their signs are read)
         t1 = lex_choose(interp, xl, tx, ll, tl, up)
         t = lex_choose(interp, jnp.maximum(xl, ll), t1, hl, th, down)
-        d1, d2 = (tx - tl).astype(interp.wide), (tx - th).astype(interp.wide)
+        # the second switch compares max(x, lo) with hi: lo with hi where x < lo
+        d1, d2 = (tx - tl).astype(interp.wide), (t1 - th).astype(interp.wide)
     m1 = xp.astype(interp.wide) - lp.astype(interp.wide)
-    m2 = xp.astype(interp.wide) - hp.astype(interp.wide)
+    m2 = jnp.maximum(xp, lp).astype(interp.wide) - hp.astype(interp.wide)
     s1 = switch_stats(jnp.abs(m1), interp.rate(m1, d1), interp.wide)
     s2 = switch_stats(jnp.abs(m2), interp.rate(m2, d2), interp.wide)
     rec.add(eqn, "clamp", "kink", s1.merge(s2)._replace(size=s1.size))
     moved = any(v.lex is not None for v in ins)
-    return [Val(out, t, bind(eqn, [ll, xl, hl])[0] if moved else None)]
+    sw = _plateau_switch(eqn, ins, shape) if t is None else None
+    return [Val(out, t, bind(eqn, [ll, xl, hl])[0] if moved else None, sw)]
+
+
+@rule("log", "sqrt", "rsqrt")
+def principal_branch(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """Smooth on real numbers (where defined); on complex ones the principal branch jumps
+    across the negative real axis (``imag(sqrt(z))``, ``imag(log(z))``): the same branch
+    cut site as :func:`atan2`'s, with ``y = imag(z)`` and ``x = real(z)``."""
+    outs = smooth(interp, eqn, ins, rec)
+    (z,) = ins
+    if jnp.iscomplexobj(z.p):
+        im = None if z.t is None else jnp.imag(z.t)
+        _cut(interp, eqn, rec, Val(jnp.imag(z.p), im), Val(jnp.real(z.p)), np.shape(z.p), "cut")
+    return outs
+
+
+def _cut(interp, eqn, rec: Recorder, y: Val, x: Val, shape, kind: str) -> None:
+    """Records a branch cut along ``y = 0``, ``x <= 0`` (see :func:`atan2`)."""
+    # (with tangents, a y that does not move never crosses the cut: jnp.angle of a real)
+    if interp.ncols and y.t is None:
+        return
+    yw, xw = interp.wide_of(y.p, shape), interp.wide_of(x.p, shape)
+    on_side = xw <= 0
+    dist = jnp.where(on_side, jnp.abs(yw), jnp.inf)
+    ty = None if y.t is None else interp.t_of(y, shape, interp.wide)
+    if ty is not None and not y.nl:  # a piecewise-linear y with no tangent stays put
+        dist = jnp.where(jnp.all(ty == 0, axis=0), jnp.inf, dist)
+    rate = interp.rate(yw, ty)
+    if rate is not None:
+        rate = jnp.where(on_side, rate, 0.0)
+    st = switch_stats(dist, rate, interp.wide)
+    if ty is not None and interp.n_ld:  # a tie the direction leaves: crossed at once
+        leaves = on_side & (yw == 0) & (interp.lex_sign(yw, ty) != 0)
+        st = _with_leaving(st, jnp.sum(leaves))
+    rec.add(eqn, eqn.primitive.name, kind, st)
 
 
 @rule("atan2")
 def atan2(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
     """``atan2(y, x)`` is smooth except on its branch cut, ``y = 0`` with ``x <= 0``,
-    where it jumps by 2 pi (and is undefined at the origin): a site listed (as a jump)
-    only where an element lies on the cut."""
+    where it jumps by 2 pi (and is undefined at the origin): a jump site, listed only
+    where an element has ``x <= 0`` (its margin is ``|y|`` there)."""
     outs = smooth(interp, eqn, ins, rec)
     y, x = ins
     if is_float(outs[0].p):
-        shape = np.shape(outs[0].p)
-        yw, xw = interp.wide_of(y.p, shape), interp.wide_of(x.p, shape)
-        dist = jnp.where(xw <= 0, jnp.abs(yw), jnp.inf)
-        rec.add(eqn, "atan2", "cut", switch_stats(dist, None, interp.wide))
+        _cut(interp, eqn, rec, y, x, np.shape(outs[0].p), "cut")
     return outs
 
 
@@ -1072,6 +1138,9 @@ def staircase(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> l
         fn = lambda v: bind(eqn, [v])[0]
     st, sw = periodic_stats(interp, x.p, x.t, fn, offset, with_switch=True)
     rec.add(eqn, name, "jump", st)
+    if x.nl and x.t is not None and interp.n_ld:  # ceil(x * x) at 0
+        xw = interp.wide_of(x.p) - offset
+        undecided(interp, eqn, xw - jnp.round(xw), x.t.astype(interp.wide), rec)
     # the result is piecewise constant: its switch goes along (an integer conversion of
     # it changes only where it jumps), and its value in the piece the direction enters
     lex = None

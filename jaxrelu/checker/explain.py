@@ -181,6 +181,11 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
         "close for the steps to resolve"
     ),
     Cause.ORDER_TWO_BELOW_SWITCH: lambda ev, h: _below_switch(ev, h),
+    Cause.AD_ON_FLOOR_BELOW_SWITCH: lambda ev, h: (
+        "the larger steps disagree with AD, but below the nearest switch "
+        f"({min(ev.radius_plus, ev.radius_minus):.3g} away, from the jaxpr) f follows AD's "
+        "slope to the roundoff floor: the disagreement comes from the steps that cross it"
+    ),
 }
 
 

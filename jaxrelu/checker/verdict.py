@@ -96,6 +96,7 @@ class Cause(enum.Enum):
     ORDER_OTHER = enum.auto()
     NEAR_SWITCH = enum.auto()
     ORDER_TWO_BELOW_SWITCH = enum.auto()
+    AD_ON_FLOOR_BELOW_SWITCH = enum.auto()
 
 
 @dataclasses.dataclass(frozen=True)  # pragma: no mutate (immutability only)
@@ -327,6 +328,17 @@ def decide(ev: Evidence) -> tuple[Verdict, Cause]:
         and math.isfinite(near)
     ):
         verdict, cause = Verdict.INCONCLUSIVE, Cause.NEAR_SWITCH
+    if (
+        verdict is Verdict.WRONG_DERIVATIVE
+        and ev.ad_finite  # (the remainders then are AD's)
+        and ev.sites_known
+        and math.isfinite(near)
+        and ev.below_switch > 0
+        and ev.flat_below_switch
+    ):
+        # below the nearest switch f follows AD to the floor: the order-1 remainders come
+        # from the steps that cross it (where(isclose(x, 1), 1, x) at 1, AD's 0 right)
+        verdict, cause = Verdict.INCONCLUSIVE, Cause.AD_ON_FLOOR_BELOW_SWITCH
     if verdict is Verdict.INCONCLUSIVE and cause in _UNREAD_NEAR_SWITCH:
         # the steps that cross the nearby switch blur the power law; those below it alone
         # show the local behaviour (sin(x) + relu(x - 0.51) at 0.5: smooth, order 2)
