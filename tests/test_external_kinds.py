@@ -938,6 +938,8 @@ def _warns_undecided(f, x, d):
         ("ceil", lambda x: x * jnp.ceil(x * x)),
         ("floor", lambda x: jnp.where(jnp.floor(-x * x) < 0, x, 0.0)),
         ("bool", lambda x: x * (x * x).astype(bool)),
+        # a plateau (floor(x + 1/2) = 0 near 0, not moved) added: still undecided
+        ("sign after a plateau", lambda x: x * jnp.sign(x * x + jnp.floor(x + 0.5))),
     ],
 )
 def test_nonlinear_ties_are_seen_through_control_flow_and_staircases(name, f):
@@ -1019,11 +1021,39 @@ def test_branch_cuts_are_jumps_where_the_imaginary_part_moves(f):
     assert float(jr.kink_radius(f, F32([-1.0, 0.0]), F32([0.0, -1.0]))) == 0.0
     assert jr.kink_radius(f, F32([-1.0, 0.5]), F32([0.0, 1.0])) == np.inf
     assert jr.certified_grad(f)(F32([-1.0, 0.0]))[1].sites[0].min_margin == 0.0
-    fixed_y = lambda x, y: f(jnp.stack([x, y]))
-    assert jr.certified_grad(fixed_y)(F32(-1.0), F32(0.0))[1].certified  # x alone moves
-    assert not jr.certified_grad(fixed_y, argnums=1)(F32(-1.0), F32(0.0))[1].certified
-    grad, cert = jr.certified_grad(lambda x: jnp.angle(x + 0j))(F32(-2.0))
-    assert cert.certified and float(grad) == 0.0  # pi for every x < 0
+    two = lambda x, y: jnp.arctan2(y, x)
+    assert jr.certified_grad(two)(F32(-1.0), F32(0.0))[1].certified  # x alone moves
+    assert not jr.certified_grad(two, argnums=1)(F32(-1.0), F32(0.0))[1].certified
+    grad, cert = jr.certified_grad(jnp.angle)(F32(-2.0))
+    assert cert.certified and float(grad) == 0.0  # pi for every real x < 0
+    # y = -relu(-x) has no slope along +1 but moves along -1: atan2(y, -1) jumps at 0
+    # (f(-1e-3) = -pi + 1e-3, f(0) = pi)
+    h = lambda x: jnp.arctan2(-jax.nn.relu(-x), -1.0)
+    assert not jr.certified_grad(h)(F32(0.0))[1].certified
+
+
+def test_max_of_plateaus_then_an_index_uses_the_operand_that_moves():
+    """T[int(max(floor(x), floor(-x)))] * (x - 1) at 1: going right floor(-x) drops to
+    -2 and floor(x) stays 1 (T[1] = 20: slope 20); going left floor(x) drops to 0 and
+    floor(-x) rises to -1: max 0 (T[0] = 10, slope 10 per unit, -10 along -1). With a
+    comparison as the second plateau: x T[int(max(floor(x), x > 0))] at 0: 20 and -10."""
+    f = lambda x: (x - 1) * TABLE10[jnp.maximum(jnp.floor(x), jnp.floor(-x)).astype(jnp.int32)]
+    assert dd(f, 1.0, 1.0) == 20.0 and dd(f, 1.0, -1.0) == -10.0
+    g = lambda x: (
+        x * TABLE10[jnp.maximum(jnp.floor(x), (x > 0).astype(jnp.float32)).astype(jnp.int32)]
+    )
+    assert dd(g, 0.0, 1.0) == 20.0 and dd(g, 0.0, -1.0) == -10.0
+
+
+TABLE10 = jnp.array([10.0, 20.0, 30.0, 40.0])
+
+
+def test_an_empty_scan_records_its_sites_with_no_element():
+    f = lambda x: lax.scan(lambda c, y: (jnp.maximum(c * c, y), c), x, jnp.zeros((0,), x.dtype))[0]
+    (site,) = jr.find_kinks(f, F32(1.0))
+    assert (site.size, site.ties, site.min_margin) == (0, 0, np.inf)
+    grad, cert = jr.certified_grad(f)(F32(1.0))
+    assert cert.certified and float(grad) == 1.0
 
 
 def test_casts_of_the_data_or_constants_are_no_staircase():

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -128,7 +129,14 @@ class SiteStats(NamedTuple):
 
 
 _MERGE = (jnp.add, jnp.add, jnp.minimum, jnp.minimum, jnp.maximum, jnp.add)
-_REDUCE = (jnp.sum, jnp.sum, jnp.min, jnp.min, jnp.max, jnp.sum)
+_REDUCE = (
+    jnp.sum,
+    jnp.sum,
+    functools.partial(jnp.min, initial=jnp.inf),  # (a scan of length 0 has no iteration)
+    functools.partial(jnp.min, initial=jnp.inf),
+    functools.partial(jnp.max, initial=0.0),
+    jnp.sum,
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,7 +31,6 @@ on a switch, and how soon one is reached along the first direction.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -567,7 +566,8 @@ def _nearest_flip(eqn, x, sw: Switch, axes: tuple, out) -> Switch:
     if rate is not None:  # every surface at that distance
         level = bind(eqn, [jnp.where(unflat(dist == near), across, x)])[0]
         alt = jnp.where(alt != out, alt, level)
-    changed = (alt != out) & jnp.isfinite(near[..., 0])
+    # (near has a last axis of length 1: JAX clamps any index to it)
+    changed = (alt != out) & jnp.isfinite(near[..., 0])  # pragma: no mutate
     time = None if sw.time is None else jnp.min(flat(sw.time), axis=-1)
     # (near and rate have a last axis of length 1: JAX clamps any index to it)
     return Switch(
@@ -810,6 +810,8 @@ def convert(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
             # no lex only without directions, where no radius is reported: equivalent
             leaving = 0 if x.lex is None else jnp.sum(x.lex != x.p)  # pragma: no mutate
             rec.add(eqn, "step", "jump", _with_leaving(st, leaving))
+            sw = x.sw._replace(across=bind(eqn, [x.sw.across])[0])
+            return [Val(out, None, None if x.lex is None else bind(eqn, [x.lex])[0], sw)]
         return [Val(out, None, None if x.lex is None else bind(eqn, [x.lex])[0])]
     if src:
         return [_truncation(interp, eqn, x, out, rec)]
@@ -837,6 +839,8 @@ def _truncation(interp: Interpreter, eqn: Any, x: Val, out: Any, rec: Recorder) 
     if x.sw is not None:  # a piecewise-constant float (``floor(x)``): its own jumps
         sw = x.sw._replace(across=bind(eqn, [x.sw.across])[0])
         lex = None if sw.time is None else jnp.where(sw.time == 0, sw.across, out)
+        if x.lex is not None:  # the entered piece's value, where the operand knows it
+            lex = bind(eqn, [x.lex])[0]
         return Val(out, None, lex, sw)
     xw = interp.wide_of(x.p)
     t = None if x.t is None else x.t.astype(interp.wide)
@@ -929,28 +933,18 @@ def maxmin(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list
         eqn, eqn.primitive.name, "kink", switch_stats(jnp.abs(m), interp.rate(m, dm), interp.wide)
     )
     lex = None if a.lex is None and b.lex is None else bind(eqn, [al, bl])[0]
-    return [Val(out, t, lex, _plateau_switch(eqn, (a, b), shape) if t is None else None)]
+    return [Val(out, t, lex, _plateau_switch(interp, eqn, (a, b), out) if t is None else None)]
 
 
-def _plateau_switch(eqn: Any, ins: Sequence[Val], shape: Sequence[int]) -> Switch | None:
+def _plateau_switch(interp, eqn: Any, ins: Sequence[Val], out: Any) -> Switch | None:
     """The switch of ``max``/``min``/``clamp`` of piecewise-constant operands (``clip(
-    floor(x), 0, 2)``): the nearest of the operands' switches, the result across it from
-    the operands' values across theirs (an integer conversion of the result then jumps
-    only where an operand does, not at every integer it equals)."""
-    sws = [v.sw for v in ins]
-    if all(w is None for w in sws):
+    floor(x), 0, 2)``), as for any elementwise function of them: the operand nearest to
+    its switch decides, and the result across it is computed with that operand across
+    (an integer conversion of the result then jumps only where an operand does, not at
+    every integer it equals)."""
+    if all(v.sw is None for v in ins):
         return None
-    wide = jnp.result_type(*[w.dist for w in sws if w is not None])
-    dist = functools.reduce(
-        jnp.minimum,
-        [jnp.broadcast_to(w.dist, shape).astype(wide) for w in sws if w is not None],
-    )
-    across = bind(eqn, [v.p if w is None else w.across for v, w in zip(ins, sws)])[0]
-    times = [w.time for w in sws if w is not None and w.time is not None]
-    time = None
-    if times:
-        time = functools.reduce(jnp.minimum, [jnp.broadcast_to(x, shape) for x in times])
-    return Switch(dist, None, jnp.broadcast_to(across, shape), time)
+    return _elementwise_switch(interp, eqn, list(ins), jnp.asarray(out))
 
 
 def _lex_or_p(v: Val) -> Any:
@@ -984,7 +978,7 @@ def clamp(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[
     s2 = switch_stats(jnp.abs(m2), interp.rate(m2, d2), interp.wide)
     rec.add(eqn, "clamp", "kink", s1.merge(s2)._replace(size=s1.size))
     moved = any(v.lex is not None for v in ins)
-    sw = _plateau_switch(eqn, ins, shape) if t is None else None
+    sw = _plateau_switch(interp, eqn, ins, out) if t is None else None
     return [Val(out, t, bind(eqn, [ll, xl, hl])[0] if moved else None, sw)]
 
 
@@ -1010,8 +1004,6 @@ def _cut(interp, eqn, rec: Recorder, y: Val, x: Val, shape, kind: str) -> None:
     on_side = xw <= 0
     dist = jnp.where(on_side, jnp.abs(yw), jnp.inf)
     ty = None if y.t is None else interp.t_of(y, shape, interp.wide)
-    if ty is not None and not y.nl:  # a piecewise-linear y with no tangent stays put
-        dist = jnp.where(jnp.all(ty == 0, axis=0), jnp.inf, dist)
     rate = interp.rate(yw, ty)
     if rate is not None:
         rate = jnp.where(on_side, rate, 0.0)
