@@ -1070,3 +1070,13 @@ def test_casts_of_the_data_or_constants_are_no_staircase():
     for batch in (X, X.astype(jnp.bfloat16)):
         assert not jr.certified_grad(param_cast)(w, batch)[1].certified
         assert jr.certified_grad(param_cast, argnums=1)(w, batch)[1].certified
+
+
+def test_a_count_over_many_elements_switches_at_the_nearest_crossing():
+    """x0 * #{x_i > 1/2} over 128 elements (more than are flipped one by one): with
+    x_i = (i + 1/4) / 128 moving along the ones, element 63 reaches 1/2 first, after
+    (1/2 - 63.25/128) = 0.75/128; backwards element 64 leaves after 0.25/128."""
+    x = (jnp.arange(128.0, dtype=jnp.float32) + 0.25) / 128
+    f = lambda x: x[0] * jnp.sum(x > 0.5)
+    assert float(jr.kink_radius(f, x, jnp.ones(128, jnp.float32))) == 0.75 / 128
+    assert float(jr.kink_radius(f, x, -jnp.ones(128, jnp.float32))) == 0.25 / 128

@@ -255,7 +255,8 @@ def _exact_all_equal(ev: Evidence) -> bool:
     relu(x)`` in float32 (slopes 8 ulps apart), ``1e6 x0 + relu(x1) - relu(-x1)`` (AD 11
     ulps off)."""
     ex_p, ex_m = ev.exact_plus, ev.exact_minus
-    if ex_p is None or ex_m is None or np.shape(ex_p) != np.shape(ex_m):
+    # (both exact slopes come from one analysis: both None or both set; ``and`` alike)
+    if ex_p is None or ex_m is None or np.shape(ex_p) != np.shape(ex_m):  # pragma: no mutate
         return False
     if not np.array_equal(ex_p, ex_m):
         return False
