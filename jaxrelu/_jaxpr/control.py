@@ -271,7 +271,8 @@ def while_loop(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> 
         body_nl[:] = _nl_of(outs)
         return _pack(interp, outs), test_rec, child
 
-    _carry_fixpoint(nl, body_nl, lambda: _discover(lambda c: (None, step(c)[2]), init))
+    if interp.n_ld:  # (the flags matter to lexicographic columns only)
+        _carry_fixpoint(nl, body_nl, lambda: _discover(lambda c: (None, step(c)[2]), init))
     probe_test = _discover(lambda c: (None, test(c)[1]), init)
     probe_body = _discover(lambda c: (None, step(c)[2]), init)
     n_test = len(probe_test.meta)
@@ -348,8 +349,10 @@ def scan(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
         packed = _pack(interp, outs)
         return packed[:nk], (packed[nk:], tuple(child.stats))
 
-    xs1 = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), xs)
-    _carry_fixpoint(nl, out_nl, lambda: jax.eval_shape(lambda c, x: step(c, x)[0], carry, xs1))
+    if interp.n_ld:  # (the flags matter to lexicographic columns only)
+        xs1 = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), xs)
+        trace = lambda: jax.eval_shape(lambda c, x: step(c, x)[0], carry, xs1)
+        _carry_fixpoint(nl, out_nl, trace)
 
     ys: Any
     stats: Any

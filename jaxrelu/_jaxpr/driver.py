@@ -302,8 +302,8 @@ def _build(tr: Traced, opts: _Options, box: dict) -> Callable:
 def coarsest_eps(args: Sequence[Any]) -> float | None:
     """The machine epsilon of the coarsest floating-point (or complex) array among
     ``args``; None if there is none."""
-    eps = [float(jnp.finfo(_util.dtype_of(a)).eps) for a in args if is_float(a)]
-    return max(eps) if eps else None
+    dtypes = [_util.dtype_of(a) for a in args if is_float(a)]
+    return _util.eps_of(dtypes) if dtypes else None
 
 
 def _build_grad(tr: Traced, opts: _Options, box: dict) -> Callable:

@@ -991,11 +991,11 @@ def principal_branch(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorde
     (z,) = ins
     if jnp.iscomplexobj(z.p):
         im = None if z.t is None else jnp.imag(z.t)
-        _cut(interp, eqn, rec, Val(jnp.imag(z.p), im), Val(jnp.real(z.p)), np.shape(z.p), "cut")
+        _cut(interp, eqn, rec, Val(jnp.imag(z.p), im), Val(jnp.real(z.p)), np.shape(z.p))
     return outs
 
 
-def _cut(interp, eqn, rec: Recorder, y: Val, x: Val, shape, kind: str) -> None:
+def _cut(interp, eqn, rec: Recorder, y: Val, x: Val, shape) -> None:
     """Records a branch cut along ``y = 0``, ``x <= 0`` (see :func:`atan2`)."""
     # (with tangents, a y that does not move never crosses the cut: jnp.angle of a real)
     if interp.ncols and y.t is None:
@@ -1011,7 +1011,7 @@ def _cut(interp, eqn, rec: Recorder, y: Val, x: Val, shape, kind: str) -> None:
     if ty is not None and interp.n_ld:  # a tie the direction leaves: crossed at once
         leaves = on_side & (yw == 0) & (interp.lex_sign(yw, ty) != 0)
         st = _with_leaving(st, jnp.sum(leaves))
-    rec.add(eqn, eqn.primitive.name, kind, st)
+    rec.add(eqn, eqn.primitive.name, "cut", st)
 
 
 @rule("atan2")
@@ -1022,7 +1022,7 @@ def atan2(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[
     outs = smooth(interp, eqn, ins, rec)
     y, x = ins
     if is_float(outs[0].p):
-        _cut(interp, eqn, rec, y, x, np.shape(outs[0].p), "cut")
+        _cut(interp, eqn, rec, y, x, np.shape(outs[0].p))
     return outs
 
 
