@@ -169,8 +169,10 @@ def sites_of(res: Analysis, with_radius: bool) -> list[KinkSite]:
             kind = "jump" if float(evidence) > m.threshold else "kink"
         elif kind == "undecided":  # listed by undecided_ties, where they matter
             continue
-        elif kind == "cut":  # a branch cut (atan2): listed where an element can reach it
-            if not np.isfinite(float(margin)) and int(ties) == 0:
+        elif kind == "cut":  # a branch cut (atan2): listed where an element is on its
+            # side, or where the direction reaches it
+            reached = with_radius and np.isfinite(float(radius))
+            if not np.isfinite(float(margin)) and int(ties) == 0 and not reached:
                 continue
             kind = "jump"
         elif kind == "point":  # x == c: f changes only if the cases differ there

@@ -185,7 +185,7 @@ def _run(f: Callable, args: tuple, blocks: list, k: int) -> tuple[Any, Any]:
         value = f(*args)
         return value, jax.tree.map(lambda c: jnp.moveaxis(c, 0, -1), cols)
     res = analyse(f, args, blocks, n_ld=k)
-    _warn_undecided(undecided_ties(res), stacklevel=4)  # the caller of the public function
+    _warn_undecided(_unresolved(res), stacklevel=4)  # the caller of the public function
     value = jax.tree.unflatten(res.out_tree, [jnp.asarray(p) for p in res.out_p])
     cols = [
         jnp.zeros((*np.shape(p), k), np.asarray(p).dtype) if t is None else jnp.moveaxis(t, 0, -1)
@@ -201,10 +201,12 @@ def directional_derivative(f: Callable[[Any], Any], x: Any, d: Any) -> Any:
     At a tie every nonsmooth operation takes the branch that holds for :math:`x + t d`,
     :math:`t > 0` (``relu`` passes :math:`\max(0, \dot m)`, ``abs`` :math:`|\dot m|`).
     Not exact where ``eigh`` or ``svd`` has a repeated value (there the result is JAX's
-    JVP, one choice, as for the spectral norm at the identity) or ``f`` uses a primitive
-    :func:`find_kinks` lists as ``"unknown"``; :func:`certified_grad` says so for a
-    gradient. Where a tie cannot be resolved from first derivatives (``x * x > 0`` at 0)
-    an :class:`UndecidedTieWarning` is emitted: the result may be wrong there.
+    JVP, one choice, as for the spectral norm at the identity: an
+    :class:`UndecidedTieWarning` says so) or ``f`` uses a primitive :func:`find_kinks`
+    lists as ``"unknown"`` (:func:`certified_grad` says so for a gradient). Where a tie
+    cannot be resolved from first derivatives (``x * x > 0`` at 0, or a tied quantity
+    whose derivative is NaN, as ``relu(norm(x))`` at 0) an :class:`UndecidedTieWarning` is
+    emitted: the result may be wrong there.
 
     Args:
         f: a JAX-traceable function of one argument.
@@ -331,7 +333,9 @@ def _argnums(argnums: Any, n_args: int) -> tuple[int, ...]:
 
 class UndecidedTieWarning(RuntimeWarning):
     """A lexicographic derivative went through a comparison that is tied at the point and
-    whose operands agree to first order along every direction (``x * x > 0`` at 0):
+    whose operands agree to first order along every direction (``x * x > 0`` at 0), or
+    whose derivative is NaN there (``relu(sqrt(x * x) + x)`` at 0: ``sqrt``'s infinite
+    slope times 0), or an ``eigh``/``svd`` with a repeated value (no lexicographic rule):
     derivatives cannot tell which side holds around the point, so the result may be
     wrong (:func:`certified_grad` certifies nothing there; check it with
     :func:`check_linearization`, which measures ``f``)."""
@@ -342,9 +346,22 @@ BRANCH_CUTS = frozenset({"atan2", "log", "sqrt", "rsqrt"})
 
 UNDECIDED = (
     "a tie the lexicographic rules cannot resolve: a comparison whose operands agree to "
-    "first order along every direction (as x * x > 0 at 0), or a while_loop test that "
-    "the direction leaves"
+    "first order along every direction (as x * x > 0 at 0), a tied quantity whose "
+    "derivative is not a number there (as sqrt(x * x) + x at 0), or a while_loop test "
+    "that the direction leaves"
 )
+
+
+def _unresolved(res: Any, approx: bool = True) -> list[str]:
+    """The undecided ties of an analysis, then the tied eigh/svd sites (a repeated value,
+    where the tangents are JAX's JVP, one choice, not the lexicographic derivative)."""
+    tied = [
+        f"{m.primitive} at {m.source or 'unknown'}, a repeated eigen- or singular value "
+        "(no lexicographic rule: JAX's derivative, one choice)"
+        for m, st in zip(res.meta, res.stats)
+        if approx and m.primitive in APPROXIMATE_AT_TIES and int(np.asarray(st[1])) > 0
+    ]
+    return undecided_ties(res) + tied
 
 
 def _warn_undecided(sources: list[str], stacklevel: int) -> None:
@@ -356,8 +373,11 @@ def _warn_undecided(sources: list[str], stacklevel: int) -> None:
         )
 
 
-def _ld_grad_at(f: Callable, args: tuple, nums: tuple[int, ...]) -> tuple[Any, list[str]]:
-    """The lexicographic gradient and the sources of its undecided ties."""
+def _ld_grad_at(
+    f: Callable, args: tuple, nums: tuple[int, ...], approx: bool = False
+) -> tuple[Any, list[str]]:
+    """The lexicographic gradient and the sources of its undecided ties (and, with
+    ``approx``, of its tied eigh/svd sites)."""
     selected = [args[i] for i in nums]
     n = _size(selected)
     eye = np.eye(n)
@@ -376,7 +396,7 @@ def _ld_grad_at(f: Callable, args: tuple, nums: tuple[int, ...]) -> tuple[Any, l
     t = res.out_t[0]
     row = np.zeros(n, np.asarray(res.out_p[0]).dtype) if t is None else np.asarray(t)
     grads = _unravel_columns(jnp.asarray(row), selected)
-    return (grads[0] if len(nums) == 1 else tuple(grads)), undecided_ties(res)
+    return (grads[0] if len(nums) == 1 else tuple(grads)), _unresolved(res, approx)
 
 
 def ld_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
@@ -406,7 +426,7 @@ def ld_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable
     def grad_fn(*args: Any) -> Any:
         nums = _argnums(argnums, len(args))
         args = tuple(_point(a, f"args[{i}]") if i in nums else a for i, a in enumerate(args))
-        g, undecided = _ld_grad_at(f, args, nums)
+        g, undecided = _ld_grad_at(f, args, nums, approx=True)
         _warn_undecided(undecided, stacklevel=3)
         return g
 
@@ -437,7 +457,9 @@ class Certificate:
             at the point, as ``jnp.sinc`` at 0, where ``jax.grad``'s gradient is returned),
             or a tie first-order information cannot resolve (:class:`UndecidedTieWarning`:
             ``x * x > 0`` at 0, a tied ``while_loop`` test).
-        reason: one sentence.
+        reason: one sentence. The gradient is that of the program as JAX differentiates
+            it: ``stop_gradient`` has derivative 0 (the reason says so where ``f`` uses
+            it), and away from ties a ``custom_jvp``/``custom_vjp`` rule is trusted.
     """
 
     method: str
@@ -514,7 +536,7 @@ def certified_grad(
             reason = "no nonsmooth site is at its kink: f is differentiable here"
             if unknown:
                 reason = f"no known site is tied, but {', '.join(unknown)} is not analysed"
-            return g, Certificate("ad", (), not unknown, reason)
+            return g, Certificate("ad", (), not unknown, reason + _stop_note(run.tr))
 
         tied_any, finite, value_ok = run.flags()  # one transfer: no statistics copied
         if not value_ok:
@@ -575,9 +597,21 @@ def certified_grad(
         if undecided:
             reason += f"; but {UNDECIDED} ({undecided[0]}; see check_linearization)"
         ok = not jumps and not unknown and not approx and not undecided
-        return g, Certificate("lexicographic", tied, ok, reason)
+        return g, Certificate("lexicographic", tied, ok, reason + _stop_note(run.tr))
 
     return fn
+
+
+STOP_NOTE = (
+    "; f uses stop_gradient, whose derivative JAX defines as 0: this is the gradient of "
+    "the program so defined (x * stop_gradient(x) gives x, a straight-through estimator "
+    "its surrogate), not the derivative of f's values where stop_gradient's operand moves "
+    "with the input (check_linearization measures the values)"
+)
+
+
+def _stop_note(tr: Any) -> str:
+    return STOP_NOTE if tr.probe else ""
 
 
 def _moving_sites(f: Callable, args: tuple, nums: tuple[int, ...]) -> list[KinkSite]:

@@ -1032,6 +1032,74 @@ def test_branch_cuts_are_jumps_where_the_imaginary_part_moves(f):
     assert not jr.certified_grad(h)(F32(0.0))[1].certified
 
 
+C = lambda v: lax.complex(v[0], v[1])
+
+
+@pytest.mark.parametrize(
+    "f, on, off, d",
+    [
+        # log1p(z) = log(1 + z): imag jumps by 2 pi across re < -1
+        (lambda v: jnp.imag(jnp.log1p(C(v))), [-3.0, 0.0], [-0.5, 0.0], [0.0, 1.0]),
+        # asin, acos, atanh: cut along the real axis beyond +-1; the imaginary part of
+        # asin(2 +- i0) is -+acosh 2, of acos it is +-acosh 2, atanh's jumps by pi
+        (lambda v: jnp.imag(jnp.arcsin(C(v))), [2.0, 0.0], [0.5, 0.0], [0.0, 1.0]),
+        (lambda v: jnp.imag(jnp.arccos(C(v))), [-2.0, 0.0], [-0.5, 0.0], [0.0, 1.0]),
+        (lambda v: jnp.imag(jnp.arctanh(C(v))), [2.0, 0.0], [0.5, 0.0], [0.0, 1.0]),
+        # atan, asinh: along the imaginary axis beyond +-i; the real part of atan jumps by
+        # pi, asinh's by 2 acosh 2
+        (lambda v: jnp.real(jnp.arctan(C(v))), [0.0, 2.0], [0.0, 0.5], [1.0, 0.0]),
+        (lambda v: jnp.real(jnp.arcsinh(C(v))), [0.0, -2.0], [0.0, -0.5], [1.0, 0.0]),
+        # z ** 0.5 = sqrt(z): imag jumps by 2 sqrt(3) across re < 0
+        (lambda v: jnp.imag(C(v) ** 0.5), [-3.0, 0.0], [3.0, 0.0], [0.0, 1.0]),
+    ],
+)
+def test_principal_branch_cuts_of_inverse_functions_are_jumps(f, on, off, d):
+    """On the cut (``on``) the function jumps along ``d``: no certificate, a tied cut site,
+    and 0.25 away along -d from a quarter off it; beside the cut (``off``) it is smooth
+    (derivations: the principal branches, as NumPy defines them, beside each case)."""
+    x = jnp.asarray(on, jnp.float64)
+    step = 1e-9 * jnp.asarray(d, jnp.float64)
+    assert abs(float(f(x + step)) - float(f(x - step))) > 1.0  # the oracle: a jump
+    _, cert = jr.certified_grad(f)(x)
+    assert not cert.certified and [(s.kind, s.ties) for s in cert.sites] == [("jump", 1)]
+    quarter = x + 0.25 * jnp.asarray(d, jnp.float64)
+    assert float(jr.kink_radius(f, quarter, -jnp.asarray(d, jnp.float64))) == 0.25
+    assert jr.certified_grad(f)(jnp.asarray(off, jnp.float64))[1].certified
+
+
+@pytest.mark.parametrize(
+    "f",
+    [
+        lambda v: jnp.arctan2(v[1], v[0]),
+        lambda v: jnp.imag(jnp.log(C(v))),
+        lambda v: jnp.imag(C(v) ** 0.5),
+        lambda v: jnp.imag(jnp.log1p(C(v) - 1.0)),  # log1p's cut, moved to x <= 0
+    ],
+)
+def test_a_path_from_off_the_cut_reaches_it(f):
+    """From (1, -1/2) along (-4, 1): y = 0 at t = 1/2, where x = -1, on the cut (a jump
+    there); along (-1, 1) y = 0 where x = 1/2 (smooth there), and along (-4, -1) y moves
+    away: no crossing."""
+    x = jnp.asarray([1.0, -0.5], jnp.float64)
+    v = lambda a, b: jnp.asarray([a, b], jnp.float64)
+    assert float(jr.kink_radius(f, x, v(-4.0, 1.0))) == 0.5
+    (site,) = jr.kink_sites(f, x, v(-4.0, 1.0))
+    assert site.kind == "jump" and site.radius == 0.5
+    assert jr.kink_radius(f, x, v(-1.0, 1.0)) == np.inf
+    assert jr.kink_radius(f, x, v(-4.0, -1.0)) == np.inf
+    assert jr.find_kinks(f, x) == []  # (no element on the cut's side)
+
+
+def test_an_integer_power_of_a_complex_number_has_no_cut():
+    """z ** 2.0 = z * z is entire: no site on the negative real axis; z ** w with a
+    moving w has the cut of log z."""
+    sq = lambda v: jnp.imag(C(v) ** 2.0)
+    x = jnp.asarray([-3.0, 0.0], jnp.float64)
+    assert jr.find_kinks(sq, x) == [] and jr.certified_grad(sq)(x)[1].certified
+    moving = lambda v: jnp.imag(C(v) ** (2.0 + 0.0 * v[0]))
+    assert [s.kind for s in jr.find_kinks(moving, x)] == ["jump"]
+
+
 def test_max_of_plateaus_then_an_index_uses_the_operand_that_moves():
     """T[int(max(floor(x), floor(-x)))] * (x - 1) at 1: going right floor(-x) drops to
     -2 and floor(x) stays 1 (T[1] = 20: slope 20); going left floor(x) drops to 0 and
@@ -1080,3 +1148,211 @@ def test_a_count_over_many_elements_switches_at_the_nearest_crossing():
     f = lambda x: x[0] * jnp.sum(x > 0.5)
     assert float(jr.kink_radius(f, x, jnp.ones(128, jnp.float32))) == 0.75 / 128
     assert float(jr.kink_radius(f, x, -jnp.ones(128, jnp.float32))) == 0.25 / 128
+
+
+# ------------------------------------------- switches carried by loops and branches
+#
+# An index or a count computed from a comparison inside a scan, a while_loop or a cond
+# and used after it (a mode of a hybrid system, a counter of crossings, a branch's
+# integer result): the first versions dropped its switch at the loop's or branch's end,
+# so the select or the indexing after it was no site and a jump was certified.
+
+PICK = lambda x, i: jnp.stack([x, 3.0 * x, 5.0 * x])[i]  # slopes 1, 3, 5 by index
+
+
+def _count_in_scan(x):
+    # i = 2 * [x > 1] (two iterations of i + [x > 1])
+    return lax.scan(lambda i, _: (i + (x > 1.0).astype(jnp.int32), None), 0, None, 2)[0]
+
+
+def _count_in_while(x):
+    body = lambda s: (s[0] + 1, s[1] + (x > 1.0).astype(jnp.int32))
+    return lax.while_loop(lambda s: s[0] < 2, body, (0, 0))[1]
+
+
+def _index_from_cond(x):
+    # 0 for x <= 1, 1 for 1 < x <= 3, 2 above 3: the index's switch and the branch's own
+    return lax.cond(x > 1.0, lambda: 1 + (x > 3.0).astype(jnp.int32), lambda: jnp.int32(0))
+
+
+@pytest.mark.parametrize(
+    "index, right",
+    [(_count_in_scan, 5.0), (_count_in_while, 5.0), (_index_from_cond, 3.0)],
+    ids=["scan", "while", "cond"],
+)
+def test_a_discrete_value_from_a_loop_or_branch_keeps_its_switch(index, right):
+    """f = [x, 3x, 5x][i(x)]: at x = 1, f = 1 on the left and 3 or 5 just right of it (a
+    jump): the slope entered along +1 is 3 or 5 (``right``), along -1 it is -1; the tie is
+    a jump, so certified_grad certifies nothing. At 1.25 the nearest switch is 0.25 away
+    (its radius going down) and the gradient is certified."""
+    f = lambda x: PICK(x, index(x))
+    assert dd(f, 1.0, 1.0) == right and dd(f, 1.0, -1.0) == -1.0
+    _, cert = jr.certified_grad(f)(F32(1.0))
+    assert not cert.certified and [s.kind for s in cert.sites] == ["jump"]
+    g, cert = jr.certified_grad(f)(F32(1.25))
+    assert cert.certified and float(g) == right
+    assert float(jr.kink_radius(f, F32(1.25), F32(-1.0))) == 0.25
+    (site,) = jr.find_kinks(f, F32(1.25))
+    assert site.kind == "jump" and site.ties == 0 and site.min_margin == 0.25
+
+
+def test_a_branch_output_switches_where_its_index_or_its_own_comparison_does():
+    """From x = 1.5 the index's switch (at 1) is nearer, but going up the branch's own
+    comparison (at 3) is the one crossed; at 3 the branch's tie decides: 5 to the right,
+    3 to the left."""
+    f = lambda x: PICK(x, _index_from_cond(x))
+    assert float(jr.kink_radius(f, F32(1.5), F32(1.0))) == 1.5
+    assert float(jr.kink_radius(f, F32(1.5), F32(-1.0))) == 0.5
+    assert dd(f, 3.0, 1.0) == 5.0 and dd(f, 3.0, -1.0) == -3.0
+    assert not jr.certified_grad(f)(F32(3.0))[1].certified
+
+
+def test_stacked_comparisons_and_carried_floors_keep_their_switches():
+    """ys = [x_i > 1] stacked by a scan: sum(where(ys, 2x, x)) jumps at x_0 = 1 (gap 1)
+    and has slope 2 just right of it, 1 left; floor(x) carried through a scan: floor(x) + y
+    is a staircase in x (slope 0 on each step, a jump at 2)."""
+    stacked = lambda x: jnp.sum(
+        jnp.where(lax.scan(lambda c, xi: (c, xi > 1.0), 0.0, x)[1], 2.0 * x, x)
+    )
+    x = F32([1.0, 0.5])
+    assert jr.directional_derivative(stacked, x, F32([1.0, 0.0])) == 2.0
+    assert jr.directional_derivative(stacked, x, F32([-1.0, 0.0])) == -1.0
+    _, cert = jr.certified_grad(stacked)(x)
+    assert not cert.certified and [s.ties for s in cert.sites] == [1]
+    floor = lambda v: lax.scan(lambda c, _: (jnp.floor(v[0]), None), v[0], None, 2)[0] + v[1]
+    assert not jr.certified_grad(floor)(F32([2.0, 1.0]))[1].certified
+    g, cert = jr.certified_grad(floor)(F32([2.5, 1.0]))
+    assert cert.certified and np.asarray(g).tolist() == [0.0, 1.0]
+
+
+def test_a_branch_with_only_integer_outputs_is_no_site_of_its_own():
+    """where(cond(x > 1, 1, 0) > 0, x + 1, x) jumps at 1 (gap 1): one site, the select
+    that uses the branch's result; the cond itself is no kink (its outputs are integers)."""
+    i = lambda x: lax.cond(x > 1.0, lambda: jnp.int32(1), lambda: jnp.int32(0))
+    f = lambda x: jnp.where(i(x) > 0, x + 1.0, x)
+    assert [(s.primitive, s.kind, s.ties) for s in jr.find_kinks(f, F32(1.0))] == [
+        ("select_n", "jump", 1)
+    ]
+    assert not jr.certified_grad(f)(F32(1.0))[1].certified
+
+
+def test_argmax_of_a_nonlinear_tie_warns():
+    """[2x, x][argmax(x**3, 0)] is 2x for x > 0 and x for x < 0: at 0 the slopes are 2
+    and -1 by hand. x**3 and 0 agree to first order, so the rules cannot tell which
+    leads on the left: a warning, and no certificate. With x in place of x**3 the tie is
+    decided by the first derivative: both slopes right, no warning."""
+    f = lambda x: jnp.stack([2 * x, x])[jnp.argmax(jnp.stack([x**3, 0.0 * x]))]
+    g = lambda x: jnp.stack([2 * x, x])[jnp.argmin(jnp.stack([-x, 0.0 * x]))]
+    with pytest.warns(jr.UndecidedTieWarning):
+        jr.directional_derivative(f, F32(0.0), F32(-1.0))
+    assert not jr.certified_grad(f)(F32(0.0))[1].certified
+    assert _no_undecided_warning(lambda: dd(g, 0.0, 1.0)) == 2.0
+    assert _no_undecided_warning(lambda: dd(g, 0.0, -1.0)) == -1.0
+    assert _no_undecided_warning(lambda: dd(f, 0.5, 1.0)) == 2.0  # (no tie at 0.5)
+
+
+def test_an_equality_carried_through_a_loop_stays_an_instant():
+    """b = (x == 1) carried through a scan: where(b, 1, x) is x everywhere (the cases
+    agree where b holds): no site, gradient 1 certified; where(b, 5, x) jumps at 1 (a
+    site). A carry that is an equality in its first iteration and floor(x) == 1 (a
+    plateau, [1, 2)) after it is no instant: where(b, 1, x) then differs from x on (1, 2),
+    so the tie at 1 is listed."""
+    carried = lambda x: lax.scan(lambda b, _: (b, None), x == 1.0, None, 2)[0]
+    same = lambda x: jnp.where(carried(x), 1.0, x)
+    jump = lambda x: jnp.where(carried(x), 5.0, x)
+    assert jr.find_kinks(same, F32(1.0)) == []
+    g, cert = jr.certified_grad(same)(F32(1.0))
+    assert cert.certified and float(g) == 1.0
+    assert [s.kind for s in jr.find_kinks(jump, F32(1.0))] == ["jump"]
+    mixed = lambda x: lax.scan(lambda b, _: (jnp.floor(x) == 1.0, None), x == 1.0, None, 2)[0]
+    plateau = lambda x: jnp.where(mixed(x), 1.0, x)
+    sites = jr.find_kinks(plateau, F32(1.0))  # (and floor's own, tied in both iterations)
+    assert [s.ties for s in sites if s.primitive == "select_n"] == [1]
+
+
+@pytest.mark.parametrize(
+    "f, x, grad",
+    [
+        # the middle element of 3 distinct values; the mean of the middle two of 4
+        (jnp.median, [3.0, 1.0, 2.0], [0.0, 0.0, 1.0]),
+        (jnp.median, [4.0, 1.0, 3.0, 2.0], [0.0, 0.0, 0.5, 0.5]),
+        # 25th percentile of 5 values: position 0.25 * 4 = 1 exactly, the 2nd smallest
+        (lambda v: jnp.percentile(v, 25.0), [5.0, 1.0, 4.0, 2.0, 3.0], [0, 0, 0, 1, 0]),
+        # quantile 0.5 of 4: position 1.5, halfway between the 2nd and 3rd smallest
+        (lambda v: jnp.quantile(v, 0.5), [1.0, 2.0, 3.0, 4.0], [0.0, 0.5, 0.5, 0.0]),
+    ],
+)
+def test_median_and_quantiles_of_distinct_values_are_smooth(f, x, grad):
+    """With distinct values the order is locally fixed, so f is linear near x (the
+    weights by hand beside each case). The interpolation position q (n - 1) is computed
+    from constants alone: its floor at an integer never moves, so it is no site."""
+    g, cert = jr.certified_grad(f)(F32(x))
+    assert cert.certified and cert.method == "ad"
+    np.testing.assert_allclose(np.asarray(g), grad, rtol=0, atol=1e-6)
+    assert all(s.ties == 0 for s in jr.find_kinks(f, F32(x)))
+    assert jr.check_linearization(f, F32(x)).verdict == "linear"
+
+
+def test_a_constant_folded_switch_still_counts_where_the_input_reaches_it():
+    """floor(c) of a constant is no site; floor(c + 0 * x) depends on x (formally): it
+    is kept (the tie at an integer)."""
+    const = lambda x: x * jnp.floor(F32(2.0))
+    assert jr.find_kinks(const, F32(1.0)) == []
+    formal = lambda x: x * jnp.floor(2.0 + 0.0 * x)
+    assert [s.ties for s in jr.find_kinks(formal, F32(1.0))] == [1]
+
+
+NORM = jnp.linalg.norm
+
+
+@pytest.mark.parametrize(
+    "f, x, d, true",
+    [
+        # relu(|x| + x) - relu(|x| - x) = 2x with |x| written sqrt(x * x): slope 2
+        (lambda x: jax.nn.relu(jnp.sqrt(x * x) + x) - jax.nn.relu(jnp.sqrt(x * x) - x),
+         0.0, 1.0, 2.0),
+        # relu(||x||) = ||x||: slope ||d|| = 1 along e0
+        (lambda v: jax.nn.relu(jnp.linalg.norm(v)), [0.0, 0.0], [1.0, 0.0], 1.0),
+        # the triplet loss relu(||a - p|| - ||a - n|| + 1) at a = p, n = a + (1, 0): the
+        # margin is -1 + 1 = 0, tied; along e0, ||a - p|| grows like t and ||a - n|| falls
+        # like t: slope 2
+        (lambda a: jax.nn.relu(NORM(a - 1.0) - NORM(a - F32([2.0, 1.0])) + 1.0),
+         [1.0, 1.0], [1.0, 0.0], 2.0),
+    ],
+)  # fmt: skip
+def test_a_tie_whose_tangent_is_not_a_number_is_undecided(f, x, d, true):
+    """sqrt and norm at 0 have an infinite slope; times a zero tangent it is NaN, which
+    cannot tell a tied relu's side (the rules took 0 and certified it). The true slope
+    (``true``, by hand) needs more than first derivatives: a warning, no certificate."""
+    with pytest.warns(jr.UndecidedTieWarning, match="not a number"):
+        got = jr.directional_derivative(f, F32(x), F32(d))
+    assert float(got) != true  # (what the rules can say; the warning is the point)
+    _, cert = jr.certified_grad(f)(F32(x))
+    assert not cert.certified and "not a number" in cert.reason
+
+
+def test_the_certificate_says_where_stop_gradient_defines_the_gradient():
+    """x * stop_gradient(x) has values x^2 (derivative 4 at 2); JAX's gradient is x = 2,
+    the program's with stop_gradient's derivative 0. certified_grad returns JAX's and
+    says so; without stop_gradient no such note."""
+    sg = lax.stop_gradient
+    g, cert = jr.certified_grad(lambda x: x * sg(x))(F32(2.0))
+    assert float(g) == 2.0 and "stop_gradient" in cert.reason
+    assert jr.check_linearization(lambda x: x * sg(x), F32(2.0)).verdict == "wrong_derivative"
+    assert "stop_gradient" not in jr.certified_grad(lambda x: x * x)(F32(2.0))[1].reason
+
+
+def test_a_repeated_singular_value_warns_in_the_lexicographic_functions():
+    """The spectral norm at the identity along E12: sigma_max([[1, t], [0, 1]]) = 1 + t/2
+    + O(t^2), slope 1/2; svd has no lexicographic rule there (JAX's JVP gives 0), so the
+    directional derivative and ld_grad warn; at diag(2, 1) nothing is tied: no warning."""
+    spectral = lambda a: jnp.linalg.norm(a, 2)
+    e12 = jnp.asarray([[0.0, 1.0], [0.0, 0.0]])
+    with pytest.warns(jr.UndecidedTieWarning, match="singular value"):
+        jr.directional_derivative(spectral, jnp.eye(2), e12)
+    with pytest.warns(jr.UndecidedTieWarning, match="singular value"):
+        jr.ld_grad(spectral)(jnp.eye(2))
+    two = jnp.diag(jnp.asarray([2.0, 1.0]))
+    assert (
+        _no_undecided_warning(lambda: float(jr.directional_derivative(spectral, two, e12))) == 0.0
+    )

@@ -5,18 +5,31 @@ custom rule *is* the convention the analysis looks past), ``cond``, ``while`` an
 
 Loop carries and branch outputs must have one structure, so inside them every floating-
 point value carries a tangent block (zeros where it had none) and every integer/boolean
-value its perturbed value; switch provenance does not cross loop iterations."""
+value its perturbed value; a value that has a switch in any iteration or branch carries it
+in all (infinitely far where it has none; see :class:`Layout`), so an index or count made
+from a comparison inside a loop or branch switches where it is used after it."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .core import Interpreter, Recorder, SiteStats, Val, is_float, open_jaxpr, rule, switch_stats
+from .core import (
+    Interpreter,
+    Recorder,
+    SiteStats,
+    Switch,
+    Val,
+    is_float,
+    open_jaxpr,
+    rule,
+    switch_stats,
+)
 from .rules import bind, jump_evidence, select_threshold, sign_bit, unknown
 
 __all__ = ["scan_counts"]
@@ -112,32 +125,95 @@ def call(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
 # ---------------------------------------------------------------- uniform structures
 
 
-def _pack(interp: Interpreter, vals: Sequence[Val]) -> tuple:
-    out: list[tuple[Any, Any, Any]] = []
-    for v in vals:
+class Layout(NamedTuple):
+    """The static part of a value crossing a loop iteration or a branch: whether it is
+    nonlinear in the input (``Val.nl``), carries a switch (``Val.sw``; then ``point`` is
+    the switch's own flag) and, for a float, a perturbed value (``lex``: a piecewise-
+    constant float such as ``floor(x)``). Carries and branch outputs take the join over
+    the iterations and branches (:func:`_join`): a switch made in one iteration reaches
+    the comparisons, selects and indexing of the next and after the loop."""
+
+    nl: bool = False
+    sw: bool = False
+    point: bool = True
+    lex: bool = False
+
+
+def _layout(v: Val) -> Layout:
+    point = bool(v.sw.point) if v.sw is not None else True
+    return Layout(bool(v.nl), v.sw is not None, point, is_float(v.p) and v.lex is not None)
+
+
+def _join(a: Layout, b: Layout) -> Layout:
+    if not a.sw:
+        point = b.point
+    elif not b.sw:
+        point = a.point
+    else:
+        point = a.point and b.point
+    return Layout(a.nl or b.nl, a.sw or b.sw, point, a.lex or b.lex)
+
+
+def _joined(a: Any, b: Any) -> list[Layout]:
+    return [_join(x, y) for x, y in zip(a, b)]
+
+
+def _pack_switch(interp: Interpreter, p: Any, sw: Switch | None) -> tuple:
+    """A switch as arrays of ``p``'s shape (none: infinitely far, never crossed)."""
+    shape, wide = jnp.shape(p), interp.wide
+    dist: Any
+    rate: Any
+    across: Any
+    time: Any
+    if sw is None:
+        dist, rate, across, time = jnp.inf, 0.0, p, jnp.inf
+    else:
+        dist, rate, across, time = sw.dist, sw.rate, sw.across, sw.time
+        rate = 0.0 if rate is None else rate  # (no tangent: the switch does not move)
+        time = jnp.inf if time is None else time
+        if across is None:
+            across = p
+    try:
+        fit = lambda a, dt: jnp.broadcast_to(jnp.asarray(a, dt), shape)
+        dist, rate, time = fit(dist, wide), fit(rate, wide), fit(time, wide)
+        across = fit(across, jnp.asarray(p).dtype)
+    except ValueError:  # pragma: no cover - no rule makes a switch larger than its value
+        near = jnp.min(jnp.asarray(dist, wide))
+        dist, rate, across = jnp.full(shape, near, wide), jnp.zeros(shape, wide), p
+        time = jnp.full(shape, jnp.min(jnp.asarray(time, wide)), wide)
+    return (dist, rate if interp.n_ld else None, across, time)
+
+
+def _pack(interp: Interpreter, vals: Sequence[Val], lay: Sequence[Layout] | None = None) -> tuple:
+    """The arrays of values that cross an iteration or a branch, in one structure for a
+    given layout (``lay``: default, each value's own)."""
+    lay = [_layout(v) for v in vals] if lay is None else lay
+    out: list[tuple[Any, Any, Any, Any]] = []
+    for v, lo in zip(vals, lay):
         p = jnp.asarray(v.p)
+        sw = _pack_switch(interp, p, v.sw) if lo.sw else None
         if is_float(p):
             t = None
             if interp.ncols:
                 t = jnp.asarray(v.t if v.t is not None else interp.zeros_t(p), dtype=p.dtype)
-            out.append((p, t, None))
+            lex = jnp.asarray(v.lex if v.lex is not None else p, p.dtype) if lo.lex else None
+            out.append((p, t, lex, sw))
         else:
-            out.append((p, None, jnp.asarray(v.lex if v.lex is not None else p, p.dtype)))
+            out.append((p, None, jnp.asarray(v.lex if v.lex is not None else p, p.dtype), sw))
     return tuple(out)
 
 
-def _unpack(packed: Sequence[tuple], nl: Sequence[bool] | None = None) -> list[Val]:
-    """Values from :func:`_pack`'s arrays; ``nl``: their (static) nonlinearity flags."""
-    flags = list(nl) if nl is not None else [False] * len(packed)
-    return [Val(p, t, lex, nl=f) for (p, t, lex), f in zip(packed, flags)]
-
-
-def _nl_of(vals: Sequence[Val]) -> list[bool]:
-    return [bool(v.nl) for v in vals]
-
-
-def _either(a: Sequence[bool], b: Sequence[bool]) -> list[bool]:
-    return [x or y for x, y in zip(a, b)]
+def _unpack(packed: Sequence[tuple], lay: Sequence[Layout] | None = None) -> list[Val]:
+    """Values from :func:`_pack`'s arrays and their (static) layout."""
+    lay = list(lay) if lay is not None else [Layout()] * len(packed)
+    vals = []
+    for (p, t, lex, sw), lo in zip(packed, lay):
+        switch = None
+        if sw is not None:
+            dist, rate, across, time = sw
+            switch = Switch(dist, rate, across, time, lo.point)
+        vals.append(Val(p, t, lex, switch, nl=lo.nl))
+    return vals
 
 
 def _discover(fn: Callable, *args: Any) -> Recorder:
@@ -153,43 +229,76 @@ def _discover(fn: Callable, *args: Any) -> Recorder:
     return box["rec"]
 
 
-def _carry_fixpoint(nl: list[bool], body_nl: list[bool], trace: Callable[[], Any]) -> None:
-    """Marks the loop carries a body iteration makes nonlinear (``nl`` in place): traces
-    the body (abstractly, which sets ``body_nl``) until no carry changes; a carry made
-    nonlinear feeds the next iteration, so the sites the loop records are known before
-    it is traced for real."""
-    for _ in range(len(nl) + 1):
-        trace()
-        grown = _either(nl, body_nl[: len(nl)])
-        if grown == nl:
-            return
-        nl[:] = grown
+def _carry_fixpoint(lay: list[Layout], body_lay: list[Layout], trace: Callable[[], Any]) -> Any:
+    """Joins into the loop carries' layouts (``lay``, in place) what a body iteration
+    makes of them: traces the body (abstractly, which sets ``body_lay``) until no carry
+    changes; a carry made nonlinear or given a switch feeds the next iteration, so the
+    sites the loop records are known before it is traced for real. Returns the last
+    trace's result (a trace with the final layouts)."""
+    for _ in range(3 * len(lay) + 1):  # (each carry's layout can grow 3 times)
+        out = trace()
+        grown = _joined(lay, body_lay[: len(lay)])
+        if grown == lay:
+            return out
+        lay[:] = grown
+    raise AssertionError("loop carry layouts did not settle")  # pragma: no cover
 
 
 # --------------------------------------------------------------------------- cond
+
+
+def _lay(interp: Interpreter, v: Val) -> Layout:
+    """:func:`_layout`, without the nonlinearity flag where no lexicographic column reads
+    it (so that it never costs a trace of a loop body more)."""
+    lo = _layout(v)
+    return lo if interp.n_ld else lo._replace(nl=False)
+
+
+def _nearer(a: Switch | None, b: Switch, shape: tuple, wide: Any) -> Switch:
+    """Of two switches of one value, elementwise the nearer one (the first crossing of
+    either is the earliest of both)."""
+    if a is None:
+        return b
+    fit = lambda x: jnp.broadcast_to(jnp.asarray(x), shape)
+    da, db = fit(a.dist).astype(wide), fit(b.dist).astype(wide)
+    take_b = db < da
+    rate = None
+    if a.rate is not None or b.rate is not None:
+        ra = jnp.zeros(shape, wide) if a.rate is None else fit(a.rate).astype(wide)
+        rb = jnp.zeros(shape, wide) if b.rate is None else fit(b.rate).astype(wide)
+        rate = jnp.where(take_b, rb, ra)
+    times = [fit(s.time).astype(wide) for s in (a, b) if s.time is not None]
+    time = None if not times else functools.reduce(jnp.minimum, times)
+    across = jnp.where(take_b, fit(b.across), fit(a.across))
+    return Switch(jnp.where(take_b, db, da), rate, across, time, a.point and b.point)
 
 
 @rule("cond")
 def cond(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
     """The taken branch gives the value and the sites; the branch taken at the perturbed
     point gives the tangents; where the branch index comes from float comparisons, the
-    cond is a site, a kink or a jump by whether the branches agree at the switch."""
+    cond is a site, a kink or a jump by whether the branches agree at the switch, and its
+    integer (and piecewise-constant) outputs switch there too."""
     branches = eqn.params["branches"]
-    which, ops = ins[0], _pack(interp, ins[1:])
-    in_nl, out_nl = _nl_of(ins[1:]), [False] * len(eqn.outvars)
+    in_lay = [_lay(interp, v) for v in ins[1:]]
+    which, ops = ins[0], _pack(interp, ins[1:], in_lay)
+    seen: list[list[Layout]] = []
+    joint: list[Layout] = []  # the outputs' layout: the join over the branches
 
     def runner(b: int, enabled: bool) -> Callable:
         def fn(operands: tuple) -> tuple:
             child = rec.child(eqn=eqn, enabled=enabled)
             outs = interp.run(
-                *open_jaxpr(branches[b]), _unpack(operands, in_nl), child, rec.shift_outs
+                *open_jaxpr(branches[b]), _unpack(operands, in_lay), child, rec.shift_outs
             )
-            out_nl[:] = _either(out_nl, _nl_of(outs))  # any branch's (static, traced once)
-            return _pack(interp, outs), child
+            if not joint:  # (probing: each branch traced once)
+                seen.append([_lay(interp, o) for o in outs])
+            return _pack(interp, outs, joint or None), child
 
         return fn
 
     probes = [_discover(runner(b, True), ops) for b in range(len(branches))]
+    joint[:] = functools.reduce(_joined, seen)
     counts = [len(p.meta) for p in probes]
 
     def padded(b: int) -> Callable:
@@ -215,26 +324,33 @@ def cond(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
     lex_outs = outs
     if which.lex is not None:
         lex_outs = lax.switch(index(which.lex), [silent(b) for b in range(n_b)], ops)
+    vals = [
+        Val(p, lt, ll if not is_float(p) or lo.lex else None, sw=v.sw, nl=lo.nl)
+        for (p, _, _, _), (_, lt, ll, _), lo, v in zip(outs, lex_outs, joint, _unpack(outs, joint))
+    ]
     if which.sw is not None:
         there = lax.switch(index(which.sw.across), [silent(b) for b in range(n_b)], ops)
         ev = jnp.asarray(0.0, interp.wide)
-        for (p, t, _), (q, s, _) in zip(outs, there):
+        for k, ((p, t, _, _), (q, s, _, _)) in enumerate(zip(outs, there)):
+            sh = jnp.shape(p)
             if is_float(p) and not jnp.iscomplexobj(p):
-                sh = jnp.shape(p)
                 sw = which.sw._replace(
                     dist=jnp.broadcast_to(which.sw.dist, sh),
                     rate=None if which.sw.rate is None else jnp.broadcast_to(which.sw.rate, sh),
                 )
                 ev = jnp.maximum(ev, jump_evidence(interp, sw, p, q, t, s, sh))
+            if not is_float(p) or joint[k].sw:  # a discrete output switches with the index
+                vals[k] = vals[k]._replace(
+                    sw=_nearer(vals[k].sw, which.sw._replace(across=q), sh, interp.wide)
+                )
         leaving = jnp.int32(0) if which.lex is None else jnp.sum(which.lex != which.p)
         st = switch_stats(which.sw.dist, None, interp.wide, ev, leaving)
         st = st._replace(radius=which.sw.radius(jnp.shape(which.sw.dist), interp.wide))
-        thr = min(select_threshold(p.dtype) for p, _, _ in outs if is_float(p)) if outs else 1e-3
-        rec.add(eqn, "cond", "select", st, thr)
-    return [
-        Val(p, lt if lt is not None else None, ll, nl=f)
-        for (p, _, _), (_, lt, ll), f in zip(outs, lex_outs, out_nl)
-    ]
+        # (discrete outputs alone are no site here: they switch where they are used)
+        floats = [p for p, _, _, _ in outs if is_float(p)]
+        if floats:
+            rec.add(eqn, "cond", "select", st, min(select_threshold(p.dtype) for p in floats))
+    return vals
 
 
 # -------------------------------------------------------------------------- while
@@ -247,12 +363,13 @@ def while_loop(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> 
     p = eqn.params
     cj, bj = open_jaxpr(p["cond_jaxpr"]), open_jaxpr(p["body_jaxpr"])
     cn, bn = p["cond_nconsts"], p["body_nconsts"]
-    cconsts, bconsts, init = ins[:cn], ins[cn : cn + bn], _pack(interp, ins[cn + bn :])
-    nl, body_nl = _nl_of(ins[cn + bn :]), [False] * len(init)
+    cconsts, bconsts, start = ins[:cn], ins[cn : cn + bn], ins[cn + bn :]
+    lay = [_lay(interp, v) for v in start]
+    body_lay = list(lay)
 
     def test(carry: tuple) -> tuple[Any, Recorder]:
         child = rec.child(eqn=eqn)
-        (pred,) = interp.run(*cj, list(cconsts) + _unpack(carry, nl), child)
+        (pred,) = interp.run(*cj, list(cconsts) + _unpack(carry, lay), child)
         if pred.sw is not None:
             # a tied test the direction leaves at once changes the number of iterations
             leaving = jnp.int32(0) if pred.lex is None else jnp.sum(pred.lex != pred.p)
@@ -267,14 +384,15 @@ def while_loop(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> 
     def step(carry: tuple) -> tuple[tuple, Recorder, Recorder]:
         test_rec = test(carry)[1]
         child = rec.child(eqn=eqn)
-        outs = interp.run(*bj, list(bconsts) + _unpack(carry, nl), child)
-        body_nl[:] = _nl_of(outs)
-        return _pack(interp, outs), test_rec, child
+        outs = interp.run(*bj, list(bconsts) + _unpack(carry, lay), child)
+        body_lay[:] = [_lay(interp, o) for o in outs]
+        return _pack(interp, outs, lay), test_rec, child
 
-    if interp.n_ld:  # (the flags matter to lexicographic columns only)
-        _carry_fixpoint(nl, body_nl, lambda: _discover(lambda c: (None, step(c)[2]), init))
+    probe_body = _carry_fixpoint(
+        lay, body_lay, lambda: _discover(lambda c: (None, step(c)[2]), _pack(interp, start, lay))
+    )
+    init = _pack(interp, start, lay)
     probe_test = _discover(lambda c: (None, test(c)[1]), init)
-    probe_body = _discover(lambda c: (None, step(c)[2]), init)
     n_test = len(probe_test.meta)
     empty = SiteStats.empty(interp.wide)
     acc0 = tuple([empty] * (n_test + len(probe_body.meta)))
@@ -289,7 +407,7 @@ def while_loop(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> 
     last = test(final)[1]  # the test that ended the loop
     rec.extend(probe_test, [a.merge(s) for a, s in zip(acc[:n_test], last.stats)])
     rec.extend(probe_body, list(acc[n_test:]))
-    return _unpack(final, nl)
+    return _unpack(final, lay)
 
 
 # --------------------------------------------------------------------------- scan
@@ -325,7 +443,7 @@ def _cols_second(packed: tuple, forward: bool) -> tuple:
     """Moves tangent blocks' column axis behind (forward) or back in front of the scanned
     axis."""
     move = (lambda t: jnp.moveaxis(t, 0, 1)) if forward else (lambda t: jnp.moveaxis(t, 1, 0))
-    return tuple((p, None if t is None else move(t), lex) for p, t, lex in packed)
+    return tuple((p, None if t is None else move(t), lex, sw) for p, t, lex, sw in packed)
 
 
 @rule("scan")
@@ -333,31 +451,35 @@ def scan(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
     p = eqn.params
     body, body_consts = open_jaxpr(p["jaxpr"])
     nc, nk = scan_counts(eqn, body)
-    consts = list(ins[:nc])
-    carry = _pack(interp, ins[nc : nc + nk])
-    xs = _cols_second(_pack(interp, ins[nc + nk :]), True)
+    consts, start, xvals = list(ins[:nc]), ins[nc : nc + nk], ins[nc + nk :]
+    lay = [_lay(interp, v) for v in start]
+    xs_lay = [_lay(interp, v) for v in xvals]
+    xs = _cols_second(_pack(interp, xvals, xs_lay), True)
     box: dict[str, Recorder] = {}
-    nl, xs_nl = _nl_of(ins[nc : nc + nk]), _nl_of(ins[nc + nk :])
-    out_nl = [False] * len(eqn.outvars)
+    out_lay = [Layout()] * len(eqn.outvars)
 
     def step(c: tuple, x: tuple) -> tuple:
         child = rec.child(eqn=eqn)
-        vals = consts + _unpack(c, nl) + _unpack(x, xs_nl)  # slices: (ncols, ...) already
+        vals = consts + _unpack(c, lay) + _unpack(x, xs_lay)  # slices: (ncols, ...) already
         outs = interp.run(body, body_consts, vals, child)
         box["rec"] = child
-        out_nl[:] = _nl_of(outs)
-        packed = _pack(interp, outs)
-        return packed[:nk], (packed[nk:], tuple(child.stats))
+        out_lay[:] = [_lay(interp, o) for o in outs]
+        ys = _pack(interp, outs[nk:], out_lay[nk:])  # (one trace: their own layouts)
+        return _pack(interp, outs[:nk], lay), (ys, tuple(child.stats))
 
-    if interp.n_ld:  # (the flags matter to lexicographic columns only)
-        xs1 = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), xs)
-        trace = lambda: jax.eval_shape(lambda c, x: step(c, x)[0], carry, xs1)
-        _carry_fixpoint(nl, out_nl, trace)
+    xs1 = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), xs)
+    trace = lambda: jax.eval_shape(lambda c, x: step(c, x)[0], _pack(interp, start, lay), xs1)
+    _carry_fixpoint(lay, out_lay, trace)
 
     ys: Any
     stats: Any
     c_out, (ys, stats) = lax.scan(
-        step, carry, xs, length=p["length"], reverse=p["reverse"], unroll=p.get("unroll", 1)
+        step,
+        _pack(interp, start, lay),
+        xs,
+        length=p["length"],
+        reverse=p["reverse"],
+        unroll=p.get("unroll", 1),
     )
     rec.extend(box["rec"], [SiteStats(*s).reduce() for s in stats])
-    return _unpack(c_out, nl) + _unpack(_cols_second(ys, False), out_nl[nk:])
+    return _unpack(c_out, lay) + _unpack(_cols_second(ys, False), out_lay[nk:])

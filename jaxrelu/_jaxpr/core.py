@@ -101,6 +101,9 @@ class Val(NamedTuple):
     # exp): a zero tangent does not make it constant along the directions, as it does for
     # a piecewise-linear value
     nl: bool = False
+    # computed from literals and the program's constants alone (``jnp.median``'s
+    # ``floor(0.5 * (n - 1))``): the same at every input, so no site of the program
+    const: bool = False
 
 
 class SiteStats(NamedTuple):
@@ -289,6 +292,9 @@ class Interpreter:
         self.faithful = faithful
         self.values = values
         self.ncols = n_ld + int(probe)
+        # masks of tied elements whose lexicographic columns are NaN (sqrt(x * x) at 0),
+        # which the rule being evaluated resolved blindly: recorded as undecided sites
+        self._blind: list[Any] | None = None
 
     # -- the evaluation loop ----------------------------------------------------------
 
@@ -303,7 +309,7 @@ class Interpreter:
         """Evaluates ``jaxpr`` on ``ins``; ``shift_out[i]`` says that output ``i`` reaches
         the program's output only through ``stop_gradient``."""
         from .passes import positive_vars, shift_only
-        from .rules import curves, lookup
+        from .rules import bind, curves, lookup
 
         shift = shift_only(jaxpr, shift_out)
         positive = positive_vars(jaxpr)
@@ -311,7 +317,7 @@ class Interpreter:
 
         def read(v: Any) -> Val:
             if isinstance(v, Literal):
-                return Val(v.val, key=("literal", repr(v.val)))
+                return Val(v.val, key=("literal", repr(v.val)), const=True)
             return env[v]
 
         def write(v: Any, val: Val) -> None:
@@ -322,16 +328,31 @@ class Interpreter:
             env[v] = val if val.key is not None else val._replace(key=v)
 
         for v, c in zip(jaxpr.constvars, consts):
-            write(v, Val(c))
+            write(v, Val(c, const=True))
         for v, val in zip(jaxpr.invars, ins):
             write(v, val)
         for eqn in jaxpr.eqns:
             vals = [read(v) for v in eqn.invars]
+            if all(v.const for v in vals):  # folded: it never switches (nor records sites)
+                # (a stop_gradient copy keeps its operand's identity, as in the rule)
+                key = vals[0].key if eqn.primitive.name == "stop_gradient" else None
+                for v, o in zip(eqn.outvars, bind(eqn, [v.p for v in vals])):
+                    write(v, Val(o, key=key, const=True))
+                continue
             fn = lookup(eqn)
             rec.shift_outs = [o in shift or type(o).__name__ == "DropVar" for o in eqn.outvars]
             rec.positive = [not isinstance(v, Literal) and v in positive for v in eqn.invars]
             rec.shift = bool(rec.shift_outs) and all(rec.shift_outs)
-            outs = fn(self, eqn, vals, rec)
+            outer, self._blind = self._blind, []
+            try:
+                outs = fn(self, eqn, vals, rec)
+                for bad in self._blind:
+                    dist = jnp.where(bad, 0.0, 1.0).astype(self.wide)
+                    rec.add(
+                        eqn, eqn.primitive.name, "undecided", switch_stats(dist, None, self.wide)
+                    )
+            finally:
+                self._blind = outer
             if any(v.nl for v in vals) or curves(eqn, vals):
                 outs = [o._replace(nl=True) for o in outs]
             rec.shift, rec.shift_outs, rec.positive = False, None, []
@@ -361,6 +382,7 @@ class Interpreter:
         s = jnp.sign(m)
         if t is None or self.n_ld == 0:
             return s
+        self.blind(m == 0, t)
         if self.n_ld == 1:
             return jnp.where(s != 0, s, jnp.sign(t[0]).astype(s.dtype))
 
@@ -372,6 +394,19 @@ class Interpreter:
 
         # the columns only matter at ties: skip the search over them when there is none
         return jax.lax.cond(jnp.any(s == 0), resolve, lambda s: s, s)
+
+    def blind(self, tied: Any, t: Any, axes: Sequence[int] = ()) -> None:
+        """Notes the ``tied`` elements whose lexicographic columns in ``t`` (``(ncols,
+        ...)``) have a NaN (any of them along ``axes`` of the elements, for a reduction):
+        a tangent that is not a number (``sqrt`` at 0 times 0) cannot decide the side, so
+        the evaluated rule's choice there is recorded as an undecided tie."""
+        if self._blind is None or t is None or not self.n_ld:
+            return
+        nan = jnp.any(jnp.isnan(t[: self.n_ld]), axis=0)
+        bad = jnp.broadcast_to(tied, jnp.broadcast_shapes(jnp.shape(tied), nan.shape)) & nan
+        if axes:
+            bad = jnp.any(bad, axis=tuple(axes))
+        self._blind.append(bad)
 
     def rate(self, m: Any, t: Any) -> Any:
         """Rate of change of ``|m|`` along the first direction (None without one)."""
@@ -407,6 +442,11 @@ def ties_only() -> Any:
         yield
     finally:
         _TIES_ONLY.reset(token)
+
+
+def ties_only_active() -> bool:
+    """Whether a :func:`ties_only` analysis is being traced."""
+    return _TIES_ONLY.get()
 
 
 def switch_stats(

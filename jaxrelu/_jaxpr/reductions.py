@@ -50,6 +50,9 @@ def lex_pick(interp: Interpreter, x: Any, t: Any, axes: Sequence[int], sign: flo
     xs = sign * x.astype(interp.wide)
     cand = xs == jnp.max(xs, axis=tuple(axes), keepdims=True)
     if t is not None and interp.n_ld:
+        # a second maximiser whose columns are NaN: the pick is blind there
+        second = cand & (jnp.sum(cand, axis=tuple(axes), keepdims=True) > 1)
+        interp.blind(second, t, axes)
         cols = sign * t[: interp.n_ld].astype(interp.wide)
 
         def refine(c: Any) -> Any:
@@ -114,7 +117,22 @@ def reduce_extremum(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder
         return [Val(out, t_top)]
     lex = jnp.argmax(pick, axis=axes[0]).astype(out.dtype)
     rec.add(eqn, name, "jump", st._replace(leaving=jnp.sum(lex != out).astype(jnp.int32)))
+    if x.nl and interp.n_ld and x.t is not None and t_top is not None:
+        _undecided_extremum(interp, eqn, xp, x.t, top, t_top, pick, axes, sign, rec)
     return [Val(out, None, lex)]
+
+
+def _undecided_extremum(interp, eqn, x, t, top, t_top, pick, axes, sign, rec) -> None:
+    """``argmax`` of a nonlinear quantity (:func:`.rules.undecided`): an element tied with
+    the one picked whose every lexicographic column equals the picked one's (``x**3``
+    against 0 at 0) may lead on either side of the point, which first derivatives cannot
+    tell; such elements are an undecided site."""
+    wide, n = interp.wide, interp.n_ld
+    gap = sign * (jnp.expand_dims(top.astype(wide), axes) - x.astype(wide))
+    same = jnp.all(t[:n] == jnp.expand_dims(t_top[:n], tuple(a + 1 for a in axes)), axis=0)
+    open_ = (gap == 0) & same & ~pick
+    dist = jnp.where(open_, 0.0, 1.0).astype(wide)
+    rec.add(eqn, eqn.primitive.name, "undecided", switch_stats(dist, None, wide))
 
 
 def window_patches(x: Any, params: dict, fill: Any) -> Any:

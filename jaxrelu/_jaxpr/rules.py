@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -55,6 +55,7 @@ from .core import (
     rule,
     switch_stats,
 )
+from .core import ties_only_active as core_ties_only
 
 __all__ = ["SMOOTH", "lookup"]
 
@@ -991,23 +992,90 @@ def principal_branch(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorde
     (z,) = ins
     if jnp.iscomplexobj(z.p):
         im = None if z.t is None else jnp.imag(z.t)
-        _cut(interp, eqn, rec, Val(jnp.imag(z.p), im), Val(jnp.real(z.p)), np.shape(z.p))
+        re = Val(jnp.real(z.p), None if z.t is None else jnp.real(z.t))
+        _cut(interp, eqn, rec, Val(jnp.imag(z.p), im), re, np.shape(z.p))
     return outs
 
 
-def _cut(interp, eqn, rec: Recorder, y: Val, x: Val, shape) -> None:
-    """Records a branch cut along ``y = 0``, ``x <= 0`` (see :func:`atan2`)."""
+# The principal branches' cuts of inverse functions of a complex ``z = re + i im``, each
+# as ``(y, x)`` with the cut at ``y = 0``, ``x <= 0`` (NumPy's and C99's conventions): the
+# real axis beyond -1 (log1p), beyond +-1 (asin, acos, atanh), the imaginary axis beyond
+# +-i (atan, asinh). ``y`` is the part of ``z`` (0 real, 1 imaginary) whose tangent moves
+# across the cut.
+_CUTS: dict[str, tuple[int, Callable[[Any, Any], Any]]] = {
+    "log1p": (1, lambda re, im: re + 1),
+    "asin": (1, lambda re, im: 1 - jnp.abs(re)),
+    "acos": (1, lambda re, im: 1 - jnp.abs(re)),
+    "atanh": (1, lambda re, im: 1 - jnp.abs(re)),
+    "atan": (0, lambda re, im: 1 - jnp.abs(im)),
+    "asinh": (0, lambda re, im: 1 - jnp.abs(im)),
+}
+
+
+@rule(*_CUTS)
+def inverse_branch(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """Smooth on real numbers (where defined); on complex ones a jump across the principal
+    branch's cut (:data:`_CUTS`), recorded as :func:`atan2`'s cut is."""
+    outs = smooth(interp, eqn, ins, rec)
+    (z,) = ins
+    if jnp.iscomplexobj(z.p):
+        part, side = _CUTS[eqn.primitive.name]
+        take = jnp.imag if part else jnp.real
+        re, im = jnp.real(z.p), jnp.imag(z.p)
+        y, x = Val(take(z.p), None), Val(side(re, im))
+        if z.t is not None:  # (the first column is the one radii read)
+            dz = z.t[0]
+            dx = jax.jvp(side, (re, im), (jnp.real(dz), jnp.imag(dz)))[1]
+            y, x = y._replace(t=take(z.t)), x._replace(t=dx[None])
+        _cut(interp, eqn, rec, y, x, np.shape(z.p))
+    return outs
+
+
+@rule("pow")
+def power(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """``z ** w`` is ``exp(w log z)``: for a complex base, the cut of ``log`` (none where
+    ``w`` is a fixed integer, whose powers agree across it)."""
+    outs = smooth(interp, eqn, ins, rec)
+    z, w = ins
+    if jnp.iscomplexobj(z.p):
+        shape = np.shape(outs[0].p)
+        wp = jnp.asarray(w.p)
+        exempt = None
+        if w.t is None:  # (a moving exponent is an integer at an instant only)
+            exempt = jnp.broadcast_to(
+                (jnp.imag(wp) == 0) & (jnp.real(wp) == jnp.round(jnp.real(wp))), shape
+            )
+        y = Val(jnp.imag(z.p), None if z.t is None else jnp.imag(z.t))
+        x = Val(jnp.real(z.p), None if z.t is None else jnp.real(z.t))
+        _cut(interp, eqn, rec, y, x, shape, exempt)
+    return outs
+
+
+def _cut(interp, eqn, rec: Recorder, y: Val, x: Val, shape, exempt: Any = None) -> None:
+    """Records a branch cut along ``y = 0``, ``x <= 0`` (see :func:`atan2`), except where
+    ``exempt``."""
     # (with tangents, a y that does not move never crosses the cut: jnp.angle of a real)
     if interp.ncols and y.t is None:
         return
     yw, xw = interp.wide_of(y.p, shape), interp.wide_of(x.p, shape)
     on_side = xw <= 0
+    if exempt is not None:
+        on_side = on_side & ~exempt
     dist = jnp.where(on_side, jnp.abs(yw), jnp.inf)
     ty = None if y.t is None else interp.t_of(y, shape, interp.wide)
     rate = interp.rate(yw, ty)
     if rate is not None:
         rate = jnp.where(on_side, rate, 0.0)
     st = switch_stats(dist, rate, interp.wide)
+    if rate is not None and x.t is not None and not core_ties_only():
+        # an element off the cut's side that reaches it by the time y crosses 0 (to first
+        # order): from (1, -1/2) along (-2, 1), y = 0 at t = 1/2, where x = 0
+        dx = interp.t_of(x, shape, interp.wide)[0]
+        cross = crossing_time(jnp.abs(yw), interp.rate(yw, ty))
+        reach = jnp.isfinite(cross) & (xw + jnp.where(jnp.isfinite(cross), cross, 0) * dx <= 0)
+        if exempt is not None:
+            reach = reach & ~exempt
+        st = st._replace(radius=jnp.minimum(st.radius, jnp.min(jnp.where(reach, cross, jnp.inf))))
     if ty is not None and interp.n_ld:  # a tie the direction leaves: crossed at once
         leaves = on_side & (yw == 0) & (interp.lex_sign(yw, ty) != 0)
         st = _with_leaving(st, jnp.sum(leaves))
