@@ -9,9 +9,12 @@ pin the thresholds of :func:`jaxrelu.checker.classify_remainders` (order classes
 
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxrelu as jr
 from jaxrelu.checker import (
     Cause,
     Evidence,
@@ -524,3 +527,129 @@ def test_ad_on_the_floor_below_a_switch_demotes_only_a_finite_wrong_derivative()
     far = dict(near, radius_plus=math.inf, radius_minus=math.inf)
     got = decide(_evidence(ORDER1, **wrong, **far, below_switch=3, flat_below_switch=True))
     assert got[0] is Verdict.WRONG_DERIVATIVE
+
+
+def test_scattered_orders_all_above_one_are_smooth():
+    """Remainders falling like h^2 at first and h^3.5 later (a pre-asymptotic
+    range, as layer norm's at a constant input): too scattered for one power law, but no
+    pair of steps shrinks like h or slower, so no order-1 term is present: smooth. One
+    pair at order 1.5 (a kink's h term showing) keeps it inconclusive."""
+    h = 2.0 ** -np.arange(6)
+    two_then_three = 2.0 ** -np.array([0.0, 2.0, 4.0, 6.0, 9.5, 13.0])
+    ev = classify_remainders(h, two_then_three, np.full(6, 1e-12), 1.0)
+    assert ev.pattern is Pattern.SCATTERED and min(ev.local) == 2.0
+    assert decide(_evidence(ev)) == (Verdict.SMOOTH, Cause.ORDERS_ALL_ABOVE_ONE)
+    slow = two_then_three.copy()
+    slow[2:] *= 2**0.5  # the window's first pair at order 1.5
+    ev = classify_remainders(h, slow, np.full(6, 1e-12), 1.0)
+    assert ev.pattern is Pattern.SCATTERED and min(ev.local) == 1.5
+    assert decide(_evidence(ev)) == (Verdict.INCONCLUSIVE, Cause.SCATTERED)
+
+
+def test_layer_norm_at_a_constant_input_is_smooth_in_float32():
+    """(x - mean) / sqrt(var + 1e-5) at a constant x: smooth (var + 1e-5 > 0); along a
+    centred direction the remainder is h^3 for h << sqrt(1e-5) and saturates above it,
+    so float32's resolvable steps (about 1e-3 and up) see orders between 2 and 3. The
+    float64 check (steps down to 1e-6) sees order 3."""
+
+    def layer_norm(x):
+        c = x - jnp.mean(x)
+        w = jnp.sin(jnp.arange(4.0, dtype=x.dtype))
+        return jnp.sum(w * c / jnp.sqrt(jnp.mean(c * c) + 1e-5))
+
+    for dtype in (jnp.float32, jnp.float64):
+        rep = jr.check_linearization(layer_norm, jnp.ones(4, dtype))
+        assert rep.verdict == "smooth", rep.reason
+
+
+# ------------------------------------- measured verdicts the exact slopes contradict
+# (functions from a probe of ML losses in low precision; slopes derived by hand)
+
+
+@pytest.mark.parametrize(
+    "f, x, d, dtype, slopes",
+    [
+        # elastic net sum(w^2) + 1e-3 sum|w| at w = [0, 1] along e0: slopes 1e-3 and -1e-3
+        # (order 1.8 over the fitted steps: the kink's h term is small beside h^2)
+        (lambda w: jnp.sum(w * w) + 1e-3 * jnp.sum(jnp.abs(w)), [0.0, 1.0], [1.0, 0.0],
+         jnp.float32, (1e-3, -1e-3)),
+        # sum(x^2 / 8 + clip(x, -1, 1)) at [6, 1] along e1: (1 + t)^2 / 8 + min(1 + t, 1):
+        # slopes 1/4 and 5/4; float16's steps, scaled to |x| = 6, reach 8
+        (lambda x: jnp.sum(x * x / 8 + jnp.clip(x, -1, 1)), [6.0, 1.0], [0.0, 1.0],
+         jnp.float16, (0.25, 1.25)),
+    ],
+)  # fmt: skip
+def test_a_power_law_fit_at_a_tied_kink_is_no_smooth_verdict(f, x, d, dtype, slopes):
+    rep = jr.check_linearization(f, jnp.asarray(x, dtype), jnp.asarray(d, dtype))
+    assert rep.verdict == "kink", rep.reason
+    np.testing.assert_allclose([rep.exact_slope_plus, rep.exact_slope_minus], slopes, rtol=1e-3)
+
+
+def test_coarse_low_precision_steps_are_no_kink_where_the_exact_slopes_agree():
+    """softplus is C-infinity: at 0 its slope is 1/2 on both sides. float16's steps (16 and
+    up, from |x| = 100 elsewhere in x) see softplus(h) ~ h: measured slopes near 1 and 0.
+    The exact one-sided slopes, both 1/2, rule a kink out: inconclusive, not kink."""
+    f = lambda x: jnp.sum(jax.nn.softplus(x))
+    x, d = jnp.asarray([100.0, -100.0, 0.0], jnp.float16), jnp.asarray([0.0, 0.0, 1.0], jnp.float16)
+    rep = jr.check_linearization(f, x, d)
+    assert rep.verdict == "inconclusive" and "exact one-sided slopes" in rep.reason
+    assert rep.exact_slope_plus == rep.exact_slope_minus == 0.5
+    assert (
+        jr.check_linearization(f, x.astype(jnp.float32), d.astype(jnp.float32)).verdict == "smooth"
+    )
+
+
+def test_bfloat16_steps_that_see_only_curvature_are_no_wrong_derivative():
+    """Layer norm sum(w * (x - mean) / sqrt(var + 1e-5)) at x = 0 along e0, w = [1, 2, 3,
+    4]: the centred direction is e0 - 1/4, so f'(0; e0) = (1 - 10/4) / sqrt(1e-5) =
+    -474.3, which AD and the exact slopes give. bfloat16's steps (0.016 and up) lie far
+    beyond sqrt(1e-5), where f saturates: their slope is no derivative."""
+    w = jnp.asarray([1.0, 2.0, 3.0, 4.0])
+
+    def layer_norm(x):
+        c = x - jnp.mean(x)
+        return jnp.sum(w.astype(x.dtype) * c / jnp.sqrt(jnp.mean(c * c) + 1e-5))
+
+    d = jnp.asarray([1.0, 0.0, 0.0, 0.0])
+    rep = jr.check_linearization(layer_norm, jnp.zeros(4, jnp.bfloat16), d.astype(jnp.bfloat16))
+    assert rep.verdict == "inconclusive" and "exact" in rep.reason
+    rep32 = jr.check_linearization(layer_norm, jnp.zeros(4, jnp.float32), d.astype(jnp.float32))
+    assert rep32.verdict == "smooth"
+    assert rep32.ad_slope == pytest.approx(-1.5 / np.sqrt(1e-5), rel=1e-4)
+
+
+BF16, F32_EPS = 2.0**-8, 2.0**-23
+A = lambda v: np.atleast_1d(np.asarray(v, float))
+
+
+def test_exact_slopes_overrule_measured_verdicts_only_where_they_are_exact():
+    one, two = read(power(1.0, 1.0)), read(power(1.0, 2.0))
+    # AD 5 off the agreeing measured slopes 1, but equal to the exact slopes: in bfloat16
+    # the steps are too coarse; in float32 the measurement stands
+    wrong = dict(ad=5.0, sp=1.0, sm=1.0, exact_plus=A(5.0), exact_minus=A(5.0), sites_known=True)
+    assert decide(_evidence(one, eps=BF16, **wrong)) == (
+        Verdict.INCONCLUSIVE,
+        Cause.EXACT_SLOPES_MATCH_AD,
+    )
+    assert decide(_evidence(one, eps=F32_EPS, **wrong))[0] is Verdict.WRONG_DERIVATIVE
+    off = dict(wrong, exact_plus=A(7.0), exact_minus=A(7.0))  # AD not the exact slope
+    assert decide(_evidence(one, eps=BF16, **off))[0] is Verdict.WRONG_DERIVATIVE
+    # measured slopes 1 and 0 (a kink) where the exact ones agree
+    kink = dict(ad=0.5, sp=1.0, sm=0.0, exact_plus=A(0.5), exact_minus=A(0.5), sites_known=True)
+    assert decide(_evidence(one, **kink)) == (Verdict.INCONCLUSIVE, Cause.EXACT_SLOPES_AGREE)
+    assert decide(_evidence(one, **dict(kink, sites_known=False)))[0] is Verdict.KINK
+    assert decide(_evidence(one, **dict(kink, exact_minus=A(0.4))))[0] is Verdict.KINK
+    # order 2 at a tie whose exact slopes differ: kink where the measured ones agree with
+    # them, else inconclusive; with no element tied, smooth stands
+    tie = dict(ad=0.5, exact_plus=A(1.0), exact_minus=A(0.0), sites_known=True, tied=1)
+    assert decide(_evidence(two, sp=1.0, sm=0.0, **tie)) == (
+        Verdict.KINK,
+        Cause.EXACT_SLOPES_DIFFER,
+    )
+    assert decide(_evidence(two, sp=0.5, sm=0.5, **tie)) == (
+        Verdict.INCONCLUSIVE,
+        Cause.SMOOTH_FIT_AT_KINK,
+    )
+    assert decide(_evidence(two, sp=0.5, sm=0.5, **dict(tie, tied=0)))[0] is Verdict.SMOOTH
+    same = dict(tie, exact_minus=A(1.0 - 1e-15))  # apart by rounding only
+    assert decide(_evidence(two, sp=0.5, sm=0.5, **same))[0] is Verdict.SMOOTH

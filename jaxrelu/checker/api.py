@@ -24,7 +24,7 @@ from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 from .. import _util, _validate
 from .._jaxpr import APPROXIMATE_AT_TIES, analyse
 from .._jaxpr.driver import compile_cached
-from ..kinks import KinkSite, sites_of
+from ..kinks import KinkSite, sites_of, undecided_ties
 from . import grid
 from .evaluate import Measurements, measure
 from .explain import explain
@@ -106,7 +106,9 @@ def _kinks(problem: Problem, n_pts: int) -> list[_Kinks]:
         sp, sm = sites_of(plus, True), sites_of(minus, True)
         # a tie of eigh/svd: the tangents there are JAX's choice, not one-sided slopes
         approx = any(s.ties and s.primitive in APPROXIMATE_AT_TIES for s in (*sp, *sm))
-        known = all(s.kind != "unknown" for s in sp) and not approx
+        # (an undecided tie: the exact slopes may be the tie's own side, not the truth)
+        undecided = bool(undecided_ties(plus) or undecided_ties(minus))
+        known = all(s.kind != "unknown" for s in sp) and not approx and not undecided
 
         def slope(r: Any, sign: float) -> np.ndarray:
             cols = []

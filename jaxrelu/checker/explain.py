@@ -135,6 +135,29 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
         f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)}: the "
         "derivative is right and the linearization holds"
     ),
+    Cause.ORDERS_ALL_ABOVE_ONE: lambda ev, h: (
+        f"the local orders {np.round(ev.remainders.local, 2).tolist()}{_span(ev, h)} vary "
+        "too much for one power law, but each is at least 1.6: the remainder shrinks "
+        "faster than h at every step (no kink, no wrong slope), so the derivative is right "
+        "and the linearization holds"
+    ),
+    Cause.SMOOTH_FIT_AT_KINK: lambda ev, h: (
+        f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)}, but x0 is "
+        f"on a switch ({ev.tied} tied element(s)) whose exact one-sided slopes "
+        f"{fmt_slope(ev.exact_plus)} and {fmt_slope(ev.exact_minus)} (from the jaxpr) "
+        f"differ: a kink the steps in {_prec(ev)} do not resolve, or cross other switches"
+    ),
+    Cause.EXACT_SLOPES_AGREE: lambda ev, h: (
+        f"the measured {_slopes(ev)} differ{_span(ev, h)}, but the exact one-sided slopes "
+        f"from the jaxpr agree ({fmt_slope(ev.exact_plus)}): no kink at x0 along d; the "
+        f"steps in {_prec(ev)} are too coarse for f's curvature"
+    ),
+    Cause.EXACT_SLOPES_MATCH_AD: lambda ev, h: (
+        f"the measured slopes {fmt_slope(ev.plus.value)} and {fmt_slope(ev.minus.value)}"
+        f"{_span(ev, h)} disagree with AD's {fmt_slope(ev.ad)}, but AD equals the exact "
+        f"one-sided slopes from the jaxpr: in {_prec(ev)} the steps are too coarse to "
+        "measure the derivative (they see f's curvature)"
+    ),
     Cause.SLOPES_DIFFER: lambda ev, h: (
         f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)} and the "
         f"{_slopes(ev)} differ{_exact(ev)}: f is not differentiable at x0 along d; AD's "

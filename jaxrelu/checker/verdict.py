@@ -16,7 +16,8 @@ The rules, in order:
    read as below (the flat steps are rounding inside ``f``). With an element on a switch,
    *linear* also needs the exact one-sided slopes and AD's to be equal: where they differ
    resolvably, *kink* or *wrong_derivative*; by less, inconclusive;
-   order 2: *smooth*; order 1: inconclusive if the one-sided slopes (read again at the
+   order 2 (or local orders scattered but each at least 1.6): *smooth*; order 1:
+   inconclusive if the one-sided slopes (read again at the
    fitted steps if need be) do not account for the remainders at the smallest steps (a
    staircase's slope over many stairs), else *kink* if they differ,
    *wrong_derivative* if AD is resolvably off both (the slopes from the jaxpr break ties
@@ -86,6 +87,10 @@ class Cause(enum.Enum):
     FEW_STEPS = enum.auto()
     SCATTERED = enum.auto()
     ORDER_TWO = enum.auto()
+    ORDERS_ALL_ABOVE_ONE = enum.auto()
+    SMOOTH_FIT_AT_KINK = enum.auto()
+    EXACT_SLOPES_AGREE = enum.auto()
+    EXACT_SLOPES_MATCH_AD = enum.auto()
     SLOPES_DIFFER = enum.auto()
     EXACT_SLOPES_DIFFER = enum.auto()
     AD_OFF_SLOPES = enum.auto()
@@ -347,6 +352,58 @@ def decide(ev: Evidence) -> tuple[Verdict, Cause]:
         b = ev.below
         if b is not None and b.pattern is Pattern.POWER and _order_class(b.order) == "two":
             return Verdict.SMOOTH, Cause.ORDER_TWO_BELOW_SWITCH
+    rem = ev.remainders
+    if verdict is Verdict.INCONCLUSIVE and cause is Cause.SCATTERED and ev.ad_finite:
+        # every pair of fitted steps shrinks the remainder faster than h (layer norm at a
+        # constant input in float32: orders 1.9 to 2.9 as h falls through sqrt(eps_norm),
+        # toward 3): no order-1 term (a kink, a wrong slope) shows at any of them
+        if rem.local and all(_order_class(q) == "two" for q in rem.local):
+            verdict, cause = Verdict.SMOOTH, Cause.ORDERS_ALL_ABOVE_ONE
+    return _against_exact(ev, verdict, cause)
+
+
+def _exact_apart(ev: Evidence) -> bool | None:
+    """Whether the exact one-sided slopes from the jaxpr differ (component by component,
+    beyond rounding); None where they are unknown or not finite."""
+    ex_p, ex_m = ev.exact_plus, ev.exact_minus
+    if ex_p is None or ex_m is None or np.shape(ex_p) != np.shape(ex_m):
+        return None
+    if not (np.all(np.isfinite(ex_p)) and np.all(np.isfinite(ex_m))):
+        return None
+    return bool(np.any(np.abs(ex_p - ex_m) > 16 * ev.eps * (1 + np.abs(ex_p) + np.abs(ex_m))))
+
+
+def _against_exact(ev: Evidence, verdict: Verdict, cause: Cause) -> tuple[Verdict, Cause]:
+    """Verdicts from measured steps that the jaxpr's exact one-sided slopes contradict
+    (where every site is known and every tie decided, so those slopes are exact):
+
+    * *smooth* at a tied switch whose exact slopes differ: the fitted steps were too
+      coarse or the kink too small to show (``x**2 + 1e-3 |x|`` at 0, a float16 grid
+      scaled to ``|x0| = 6`` crossing a clip's other bound): *kink* where the measured
+      slopes agree with the exact ones, else inconclusive;
+    * *kink* from measured slopes that differ where the exact ones agree: no kink along
+      ``d`` (``softplus`` at 0 in float16, whose steps reach 16 and beyond);
+    * *wrong_derivative* in 16-bit precision where AD equals the exact slopes, which
+      agree: the steps (0.016 and up in bfloat16) measure curvature, not the derivative
+      (layer norm at 0). In float32 and float64 the measured slopes are kept: a wrong
+      JVP of a JAX primitive would be wrong in the exact slopes too.
+    """
+    apart = _exact_apart(ev)
+    if apart is None or not ev.sites_known:
+        return verdict, cause
+    if verdict is Verdict.SMOOTH and apart and ev.tied > 0:
+        exact = _exact_break(ev)
+        if exact is not None:
+            return exact
+        return Verdict.INCONCLUSIVE, Cause.SMOOTH_FIT_AT_KINK
+    if verdict is Verdict.KINK and cause is Cause.SLOPES_DIFFER and not apart:
+        return Verdict.INCONCLUSIVE, Cause.EXACT_SLOPES_AGREE
+    if verdict is Verdict.WRONG_DERIVATIVE and not apart and ev.ad_finite and ev.eps > 2.0**-12:
+        ex = np.asarray(ev.exact_plus)
+        if np.shape(ev.ad) == np.shape(ex) and np.all(
+            np.abs(ev.ad - ex) <= 16 * ev.eps * (1 + np.abs(ex))
+        ):
+            return Verdict.INCONCLUSIVE, Cause.EXACT_SLOPES_MATCH_AD
     return verdict, cause
 
 
