@@ -1356,3 +1356,18 @@ def test_a_repeated_singular_value_warns_in_the_lexicographic_functions():
     assert (
         _no_undecided_warning(lambda: float(jr.directional_derivative(spectral, two, e12))) == 0.0
     )
+
+
+def test_a_repeated_eigenvalue_of_data_not_differentiated_is_no_tie():
+    """x * max eig(M) with M = I (a repeated eigenvalue) fixed: f = x, gradient 1; the
+    lexicographic gradient over x alone reads no tangent of M."""
+    f = lambda x, m: x * jnp.max(jnp.linalg.eigvalsh(m))
+    eye = jnp.eye(2, dtype=jnp.float32)
+    assert _no_undecided_warning(lambda: float(jr.ld_grad(f)(F32(2.0), eye))) == 1.0
+    assert jr.kink_sites(lambda x: f(x, eye), F32(2.0), F32(1.0)) == []
+    # moving with x, the repeated eigenvalue is a tie (and so is the max over the two)
+    h = lambda x: jnp.max(jnp.linalg.eigvalsh(x * eye))
+    assert {s.primitive for s in jr.kink_sites(h, F32(2.0), F32(1.0)) if s.ties} == {
+        "eigh",
+        "reduce_max",
+    }

