@@ -183,15 +183,51 @@ def _run(f: Callable, args: tuple, blocks: list, k: int) -> tuple[Any, Any]:
     cols = None if tr is None else _forward_or_none(tr, args, "jvp", blocks)
     if cols is not None:
         value = f(*args)
-        return value, jax.tree.map(lambda c: jnp.moveaxis(c, 0, -1), cols)
-    res = analyse(f, args, blocks, n_ld=k)
-    _warn_undecided(_unresolved(res), stacklevel=4)  # the caller of the public function
-    value = jax.tree.unflatten(res.out_tree, [jnp.asarray(p) for p in res.out_p])
-    cols = [
-        jnp.zeros((*np.shape(p), k), np.asarray(p).dtype) if t is None else jnp.moveaxis(t, 0, -1)
-        for p, t in zip(res.out_p, res.out_t)
-    ]
-    return value, jax.tree.unflatten(res.out_tree, cols)
+        cols = jax.tree.map(lambda c: jnp.moveaxis(c, 0, -1), cols)
+    else:
+        res = analyse(f, args, blocks, n_ld=k)
+        _warn_undecided(_unresolved(res), stacklevel=4)  # the caller of the public function
+        value = jax.tree.unflatten(res.out_tree, [jnp.asarray(p) for p in res.out_p])
+        cols = jax.tree.unflatten(
+            res.out_tree,
+            [
+                jnp.zeros((*np.shape(p), k), np.asarray(p).dtype)
+                if t is None
+                else jnp.moveaxis(t, 0, -1)
+                for p, t in zip(res.out_p, res.out_t)
+            ],
+        )
+    _warn_not_a_number(value, cols, stacklevel=4)
+    return value, cols
+
+
+NOT_A_NUMBER = (
+    "the derivative is not a number where f is finite: an operation is evaluated where "
+    "its own derivative is infinite or undefined (sqrt or a power below 1 at 0, as in "
+    "jnp.linalg.norm at 0), and first derivatives cannot give the one-sided one there"
+)
+
+
+def _warn_not_a_number(value: Any, cols: Any, stacklevel: int, scalar: bool = False) -> None:
+    """Warns where a derivative column is NaN at a finite output element (a NaN output has
+    NaN derivatives as a matter of course). ``scalar``: ``value`` is one number and
+    ``cols`` a gradient (any structure)."""
+    if scalar:
+        bad = bool(np.isfinite(np.asarray(value))) and any(
+            np.any(np.isnan(np.asarray(g))) for g in jax.tree.leaves(cols)
+        )
+    else:
+        bad = any(
+            np.issubdtype(np.asarray(c).dtype, np.inexact)
+            and np.any(np.isnan(np.asarray(c)) & np.isfinite(np.asarray(v))[..., None])
+            for v, c in zip(jax.tree.leaves(value), jax.tree.leaves(cols))
+        )
+    if bad:
+        warnings.warn(
+            f"{NOT_A_NUMBER}: check_linearization measures f",
+            UndecidedTieWarning,
+            stacklevel=stacklevel + 1,
+        )
 
 
 def directional_derivative(f: Callable[[Any], Any], x: Any, d: Any) -> Any:
@@ -206,7 +242,9 @@ def directional_derivative(f: Callable[[Any], Any], x: Any, d: Any) -> Any:
     lists as ``"unknown"`` (:func:`certified_grad` says so for a gradient). Where a tie
     cannot be resolved from first derivatives (``x * x > 0`` at 0, or a tied quantity
     whose derivative is NaN, as ``relu(norm(x))`` at 0) an :class:`UndecidedTieWarning` is
-    emitted: the result may be wrong there.
+    emitted: the result may be wrong there. So is one where the result is NaN at a finite
+    value of ``f`` (``jnp.linalg.norm`` at 0, whose one-sided derivative ``|d|`` first
+    derivatives cannot give).
 
     Args:
         f: a JAX-traceable function of one argument.
@@ -335,7 +373,8 @@ class UndecidedTieWarning(RuntimeWarning):
     """A lexicographic derivative went through a comparison that is tied at the point and
     whose operands agree to first order along every direction (``x * x > 0`` at 0), or
     whose derivative is NaN there (``relu(sqrt(x * x) + x)`` at 0: ``sqrt``'s infinite
-    slope times 0), or an ``eigh``/``svd`` with a repeated value (no lexicographic rule):
+    slope times 0), or an ``eigh``/``svd`` with a repeated value (no lexicographic rule);
+    also where the derivative itself is NaN at a finite value (``jnp.linalg.norm`` at 0):
     derivatives cannot tell which side holds around the point, so the result may be
     wrong (:func:`certified_grad` certifies nothing there; check it with
     :func:`check_linearization`, which measures ``f``)."""
@@ -375,9 +414,9 @@ def _warn_undecided(sources: list[str], stacklevel: int) -> None:
 
 def _ld_grad_at(
     f: Callable, args: tuple, nums: tuple[int, ...], approx: bool = False
-) -> tuple[Any, list[str]]:
-    """The lexicographic gradient and the sources of its undecided ties (and, with
-    ``approx``, of its tied eigh/svd sites)."""
+) -> tuple[Any, list[str], Any]:
+    """The lexicographic gradient, the sources of its undecided ties (and, with
+    ``approx``, of its tied eigh/svd sites) and the value of ``f``."""
     selected = [args[i] for i in nums]
     n = _size(selected)
     eye = np.eye(n)
@@ -396,7 +435,7 @@ def _ld_grad_at(
     t = res.out_t[0]
     row = np.zeros(n, np.asarray(res.out_p[0]).dtype) if t is None else np.asarray(t)
     grads = _unravel_columns(jnp.asarray(row), selected)
-    return (grads[0] if len(nums) == 1 else tuple(grads)), _unresolved(res, approx)
+    return (grads[0] if len(nums) == 1 else tuple(grads)), _unresolved(res, approx), res.out_p[0]
 
 
 def ld_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
@@ -426,8 +465,9 @@ def ld_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable
     def grad_fn(*args: Any) -> Any:
         nums = _argnums(argnums, len(args))
         args = tuple(_point(a, f"args[{i}]") if i in nums else a for i, a in enumerate(args))
-        g, undecided = _ld_grad_at(f, args, nums, approx=True)
+        g, undecided, value = _ld_grad_at(f, args, nums, approx=True)
         _warn_undecided(undecided, stacklevel=3)
+        _warn_not_a_number(value, g, stacklevel=2, scalar=True)
         return g
 
     return grad_fn
@@ -578,7 +618,7 @@ def certified_grad(
                 "downstream, as in sign(x) * x); the gradient of the piece the perturbed "
                 "point lies in"
             )
-        g, undecided = _ld_grad_at(f, args, nums)
+        g, undecided, _ = _ld_grad_at(f, args, nums)
         if not _finite(g):
             # a piece's formula singular at the point (sin(x)/x behind where(x == 0, ...)):
             # the lexicographic gradient evaluates it there; jax.grad's is the better guess
@@ -644,7 +684,7 @@ def _forward_only(f: Callable, args: tuple, nums: tuple[int, ...]) -> tuple[Any,
     unknown = sorted({s.primitive for s in sites if s.kind == "unknown"})
     jumps = [s for s in tied if s.kind == "jump"]
     approx = sorted({s.primitive for s in tied if s.primitive in APPROXIMATE_AT_TIES})
-    g, undecided = _ld_grad_at(f, args, nums)
+    g, undecided, _ = _ld_grad_at(f, args, nums)
     value_ok = bool(np.all(np.isfinite(np.asarray(res.out_p[0]))))
     reason = (
         "reverse mode does not run through f (a lax.while_loop): the forward "
@@ -678,7 +718,7 @@ def _not_finite(f: Callable, args: tuple, nums: tuple[int, ...], g_ad: Any):
     and is finite: then it is the gradient. Otherwise ``f`` may be nondifferentiable there
     (``sqrt(x**2)`` at 0) or smooth with every derivative rule failing (``norm(x)**2`` at
     0): nothing is certified."""
-    g, undecided = _ld_grad_at(f, args, nums)
+    g, undecided, _ = _ld_grad_at(f, args, nums)
     if _finite(g) and not undecided:
         reason = (
             "jax.grad is not finite (NaN/inf from a branch or factor that does not affect f "

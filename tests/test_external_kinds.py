@@ -15,6 +15,8 @@ derived by hand (each next to its derivation), not from jaxrelu's output.
 * smooth points a small distance from a kink, where the larger steps cross it.
 """
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -648,7 +650,6 @@ def test_near_a_kink_a_wrong_derivative_is_not_called_smooth():
 
 
 def _no_undecided_warning(fn):
-    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", jr.UndecidedTieWarning)
@@ -1329,6 +1330,25 @@ def test_a_tie_whose_tangent_is_not_a_number_is_undecided(f, x, d, true):
     assert float(got) != true  # (what the rules can say; the warning is the point)
     _, cert = jr.certified_grad(f)(F32(x))
     assert not cert.certified and "not a number" in cert.reason
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_a_derivative_that_is_not_a_number_where_f_is_finite_warns(dtype):
+    """norm(x) at 0 along d is |d| (3 for d = (1, 2, 2), by hand), but sqrt's infinite
+    slope at 0 times a zero tangent is NaN: a NaN result must come with a warning. A NaN
+    value of f (sqrt at -1) carries NaN derivatives as a matter of course: no warning."""
+    x, d = jnp.zeros(3, dtype), jnp.array([1.0, 2.0, 2.0], dtype)
+    with pytest.warns(jr.UndecidedTieWarning, match="not a number where f is finite"):
+        got = jr.directional_derivative(jnp.linalg.norm, x, d)
+    assert np.isnan(float(got))
+    with pytest.warns(jr.UndecidedTieWarning, match="not a number where f is finite"):
+        jr.ld_grad(jnp.linalg.norm)(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(float(jr.directional_derivative(jnp.sqrt, jnp.array(-1.0, dtype), 1.0)))
+        # away from 0 the same function is smooth: 1 along the unit direction d / 3
+        got = jr.directional_derivative(jnp.linalg.norm, x + d, d / 3)
+        assert float(got) == pytest.approx(1.0, rel=1e-6)
 
 
 def test_the_certificate_says_where_stop_gradient_defines_the_gradient():

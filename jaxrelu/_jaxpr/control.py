@@ -382,11 +382,14 @@ def while_loop(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> 
         return pred.p, child
 
     def step(carry: tuple) -> tuple[tuple, Recorder, Recorder]:
-        test_rec = test(carry)[1]
+        pred, test_rec = test(carry)
         child = rec.child(eqn=eqn)
         outs = interp.run(*bj, list(bconsts) + _unpack(carry, lay), child)
         body_lay[:] = [_lay(interp, o) for o in outs]
-        return _pack(interp, outs, lay), test_rec, child
+        new = _pack(interp, outs, lay)
+        if jnp.ndim(pred):  # batched (``jax.vmap``): finished elements keep their carry
+            new = _select_batched(pred, new, carry)
+        return new, test_rec, child
 
     probe_body = _carry_fixpoint(
         lay, body_lay, lambda: _discover(lambda c: (None, step(c)[2]), _pack(interp, start, lay))
@@ -403,11 +406,32 @@ def while_loop(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> 
         stats = list(trec.stats) + list(brec.stats)
         return new, tuple(a.merge(s) for a, s in zip(acc, stats))
 
-    final, acc = lax.while_loop(lambda s: test(s[0])[0], body_fn, (init, acc0))
+    final, acc = lax.while_loop(lambda s: jnp.any(test(s[0])[0]), body_fn, (init, acc0))
     last = test(final)[1]  # the test that ended the loop
     rec.extend(probe_test, [a.merge(s) for a, s in zip(acc[:n_test], last.stats)])
     rec.extend(probe_body, list(acc[n_test:]))
     return _unpack(final, lay)
+
+
+def _select_batched(pred: Any, new: tuple, old: tuple) -> tuple:
+    """A ``while`` whose test is batched (``jax.vmap`` of a loop whose test depends on
+    the mapped input) runs until every element's test fails, and a step changes only the
+    elements whose test holds: ``pred`` selects along the carries' leading axes (behind
+    the column axis of tangent blocks)."""
+    k = jnp.ndim(pred)
+
+    def sel(a: Any, b: Any, lead: int) -> Any:
+        if a is None:
+            return None
+        shape = (1,) * lead + jnp.shape(pred) + (1,) * (jnp.ndim(a) - lead - k)
+        return jnp.where(jnp.reshape(pred, shape), a, b)
+
+    out = []
+    for (p, t, lex, sw), (p0, t0, lex0, sw0) in zip(new, old):
+        if sw is not None:
+            sw = tuple(sel(a, b, 0) for a, b in zip(sw, sw0))
+        out.append((sel(p, p0, 0), sel(t, t0, 1), sel(lex, lex0, 0), sw))
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------- scan

@@ -194,6 +194,7 @@ class Recorder:
         # (all, and each) reach the program output only through stop_gradient
         self.shift = False
         self.shift_outs: list[bool] | None = None
+        self.dead_outs: list[bool] | None = None  # outputs nothing reads
         self.positive: list[bool] = []  # which inputs are provably > 0 (see passes)
         self.meta: list[SiteMeta] = []
         self.stats: list[SiteStats] = []
@@ -313,6 +314,8 @@ class Interpreter:
 
         shift = shift_only(jaxpr, shift_out)
         positive = positive_vars(jaxpr)
+        used = {v for e in jaxpr.eqns for v in e.invars if not isinstance(v, Literal)}
+        used.update(v for v in jaxpr.outvars if not isinstance(v, Literal))
         env: dict[Any, Val] = {}
 
         def read(v: Any) -> Val:
@@ -341,6 +344,7 @@ class Interpreter:
                 continue
             fn = lookup(eqn)
             rec.shift_outs = [o in shift or type(o).__name__ == "DropVar" for o in eqn.outvars]
+            rec.dead_outs = [type(o).__name__ == "DropVar" or o not in used for o in eqn.outvars]
             rec.positive = [not isinstance(v, Literal) and v in positive for v in eqn.invars]
             rec.shift = bool(rec.shift_outs) and all(rec.shift_outs)
             outer, self._blind = self._blind, []
@@ -356,6 +360,7 @@ class Interpreter:
             if any(v.nl for v in vals) or curves(eqn, vals):
                 outs = [o._replace(nl=True) for o in outs]
             rec.shift, rec.shift_outs, rec.positive = False, None, []
+            rec.dead_outs = None
             for v, val in zip(eqn.outvars, outs):
                 write(v, val)
         return [read(v) for v in jaxpr.outvars]

@@ -27,14 +27,24 @@ from .core import (
     Interpreter,
     Recorder,
     SiteStats,
+    Switch,
     Val,
+    crossing_time,
     first_true,
     is_float,
     masked_div,
     rule,
     switch_stats,
 )
-from .rules import bind, discrete, smooth, unknown
+from .rules import (
+    bind,
+    discrete,
+    index_site,
+    jump_evidence,
+    select_threshold,
+    smooth,
+    unknown,
+)
 
 __all__ = ["APPROXIMATE_AT_TIES"]
 
@@ -276,7 +286,65 @@ def sort(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
             rate = jnp.diff(t0.astype(interp.wide), axis=dim)
         st = switch_stats(m, rate, interp.wide)
         rec.add(eqn, "sort", "kink", st._replace(size=jnp.int32(key.size)))
+        # every other output (an argsort's positions, values sorted along with the keys)
+        # is a rearrangement that changes where two keys swap: a jump unless the swapped
+        # values agree
+        for k in range(1, len(res)):
+            if rec.dead_outs is not None and rec.dead_outs[k]:
+                continue
+            last = lambda a: jnp.moveaxis(a, dim, -1)
+            back = lambda a: jnp.moveaxis(a, -1, dim)
+            sw, neighbour = _order_switch(
+                interp, last(m), None if rate is None else last(rate), last(jnp.asarray(outs[k]))
+            )
+            sw = Switch(*(None if f is None else back(f) for f in sw[:4]))  # type: ignore[arg-type]
+            if is_float(outs[k]):
+                t = res[k].t
+                # (the first column alone; 1:2 reads alike, clamped to the only column)
+                t_there = (
+                    None
+                    if t is None
+                    else jnp.moveaxis(neighbour(jnp.moveaxis(t[:1], dim + 1, -1)), -1, dim + 1)
+                )  # pragma: no mutate
+                here = jnp.asarray(outs[k])
+                ev = jump_evidence(interp, sw, here, sw.across, t, t_there, here.shape)
+                st = switch_stats(sw.dist, sw.rate, interp.wide, evidence=ev)
+                rec.add(eqn, "sort", "select", st, select_threshold(here.dtype))
+            else:
+                res[k] = res[k]._replace(sw=sw)
     return res
+
+
+def _order_switch(interp: Interpreter, gap: Any, rate: Any, payload: Any) -> tuple[Switch, Any]:
+    """The switch of values rearranged in sorted order (sorted axis last): ``gap`` between
+    adjacent sorted keys (>= 0), its ``rate`` along the first direction. A position's
+    nearest switch is the nearer of its two gaps, its value across that of the neighbour
+    it swaps with; the first crossing is the earliest of the whole axis (a position's
+    occupant can change after other swaps, never before the first one). Also returns the
+    map from an array in sorted order to its values at those neighbours."""
+    wide = interp.wide
+    inf = jnp.full((*gap.shape[:-1], 1), jnp.inf, wide)
+    left = jnp.concatenate([inf, gap], axis=-1)
+    right = jnp.concatenate([gap, inf], axis=-1)
+    use_left = left < right
+    dist = jnp.where(use_left, left, right)
+
+    def neighbour(a: Any) -> Any:
+        return jnp.where(
+            use_left,
+            jnp.concatenate([a[..., :1], a[..., :-1]], axis=-1),
+            jnp.concatenate([a[..., 1:], a[..., -1:]], axis=-1),
+        )
+
+    across = neighbour(payload)
+    if rate is None:
+        return Switch(dist, None, across, None), neighbour
+    zero = jnp.zeros_like(inf)
+    r = jnp.where(
+        use_left, jnp.concatenate([zero, rate], axis=-1), jnp.concatenate([rate, zero], axis=-1)
+    )
+    first = jnp.min(crossing_time(gap, rate), axis=-1, keepdims=True, initial=jnp.inf)
+    return Switch(dist, r, across, jnp.broadcast_to(first, dist.shape)), neighbour
 
 
 @rule("top_k")
@@ -318,7 +386,107 @@ def top_k(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[
         adjacent = head[..., : min(k + 1, n) - 1] - head[..., 1 : min(k + 1, n)]
         st = st._replace(size=jnp.int32(xp.size), ties=jnp.sum(adjacent == 0).astype(jnp.int32))
         rec.add(eqn, "top_k", "kink", st)
-    return [Val(vals, t), Val(idx, None, lex)]
+    # the positions switch where two of the first k + 1 swap: the neighbour's position in
+    # the unperturbed order (ties: the lower position first, as top_k picks) is across
+    sw = None
+    if n > 1 and not (rec.dead_outs is not None and rec.dead_outs[1]):
+        _, order = lax.sort((-xp.astype(interp.wide), iota), dimension=xp.ndim - 1, num_keys=1)
+        full = head[..., :-1] - head[..., 1:]
+        r_full = None if rate is None else h0[..., :-1] - h0[..., 1:]
+        got, _ = _order_switch(interp, full, r_full, order)
+        sw = Switch(*(None if f is None else jnp.moveaxis(f[..., :k], -1, axis) for f in got[:4]))  # type: ignore[arg-type]
+    return [Val(vals, t), Val(idx, None, lex, sw)]
+
+
+def _scatter_gather(eqn: Any, operand_shape: Sequence[int], updates_shape: Sequence[int]):
+    """The gather that reads, for every element of a scatter's updates, the operand
+    element it lands on (as JAX's own scatter JVP rules build it)."""
+    dn = eqn.params["dimension_numbers"]
+    gdn = lax.GatherDimensionNumbers(
+        offset_dims=tuple(dn.update_window_dims),
+        collapsed_slice_dims=tuple(dn.inserted_window_dims),
+        start_index_map=tuple(dn.scatter_dims_to_operand_dims),
+        operand_batching_dims=tuple(dn.operand_batching_dims),
+        start_indices_batching_dims=tuple(dn.scatter_indices_batching_dims),
+    )
+    sizes, pos = [], 0
+    for i in range(len(operand_shape)):
+        if i in dn.inserted_window_dims or i in dn.operand_batching_dims:
+            sizes.append(1)
+        else:
+            sizes.append(updates_shape[dn.update_window_dims[pos]])
+            pos += 1
+    mode = eqn.params["mode"]
+
+    def gather(a: Any, idx: Any) -> Any:
+        # (an update dropped out of bounds reads NaN: it never equals the result)
+        return lax.gather(a, idx, gdn, tuple(sizes), mode=mode, fill_value=jnp.nan)
+
+    return gather
+
+
+@rule("scatter-max", "scatter_max", "scatter-min", "scatter_min")
+def scatter_extremum(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """``x.at[i].max(u)`` and ``jax.ops.segment_max``/``segment_min``: each result is the
+    extremum of its operand element and the updates landing on it. The tangent follows
+    the lexicographically largest (smallest) of them, as for ``reduce_max``; the site
+    measures every element's gap to the extremum it lands on."""
+    op, idx, upd = ins
+    if not is_float(op.p):
+        return discrete(interp, eqn, ins, rec)
+    sign = 1.0 if "max" in eqn.primitive.name else -1.0
+    wide = interp.wide
+    (out,) = bind(eqn, [op.p, idx.p, upd.p])
+    o, u, ix = jnp.asarray(op.p), jnp.asarray(upd.p), jnp.asarray(idx.p)
+    gather = _scatter_gather(eqn, o.shape, u.shape)
+    scat = lambda a, b: bind(eqn, [a, ix, b])[0]
+    low = jnp.asarray(-sign * jnp.inf, o.dtype)
+    at = gather(out, ix)
+    win_u, win_o = u == at, o == out
+    t_out = None
+    if interp.ncols and (op.t is not None or upd.t is not None):
+        zero_o, zero_u = jnp.zeros(o.shape, o.dtype), jnp.zeros(u.shape, u.dtype)
+        to = [zero_o] * interp.ncols if op.t is None else list(op.t)
+        tu = [zero_u] * interp.ncols if upd.t is None else list(upd.t)
+        # the columns in turn narrow the tied candidates (the first column alone is the
+        # one-sided derivative: the extremum of the tied elements' tangents)
+        cu, co = win_u, win_o
+        for j in range(interp.n_ld):
+            best = scat(jnp.where(co, to[j], low), jnp.where(cu, tu[j], low))
+            cu = cu & (tu[j] == gather(best, ix))
+            co = co & (to[j] == best)
+        cols = [scat(jnp.where(co, a, low), jnp.where(cu, b, low)) for a, b in zip(to, tu)]
+        t_out = jnp.stack(cols)
+        # (no candidate left: a NaN column dropped every tied element)
+        t_out = jnp.where(t_out == low, jnp.nan, t_out)
+        if interp.n_ld:
+            tied_u = win_u & (gather(scat(win_o.astype(o.dtype), win_u.astype(u.dtype)), ix) > 1)
+            interp.blind(tied_u, upd.t)
+    # the gap of every update and operand element to the extremum it lands on
+    gap_u = sign * (at.astype(wide) - u.astype(wide))
+    gap_o = sign * (out.astype(wide) - o.astype(wide))
+    ones = lambda m: m.astype(jnp.int32)
+    adds = lax.scatter_add(
+        ones(win_o), ix, ones(win_u), eqn.params["dimension_numbers"], mode=eqn.params["mode"]
+    )
+    ties = jnp.sum(jnp.maximum(adds - 1, 0)).astype(jnp.int32)
+    gaps = jnp.concatenate([gap_u.ravel(), gap_o.ravel()])
+    pos = jnp.where(jnp.isnan(gaps) | (gaps == 0), jnp.inf, gaps)
+    margin = jnp.where(ties > 0, 0.0, jnp.min(pos, initial=jnp.inf)).astype(wide)
+    radius = jnp.asarray(jnp.inf, wide)
+    if t_out is not None and interp.n_ld:
+        t0 = t_out[0].astype(wide)  # pragma: no mutate (the first column; 1 clamps to 0)
+        ru = sign * (gather(t0, ix) - tu[0].astype(wide))
+        ro = sign * (t0 - to[0].astype(wide))
+        rates = jnp.concatenate([ru.ravel(), ro.ravel()])
+        toward = (pos < jnp.inf) & (rates < 0)
+        radius = jnp.min(masked_div(jnp.where(toward, pos, 1.0), -rates, toward))
+    none = jnp.int32(0)  # pragma: no mutate (``leaving`` is read for jumps only)
+    st = SiteStats(jnp.int32(u.size), ties, margin, radius, jnp.asarray(0.0, wide), none)
+    rec.add(eqn, eqn.primitive.name, "kink", st)
+    if idx.sw is not None:
+        index_site(interp, eqn, ins, out, t_out, rec)
+    return [Val(out, t_out)]
 
 
 def _spectral_site(interp: Interpreter, eqn: Any, val: Val, rec: Recorder, zero: bool) -> None:

@@ -381,18 +381,104 @@ def discrete(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> li
 
 def _propagate_switch(interp, eqn, ins, outs) -> list[Switch | None]:
     none: list[Switch | None] = [None] * len(outs)
-    if all(v.sw is None for v in ins) or len(outs) != 1:
+    if all(v.sw is None for v in ins):
         return none
+    if len(outs) != 1:
+        return _flip_switch(interp, eqn, ins, outs)
     name = eqn.primitive.name
     out = jnp.asarray(outs[0])
     if name in _SHAPE_OPS:
         return [_shape_switch(interp, eqn, ins)]
     if "axes" in eqn.params or name in _SCANS:
         return [_reduction_switch(interp, eqn, ins[0], out)] if len(ins) == 1 else none
-    shapes = [np.shape(v.p) for v in ins]
-    if all(s in ((), out.shape) for s in shapes):
+    # elementwise, with operands of the result's shape, scalars, or (as ``jax.nn.one_hot``
+    # compares an index against ``iota``) size-1 axes broadcast against it
+    if all(_broadcasts_to(np.shape(v.p), out.shape) for v in ins):
         return [_elementwise_switch(interp, eqn, ins, out)]
-    return none
+    return _flip_switch(interp, eqn, ins, outs)
+
+
+def _broadcasts_to(shape: tuple, target: tuple) -> bool:
+    """Whether an operand of ``shape`` broadcasts elementwise to ``target``: a scalar, or
+    the same rank with each axis equal or of size 1."""
+    if shape == ():
+        return True
+    return len(shape) == len(target) and all(a in (1, b) for a, b in zip(shape, target))
+
+
+def _flip_switch(interp, eqn, ins, outs) -> list[Switch | None]:
+    """Any other discrete operation (an integer scatter-add as in ``jnp.bincount``, an
+    integer sort's several outputs): the operands' switched elements are flipped across
+    their switches, each with every element on its surface, and a result's switch is the
+    nearest flip that changes it. Beyond :data:`_FLIP_LIMIT` switched elements, the nearest
+    surface is flipped at once (as :func:`_nearest_flip` does); the first crossing is then
+    the earliest of every element's, a bound never later than the truth."""
+    moving = [j for j, v in enumerate(ins) if v.sw is not None]
+    sws: dict[int, Switch] = {j: ins[j].sw for j in moving}
+    has_rate = all(sw.rate is not None for sw in sws.values())
+    if not has_rate and interp.n_ld:
+        return [None] * len(outs)
+    has_time = any(sw.time is not None for sw in sws.values())
+    wide = interp.wide
+
+    def field(name: str, fill: Any) -> dict[int, Any]:
+        got = {}
+        for j, sw in sws.items():
+            shape, v = np.shape(ins[j].p), getattr(sw, name)
+            got[j] = jnp.full(shape, fill, wide) if v is None else jnp.broadcast_to(v, shape)
+        return got
+
+    dist, rate, time = field("dist", jnp.inf), field("rate", 0.0), field("time", jnp.inf)
+    across = {j: jnp.broadcast_to(sw.across, np.shape(ins[j].p)) for j, sw in sws.items()}
+    outs = [jnp.asarray(o) for o in outs]
+
+    def flipped(groups: dict[int, Any]) -> list[Any]:
+        args = [v.p for v in ins]
+        for j, g in groups.items():
+            args[j] = jnp.where(g, across[j], ins[j].p)
+        return [jnp.asarray(a) for a in bind(eqn, args)]
+
+    def surface(d: Any, r: Any) -> dict[int, Any]:
+        # every element on the same switching surface crosses with the one flipped
+        return {j: (dist[j] == d) & (rate[j] == r if has_rate else True) for j in moving}
+
+    # (distance, rate, first crossing, results across) of each flip
+    flips = []
+    if sum(int(np.prod(np.shape(ins[j].p), dtype=int)) for j in moving) <= _FLIP_LIMIT:
+        for j in moving:
+            for i in np.ndindex(np.shape(ins[j].p)):
+                groups = surface(dist[j][i], rate[j][i])
+                hot = np.zeros(np.shape(ins[j].p), bool)
+                hot[i] = True
+                groups[j] = groups[j] | hot
+                flips.append((dist[j][i], rate[j][i], time[j][i], flipped(groups), True))
+    else:  # the nearest surface alone
+        cat = lambda f: jnp.concatenate([f[j].ravel() for j in moving])
+        k = jnp.argmin(cat(dist))
+        d0, r0 = cat(dist)[k], cat(rate)[k]
+        alts = flipped(surface(d0, r0))
+        if has_rate:  # every surface at that distance
+            level = flipped({j: dist[j] == d0 for j in moving})
+            alts = [jnp.where(a != o, a, lv) for a, o, lv in zip(alts, outs, level)]
+        # (any crossing may change a result: the earliest of all bounds the first change)
+        flips.append((d0, r0, jnp.min(cat(time)), alts, False))
+    best_d = [jnp.full(o.shape, jnp.inf, wide) for o in outs]
+    best_r = [jnp.zeros(o.shape, wide) for o in outs]
+    best_t = [jnp.full(o.shape, jnp.inf, wide) for o in outs]
+    best_a = list(outs)
+    for d_at, r_at, t_at, alts, exact in flips:
+        for m, (a, o) in enumerate(zip(alts, outs)):
+            changed = (a != o) & jnp.isfinite(d_at)
+            better = jnp.where(changed, d_at, jnp.inf) < best_d[m]
+            best_d[m] = jnp.where(better, d_at, best_d[m])
+            best_r[m] = jnp.where(better, r_at, best_r[m])
+            best_a[m] = jnp.where(better, a, best_a[m])
+            hit = changed if exact else True
+            best_t[m] = jnp.minimum(best_t[m], jnp.where(hit, t_at, jnp.inf))
+    return [
+        Switch(d, r if has_rate else None, a, t if has_time else None)
+        for d, r, a, t in zip(best_d, best_r, best_a, best_t)
+    ]
 
 
 def _shape_switch(interp, eqn, ins) -> Switch:
