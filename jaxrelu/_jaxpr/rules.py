@@ -1250,7 +1250,9 @@ def periodic_stats(
         # the same pieces)
         below, above = fn(jump - 0.25), fn(jump + 0.25)  # pragma: no mutate
         sw = Switch(dist, None, jnp.where(below != out, below, above).astype(jnp.asarray(q).dtype))
-    if tq is None or interp.n_ld == 0 or x.size == 0:
+    # (without lexicographic columns the only column is the stop-gradient probe, whose
+    # crossing times nothing reads: radii are reported along a direction only)
+    if tq is None or interp.n_ld == 0 or x.size == 0:  # pragma: no mutate
         return (st, sw) if with_switch else st
     dx = tq[0].astype(wide)
     # dx = 0 never crosses (masked below), whichever target it gets
