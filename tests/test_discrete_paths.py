@@ -232,3 +232,25 @@ def test_a_vmapped_loop_whose_trip_count_is_a_floor_switches_where_it_changes():
     assert jr.kink_radius(f, xs, e) == pytest.approx(1 / 6, rel=1e-9)
     _, cert = jr.certified_grad(f)(jnp.array([2 / 3, 1.2]))
     assert not cert.certified  # on the jump of the trip count
+
+
+def test_finished_elements_of_a_batched_loop_keep_their_value_and_derivative():
+    # y <- 1.5 y while y < 1: from 0.3 three steps (0.45, 0.675, 1.0125), from 0.8 one
+    # (1.2); y = 1.5^n x with derivative 1.5^n. The element that finishes first must keep
+    # its value and tangent while the other runs on.
+    # (|xs - xs0| adds a tie at the point, so that the interpreter's tangents are read:
+    # without one JAX's own derivative is returned; one-sided slope +1 along +e_i)
+    g = lambda x: lax.while_loop(lambda y: y < 1.0, lambda y: 1.5 * y, x)
+    xs = jnp.array([0.3, 0.8])
+    f = lambda u: jax.vmap(g)(u) + jnp.abs(u - xs)
+    np.testing.assert_allclose(np.asarray(f(xs)), [1.0125, 1.2])
+    got = jr.directional_derivative(f, xs, jnp.array([1.0, 1.0]))
+    np.testing.assert_allclose(np.asarray(got), [1.5**3 + 1, 1.5 + 1], rtol=1e-12)
+    # the lexicographic Jacobian is diagonal: each element depends on its own input only
+    want = np.diag([1.5**3 + 1, 1.5 + 1])
+    np.testing.assert_allclose(np.asarray(jr.ld_jacobian(f, xs)), want, rtol=1e-12)
+    # moving the second element up, its test first fails before any step when 0.8 + t
+    # reaches 1 (no step instead of one): t = 0.2
+    assert jr.kink_radius(lambda xs: jnp.sum(f(xs)), xs, jnp.array([0.0, 1.0])) == pytest.approx(
+        0.2, abs=1e-12
+    )
