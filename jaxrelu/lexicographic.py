@@ -208,25 +208,20 @@ NOT_A_NUMBER = (
 )
 
 
-def _warn_not_a_number(value: Any, cols: Any, stacklevel: int, scalar: bool = False) -> None:
+def _warn_not_a_number(value: Any, cols: Any, stacklevel: int) -> None:
     """Warns where a derivative column is NaN at a finite output element (a NaN output has
-    NaN derivatives as a matter of course). ``scalar``: ``value`` is one number and
-    ``cols`` a gradient (any structure)."""
-    if scalar:
-        bad = bool(np.isfinite(np.asarray(value))) and any(
-            np.any(np.isnan(np.asarray(g))) for g in jax.tree.leaves(cols)
-        )
-    else:
-        bad = any(
-            np.issubdtype(np.asarray(c).dtype, np.inexact)
-            and np.any(np.isnan(np.asarray(c)) & np.isfinite(np.asarray(v))[..., None])
-            for v, c in zip(jax.tree.leaves(value), jax.tree.leaves(cols))
-        )
+    NaN derivatives as a matter of course): ``cols`` holds ``value``'s leaves with a
+    trailing axis of columns."""
+    bad = any(
+        np.issubdtype(np.asarray(c).dtype, np.inexact)
+        and np.any(np.isnan(np.asarray(c)) & np.isfinite(np.asarray(v))[..., None])
+        for v, c in zip(jax.tree.leaves(value), jax.tree.leaves(cols))
+    )
     if bad:
         warnings.warn(
             f"{NOT_A_NUMBER}: check_linearization measures f",
             UndecidedTieWarning,
-            stacklevel=stacklevel + 1,
+            stacklevel=stacklevel,
         )
 
 
@@ -467,7 +462,8 @@ def ld_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable
         args = tuple(_point(a, f"args[{i}]") if i in nums else a for i, a in enumerate(args))
         g, undecided, value = _ld_grad_at(f, args, nums, approx=True)
         _warn_undecided(undecided, stacklevel=3)
-        _warn_not_a_number(value, g, stacklevel=2, scalar=True)
+        row = jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(g)])  # (every leaf)
+        _warn_not_a_number(value, row, stacklevel=3)
         return g
 
     return grad_fn

@@ -90,6 +90,7 @@ TARGETS = {
         "tests/test_lexicographic.py",
         "tests/test_kinks.py",
         "tests/test_external_kinds.py",
+        "tests/test_discrete_paths.py",
     ],
     "jaxrelu/_jaxpr/reductions.py": [
         "tests/test_order_rules.py",
@@ -97,6 +98,7 @@ TARGETS = {
         "tests/test_lexicographic.py",
         "tests/test_kinks.py",
         "tests/test_external_kinds.py",
+        "tests/test_discrete_paths.py",
     ],
     "jaxrelu/kinks.py": [
         "tests/test_toolkit_edges.py",
@@ -108,6 +110,7 @@ TARGETS = {
         "tests/test_toolkit_edges.py",
         "tests/test_lexicographic.py",
         "tests/test_external_kinds.py",
+        "tests/test_discrete_paths.py",
     ],
 }
 

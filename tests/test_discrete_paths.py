@@ -254,3 +254,40 @@ def test_finished_elements_of_a_batched_loop_keep_their_value_and_derivative():
     assert jr.kink_radius(lambda xs: jnp.sum(f(xs)), xs, jnp.array([0.0, 1.0])) == pytest.approx(
         0.2, abs=1e-12
     )
+
+
+def test_a_segment_max_tie_whose_tangents_are_not_numbers_is_undecided():
+    # sqrt(x0 * x0) and sqrt(x1 * x1) are both 0 at 0, each with tangent NaN (sqrt's
+    # infinite slope times 0): which one leads cannot be told from first derivatives (the
+    # true one-sided derivative along (1, 0.5) is max(1, 0.5) = 1). Alone at the top, a
+    # NaN tangent is no tie: only the NaN warning.
+    # (|x1| adds a tie, so that the interpreter runs where nothing else is tied)
+    seg = jnp.array([0, 0])
+    root = lambda v: jnp.sqrt(v * v)
+    tied = lambda x: jax.ops.segment_max(root(x), seg, 1)[0]
+    # one NaN tangent beside a finite one (x1's) is as blind: the operand of .at[].max,
+    # or an update
+    tied_op = lambda x: root(x[:1]).at[jnp.array([0])].max(x[1:])[0]
+    tied_up = lambda x: x[1:].at[jnp.array([0])].max(root(x[:1]))[0]
+    alone = lambda x: jax.ops.segment_max(jnp.stack([root(x[0]), x[1] - 5]), seg, 1)[0]
+    alone_op = lambda x: root(x[:1]).at[jnp.array([0])].max(x[1:] - 5)[0]
+    d = jnp.array([1.0, 0.5])
+    for f in (tied, tied_op, tied_up):
+        with pytest.warns(jr.UndecidedTieWarning) as got:
+            jr.directional_derivative(f, jnp.zeros(2), d)
+        assert any("cannot resolve" in str(w.message) for w in got)
+    for f in (alone, alone_op):
+        with pytest.warns(jr.UndecidedTieWarning) as got:
+            jr.directional_derivative(lambda x, f=f: f(x) + jnp.abs(x[1]), jnp.zeros(2), d)
+        assert [str(w.message).startswith("the derivative is not") for w in got] == [True]
+        assert all(w.filename == __file__ for w in got)  # attributed to the caller
+
+
+def test_a_gradient_not_a_number_in_a_pytree_warns():
+    # norm at 0 in one leaf of a pytree argument (forward mode carries sqrt's NaN into
+    # every column, as JAX's jacfwd does)
+    f = lambda p: p["a"] + jnp.linalg.norm(p["b"])
+    p = {"a": jnp.array(1.0), "b": jnp.zeros(3)}
+    with pytest.warns(jr.UndecidedTieWarning, match="not a number where f is finite"):
+        g = jr.ld_grad(f)(p)
+    assert np.all(np.isnan(np.asarray(g["b"])))

