@@ -291,3 +291,23 @@ def test_a_gradient_not_a_number_in_a_pytree_warns():
     with pytest.warns(jr.UndecidedTieWarning, match="not a number where f is finite"):
         g = jr.ld_grad(f)(p)
     assert np.all(np.isnan(np.asarray(g["b"])))
+
+
+@pytest.mark.parametrize(
+    "f",
+    [
+        lambda x: lax.cond(x > 0, lambda z: jax.nn.relu(z - 1.0), lambda z: 0.0 * z, x),
+        lambda x: lax.cond(x <= 0, lambda z: -z, lambda z: jnp.abs(z - 1.0) - 1.0, x),
+        lambda x: lax.switch(
+            (x > 0).astype(jnp.int32), [lambda z: 0.0 * z, lambda z: jax.nn.relu(z - 1.0)], x
+        ),
+    ],
+    ids=["cond_relu", "cond_abs", "switch"],
+)
+def test_the_radius_at_a_tied_branch_reads_the_branch_entered(f):
+    # at x = 0 the branch index is tied; along +1 the program enters the second branch,
+    # whose own kink (at x = 1) is the first one met: radius 1. Along -1 it stays in the
+    # first branch, smooth for ever.
+    x = jnp.array(0.0)
+    assert jr.kink_radius(f, x, jnp.array(1.0)) == pytest.approx(1.0, abs=1e-12)
+    assert jr.kink_radius(f, x, jnp.array(-1.0)) == np.inf

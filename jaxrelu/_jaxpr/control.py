@@ -317,13 +317,21 @@ def cond(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
     n_b = len(branches)
     index = lambda i: jnp.clip(jnp.asarray(i, jnp.int32), 0, n_b - 1)
     outs, stats = lax.switch(index(which.p), [padded(b) for b in range(n_b)], ops)
+    lex_outs = outs
+    if which.lex is not None:
+        # the branch the direction enters: its sites count too (their distances along the
+        # direction from the point: the radius of the piece entered)
+        lex_outs, lex_stats = lax.switch(index(which.lex), [padded(b) for b in range(n_b)], ops)
+        other = index(which.lex) != index(which.p)
+        empty = SiteStats.empty(interp.wide)
+        stats = tuple(
+            SiteStats(*s).merge(SiteStats(*(jnp.where(other, a, e) for a, e in zip(ls, empty))))
+            for s, ls in zip(stats, lex_stats)
+        )
     start = 0
     for pr, n in zip(probes, counts):
         rec.extend(pr, list(stats[start : start + n]))
         start += n
-    lex_outs = outs
-    if which.lex is not None:
-        lex_outs = lax.switch(index(which.lex), [silent(b) for b in range(n_b)], ops)
     vals = [
         Val(p, lt, ll if not is_float(p) or lo.lex else None, sw=v.sw, nl=lo.nl)
         for (p, _, _, _), (_, lt, ll, _), lo, v in zip(outs, lex_outs, joint, _unpack(outs, joint))
