@@ -584,58 +584,91 @@ def certified_grad(
             return ad(
                 sorted({m.primitive for m in meta if m.kind == "unknown" and not m.shift}), True
             )
-        res = run.collect()
-        sites = sites_of(res, with_radius=False)  # pragma: no mutate
-        unknown = sorted({s.primitive for s in sites if s.kind == "unknown"})
-        # (the analysis ran ties-only: margins were not computed; a tied site's is 0)
-        tied = tuple(dataclasses.replace(s, min_margin=0.0) for s in sites if s.ties > 0)
-        guards = tied_guards(res)
-        if not tied and not guards:
-            return ad(unknown, res.grad_finite)
-        if any(s.primitive in BRANCH_CUTS and s.kind == "jump" for s in tied):
-            kept = {(s.primitive, s.source) for s in _moving_sites(f, args, nums) if s.ties}
-            tied = tuple(
-                s for s in tied if s.primitive not in BRANCH_CUTS or (s.primitive, s.source) in kept
-            )
+
+        def _tied_case(res: Any) -> tuple[Any, Certificate]:
+            sites = sites_of(res, with_radius=False)  # pragma: no mutate
+            unknown = sorted({s.primitive for s in sites if s.kind == "unknown"})
+            # (the analysis ran ties-only: margins were not computed; a tied site's is 0)
+            tied = tuple(dataclasses.replace(s, min_margin=0.0) for s in sites if s.ties > 0)
+            guards = tied_guards(res)
             if not tied and not guards:
                 return ad(unknown, res.grad_finite)
-        jumps = [s for s in tied if s.kind == "jump"]
-        reason = f"{len(tied)} site(s) tied: the lexicographic gradient (a Clarke subgradient)"
-        if guards:
-            reason = (
-                f"an equality test holds at the point ({guards[0]}): jax.grad follows its "
-                "case, which holds only where the equality does; the lexicographic gradient "
-                "follows the case around it" + (f"; {len(tied)} other site(s) tied" if tied else "")
-            )
-        if jumps:
-            reason = (
-                f"{len(jumps)} tied site(s) are jumps ({jumps[0].primitive} at "
-                f"{jumps[0].source}): f may be discontinuous here (unless the gap cancels "
-                "downstream, as in sign(x) * x); the gradient of the piece the perturbed "
-                "point lies in"
-            )
-        g, undecided, _ = _ld_grad_at(f, args, nums)
-        if not _finite(g):
-            # a piece's formula singular at the point (sin(x)/x behind where(x == 0, ...)):
-            # the lexicographic gradient evaluates it there; jax.grad's is the better guess
-            reason += (
-                "; but it is not finite (a piece's formula may be singular at the point, as "
-                "in jnp.sinc at 0): jax.grad's gradient is returned instead, uncertified "
-                "(see check_linearization)"
-            )
-            return ad_gradient(), Certificate("ad", tied, False, reason)
-        approx = sorted({s.primitive for s in tied if s.primitive in APPROXIMATE_AT_TIES})
-        if approx:
-            reason += (
-                f"; but {', '.join(approx)} has no lexicographic rule: at a repeated value "
-                "its derivative is JAX's, one choice that need not be a Clarke subgradient"
-            )
-        if undecided:
-            reason += f"; but {UNDECIDED} ({undecided[0]}; see check_linearization)"
-        ok = not jumps and not unknown and not approx and not undecided
-        return g, Certificate("lexicographic", tied, ok, reason + _stop_note(run.tr))
+            if any(s.primitive in BRANCH_CUTS and s.kind == "jump" for s in tied):
+                kept = {(s.primitive, s.source) for s in _moving_sites(f, args, nums) if s.ties}
+                tied = tuple(
+                    s
+                    for s in tied
+                    if s.primitive not in BRANCH_CUTS or (s.primitive, s.source) in kept
+                )
+                if not tied and not guards:
+                    return ad(unknown, res.grad_finite)
+            jumps = [s for s in tied if s.kind == "jump"]
+            reason = f"{len(tied)} site(s) tied: the lexicographic gradient (a Clarke subgradient)"
+            if guards:
+                reason = (
+                    f"an equality test holds at the point ({guards[0]}): jax.grad follows its "
+                    "case, which holds only where the equality does; the lexicographic gradient "
+                    "follows the case around it"
+                    + (f"; {len(tied)} other site(s) tied" if tied else "")
+                )
+            if jumps:
+                reason = (
+                    f"{len(jumps)} tied site(s) are jumps ({jumps[0].primitive} at "
+                    f"{jumps[0].source}): f may be discontinuous here (unless the gap cancels "
+                    "downstream, as in sign(x) * x); the gradient of the piece the perturbed "
+                    "point lies in"
+                )
+            g, undecided, _ = _ld_grad_at(f, args, nums)
+            if not _finite(g):
+                # a piece's formula singular at the point (sin(x)/x behind where(x == 0, ...)):
+                # the lexicographic gradient evaluates it there; jax.grad's is the better guess
+                reason += (
+                    "; but it is not finite (a piece's formula may be singular at the point, as "
+                    "in jnp.sinc at 0): jax.grad's gradient is returned instead, uncertified "
+                    "(see check_linearization)"
+                )
+                return ad_gradient(), Certificate("ad", tied, False, reason)
+            approx = sorted({s.primitive for s in tied if s.primitive in APPROXIMATE_AT_TIES})
+            if approx:
+                reason += (
+                    f"; but {', '.join(approx)} has no lexicographic rule: at a repeated value "
+                    "its derivative is JAX's, one choice that need not be a Clarke subgradient"
+                )
+            if undecided:
+                reason += f"; but {UNDECIDED} ({undecided[0]}; see check_linearization)"
+            ok = not jumps and not unknown and not approx and not undecided
+            return g, Certificate("lexicographic", tied, ok, reason + _stop_note(run.tr))
+
+        res = run.collect()
+        hidden = _hidden_jumps(res)
+        return _with_hidden(_tied_case(res), hidden)
 
     return fn
+
+
+def _hidden_jumps(res: Any) -> list[KinkSite]:
+    """Tied jumps whose values reach ``f`` only through ``stop_gradient`` (a straight-
+    through quantizer ``x + stop_gradient(round(x) - x)`` at a half-integer): no site of
+    the gradient, but ``f``'s value jumps there."""
+    kept = sites_of(res, with_radius=False)
+    every = sites_of(dataclasses.replace(res, shifts_cancel=False), with_radius=False)
+    return [s for s in every if s not in kept and s.ties > 0 and s.kind == "jump"]
+
+
+def _with_hidden(out: tuple[Any, Certificate], hidden: list[KinkSite]) -> tuple:
+    g, cert = out
+    if not hidden:
+        return out
+    s = hidden[0]
+    said = cert.reason.replace(
+        "no nonsmooth site is at its kink: f is differentiable here",
+        "no nonsmooth site that the gradient goes through is at its kink",
+    )
+    reason = (
+        f"{said}; but a tied jump reaches f through stop_gradient ({s.primitive} at "
+        f"{s.source}): f's value jumps here, so no gradient is its derivative"
+    )
+    return g, dataclasses.replace(cert, certified=False, reason=reason)
 
 
 STOP_NOTE = (

@@ -311,3 +311,24 @@ def test_the_radius_at_a_tied_branch_reads_the_branch_entered(f):
     x = jnp.array(0.0)
     assert jr.kink_radius(f, x, jnp.array(1.0)) == pytest.approx(1.0, abs=1e-12)
     assert jr.kink_radius(f, x, jnp.array(-1.0)) == np.inf
+
+
+def test_a_straight_through_quantizer_at_its_jump_is_not_certified():
+    # f(x) = x + stop_gradient(round(4x)/4 - x) has the values round(4x)/4: at x = 1/8,
+    # 4x = 1/2 rounds to 0 (half to even) and just above to 1: f jumps from 0 to 1/4.
+    # JAX's gradient (1, the straight-through surrogate) is no derivative of f there.
+    # Away from the jump (x = 0.1) f is constant and the surrogate is certified with the
+    # stop_gradient note, as before. The logsumexp max shift under stop_gradient, tied,
+    # is no jump: still certified.
+    sg = lax.stop_gradient
+    f = lambda x: x + sg(jnp.round(4 * x) / 4 - x)
+    assert float(f(jnp.array(0.125 + 1e-12))) - float(f(jnp.array(0.125))) == 0.25
+    g, cert = jr.certified_grad(f)(jnp.array(0.125))
+    assert float(g) == 1.0 and not cert.certified
+    assert "jump reaches f through stop_gradient (round" in cert.reason
+    assert "f is differentiable here" not in cert.reason
+    _, cert = jr.certified_grad(f)(jnp.array(0.1))
+    assert cert.certified and "stop_gradient" in cert.reason
+    lse = lambda x: sg(jnp.max(x)) + jnp.log(jnp.sum(jnp.exp(x - sg(jnp.max(x)))))
+    _, cert = jr.certified_grad(lse)(jnp.array([1.0, 1.0, 0.0]))
+    assert cert.certified
