@@ -291,7 +291,11 @@ def kink_radius(f: Callable[[Any], Any], x0: Any, direction: Any) -> float:
     (:math:`m \dot m < 0`) crosses it at :math:`t = |m| / |\dot m|` to first order, and the
     result is the minimum over all elements and sites. For piecewise-linear programs (ReLU
     networks and the like) this is exact: ``f`` is affine on ``[x0, x0 + t d]``, also when
-    ``x0`` sits on kinks (tied elements are followed into the piece ``d`` enters). A jump
+    ``x0`` sits on kinks (tied elements are followed into the piece ``d`` enters). Where a
+    switching quantity is not piecewise linear in ``t`` it is a first-order estimate, which
+    may be later than the true crossing or missing: ``relu(x**2 - 1)`` along 1 gives 0.75
+    from 0.5 (the kink is 0.5 away) and ``inf`` from 0 (the slope of ``x**2 - 1`` is 0
+    there; the kink is 1 away). A jump
     that ``d`` crosses at once (``floor`` at an integer, going down) gives 0. ``inf`` where
     nothing crosses. A discrete reduction over more than 16 elements switches at the first
     crossing of any of them: exact for a count (``jnp.sum(x > c)``), no later than the
