@@ -218,11 +218,15 @@ def _warn_not_a_number(value: Any, cols: Any, stacklevel: int) -> None:
         for v, c in zip(jax.tree.leaves(value), jax.tree.leaves(cols))
     )
     if bad:
-        warnings.warn(
-            f"{NOT_A_NUMBER}: check_linearization measures f",
-            UndecidedTieWarning,
-            stacklevel=stacklevel,
-        )
+        _warn_nan(stacklevel)
+
+
+def _warn_nan(stacklevel: int) -> None:
+    warnings.warn(
+        f"{NOT_A_NUMBER}: check_linearization measures f",
+        UndecidedTieWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 def directional_derivative(f: Callable[[Any], Any], x: Any, d: Any) -> Any:
@@ -409,9 +413,10 @@ def _warn_undecided(sources: list[str], stacklevel: int) -> None:
 
 def _ld_grad_at(
     f: Callable, args: tuple, nums: tuple[int, ...], approx: bool = False
-) -> tuple[Any, list[str], Any]:
+) -> tuple[Any, list[str], np.ndarray, Any]:
     """The lexicographic gradient, the sources of its undecided ties (and, with
-    ``approx``, of its tied eigh/svd sites) and the value of ``f``."""
+    ``approx``, of its tied eigh/svd sites), the gradient as one row (on the host) and
+    the value of ``f``."""
     selected = [args[i] for i in nums]
     n = _size(selected)
     eye = np.eye(n)
@@ -430,7 +435,12 @@ def _ld_grad_at(
     t = res.out_t[0]
     row = np.zeros(n, np.asarray(res.out_p[0]).dtype) if t is None else np.asarray(t)
     grads = _unravel_columns(jnp.asarray(row), selected)
-    return (grads[0] if len(nums) == 1 else tuple(grads)), _unresolved(res, approx), res.out_p[0]
+    return (
+        (grads[0] if len(nums) == 1 else tuple(grads)),
+        _unresolved(res, approx),
+        row,
+        res.out_p[0],
+    )
 
 
 def ld_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
@@ -460,10 +470,10 @@ def ld_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable
     def grad_fn(*args: Any) -> Any:
         nums = _argnums(argnums, len(args))
         args = tuple(_point(a, f"args[{i}]") if i in nums else a for i, a in enumerate(args))
-        g, undecided, value = _ld_grad_at(f, args, nums, approx=True)
+        g, undecided, row, value = _ld_grad_at(f, args, nums, approx=True)
         _warn_undecided(undecided, stacklevel=3)
-        row = jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(g)])  # (every leaf)
-        _warn_not_a_number(value, row, stacklevel=3)
+        if np.isnan(row).any() and np.isfinite(value):
+            _warn_nan(stacklevel=2)
         return g
 
     return grad_fn
@@ -618,7 +628,7 @@ def certified_grad(
                     "downstream, as in sign(x) * x); the gradient of the piece the perturbed "
                     "point lies in"
                 )
-            g, undecided, _ = _ld_grad_at(f, args, nums)
+            g, undecided, _, _ = _ld_grad_at(f, args, nums)
             if not _finite(g):
                 # a piece's formula singular at the point (sin(x)/x behind where(x == 0, ...)):
                 # the lexicographic gradient evaluates it there; jax.grad's is the better guess
@@ -713,7 +723,7 @@ def _forward_only(f: Callable, args: tuple, nums: tuple[int, ...]) -> tuple[Any,
     unknown = sorted({s.primitive for s in sites if s.kind == "unknown"})
     jumps = [s for s in tied if s.kind == "jump"]
     approx = sorted({s.primitive for s in tied if s.primitive in APPROXIMATE_AT_TIES})
-    g, undecided, _ = _ld_grad_at(f, args, nums)
+    g, undecided, _, _ = _ld_grad_at(f, args, nums)
     value_ok = bool(np.all(np.isfinite(np.asarray(res.out_p[0]))))
     reason = (
         "reverse mode does not run through f (a lax.while_loop): the forward "
@@ -747,7 +757,7 @@ def _not_finite(f: Callable, args: tuple, nums: tuple[int, ...], g_ad: Any):
     and is finite: then it is the gradient. Otherwise ``f`` may be nondifferentiable there
     (``sqrt(x**2)`` at 0) or smooth with every derivative rule failing (``norm(x)**2`` at
     0): nothing is certified."""
-    g, undecided, _ = _ld_grad_at(f, args, nums)
+    g, undecided, _, _ = _ld_grad_at(f, args, nums)
     if _finite(g) and not undecided:
         reason = (
             "jax.grad is not finite (NaN/inf from a branch or factor that does not affect f "
