@@ -21,10 +21,9 @@ from _harness import (
 )
 from jax import lax
 
-from jaxrelu import _util
 from jaxrelu._rng import plain_draws
 from jaxrelu.study import experiments as study
-from jaxrelu.study import models
+from jaxrelu.study import instrument, models
 from jaxrelu.study.data import load_digits
 
 NAME = "volume"
@@ -121,8 +120,8 @@ def forward_flops(ds, width, depth) -> float:
 def forward_only(ds, width, depth, batch, inits, dtype="float32"):
     """The forward passes alone, as the estimate's zero search runs them (one
     initialisation at a time, its parameters drawn into buffers of their own,
-    ``search_block`` minibatches stacked into one product per layer, the exact zeros
-    counted): what the matrix products at these shapes allow,
+    ``search_block`` minibatches stacked into one product per layer, each minibatch
+    tested for exact zeros): what the matrix products at these shapes allow,
     without any backward pass or bookkeeping."""
     arch = study_arch(ds, width, depth)
     n = len(ds.y_train)
@@ -143,7 +142,9 @@ def forward_only(ds, width, depth, batch, inits, dtype="float32"):
 
             def stacked(xb):
                 pre = models.apply(arch, p, {"bn": []}, xb, 0.0)[2]
-                return sum(_util.count(z == 0) for z in pre)  # as the search counts
+                pre = [z.reshape(block, batch, *z.shape[1:]) for z in pre]
+                hit = lambda z: instrument.kink_any(z, (0.0,))
+                return jnp.sum(jax.vmap(hit)(pre))  # as the search tests, minibatch by minibatch
 
             return jnp.sum(lax.map(stacked, xs))
 

@@ -43,6 +43,61 @@ def test_kink_hits_count_every_kink_and_respect_the_mask():
     assert int(instrument.kink_hits(f16, (0.0,))[0]) == 1
 
 
+@pytest.mark.parametrize("path", ["platform", "staged", "whole"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_kink_any_agrees_with_a_brute_force_scan(path, dtype):
+    """``kink_any`` against NumPy's element-by-element scan, for each lowering (the CPU's
+    staged reduction, the other platforms' single one, and the platform's choice), on
+    single planted kinks, masked-out rows, -0.0 and NaN; vmapped over minibatches as the
+    volume search runs it."""
+    fn = {
+        "platform": instrument.kink_any,
+        "staged": lambda pre, kinks, mask=None: instrument._any_staged(
+            *_kink_masks(pre, kinks, mask)
+        ),
+        "whole": lambda pre, kinks, mask=None: instrument._any_whole(
+            *_kink_masks(pre, kinks, mask)
+        ),
+    }[path]
+    rng = np.random.default_rng(7)
+    dt = jnp.dtype(dtype)
+    base = [rng.uniform(1.0, 5.0, (5, 9)), rng.uniform(1.0, 5.0, (5, 2, 3))]  # no kink
+    mask = np.array([True, True, False, True, True])
+    cases = []
+    for layer, where in ((0, (4, 8)), (1, (0, 1, 2)), (0, (2, 3)), (1, (2, 0, 0))):
+        for value in (0.0, -0.0, 6.0, np.nan, 1e-3):
+            pre = [a.copy() for a in base]
+            pre[layer][where] = value
+            cases.append(pre)
+    cases.append([a.copy() for a in base])
+    test = jax.jit(lambda pre, m: fn(pre, (0.0, 6.0), m))
+    for pre in cases:
+        for m in (None, mask):
+            arrays = [jnp.asarray(a, dt) for a in pre]
+            kept = [a if m is None else a[m] for a in pre]
+            expected = any(np.any((a == 0.0) | (a == 6.0)) for a in kept)
+            assert bool(test(arrays, None if m is None else jnp.asarray(m))) == expected
+    # minibatch by minibatch, as the search calls it: (minibatches, batch, width)
+    z = np.full((3, 4, 5), 2.0)
+    z[1, 3, 4] = 0.0
+    z[2, 0, 0] = 6.0
+    z[0, 2, 2] = 0.0
+    masks = np.ones((3, 4), bool)
+    masks[0, 2] = False  # the first minibatch's only hit is a padding row
+    got = jax.jit(jax.vmap(lambda a, m: fn([a], (0.0,), m)))(jnp.asarray(z, dt), masks)
+    np.testing.assert_array_equal(got, [False, True, False])
+
+
+def _kink_masks(pre, kinks, mask):
+    out = []
+    for z in pre:
+        at = jnp.zeros(z.shape, bool)
+        for a in kinks:
+            at = at | (z == a)
+        out.append(at if mask is None else at & mask.reshape(mask.shape + (1,) * (z.ndim - 1)))
+    return out
+
+
 def test_compare_gradients_by_hand():
     g0 = {"a": jnp.array([3.0, 0.0]), "b": jnp.array([[4.0]])}
     g1 = {"a": jnp.array([3.0, 0.0]), "b": jnp.array([[4.0]])}

@@ -260,8 +260,8 @@ def _group(arch: models.Architecture, dt, keys, x, y, index, mask, first, block:
         """Pre-activations ``(n, block, batch, ...)`` per layer and zero hits ``(n, block)``."""
         pre = _pre_activations(arch, params, x[rows.reshape(-1)], dt)
         pre = [z.reshape((n, block, batch, *z.shape[2:])) for z in pre]
-        count = lambda z, m: instrument.kink_hits(z, kinks, m).sum()
-        return pre, jax.vmap(jax.vmap(count), (0, None))(pre, masks) > 0
+        hit = lambda z, m: instrument.kink_any(z, kinks, m)
+        return pre, jax.vmap(jax.vmap(hit), (0, None))(pre, masks)
 
     def tested(ops):
         xb, yb, mb, pre = ops
