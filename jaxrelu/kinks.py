@@ -83,7 +83,8 @@ class KinkSite:
     def __str__(self) -> str:
         act = f" in {self.activation}" if self.activation else ""
         if self.kind == "unknown":
-            return f"{self.primitive}{act} at {self.source}: unknown primitive, not analysed"
+            where = f"{self.primitive}{act} at {self.source}"
+            return f"{where}: not analysed (its switches are not located)"
         return (
             f"{self.primitive}{act} at {self.source} ({self.kind}): {self.ties} of "
             f"{self.size} element(s) at the kink, min margin {self.min_margin:.3g}"
@@ -300,10 +301,15 @@ def kink_radius(f: Callable[[Any], Any], x0: Any, direction: Any) -> float:
     nothing crosses. A discrete reduction over more than 16 elements switches at the first
     crossing of any of them: exact for a count (``jnp.sum(x > c)``), no later than the
     truth for ``any``, ``max`` or ``argmax`` (a crossing may leave them unchanged). Sites
-    of primitives the analysis does not know (``find_kinks`` lists them as ``"unknown"``)
-    have no radius and do not count, and neither do switches carried through a cumulative
-    operation over more than 16 elements (``jnp.cumsum(x > c)``): check ``find_kinks``
-    before trusting an infinite radius.
+    that the analysis does not locate (``find_kinks`` lists them as ``"unknown"``:
+    primitives it does not know, the signs of ``eigh``'s eigenvectors and ``svd``'s
+    singular vectors, ``qr``'s factors) have no radius and do not count, and neither do
+    switches carried through a cumulative operation over more than 16 elements
+    (``jnp.cumsum(x > c)``) nor the pivoting of ``lu`` (``det``, ``solve`` and ``inv``,
+    built on it, are smooth; its factors switch where two pivot candidates tie): check
+    ``find_kinks`` before trusting the radius. ``sqrt`` and ``cbrt`` switch where their
+    operand is 0 (a norm at 0): a first-order estimate from the operand, half the true
+    distance for a norm shrinking to 0 along the line.
 
     Args:
         f: a JAX-traceable function of one argument.

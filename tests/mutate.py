@@ -91,6 +91,7 @@ TARGETS = {
         "tests/test_kinks.py",
         "tests/test_external_kinds.py",
         "tests/test_discrete_paths.py",
+        "tests/test_linalg_roots.py",
     ],
     "jaxrelu/_jaxpr/reductions.py": [
         "tests/test_order_rules.py",
@@ -99,6 +100,7 @@ TARGETS = {
         "tests/test_kinks.py",
         "tests/test_external_kinds.py",
         "tests/test_discrete_paths.py",
+        "tests/test_linalg_roots.py",
     ],
     "jaxrelu/kinks.py": [
         "tests/test_toolkit_edges.py",

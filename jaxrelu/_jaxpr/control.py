@@ -113,10 +113,10 @@ def call(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
     custom = eqn.primitive.name.startswith("custom_")
     if interp.faithful and custom:  # keep the custom rule for JAX's AD; sites from inside
         quiet = [v._replace(p=jax.lax.stop_gradient(v.p)) if is_float(v.p) else v for v in args]
-        interp.run(jaxpr, consts, quiet, child, rec.shift_outs)
+        interp.run(jaxpr, consts, quiet, child, rec.shift_outs, rec.dead_outs)
         rec.extend(child, child.stats)
         return [Val(o) for o in bind(eqn, [v.p for v in ins])]
-    outs = interp.run(jaxpr, consts, args, child, rec.shift_outs)
+    outs = interp.run(jaxpr, consts, args, child, rec.shift_outs, rec.dead_outs)
     rec.extend(child, child.stats)
     # identity tokens are per evaluation: two calls of one function are different values
     return [v._replace(key=None) for v in outs]

@@ -306,16 +306,21 @@ class Interpreter:
         ins: Sequence[Val],
         rec: Recorder,
         shift_out: Sequence[bool] | None = None,
+        dead_out: Sequence[bool] | None = None,
     ) -> list[Val]:
         """Evaluates ``jaxpr`` on ``ins``; ``shift_out[i]`` says that output ``i`` reaches
-        the program's output only through ``stop_gradient``."""
+        the program's output only through ``stop_gradient``, ``dead_out[i]`` that nothing
+        outside reads it (``eigvalsh``'s call of ``eigh`` drops the eigenvectors)."""
         from .passes import positive_vars, shift_only
         from .rules import bind, curves, lookup
 
         shift = shift_only(jaxpr, shift_out)
         positive = positive_vars(jaxpr)
         used = {v for e in jaxpr.eqns for v in e.invars if not isinstance(v, Literal)}
-        used.update(v for v in jaxpr.outvars if not isinstance(v, Literal))
+        dead = dead_out if dead_out is not None else [False] * len(jaxpr.outvars)
+        used.update(
+            v for v, gone in zip(jaxpr.outvars, dead) if not gone and not isinstance(v, Literal)
+        )
         env: dict[Any, Val] = {}
 
         def read(v: Any) -> Val:

@@ -511,21 +511,41 @@ def _spectral_site(interp: Interpreter, eqn: Any, val: Val, rec: Recorder, zero:
         rec.add(eqn, eqn.primitive.name, "kink", switch_stats(gaps, rate, interp.wide))
 
 
+def _vectors_site(interp: Interpreter, eqn: Any, rec: Recorder, vectors: Sequence[int]) -> None:
+    """An ``"unknown"`` site for the eigen- or singular vectors among the outputs, where
+    something reads them: each vector is fixed only up to sign (a phase), and LAPACK's
+    choice of it flips with the input where the values stay apart (the top eigenvector of
+    ``[[1.6 - t, 0.5], [0.5, 1.4 + t]]`` changes sign at ``t = 0.1``, its eigenvalues at
+    least 1 apart). Where that happens is not located: a function of the vectors that
+    their sign leaves unchanged (``v v^T``) is smooth, one that it changes jumps."""
+    dead = rec.dead_outs
+    if all(dead is not None and dead[k] for k in vectors):
+        return
+    nan, inf = jnp.asarray(jnp.nan, interp.wide), jnp.asarray(jnp.inf, interp.wide)
+    size = jnp.int32(sum(int(np.prod(eqn.outvars[k].aval.shape, dtype=int)) for k in vectors))
+    none = jnp.int32(0)  # pragma: no mutate (``leaving`` is read for jumps only)
+    rec.add(eqn, eqn.primitive.name, "unknown", SiteStats(size, none, nan, inf, nan, none))
+
+
 @rule("eigh")
 def eigh(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
     """``eigh`` (outputs: eigenvectors, eigenvalues): a kink where two eigenvalues
-    coincide."""
+    coincide; the eigenvectors, where read, are an ``"unknown"`` site (their signs)."""
     outs = smooth(interp, eqn, ins, rec)
     if is_float(outs[1].p):  # (real, also for complex Hermitian input)
         _spectral_site(interp, eqn, outs[1], rec, zero=False)
+    _vectors_site(interp, eqn, rec, [0])
     return outs
 
 
 @rule("svd")
 def svd(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
-    """``svd`` (outputs: singular values first): a kink where two singular values
-    coincide or the smallest is 0."""
+    """``svd`` (outputs: singular values first, then the vectors if computed): a kink where
+    two singular values coincide or the smallest is 0; the singular vectors, where read,
+    are an ``"unknown"`` site (their signs)."""
     outs = smooth(interp, eqn, ins, rec)
     if is_float(outs[0].p):
         _spectral_site(interp, eqn, outs[0], rec, zero=True)
+    if len(outs) > 1:
+        _vectors_site(interp, eqn, rec, list(range(1, len(outs))))
     return outs

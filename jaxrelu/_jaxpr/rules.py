@@ -61,13 +61,13 @@ __all__ = ["SMOOTH", "lookup"]
 
 SMOOTH = frozenset(
     """add add_any sub mul div neg exp exp2 log1p expm1 sin cos tan asin acos atan
-    sinh cosh tanh asinh acosh atanh logistic cbrt pow integer_pow square erf erfc
+    sinh cosh tanh asinh acosh atanh logistic pow integer_pow square erf erfc
     erf_inv lgamma digamma polygamma igamma igammac bessel_i0e bessel_i1e real imag conj
     complex dot_general conv_general_dilated reduce_sum reduce_prod cumsum
     cumprod cumlogsumexp reshape broadcast_in_dim transpose squeeze expand_dims concatenate
     pad slice dynamic_slice dynamic_update_slice gather scatter scatter-add scatter_add
     scatter-mul scatter_mul rev copy copy_p iota split device_put sharding_constraint reshard
-    mesh_cast optimization_barrier cholesky triangular_solve lu qr fft
+    mesh_cast optimization_barrier cholesky triangular_solve lu fft
     reduce_window_sum nextafter axis_index debug_callback pure_callback name square
     tridiagonal_solve stack unstack tile scatter-sub zeros_like ragged_dot_general
     symmetric_product regularized_incomplete_beta igamma_grad_a psum all_gather all_to_all
@@ -1075,13 +1075,40 @@ def clamp(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[
     return [Val(out, t, bind(eqn, [ll, xl, hl])[0] if moved else None, sw)]
 
 
+@rule("cbrt")
+def cube_root(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """Smooth except at 0, where its slope is infinite: a kink site (see :func:`_root`)."""
+    outs = smooth(interp, eqn, ins, rec)
+    _root(interp, eqn, ins[0], rec)
+    return outs
+
+
+def _root(interp: Interpreter, eqn: Any, x: Val, rec: Recorder) -> None:
+    """The kink of ``sqrt`` or ``cbrt`` of a real operand at 0, where the slope is infinite
+    and compositions switch (``sqrt(x * x)`` is ``|x|``, a norm is nonsmooth at 0): the
+    operand's distance to 0 and its rate (to first order, for the radius: no later than
+    the truth when the operand is affine or a sum of squares of affine functions along
+    the line, ``|a + t b|**2`` reaching 0 at ``|a| / |b|`` and estimated at half that). An
+    operand that is provably positive has none."""
+    if rec.positive and rec.positive[0]:
+        return
+    z = interp.wide_of(x.p)
+    dz = None if x.t is None else x.t.astype(interp.wide)
+    rec.add(
+        eqn, eqn.primitive.name, "kink", switch_stats(jnp.abs(z), interp.rate(z, dz), interp.wide)
+    )
+
+
 @rule("log", "sqrt", "rsqrt")
 def principal_branch(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
-    """Smooth on real numbers (where defined); on complex ones the principal branch jumps
-    across the negative real axis (``imag(sqrt(z))``, ``imag(log(z))``): the same branch
-    cut site as :func:`atan2`'s, with ``y = imag(z)`` and ``x = real(z)``."""
+    """Smooth on real numbers where defined, except ``sqrt`` at 0 (a kink site, see
+    :func:`_root`); on complex ones the principal branch jumps across the negative real
+    axis (``imag(sqrt(z))``, ``imag(log(z))``): the same branch cut site as
+    :func:`atan2`'s, with ``y = imag(z)`` and ``x = real(z)``."""
     outs = smooth(interp, eqn, ins, rec)
     (z,) = ins
+    if eqn.primitive.name == "sqrt" and is_float(z.p) and not jnp.iscomplexobj(z.p):
+        _root(interp, eqn, z, rec)
     if jnp.iscomplexobj(z.p):
         im = None if z.t is None else jnp.imag(z.t)
         re = Val(jnp.real(z.p), None if z.t is None else jnp.real(z.t))
