@@ -519,7 +519,7 @@ def _vectors_site(interp: Interpreter, eqn: Any, rec: Recorder, vectors: Sequenc
     least 1 apart). Where that happens is not located: a function of the vectors that
     their sign leaves unchanged (``v v^T``) is smooth, one that it changes jumps."""
     dead = rec.dead_outs
-    if all(dead is not None and dead[k] for k in vectors):
+    if all(dead is not None and dead[k] for k in vectors):  # (also where there are none)
         return
     nan, inf = jnp.asarray(jnp.nan, interp.wide), jnp.asarray(jnp.inf, interp.wide)
     size = jnp.int32(sum(int(np.prod(eqn.outvars[k].aval.shape, dtype=int)) for k in vectors))
@@ -546,6 +546,5 @@ def svd(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Va
     outs = smooth(interp, eqn, ins, rec)
     if is_float(outs[0].p):
         _spectral_site(interp, eqn, outs[0], rec, zero=True)
-    if len(outs) > 1:
-        _vectors_site(interp, eqn, rec, list(range(1, len(outs))))
+    _vectors_site(interp, eqn, rec, list(range(1, len(outs))))  # (none: values only)
     return outs

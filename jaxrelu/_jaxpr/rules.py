@@ -1107,7 +1107,7 @@ def principal_branch(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorde
     :func:`atan2`'s, with ``y = imag(z)`` and ``x = real(z)``."""
     outs = smooth(interp, eqn, ins, rec)
     (z,) = ins
-    if eqn.primitive.name == "sqrt" and is_float(z.p) and not jnp.iscomplexobj(z.p):
+    if eqn.primitive.name == "sqrt" and not jnp.iscomplexobj(z.p):
         _root(interp, eqn, z, rec)
     if jnp.iscomplexobj(z.p):
         im = None if z.t is None else jnp.imag(z.t)
