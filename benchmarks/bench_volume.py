@@ -241,7 +241,8 @@ def run(quick: bool) -> list[Row]:
         Row(NAME, f"{label}: vs its forward passes alone", ours, "forward passes alone",
             t_fwd, None, "s/init",
             f"the zero search's forward passes with nothing else (parameters drawn, "
-            f"activations and zero counts; no backward pass): {1 / t_fwd:.0f} inits/s = "
+            f"activations and the per-minibatch zero tests; no backward pass): "
+            f"{1 / t_fwd:.0f} inits/s = "
             f"{percent_of(flops / t_fwd, ceiling)} of the ceiling", spread, sp_fwd),
         Row(NAME, f"{label}: vs its products alone", ours, "products alone", t_prod, None,
             "s/init",
