@@ -156,7 +156,10 @@ def _jax_derivative(tr: Any, args: tuple, kind: str, blocks: list | None = None)
             return push
 
         example = (consts, args[0], jax.tree.unflatten(jax.tree.structure(args[0]), blocks or []))
-    avals = str(jax.tree.map(lambda v: (jnp.shape(v), str(jnp.result_type(v))), example[1:]))
+    # (the arguments' and the blocks' shapes; the blocks mirror the arguments, and the
+    # trace's fingerprint holds the arguments too, so a key of the blocks alone reads alike)
+    shapes = lambda v: (jnp.shape(v), str(jnp.result_type(v)))
+    avals = str(jax.tree.map(shapes, example[1:]))  # pragma: no mutate
     key = ("lexicographic", kind, tr.fingerprint, tuple(map(id, tr.refs)), avals, _util.x64())
     return compile_cached(key, tr.refs, build, *example)(*example)
 

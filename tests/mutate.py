@@ -107,6 +107,7 @@ TARGETS = {
         "tests/test_kinks_oracle.py",
         "tests/test_kinks.py",
         "tests/test_external_kinds.py",
+        "tests/test_linalg_roots.py",
     ],
     "jaxrelu/lexicographic.py": [
         "tests/test_toolkit_edges.py",

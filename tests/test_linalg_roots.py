@@ -145,3 +145,13 @@ def test_root_sites_in_float32():
     # operand x^2 = (2 - t)^2 for the second element: first order 4 / 4 = 1 (truth 2); the
     # first element leaves its tie
     assert jr.kink_radius(f, x, d) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_find_kinks_gives_no_radius_without_a_direction():
+    # documented: radius NaN when no direction was given (find_kinks' own random direction
+    # only tells kinks from jumps); kink_sites along a direction gives one
+    f = lambda x: jnp.sqrt(1.0 - x) + jnp.abs(x - 0.5)
+    x = F64([0.0])
+    assert all(np.isnan(s.radius) for s in jr.find_kinks(f, x))
+    along = {s.primitive: s.radius for s in jr.kink_sites(f, x, F64([1.0]))}
+    assert along == {"sqrt": pytest.approx(1.0), "abs": pytest.approx(0.5)}

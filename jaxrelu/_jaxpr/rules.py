@@ -1292,9 +1292,10 @@ def periodic_stats(
     t = masked_div(target - x, dx, dx != 0)
     s = interp.lex_sign(jnp.zeros_like(x), tq.astype(wide))
     q = jnp.asarray(q)
-    # a quarter step along the direction from a tie (the jumps are a unit apart; the next
-    # float after 0 is a subnormal, which XLA on CPU flushes back to 0)
-    moved = fn(x + offset + 0.25 * s)
+    # a quarter step along the direction from a tie (the jumps are a unit apart, so any
+    # step below 1 reads the same piece; the next float after 0 is a subnormal, which XLA
+    # on CPU flushes back to 0)
+    moved = fn(x + offset + 0.25 * s)  # pragma: no mutate
     leaves = (dist == 0) & (s != 0) & (moved != fn(q))
     st = _with_leaving(st._replace(radius=jnp.min(t)), jnp.sum(leaves))
     if not with_switch:
