@@ -41,6 +41,7 @@ from .rules import (
     discrete,
     index_site,
     jump_evidence,
+    record_unknown,
     select_threshold,
     smooth,
     unknown,
@@ -521,10 +522,7 @@ def _vectors_site(interp: Interpreter, eqn: Any, rec: Recorder, vectors: Sequenc
     dead = rec.dead_outs
     if all(dead is not None and dead[k] for k in vectors):  # (also where there are none)
         return
-    nan, inf = jnp.asarray(jnp.nan, interp.wide), jnp.asarray(jnp.inf, interp.wide)
-    size = jnp.int32(sum(int(np.prod(eqn.outvars[k].aval.shape, dtype=int)) for k in vectors))
-    none = jnp.int32(0)  # pragma: no mutate (``leaving`` is read for jumps only)
-    rec.add(eqn, eqn.primitive.name, "unknown", SiteStats(size, none, nan, inf, nan, none))
+    record_unknown(interp, eqn, rec, vectors)
 
 
 @rule("eigh")

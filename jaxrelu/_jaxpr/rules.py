@@ -311,9 +311,13 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
     rec.add(eqn, name, "select", st, select_threshold(out.dtype))
 
 
-def _record_unknown(interp: Interpreter, eqn: Any, rec: Recorder) -> None:
-    """Lists the equation as an ``"unknown"`` site (no margin, no evidence)."""
-    size = sum(int(np.prod(o.aval.shape, dtype=int)) for o in eqn.outvars)
+def record_unknown(
+    interp: Interpreter, eqn: Any, rec: Recorder, outputs: Sequence[int] | None = None
+) -> None:
+    """Lists the equation as an ``"unknown"`` site (no margin, no evidence), its size that
+    of ``outputs`` (default: all)."""
+    outs = eqn.outvars if outputs is None else [eqn.outvars[k] for k in outputs]
+    size = sum(int(np.prod(o.aval.shape, dtype=int)) for o in outs)
     nan = jnp.asarray(jnp.nan, interp.wide)
     inf = jnp.asarray(jnp.inf, interp.wide)
     none = jnp.int32(0)  # pragma: no mutate (``leaving`` is read for jumps only)
@@ -326,7 +330,7 @@ def unknown(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
     from JAX's own JVP."""
     outs = bind(eqn, [v.p for v in ins])
     if any(is_float(v.p) for v in ins):
-        _record_unknown(interp, eqn, rec)
+        record_unknown(interp, eqn, rec)
     try:
         ts = jvp_columns(interp, eqn, ins)
     except NotImplementedError:  # no JVP rule either: no tangent
@@ -359,7 +363,7 @@ def bitcast_convert(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder
         return lookup_default(eqn)(interp, eqn, ins, rec)
     if any(is_float(getattr(o, "aval", None)) for o in eqn.outvars):
         return unknown(interp, eqn, ins, rec)
-    _record_unknown(interp, eqn, rec)
+    record_unknown(interp, eqn, rec)
     return discrete(interp, eqn, ins, rec)
 
 
