@@ -210,3 +210,77 @@ def test_stop_gradient_values_that_reach_the_output_keep_their_sites():
     assert jr.find_kinks(lse, jnp.array([1.0, 1.0])) == []
     # x * stop_gradient(x): derivative x0 (the stopped factor is a constant)
     assert float(jr.ld_grad(lambda x: x * lax.stop_gradient(x))(3.0)) == 3.0
+
+
+# ------------------------------------------- comparisons of piecewise-constant values
+#
+# ``x // c`` on floats compares ``sign(c)`` with ``sign(rem(x, c))``: two values that are
+# equal on whole intervals. Their equality is no tie: the test changes only where
+# ``rem(x, c)`` crosses 0, i.e. at the multiples of ``c``. The oracle is the brute-force
+# distance from x0 to the nearest multiple of |c| ahead along the direction.
+
+
+def _to_next_multiple(x0, c, d):
+    k = x0 / abs(c)
+    ahead = np.floor(k) + 1 if d > 0 else np.ceil(k) - 1
+    return abs(ahead * abs(c) - x0)
+
+
+FLOOR_DIVIDES = {
+    "floor_divide": lambda c: lambda z: (z // c) * z,
+    "divmod": lambda c: lambda z: jnp.sum(jnp.stack(jnp.divmod(z, c))) * z,
+}
+
+
+@pytest.mark.parametrize("form", list(FLOOR_DIVIDES))
+@pytest.mark.parametrize("c", [0.5, -0.5, 3.0])
+@pytest.mark.parametrize("x0", [0.3, -0.7, 2.9, 1.0])
+def test_floor_division_switches_at_the_multiples_only(form, c, x0):
+    f = FLOOR_DIVIDES[form](c)
+    x = jnp.asarray(x0)
+    on_multiple = x0 % abs(c) == 0
+    ties = jr.count_ties(f, x)
+    assert (ties > 0) == on_multiple
+    if on_multiple:
+        return
+    assert [s for s in jr.find_kinks(f, x) if s.ties] == []
+    for d in (1.0, -1.0):
+        want = _to_next_multiple(x0, c, d)
+        got = jr.kink_radius(f, x, jnp.asarray(d))
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    # f is polynomial between multiples: AD's derivative is right and certified
+    g, cert = jr.certified_grad(f)(x)
+    assert cert.certified and cert.method == "ad"
+    h = 2.0**-20
+    np.testing.assert_allclose(float(g), float((f(x + h) - f(x - h)) / (2 * h)), rtol=1e-6)
+    r = jr.check_linearization(f, x, direction=jnp.asarray(1.0))
+    assert r.verdict in ("linear", "smooth"), r.reason
+
+
+def test_floor_division_in_float32_is_no_tie_between_multiples():
+    f = lambda z: jnp.sum((z // jnp.float32(0.25)) * z)
+    x = jnp.asarray([0.3, -0.6, 1.1], jnp.float32)
+    assert jr.count_ties(f, x) == 0
+    assert jr.count_ties(f, x.at[1].set(-0.5)) > 0
+
+
+def test_a_test_of_two_signs_switches_where_either_sign_does():
+    # sign(x) == sign(x reversed): equal or not on whole orthants, switching where an
+    # element crosses 0 (the nearest |x_i| among the pair compared)
+    f = lambda x: jnp.sum(jnp.where(jnp.sign(x) == jnp.sign(x[::-1]), x, -x))
+    x = jnp.asarray([1.5, 2.0, -3.0])
+    (sel,) = [s for s in jr.find_kinks(f, x) if s.primitive == "select_n"]
+    assert sel.ties == 0 and sel.min_margin == 1.5 and sel.kind == "jump"
+    # one element at 0: the two pairs holding it are tied (elements 0 and 2)
+    tied = [s for s in jr.find_kinks(f, x.at[0].set(0.0)) if s.primitive == "select_n"]
+    assert tied[0].ties == 2
+
+
+def test_a_plateau_product_is_differentiable_inside_its_plateau():
+    # (floor(x) == 2) * x is x on [2, 3) and 0 elsewhere: slope 1 inside, a jump at 2
+    f = lambda x: (jnp.floor(x) == 2) * x
+    g, cert = jr.certified_grad(f)(jnp.asarray(2.5))
+    assert cert.certified and float(g) == 1.0
+    assert jr.count_ties(f, jnp.asarray(2.5)) == 0
+    _, cert = jr.certified_grad(f)(jnp.asarray(2.0))
+    assert not cert.certified

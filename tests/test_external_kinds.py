@@ -398,10 +398,14 @@ def test_equality_guards_are_no_sites_unless_they_jump():
     (site,) = jr.find_kinks(bad, jnp.array(0.5))
     assert site.kind == "jump" and site.ties == 0
     assert jr.kink_radius(bad, jnp.array(0.5), jnp.array(-1.0)) == 0.5
-    # floor(x) == 2 holds on a whole interval: a plateau, kept as an ordinary select
+    # floor(x) == 2 holds on a whole interval: a plateau, kept as an ordinary select whose
+    # nearest switch is floor's. step is continuous at 2 (2.0 on the left, x = 2 on the
+    # right) and jumps at 3 (from 3 to 2.0); at neither point is the test tied.
     step = lambda x: jnp.where(jnp.floor(x) == 2, x, 2.0)
-    kinds = {s.primitive: s.kind for s in jr.find_kinks(step, jnp.array(2.5))}
-    assert kinds["select_n"] == "jump"
+    for x0, kind, margin in ((2.75, "jump", 0.25), (2.25, "kink", 0.25)):
+        sites = {s.primitive: s for s in jr.find_kinks(step, jnp.array(x0))}
+        assert sites["select_n"].kind == kind
+        assert sites["select_n"].ties == 0 and sites["select_n"].min_margin == margin
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,9 @@ class Val(NamedTuple):
     # computed from literals and the program's constants alone (``jnp.median``'s
     # ``floor(0.5 * (n - 1))``): the same at every input, so no site of the program
     const: bool = False
+    # piecewise constant by construction (``floor``, ``sign``): it changes only where its
+    # own switch ``sw`` is crossed, so a comparison of such values switches there alone
+    flat: bool = False
 
 
 class SiteStats(NamedTuple):
