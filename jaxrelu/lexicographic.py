@@ -26,10 +26,13 @@ first nonzero among :math:`u, U_1, U_2, \dots`,
 At a point where some nonsmooth operation is tied, ``custom_jvp`` functions
 (``jax.nn.relu``, jaxrelu's activations) and ``custom_vjp`` functions are differentiated
 through their primal definition: their custom rule *is* the convention being replaced.
-Where nothing is tied the program is differentiable at the point and the result is JAX's
-own derivative (``jax.jacfwd``, ``jax.grad``; custom rules included), bit for bit: a custom
-rule that is wrong away from its kinks is the checker's to find
-(:func:`jaxrelu.check_linearization` says ``wrong_derivative``).
+Where nothing is tied the program is differentiable at the point and
+:func:`directional_derivative`, :func:`ld_jvp` and :func:`ld_jacobian` return JAX's own
+derivative (``jax.jvp``, ``jax.jacfwd``; custom rules included), bit for bit, as
+:func:`certified_grad` returns ``jax.grad``'s; :func:`ld_grad` differentiates the
+definition everywhere. The two agree unless a custom rule is wrong away from its kinks,
+which is the checker's to find (:func:`jaxrelu.check_linearization` says
+``wrong_derivative``).
 
 For square nonsingular :math:`M`, the lexicographic Jacobian
 :math:`J_L = f'(x; M)\, M^{-1}` equals the Jacobian wherever :math:`f` is differentiable,

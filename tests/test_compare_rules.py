@@ -284,3 +284,40 @@ def test_a_plateau_product_is_differentiable_inside_its_plateau():
     assert jr.count_ties(f, jnp.asarray(2.5)) == 0
     _, cert = jr.certified_grad(f)(jnp.asarray(2.0))
     assert not cert.certified
+
+
+# Piecewise-constant values carried through elementwise arithmetic and data movement
+# (``round(2 x) / 2``, ``sign(x)[:, None]``, a concatenation): still compared by their
+# switches. Oracle: the test's own outcome evaluated along the line on a fine grid; the
+# radius is the first grid step where it changes (each case is built so that the nearest
+# switch along the direction does change it), and no element is tied at a generic point.
+
+_STEPS = np.linspace(0.0, 2.0, 40001)[1:]  # (resolution 5e-5)
+
+PLATEAU_TESTS = {
+    "scaled round": lambda x: jnp.round(2 * x) / 2 == -0.5,
+    "broadcast signs": lambda x: (jnp.sign(x)[:, None] == jnp.sign(x)[None, :]).ravel(),
+    "reversed floors": lambda x: jnp.floor(x) + jnp.floor(x)[::-1] == 0.0,
+    "concatenated": lambda x: jnp.concatenate([jnp.floor(x), -jnp.ceil(x)]) == 0.0,
+    "padded": lambda x: jnp.pad(jnp.floor(3 * x), 1) < 1.0,
+}
+
+
+@pytest.mark.parametrize("name", list(PLATEAU_TESTS))
+def test_plateau_tests_through_arithmetic_and_data_movement(name):
+    test = PLATEAU_TESTS[name]
+    f = lambda x: jnp.sum(jnp.where(test(x), 1.0, -1.0) * jnp.sum(x))
+    x0 = np.array([0.3, 1.2, -0.4])
+    d = np.array([1.0, -0.5, 0.75])
+    x = jnp.asarray(x0)
+    assert jr.count_ties(f, x) == 0
+    assert [s for s in jr.find_kinks(f, x) if s.ties] == []
+    here = np.asarray(test(x))
+    outcomes = jax.vmap(lambda s: test(x + s * jnp.asarray(d)))(jnp.asarray(_STEPS))
+    first = _STEPS[np.argmax(np.any(np.asarray(outcomes) != here, axis=1))]
+    got = jr.kink_radius(f, x, jnp.asarray(d))
+    # the radius is the crossing itself; the grid's first changed step lies within one
+    # step after it (1e-9: rounding of x0 + s d at the crossing)
+    assert first - 5e-5 - 1e-9 <= got <= first + 1e-9
+    # at that crossing the test is tied: a jump of f
+    assert jr.count_ties(f, x + got * jnp.asarray(d)) > 0

@@ -155,3 +155,86 @@ def test_find_kinks_gives_no_radius_without_a_direction():
     assert all(np.isnan(s.radius) for s in jr.find_kinks(f, x))
     along = {s.primitive: s.radius for s in jr.kink_sites(f, x, F64([1.0]))}
     assert along == {"sqrt": pytest.approx(1.0), "abs": pytest.approx(0.5)}
+
+
+# ---------------------------------------- branch points crossed along the real axis
+#
+# A complex function of a real input (``x + 0j``, ``jnp.angle`` of a real array) sits on
+# its branch cut's line with an imaginary part that never moves: the cut is not crossed
+# there, but the real part crossing the branch point is (``jnp.angle(x)`` is 0 for x > 0 and
+# pi for x < 0). Truths by hand: the point where the real part reaches the branch point.
+
+BRANCH_POINTS = {
+    # name: (f, the real part's branch point, whether the imaginary part is a constant)
+    "angle": (lambda x: jnp.angle(x), 0.0, True),
+    "atan2(0, x)": (lambda x: jnp.arctan2(0.0, x), 0.0, True),
+    "imag log": (lambda x: jnp.imag(jnp.log(x + 0j)), 0.0, False),
+    "real sqrt": (lambda x: jnp.real(jnp.sqrt(x + 0j)), 0.0, False),
+    "|sqrt|^2": (lambda x: jnp.abs(jnp.sqrt(x + 0j)) ** 2, 0.0, False),
+    "imag log1p": (lambda x: jnp.imag(jnp.log1p(x + 0j)), -1.0, False),
+}
+
+
+@pytest.mark.parametrize("name", list(BRANCH_POINTS))
+@pytest.mark.parametrize("x0", [-2.5, 0.5])
+@pytest.mark.parametrize("d", [1.0, -1.0])
+def test_a_branch_point_crossed_along_the_real_axis(name, x0, d):
+    f, point, constant = BRANCH_POINTS[name]
+    g = lambda x: jnp.sum(f(x))
+    truth = (point - x0) / d if (point - x0) * d > 0 else np.inf
+    assert jr.kink_radius(g, jnp.asarray(x0), jnp.asarray(d)) == pytest.approx(truth)
+    if x0 > point or constant:
+        # off the cut, or on its line with an imaginary part that cannot move: no tie (an
+        # imaginary part of x + 0j with a zero tangent stays tied on the line: its zero
+        # one-sided tangent cannot tell it from -relu(-x) at 0)
+        assert jr.count_ties(g, jnp.asarray(x0)) == 0
+        assert [s for s in jr.find_kinks(g, jnp.asarray(x0)) if s.ties] == []
+
+
+@pytest.mark.parametrize("name", list(BRANCH_POINTS))
+def test_at_the_branch_point_the_site_is_tied(name):
+    f, point, _ = BRANCH_POINTS[name]
+    x = jnp.asarray([point, point + 3.0])
+    tied = [s for s in jr.find_kinks(lambda x: jnp.sum(f(x)), x) if s.ties]
+    assert tied and tied[0].ties == 1
+    assert not jr.certified_grad(lambda x: jnp.sum(f(x)))(x)[1].certified
+    # leaving the branch point toward the cut switches at once
+    d = jnp.asarray([-1.0, 0.0])
+    assert jr.kink_radius(lambda x: jnp.sum(f(x)), x, d) == 0.0
+
+
+def test_a_branch_point_radius_is_the_nearest_element_reaching_it():
+    x = jnp.asarray([0.5, -2.0, 3.0, -0.25])
+    d = jnp.asarray([-1.0, 1.0, 1.0, -1.0])
+    # element 0 reaches 0 at t = 0.5, element 1 at t = 2; 2 and 3 move away from it
+    assert jr.kink_radius(lambda x: jnp.sum(jnp.angle(x)), x, d) == 0.5
+    # jnp.angle is pi on x < 0: smooth there, derivative 0, certified
+    g, cert = jr.certified_grad(lambda x: jnp.sum(jnp.angle(x)))(jnp.asarray([-2.0, -0.5]))
+    assert cert.certified and np.all(np.asarray(g) == 0.0)
+
+
+# ----------------------------------------------------------- the sign of a complex value
+
+
+def test_complex_sign_is_smooth_away_from_zero_and_not_certified_from_jax():
+    # sign(z) = z / |z|; Re sign(x + i y) = x / |z| has gradient (y^2, -x y) / |z|^3, by hand
+    f = lambda v: jnp.real(jnp.sign(v[0] + 1j * v[1]))
+    for v in ([0.0, 1.0], [1.0, 1.0], [-2.0, 0.5]):
+        x, y = v
+        want = np.array([y * y, -x * y]) / np.hypot(x, y) ** 3
+        np.testing.assert_allclose(np.asarray(jr.ld_grad(f)(F64(v))), want, rtol=1e-12)
+        for d in np.eye(2):
+            got = float(jr.directional_derivative(f, F64(v), F64(d)))
+            assert got == pytest.approx(float(want @ d), rel=1e-12, abs=1e-15)
+        # JAX's own derivative of sign is 0: jax.grad is not certified
+        assert not jr.certified_grad(f)(F64(v))[1].certified
+    # the imaginary part, along (1, 1) from (1, 1): d/dt (1 + t) / sqrt(2 (1 + t)^2) = 0 and
+    # likewise for the real part: the direction is radial
+    g = lambda v: jnp.imag(jnp.sign(v[0] + 1j * v[1]))
+    assert float(jr.directional_derivative(g, F64([1.0, 1.0]), F64([1.0, 1.0]))) == pytest.approx(
+        0.0, abs=1e-15
+    )
+    # a jump at 0 only: its margin is |z|
+    (jump,) = [s for s in jr.find_kinks(f, F64([3.0, 4.0])) if s.kind == "jump"]
+    assert jump.min_margin == pytest.approx(5.0) and jump.ties == 0
+    assert jr.kink_radius(f, F64([3.0, 4.0]), F64([-3.0, -4.0])) == pytest.approx(1.0)

@@ -202,10 +202,47 @@ def lex_values(interp: Interpreter, eqn: Any, ins: Sequence[Val], outs: Sequence
 
 def smooth(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
     outs = bind(eqn, [v.p for v in ins])
+    if _stays_flat(eqn, ins, outs):
+        return _flat_vals(interp, eqn, ins, outs)
     ts = jvp_columns(interp, eqn, ins)
     if any(not is_float(v.p) and v.sw is not None for v in ins) and is_float(outs[0]):
         index_site(interp, eqn, ins, outs[0], None if ts is None else ts[0], rec)
     return _vals(outs, ts, lex_values(interp, eqn, ins, outs))
+
+
+def _stays_flat(eqn: Any, ins: Sequence[Val], outs: Sequence[Any]) -> bool:
+    """Whether the result of piecewise-constant operands (``floor(x) / 2``,
+    ``sign(x)[:, None]``, ``jnp.sum(jnp.floor(x))``) is itself piecewise constant, its
+    switch carried as an integer's is (:func:`_propagate_switch`): float operands, each
+    flat or a constant."""
+    if not any(v.flat for v in ins) or not all(v.flat or v.const for v in ins):
+        return False
+    # (one result: a switch per output of ``split`` or ``optimization_barrier`` is not
+    # carried; an index operand makes it a gather, read by :func:`index_site`)
+    return len(outs) == 1 and all(is_float(v.p) for v in ins)
+
+
+# primitives whose operands may broadcast to the result's shape without acting
+# elementwise (a product, window or solve can keep the shape): their switches are traced by
+# flipping operand elements one at a time (:func:`_flip_switch`)
+_NOT_ELEMENTWISE = frozenset(
+    """dot_general conv_general_dilated reduce_window_sum reduce_window_max
+    reduce_window_min reduce_window reduce_precision select_and_scatter_add
+    select_and_gather_add scatter scatter-add scatter_add scatter-mul scatter_mul
+    scatter-sub scatter-min scatter-max dynamic_update_slice fft cholesky triangular_solve
+    lu tridiagonal_solve ragged_dot_general symmetric_product sort top_k psum all_gather
+    all_to_all ppermute reduce_scatter""".split()
+)
+
+
+def _flat_vals(interp: Interpreter, eqn: Any, ins: list[Val], outs: list[Any]) -> list[Val]:
+    """A piecewise-constant result (see :func:`_stays_flat`): no tangent, its value at the
+    perturbed point, and its operands' nearest switch carried along, as for an integer."""
+    lex = None
+    if any(v.lex is not None for v in ins):
+        lex = bind(eqn, [v.lex if v.lex is not None else v.p for v in ins])[0]
+    (sw,) = _propagate_switch(interp, eqn, ins, outs)
+    return [Val(outs[0], None, lex, sw, flat=sw is not None)]
 
 
 _INDEX_FLIP_LIMIT = 1 << 20  # (switching index elements) x (output elements) traced at most
@@ -397,7 +434,7 @@ def _propagate_switch(interp, eqn, ins, outs) -> list[Switch | None]:
         return [_reduction_switch(interp, eqn, ins[0], out)] if len(ins) == 1 else none
     # elementwise, with operands of the result's shape, scalars, or (as ``jax.nn.one_hot``
     # compares an index against ``iota``) size-1 axes broadcast against it
-    if all(_broadcasts_to(np.shape(v.p), out.shape) for v in ins):
+    if name not in _NOT_ELEMENTWISE and all(_broadcasts_to(np.shape(v.p), out.shape) for v in ins):
         return [_elementwise_switch(interp, eqn, ins, out)]
     return _flip_switch(interp, eqn, ins, outs)
 
@@ -1121,7 +1158,7 @@ def principal_branch(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorde
     if jnp.iscomplexobj(z.p):
         im = None if z.t is None else jnp.imag(z.t)
         re = Val(jnp.real(z.p), None if z.t is None else jnp.real(z.t))
-        _cut(interp, eqn, rec, Val(jnp.imag(z.p), im), re, np.shape(z.p))
+        _cut(interp, eqn, rec, Val(jnp.imag(z.p), im, nl=z.nl), re, np.shape(z.p))
     return outs
 
 
@@ -1150,7 +1187,7 @@ def inverse_branch(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder)
         part, side = _CUTS[eqn.primitive.name]
         take = jnp.imag if part else jnp.real
         re, im = jnp.real(z.p), jnp.imag(z.p)
-        y, x = Val(take(z.p), None), Val(side(re, im))
+        y, x = Val(take(z.p), None, nl=z.nl), Val(side(re, im))
         if z.t is not None:  # (the first column is the one radii read)
             dz = z.t[0]
             dx = jax.jvp(side, (re, im), (jnp.real(dz), jnp.imag(dz)))[1]
@@ -1173,7 +1210,7 @@ def power(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[
             exempt = jnp.broadcast_to(
                 (jnp.imag(wp) == 0) & (jnp.real(wp) == jnp.round(jnp.real(wp))), shape
             )
-        y = Val(jnp.imag(z.p), None if z.t is None else jnp.imag(z.t))
+        y = Val(jnp.imag(z.p), None if z.t is None else jnp.imag(z.t), nl=z.nl)
         x = Val(jnp.real(z.p), None if z.t is None else jnp.real(z.t))
         _cut(interp, eqn, rec, y, x, shape, exempt)
     return outs
@@ -1181,21 +1218,45 @@ def power(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[
 
 def _cut(interp, eqn, rec: Recorder, y: Val, x: Val, shape, exempt: Any = None) -> None:
     """Records a branch cut along ``y = 0``, ``x <= 0`` (see :func:`atan2`), except where
-    ``exempt``."""
-    # (with tangents, a y that does not move never crosses the cut: jnp.angle of a real)
-    if interp.ncols and y.t is None:
-        return
+    ``exempt``. A ``y`` that cannot move (a constant, or no tangent: ``jnp.angle`` of a
+    real array is ``atan2(0, x)``) never crosses the cut; where it is 0, the element
+    switches instead where ``x`` crosses 0, at the branch point (``jnp.angle(x)`` jumps from
+    0 to pi there). So does a piecewise-linear ``y`` that is 0 with a zero tangent in every
+    column (``log(x + 0j)``), which also stays tied on the cut's line: a zero one-sided
+    tangent cannot tell a ``y`` that never moves from ``-relu(-x)`` at 0, which moves the
+    other way."""
     yw, xw = interp.wide_of(y.p, shape), interp.wide_of(x.p, shape)
     on_side = xw <= 0
     if exempt is not None:
         on_side = on_side & ~exempt
-    dist = jnp.where(on_side, jnp.abs(yw), jnp.inf)
     ty = None if y.t is None else interp.t_of(y, shape, interp.wide)
+    fixed = y.const or (interp.ncols > 0 and ty is None)
+    dist = jnp.where(on_side, jnp.abs(yw), jnp.inf)
+    if fixed:
+        dist = jnp.full(shape, jnp.inf, interp.wide)
     rate = interp.rate(yw, ty)
     if rate is not None:
         rate = jnp.where(on_side, rate, 0.0)
     st = switch_stats(dist, rate, interp.wide)
-    if rate is not None and x.t is not None and not core_ties_only():
+    # elements on the cut's line that only the branch point switches
+    point = None
+    if fixed:
+        point = yw == 0
+    elif ty is not None and not y.nl and interp.n_ld:
+        point = (yw == 0) & jnp.all(ty[: interp.n_ld] == 0, axis=0)
+    if point is not None:
+        if exempt is not None:
+            point = point & ~exempt
+        tx = None if x.t is None else interp.t_of(x, shape, interp.wide)
+        # (a tied element on the line is counted by the cut's own statistics already,
+        # unless y is fixed)
+        away = point if fixed else point & (xw != 0)
+        pst = switch_stats(jnp.where(away, jnp.abs(xw), jnp.inf), interp.rate(xw, tx), interp.wide)
+        if tx is not None and interp.n_ld:  # at the branch point: left at once
+            leaves = point & (xw == 0) & (interp.lex_sign(xw, tx) != 0)
+            pst = _with_leaving(pst, jnp.sum(leaves))
+        st = st.merge(pst)._replace(size=st.size)
+    if ty is not None and x.t is not None and not core_ties_only():
         # an element off the cut's side that reaches it by the time y crosses 0 (to first
         # order): from (1, -1/2) along (-2, 1), y = 0 at t = 1/2, where x = 0
         dx = interp.t_of(x, shape, interp.wide)[0]
@@ -1206,7 +1267,7 @@ def _cut(interp, eqn, rec: Recorder, y: Val, x: Val, shape, exempt: Any = None) 
         st = st._replace(radius=jnp.minimum(st.radius, jnp.min(jnp.where(reach, cross, jnp.inf))))
     if ty is not None and interp.n_ld:  # a tie the direction leaves: crossed at once
         leaves = on_side & (yw == 0) & (interp.lex_sign(yw, ty) != 0)
-        st = _with_leaving(st, jnp.sum(leaves))
+        st = _with_leaving(st, st.leaving + jnp.sum(leaves))
     rec.add(eqn, eqn.primitive.name, "cut", st)
 
 
@@ -1349,10 +1410,32 @@ def sign(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
     if rec.positive and rec.positive[0]:  # the sign of a positive quantity is constant
         return [Val(out)]
     if jnp.iscomplexobj(x.p):
-        xw = interp.wide_of(jnp.abs(x.p))
-        rec.add(eqn, "sign", "jump", switch_stats(xw, None, interp.wide))
-        return [Val(out)]
+        return [_complex_sign(interp, eqn, x, out, rec)]
     return [_sign_like(interp, eqn, x, out, rec, "sign", lambda v: bind(eqn, [v])[0])]
+
+
+def _complex_sign(interp: Interpreter, eqn: Any, x: Val, out: Any, rec: Recorder) -> Val:
+    """``sign(z) = z / |z|`` of a complex ``z``: smooth except at ``z = 0`` (a jump site,
+    margin ``|z|``), with tangent ``dz / |z| - z Re(conj(z) dz) / |z|^3`` (0 at ``z = 0``,
+    where the piece a direction enters is constant). JAX's own
+    derivative of ``sign`` is 0 for complex values too, so it is also listed as an
+    ``"unknown"`` site: :func:`~jaxrelu.certified_grad` does not certify ``jax.grad``
+    there, and the lexicographic functions use this tangent instead of JAX's."""
+    z = jnp.asarray(x.p)
+    mag = jnp.abs(z)
+    rate = None
+    t = None
+    if x.t is not None:
+        safe = jnp.where(mag == 0, 1.0, mag).astype(mag.dtype)
+        dz = x.t.astype(z.dtype)
+        t = dz / safe - z * jnp.real(jnp.conj(z) * dz) / safe**3
+        # (at 0, along a direction d, sign(s d) = sign(d) for s > 0: the piece entered is
+        # constant, as for a real sign)
+        t = jnp.where(mag == 0, 0, t).astype(z.dtype)
+        rate = interp.rate(interp.wide_of(mag), jnp.real(jnp.conj(z) * dz) / safe)
+    rec.add(eqn, "sign", "jump", switch_stats(interp.wide_of(mag), rate, interp.wide))
+    record_unknown(interp, eqn, rec)
+    return Val(out, t)
 
 
 def _sign_like(interp: Interpreter, eqn: Any, x: Val, out: Any, rec: Recorder, name: str, fn):

@@ -422,7 +422,10 @@ def check_linearization(
             fixed keys, so results are reproducible).
         steps: decreasing step sizes (at least 3). Default: halving from the problem's
             scale (``max(||x0||, 1) / ||d||``, rounded to a power of 2) down to the last
-            step that still moves ``x0`` along ``d`` in its precision.
+            step that still moves ``x0`` along ``d`` in its precision. ``f`` is
+            evaluated at ``x0 +- h d`` for every step ``h``: where it is undefined or does
+            not terminate that far out (a ``while_loop`` that runs forever at a negative
+            input), pass smaller steps.
         rtol: relative tolerance for ``radius`` (default ``64 * eps`` of the working
             precision).
         analyze_kinks: also read the program's jaxpr (nearest sites, switch distances,
