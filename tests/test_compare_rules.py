@@ -321,3 +321,22 @@ def test_plateau_tests_through_arithmetic_and_data_movement(name):
     assert first - 5e-5 - 1e-9 <= got <= first + 1e-9
     # at that crossing the test is tied: a jump of f
     assert jr.count_ties(f, x + got * jnp.asarray(d)) > 0
+
+
+def test_a_window_sum_of_floors_switches_with_every_window_holding_the_element():
+    # a 3-wide window ('SAME', zero padding) of floor(x) compared with c: moving x[1] off
+    # the integer 1 (downward) changes the windows 0 and 2 from equal to unequal (0 -> -1,
+    # 3 -> 2), not window 1 (2 -> 1, never 5). An elementwise reading would tie window 1
+    # alone, through x[1]; every window holding x[1] switches with it.
+    c = jnp.asarray([0.0, 5.0, 3.0])
+    window = lambda v: lax.reduce_window(v, 0.0, lax.add, (3,), (1,), "SAME")
+    test = lambda x: window(jnp.floor(x)) == c
+    f = lambda x: jnp.sum(jnp.where(test(x), x, 0.0))
+    x = jnp.asarray([-0.6, 1.0, 2.4])
+    flips = int(np.sum(np.asarray(test(x)) != np.asarray(test(x.at[1].add(-1e-9)))))
+    assert flips == 2
+    (sel,) = [s for s in jr.find_kinks(f, x) if s.primitive == "select_n"]
+    assert sel.ties >= flips
+    # between integers nothing is tied
+    (sel,) = [s for s in jr.find_kinks(f, x.at[1].set(1.5)) if s.primitive == "select_n"]
+    assert sel.ties == 0

