@@ -203,7 +203,7 @@ def lex_values(interp: Interpreter, eqn: Any, ins: Sequence[Val], outs: Sequence
 def smooth(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
     outs = bind(eqn, [v.p for v in ins])
     if _stays_flat(eqn, ins, outs):
-        return _flat_vals(interp, eqn, ins, outs)
+        return _flat_vals(interp, eqn, ins, rec)
     ts = jvp_columns(interp, eqn, ins)
     if any(not is_float(v.p) and v.sw is not None for v in ins) and is_float(outs[0]):
         index_site(interp, eqn, ins, outs[0], None if ts is None else ts[0], rec)
@@ -235,14 +235,10 @@ _NOT_ELEMENTWISE = frozenset(
 )
 
 
-def _flat_vals(interp: Interpreter, eqn: Any, ins: list[Val], outs: list[Any]) -> list[Val]:
+def _flat_vals(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
     """A piecewise-constant result (see :func:`_stays_flat`): no tangent, its value at the
     perturbed point, and its operands' nearest switch carried along, as for an integer."""
-    lex = None
-    if any(v.lex is not None for v in ins):
-        lex = bind(eqn, [v.lex if v.lex is not None else v.p for v in ins])[0]
-    (sw,) = _propagate_switch(interp, eqn, ins, outs)
-    return [Val(outs[0], None, lex, sw, flat=sw is not None)]
+    return [v._replace(flat=v.sw is not None) for v in discrete(interp, eqn, ins, rec)]
 
 
 _INDEX_FLIP_LIMIT = 1 << 20  # (switching index elements) x (output elements) traced at most
@@ -1232,9 +1228,7 @@ def _cut(interp, eqn, rec: Recorder, y: Val, x: Val, shape, exempt: Any = None) 
         on_side = on_side & ~exempt
     ty = None if y.t is None else interp.t_of(y, shape, interp.wide)
     fixed = y.const or (interp.ncols > 0 and ty is None)
-    dist = jnp.where(on_side, jnp.abs(yw), jnp.inf)
-    if fixed:
-        dist = jnp.full(shape, jnp.inf, interp.wide)
+    dist = jnp.where(on_side & ~fixed, jnp.abs(yw), jnp.inf)
     rate = interp.rate(yw, ty)
     if rate is not None:  # (off the side the distance is inf: any rate reads alike)
         rate = jnp.where(on_side, rate, 0.0)  # pragma: no mutate
@@ -1429,11 +1423,12 @@ def _complex_sign(interp: Interpreter, eqn: Any, x: Val, out: Any, rec: Recorder
     if x.t is not None:
         safe = jnp.where(mag == 0, 1.0, mag).astype(mag.dtype)
         dz = x.t.astype(z.dtype)
-        t = dz / safe - z * jnp.real(jnp.conj(z) * dz) / safe**3
+        dmag = jnp.real(jnp.conj(z) * dz) / safe  # the tangent of |z|
+        t = dz / safe - z * dmag / safe**2
         # (at 0, along a direction d, sign(s d) = sign(d) for s > 0: the piece entered is
         # constant, as for a real sign)
         t = jnp.where(mag == 0, 0, t).astype(z.dtype)
-        rate = interp.rate(interp.wide_of(mag), jnp.real(jnp.conj(z) * dz) / safe)
+        rate = interp.rate(interp.wide_of(mag), dmag)
     rec.add(eqn, "sign", "jump", switch_stats(interp.wide_of(mag), rate, interp.wide))
     record_unknown(interp, eqn, rec)
     return Val(out, t)
