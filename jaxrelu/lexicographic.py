@@ -609,7 +609,11 @@ def certified_grad(
             guards = tied_guards(res)
             if not tied and not guards:
                 return ad(unknown, res.grad_finite)
-            if any(s.primitive in BRANCH_CUTS and s.kind == "jump" for s in tied):
+            # (the filter below keeps every site but a cut the point does not move off: a
+            # wider trigger reads alike)
+            if any(
+                s.primitive in BRANCH_CUTS and s.kind == "jump" for s in tied
+            ):  # pragma: no mutate
                 kept = {(s.primitive, s.source) for s in _moving_sites(f, args, nums) if s.ties}
                 tied = tuple(
                     s

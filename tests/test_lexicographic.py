@@ -15,6 +15,7 @@
 
 import itertools
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -387,3 +388,19 @@ def test_nan_handling_is_not_hidden():
     # d/dx sqrt(x) at 0 is infinite: the directional derivative says so (inf), not 0
     dd = float(jr.directional_derivative(jnp.sqrt, jnp.array(0.0), jnp.array(1.0)))
     assert math.isinf(dd)
+
+
+def test_a_unique_maximum_with_a_nan_column_is_no_undecided_tie():
+    # 0 * sqrt(x0) + 1 has a NaN derivative at x0 = 0 (0 * inf). Alone at the maximum it is
+    # no tie: only the derivative's NaN is reported. Tied with x1 = 1, the pick between the
+    # two maximisers cannot be decided from a NaN column: that is an undecided tie.
+    f = lambda x: jnp.max(jnp.stack([0.0 * jnp.sqrt(x[0]) + 1.0, x[1]]))
+    d = jnp.asarray([1.0, 0.0])
+    for x1, undecided in ((0.0, False), (1.0, True)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            jr.directional_derivative(f, jnp.asarray([0.0, x1]), d)
+        texts = [str(w.message) for w in caught]
+        assert any(t.startswith("a tie the lexicographic rules") for t in texts) == undecided
+        if not undecided:  # the unique maximiser's NaN is reported as a NaN
+            assert any(t.startswith("the derivative is not a number") for t in texts)

@@ -1155,7 +1155,7 @@ def principal_branch(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorde
     if jnp.iscomplexobj(z.p):
         im = None if z.t is None else jnp.imag(z.t)
         re = Val(jnp.real(z.p), None if z.t is None else jnp.real(z.t))
-        _cut(interp, eqn, rec, Val(jnp.imag(z.p), im, nl=z.nl), re, np.shape(z.p))
+        _cut(interp, eqn, rec, Val(jnp.imag(z.p), im), re, np.shape(z.p))
     return outs
 
 
@@ -1184,7 +1184,7 @@ def inverse_branch(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder)
         part, side = _CUTS[eqn.primitive.name]
         take = jnp.imag if part else jnp.real
         re, im = jnp.real(z.p), jnp.imag(z.p)
-        y, x = Val(take(z.p), None, nl=z.nl), Val(side(re, im))
+        y, x = Val(take(z.p), None), Val(side(re, im))
         if z.t is not None:  # (the first column is the one radii read)
             dz = z.t[0]
             dx = jax.jvp(side, (re, im), (jnp.real(dz), jnp.imag(dz)))[1]
@@ -1207,7 +1207,7 @@ def power(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[
             exempt = jnp.broadcast_to(
                 (jnp.imag(wp) == 0) & (jnp.real(wp) == jnp.round(jnp.real(wp))), shape
             )
-        y = Val(jnp.imag(z.p), None if z.t is None else jnp.imag(z.t), nl=z.nl)
+        y = Val(jnp.imag(z.p), None if z.t is None else jnp.imag(z.t))
         x = Val(jnp.real(z.p), None if z.t is None else jnp.real(z.t))
         _cut(interp, eqn, rec, y, x, shape, exempt)
     return outs
@@ -1218,8 +1218,9 @@ def _cut(interp, eqn, rec: Recorder, y: Val, x: Val, shape, exempt: Any = None) 
     ``exempt``. A ``y`` that cannot move (a constant, or no tangent: ``jnp.angle`` of a
     real array is ``atan2(0, x)``) never crosses the cut; where it is 0, the element
     switches instead where ``x`` crosses 0, at the branch point (``jnp.angle(x)`` jumps from
-    0 to pi there). So does a piecewise-linear ``y`` that is 0 with a zero tangent in every
-    column (``log(x + 0j)``), which also stays tied on the cut's line: a zero one-sided
+    0 to pi there). So does a ``y`` that is 0 with a zero tangent in every column
+    (``log(x + 0j)``; if ``y`` is nonlinear, such as ``(x - 1)**2``, a switch that may not
+    be one), which also stays tied on the cut's line: a zero one-sided
     tangent cannot tell a ``y`` that never moves from ``-relu(-x)`` at 0, which moves the
     other way."""
     yw, xw = interp.wide_of(y.p, shape), interp.wide_of(x.p, shape)
@@ -1237,7 +1238,7 @@ def _cut(interp, eqn, rec: Recorder, y: Val, x: Val, shape, exempt: Any = None) 
     point = None
     if fixed:
         point = yw == 0
-    elif ty is not None and not y.nl and interp.n_ld:
+    elif ty is not None and interp.n_ld:  # (a nonlinear y: a conservative extra switch)
         point = (yw == 0) & jnp.all(ty[: interp.n_ld] == 0, axis=0)
     if point is not None:
         if exempt is not None:
