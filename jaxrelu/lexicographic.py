@@ -726,9 +726,7 @@ def _forward_only(f: Callable, args: tuple, nums: tuple[int, ...]) -> tuple[Any,
     """:func:`certified_grad` for a program reverse mode cannot run through (a
     ``lax.while_loop``, whatever its trip count): the sites from a forward
     analysis, the forward lexicographic gradient (the derivative where nothing is tied)."""
-    res = analyse(f, args)
-    if len(res.out_p) != 1 or np.ndim(res.out_p[0]) != 0:
-        raise TypeError("`f` must return a scalar (as for jax.grad)")
+    res = analyse(f, args)  # (a non-scalar f is refused by _ld_grad_at below)
     sites = sites_of(res, with_radius=False)
     tied = tuple(dataclasses.replace(s, min_margin=0.0) for s in sites if s.ties > 0)
     unknown = sorted({s.primitive for s in sites if s.kind == "unknown"})

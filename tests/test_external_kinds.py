@@ -174,6 +174,13 @@ def test_reduce_precision_below_the_operands_precision_is_not_analysed():
     x = jnp.asarray(1.1, jnp.float32)  # float32's own precision: the identity
     assert jr.find_kinks(own, x) == []
     assert [s.kind for s in jr.find_kinks(own, x.astype(jnp.float64))] == ["unknown"]
+    # float32 with one field short (float16's 10 mantissa bits, or its 5 exponent bits):
+    # not the identity (with 10 mantissa bits 1.1 and 1.1 + 2^-14 round alike): unknown
+    for e, m in ((8, 10), (5, 23)):
+        short = lambda x, e=e, m=m: jax.lax.reduce_precision(x, exponent_bits=e, mantissa_bits=m)
+        if m == 10:
+            assert float(short(x)) == float(short(x + 2.0**-14))
+        assert [s.kind for s in jr.find_kinks(short, x)] == ["unknown"], (e, m)
     g, cert = jr.certified_grad(own)(x)
     assert cert.certified and float(g) == float(jax.grad(own)(x))
     remat = jax.checkpoint(lambda x: jnp.sin(x) * jax.nn.relu(x))
@@ -436,12 +443,25 @@ def test_index_sites_beyond_the_flip_limit_are_unknown_not_guessed(limit, kind, 
     assert site.kind == kind and site.ties == 0 and site.size == 4
 
 
+def _halve_all(x):
+    """Halves x until every element is at most 1 (a loop reverse mode cannot run through:
+    certified_grad takes its forward-only path)."""
+    return jax.lax.while_loop(lambda s: jnp.any(s > 1), lambda s: s * 0.5, x)
+
+
 @pytest.mark.parametrize(
-    "f", [lambda x: jax.nn.relu(x), lambda x: (jnp.sum(x), jnp.sum(x))], ids=["vector", "tuple"]
+    "f",
+    [
+        lambda x: jax.nn.relu(x),
+        lambda x: (jnp.sum(x), jnp.sum(x)),
+        _halve_all,
+        lambda x: (jnp.sum(_halve_all(x)), jnp.sum(x)),
+    ],
+    ids=["vector", "tuple", "while vector", "while tuple"],
 )
 def test_certified_grad_needs_a_scalar(f):
-    with pytest.raises(TypeError, match="scalar"):
-        jr.certified_grad(f)(jnp.array([0.0, 1.0]))
+    with pytest.raises(TypeError, match=r"`f` must return a (floating-point )?scalar"):
+        jr.certified_grad(f)(jnp.array([0.0, 3.0]))
 
 
 def test_a_relative_gap_of_exactly_the_threshold_is_not_a_jump():

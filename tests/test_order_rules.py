@@ -10,6 +10,8 @@ forward and reversed, ``sort``, ``top_k``) against values derived independently:
   missing tangents).
 """
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -209,3 +211,125 @@ def test_top_k_of_a_constant_with_ties():
     f = lambda x: x * lax.top_k(c, 1)[0][0]
     assert jr.kink_radius(f, jnp.asarray(1.0), jnp.asarray(1.0)) == np.inf
     assert float(jr.ld_grad(f)(1.0)) == 2.0
+
+
+# ---------------------------------------------------------------- rules off the main paths
+
+
+def test_max_over_a_trailing_axis_follows_each_rows_lexicographic_winner():
+    # rows (0, 0, -1) and (2, 1, 2) reduced along axis 1 (a non-leading axis): each row's
+    # winner is the lexicographically largest (value, m_1, m_2) among its own elements
+    x = np.array([[0.0, 0.0, -1.0], [2.0, 1.0, 2.0]])
+    m = np.array([[[1.0, 0.0], [1.0, 1.0], [5.0, 5.0]], [[0.0, 3.0], [9.0, 9.0], [0.0, 4.0]]])
+    # (ld_jvp takes the directions as the columns of a (size, k) matrix)
+    _, ld = jr.ld_jvp(lambda v: jnp.max(v, axis=1), jnp.asarray(x), jnp.asarray(m.reshape(6, 2)))
+    for r in range(2):
+        np.testing.assert_array_equal(np.asarray(ld)[r], m[r][lex_winner(x[r], m[r])])
+
+
+def _undecided_warned(f, x, d):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = float(jr.directional_derivative(f, jnp.asarray(x), jnp.asarray(d)))
+    return value, any(issubclass(w.category, jr.UndecidedTieWarning) for w in caught)
+
+
+def test_argmax_of_equal_linear_values_is_decided():
+    # argmax((x, x)) is 0 on the whole line: equal linear values stay equal, so the
+    # first-order columns decide the tie (no undecided warning); f = x * 0 has slope 0
+    f = lambda x: x * jnp.argmax(jnp.stack([x, x])).astype(x.dtype)
+    assert _undecided_warned(f, 0.5, 1.0) == (0.0, False)
+
+
+def test_argmax_tied_in_value_and_first_order_is_undecided():
+    # (x^3, 0, x - 1) at 0: x^3 and 0 are tied with equal first derivatives (argmax is 1
+    # for x < 0 and 0 for x > 0: no first-order column decides it); the third element has
+    # slope 1 but is not tied. f = 10 * argmax jumps from 10 to 0 across 0.
+    f = lambda x: 10.0 * jnp.argmax(jnp.stack([x**3, 0.0 * x, x - 1.0])).astype(x.dtype)
+    h = 2.0**-10
+    assert float(f(jnp.asarray(-h))) == 10.0 and float(f(jnp.asarray(h))) == 0.0
+    assert _undecided_warned(f, 0.0, 1.0)[1]
+
+
+FLOORED = [
+    # order primitives of values without tangents (floor's) inside a differentiated
+    # program: at 1.5, floor((x, 2x)) = (1, 3); f = x * 3 locally, and floor(2x) steps at
+    # x = 2 (0.5 away along +1)
+    ("cummax", lambda x: x * lax.cummax(jnp.floor(jnp.stack([x, 2 * x])))[1]),
+    ("top_k", lambda x: x * lax.top_k(jnp.floor(jnp.stack([x, 2 * x])), 1)[0][0]),
+    ("sort", lambda x: x * jnp.sort(jnp.floor(jnp.stack([x, 2 * x])))[1]),
+    ("segment_max", lambda x: x * jax.ops.segment_max(
+        jnp.floor(jnp.stack([x, 2 * x])), jnp.array([0, 0]), num_segments=1)[0]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, f", FLOORED, ids=[c[0] for c in FLOORED])
+def test_order_primitives_of_floored_values(name, f):
+    assert float(jr.ld_grad(f)(1.5)) == 3.0
+    assert jr.kink_radius(f, jnp.asarray(1.5), jnp.asarray(1.0)) == 0.5
+    assert brute_radius(f, 1.5, 1.0, t_max=1.0, n=10001) == pytest.approx(0.5, abs=2e-4)
+
+
+PERMUTATION_CASES = [
+    # (name, f, x0 shape): a payload that differs from the key, read in sorted order or at
+    # the top-k positions: f jumps wherever two keys swap
+    ("argsort", lambda x: (2.0 * x + jnp.arange(x.size))[jnp.argsort(x)], (4,)),
+    ("sort with a payload", lambda x: lax.sort((x, x * x.size + 1.0), num_keys=1)[1], (4,)),
+    ("top_k positions", lambda x: (x * jnp.arange(1.0, 6.0))[lax.top_k(x, 2)[1]], (5,)),
+    ("top_k positions of rows", lambda x: jnp.take_along_axis(
+        x * jnp.arange(1.0, 4.0), lax.top_k(x, 2)[1], axis=1), (2, 3)),
+    ("argmax of rows", lambda x: jnp.take_along_axis(
+        x * jnp.arange(1.0, 4.0), jnp.argmax(x, axis=1)[:, None], axis=1), (2, 3)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("name, f, shape", PERMUTATION_CASES, ids=[c[0] for c in PERMUTATION_CASES])
+def test_permutation_radius_against_brute_force(name, f, shape, seed):
+    """Random points and directions with integer-spaced values: the first swap along the
+    line, found by brute force on a grid (where f stops being affine), is the radius."""
+    rng = np.random.default_rng(seed)
+    x0 = rng.permutation(np.arange(float(np.prod(shape)))).reshape(shape)
+    d = rng.uniform(-1.0, 1.0, shape)
+    got = jr.kink_radius(f, jnp.asarray(x0), jnp.asarray(d))
+    want = brute_radius(f, x0, d, t_max=8.0, n=80001)
+    if want == np.inf:  # no swap on the grid: the first one lies beyond it
+        assert 8.0 < got < np.inf, name
+    else:
+        assert got == pytest.approx(want, abs=2e-4), name
+
+
+def test_a_permutation_of_two_at_a_tie_is_a_jump_site():
+    # top 1 of (x0, x1) at a tie: the position switches with the direction, and the
+    # payload (x0, 2 x1) read there jumps from 1 to 2
+    f = lambda x: jnp.stack([x[0], 2.0 * x[1]])[lax.top_k(x, 1)[1][0]]
+    kinds = sorted(s.kind for s in jr.find_kinks(f, jnp.array([1.0, 1.0])))
+    assert "jump" in kinds
+
+
+def test_segment_max_margin_and_ties_by_hand():
+    ids = jnp.array([0, 0, 0, 1, 1])
+    f = lambda x: jax.ops.segment_max(x, ids, num_segments=2)
+    # segment 0: 3 leads 2 by 1 and 0.5 by 2.5; segment 1: 7 leads 5 by 2. The margin is
+    # the smallest positive gap, 1
+    (site,) = jr.find_kinks(f, jnp.array([3.0, 2.0, 0.5, 7.0, 5.0]))
+    assert (site.ties, site.min_margin) == (0, 1.0)
+    # a tie in segment 0 (3 and 3): one tie, margin exactly 0
+    (site,) = jr.find_kinks(f, jnp.array([3.0, 3.0, 0.5, 7.0, 5.0]))
+    assert (site.ties, site.min_margin) == (1, 0.0)
+    # the same for the minimum, gaps measured the other way: 0.5 trails 2 by 1.5
+    g = lambda x: jax.ops.segment_min(x, ids, num_segments=2)
+    (site,) = jr.find_kinks(g, jnp.array([3.0, 2.0, 0.5, 7.0, 5.0]))
+    assert (site.ties, site.min_margin) == (0, 1.5)
+
+
+def test_scatter_max_of_windows_radius():
+    # x.at[1].max(u) on a (2, 2, 2) operand: the updates are a (2, 2) window (two window
+    # dimensions); u[0, 1] = 1 rises at rate 1 toward x[1, 0, 1] = 5: the switch is 4 away
+    x = jnp.arange(8.0).reshape(2, 2, 2)
+    f = lambda u: x.at[1].max(u)
+    u0, d = jnp.array([[0.0, 1.0], [2.0, 3.0]]), jnp.array([[0.0, 1.0], [0.0, 0.0]])
+    assert jr.kink_radius(f, u0, d) == 4.0
+    assert brute_radius(f, np.asarray(u0), np.asarray(d), t_max=8.0, n=8001) == pytest.approx(
+        4.0, abs=2e-3
+    )

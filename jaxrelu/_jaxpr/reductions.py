@@ -142,7 +142,8 @@ def _undecided_extremum(interp, eqn, x, t, top, t_top, pick, axes, sign, rec) ->
     gap = sign * (jnp.expand_dims(top.astype(wide), axes) - x.astype(wide))
     same = jnp.all(t[:n] == jnp.expand_dims(t_top[:n], tuple(a + 1 for a in axes)), axis=0)
     open_ = (gap == 0) & same & ~pick
-    dist = jnp.where(open_, 0.0, 1.0).astype(wide)
+    # (undecided sites are read by their ties only: any positive distance reads alike)
+    dist = jnp.where(open_, 0.0, 1.0).astype(wide)  # pragma: no mutate
     rec.add(eqn, eqn.primitive.name, "undecided", switch_stats(dist, None, wide))
 
 
@@ -187,7 +188,8 @@ def pooling(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
 
 def _lex_sign_last(interp: Interpreter, m: Any, cols: Any) -> Any:
     s = jnp.sign(m)
-    if cols is None or interp.n_ld == 0:
+    # (every caller passes columns, and they come with lexicographic ones)
+    if cols is None or interp.n_ld == 0:  # pragma: no mutate
         return s
     c = cols[..., : interp.n_ld]
     first = jnp.argmax(c != 0, axis=-1)
@@ -302,11 +304,10 @@ def sort(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
             if is_float(outs[k]):
                 t = res[k].t
                 # (the first column alone; 1:2 reads alike, clamped to the only column)
-                t_there = (
-                    None
-                    if t is None
-                    else jnp.moveaxis(neighbour(jnp.moveaxis(t[:1], dim + 1, -1)), -1, dim + 1)
-                )  # pragma: no mutate
+                t_there = None
+                if t is not None:
+                    t1 = jnp.moveaxis(t[:1], dim + 1, -1)  # pragma: no mutate
+                    t_there = jnp.moveaxis(neighbour(t1), -1, dim + 1)
                 here = jnp.asarray(outs[k])
                 ev = jump_evidence(interp, sw, here, sw.across, t, t_there, here.shape)
                 st = switch_stats(sw.dist, sw.rate, interp.wide, evidence=ev)
@@ -391,11 +392,19 @@ def top_k(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[
     # the positions switch where two of the first k + 1 swap: the neighbour's position in
     # the unperturbed order (ties: the lower position first, as top_k picks) is across
     sw = None
-    if n > 1 and not (rec.dead_outs is not None and rec.dead_outs[1]):
-        _, order = lax.sort((-xp.astype(interp.wide), iota), dimension=xp.ndim - 1, num_keys=1)
+    # (one element: no gap, the switch is never crossed)
+    if not (rec.dead_outs is not None and rec.dead_outs[1]):
+        # (iota as a second key is the first-position order a stable sort gives anyway)
+        keys = (-xp.astype(interp.wide), iota)
+        _, order = lax.sort(keys, dimension=xp.ndim - 1, num_keys=1)  # pragma: no mutate
         full = head[..., :-1] - head[..., 1:]
         r_full = None if rate is None else h0[..., :-1] - h0[..., 1:]
         got, _ = _order_switch(interp, full, r_full, order)
+        if rate is not None:
+            # the first k positions move at the first swap inside them or of the k-th with
+            # an element left out (two elements left out may swap earlier: no change)
+            first = jnp.min(crossing_time(gap, rate), axis=-1, keepdims=True, initial=jnp.inf)
+            got = got._replace(time=jnp.broadcast_to(first, got.dist.shape))
         sw = Switch(*(None if f is None else jnp.moveaxis(f[..., :k], -1, axis) for f in got[:4]))  # type: ignore[arg-type]
     return [Val(vals, t), Val(idx, None, lex, sw)]
 
@@ -482,10 +491,13 @@ def scatter_extremum(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorde
         ru = sign * (gather(t0, ix) - tu[0].astype(wide))
         ro = sign * (t0 - to[0].astype(wide))
         rates = jnp.concatenate([ru.ravel(), ro.ravel()])
-        toward = (pos < jnp.inf) & (rates < 0)
+        # (an infinite pos divides to inf whatever the mask says)
+        toward = (pos < jnp.inf) & (rates < 0)  # pragma: no mutate
         radius = jnp.min(masked_div(pos, -rates, toward))
-    none = jnp.int32(0)  # pragma: no mutate (``leaving`` is read for jumps only)
-    st = SiteStats(jnp.int32(u.size), ties, margin, radius, jnp.asarray(0.0, wide), none)
+    # (a kink site: its evidence is read for selects and points only, ``leaving`` for
+    # jumps only)
+    none, never = jnp.int32(0), jnp.asarray(0.0, wide)  # pragma: no mutate
+    st = SiteStats(jnp.int32(u.size), ties, margin, radius, never, none)
     rec.add(eqn, eqn.primitive.name, "kink", st)
     if idx.sw is not None:
         index_site(interp, eqn, ins, out, t_out, rec)
@@ -503,7 +515,8 @@ def _spectral_site(interp: Interpreter, eqn: Any, val: Val, rec: Recorder, zero:
     ws = jnp.take_along_axis(w, order, axis=-1)
     parts = [ws[..., :1]] if zero else []
     rate = None
-    if val.t is not None and interp.n_ld:
+    # (with columns val.t is set: see the return above; and columns come with ld ones)
+    if val.t is not None and interp.n_ld:  # pragma: no mutate
         t0 = val.t[0]  # pragma: no mutate (the first column; index 1 clamps to 0)
         ts = jnp.take_along_axis(t0.astype(interp.wide), order, axis=-1)
         head = [ts[..., :1]] if zero else []

@@ -113,7 +113,9 @@ _SHAPE_OPS = frozenset(
     concatenate stack unstack tile pad dynamic_slice gather""".split()
 )
 _SCANS = frozenset({"cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp"})
-_FLIP_LIMIT = 16  # most reduced elements flipped one by one (beyond: the nearest surface)
+# most reduced elements flipped one by one (beyond: the nearest surface, a bound; either
+# is right at any limit, the limit only bounds the work)
+_FLIP_LIMIT = 16  # pragma: no mutate
 
 
 def bind(eqn: Any, args: Sequence[Any], **override: Any) -> list[Any]:
@@ -465,7 +467,9 @@ def _flip_switch(interp, eqn, ins, outs) -> list[Switch | None]:
             got[j] = jnp.full(shape, fill, wide) if v is None else jnp.broadcast_to(v, shape)
         return got
 
-    dist, rate, time = field("dist", jnp.inf), field("rate", 0.0), field("time", jnp.inf)
+    dist, time = field("dist", jnp.inf), field("time", jnp.inf)
+    # (a rate fill is read only with every rate set: has_rate)
+    rate = field("rate", 0.0)  # pragma: no mutate
     across = {j: jnp.broadcast_to(sw.across, np.shape(ins[j].p)) for j, sw in sws.items()}
     outs = [jnp.asarray(o) for o in outs]
 
@@ -482,9 +486,8 @@ def _flip_switch(interp, eqn, ins, outs) -> list[Switch | None]:
     # (distance, rate, first crossing, results across) of each flip
     flips = []
     # (at the limit either way is right: flipped one by one, or the nearest surface)
-    if (
-        sum(int(np.prod(np.shape(ins[j].p), dtype=int)) for j in moving) <= _FLIP_LIMIT
-    ):  # pragma: no mutate
+    n_moving = sum(int(np.prod(np.shape(ins[j].p), dtype=int)) for j in moving)
+    if n_moving <= _FLIP_LIMIT:  # pragma: no mutate
         for j in moving:
             for i in np.ndindex(np.shape(ins[j].p)):
                 groups = surface(dist[j][i], rate[j][i])
@@ -1238,7 +1241,8 @@ def _cut(interp, eqn, rec: Recorder, y: Val, x: Val, shape, exempt: Any = None) 
     point = None
     if fixed:
         point = yw == 0
-    elif ty is not None and interp.n_ld:  # (a nonlinear y: a conservative extra switch)
+    elif ty is not None:  # (a nonlinear y: a conservative extra switch)
+        # (no lexicographic column, as in no caller: every element on the line)
         point = (yw == 0) & jnp.all(ty[: interp.n_ld] == 0, axis=0)
     if point is not None:
         if exempt is not None:

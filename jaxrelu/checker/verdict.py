@@ -398,7 +398,10 @@ def _against_exact(ev: Evidence, verdict: Verdict, cause: Cause) -> tuple[Verdic
         return Verdict.INCONCLUSIVE, Cause.SMOOTH_FIT_AT_KINK
     if verdict is Verdict.KINK and cause is Cause.SLOPES_DIFFER and not apart:
         return Verdict.INCONCLUSIVE, Cause.EXACT_SLOPES_AGREE
-    if verdict is Verdict.WRONG_DERIVATIVE and not apart and ev.ad_finite and ev.eps > 2.0**-12:
+    # (half precision: eps is 2^-10 or 2^-7 there, 2^-23 or less otherwise; any bound
+    # between reads alike)
+    half = ev.eps > 2.0**-12  # pragma: no mutate
+    if verdict is Verdict.WRONG_DERIVATIVE and not apart and ev.ad_finite and half:
         ex = np.asarray(ev.exact_plus)
         if np.shape(ev.ad) == np.shape(ex) and np.all(
             np.abs(ev.ad - ex) <= 16 * ev.eps * (1 + np.abs(ex))
