@@ -300,6 +300,8 @@ PLATEAU_TESTS = {
     "reversed floors": lambda x: jnp.floor(x) + jnp.floor(x)[::-1] == 0.0,
     "concatenated": lambda x: jnp.concatenate([jnp.floor(x), -jnp.ceil(x)]) == 0.0,
     "padded": lambda x: jnp.pad(jnp.floor(3 * x), 1) < 1.0,
+    # a gather at a fixed index (not a shape operation) keeps the floors' plateaus
+    "gathered": lambda x: jnp.floor(x)[jnp.array([2, 0, 1, 1])] == 1.0,
 }
 
 

@@ -183,6 +183,15 @@ def test_reduce_precision_below_the_operands_precision_is_not_analysed():
         assert [s.kind for s in jr.find_kinks(short, x)] == ["unknown"], (e, m)
     g, cert = jr.certified_grad(own)(x)
     assert cert.certified and float(g) == float(jax.grad(own)(x))
+    # at its own precision, downstream of a tied floor: floor(x) (x - 1) at 1 is x - 1 to
+    # the right and 0 to the left (one-sided slopes 1 and 0 by hand; the quotients agree)
+    kinked = lambda x: jax.lax.reduce_precision(
+        jnp.floor(x) * (x - 1.0), exponent_bits=11, mantissa_bits=52
+    )
+    h, one = 2.0**-20, jnp.asarray(1.0, jnp.float64)
+    for d, slope in ((1.0, 1.0), (-1.0, 0.0)):
+        assert float((kinked(one + d * h) - kinked(one)) / h) == slope
+        assert float(jr.ld_jvp(kinked, one, jnp.asarray([[d]]))[1][0]) == slope
     remat = jax.checkpoint(lambda x: jnp.sin(x) * jax.nn.relu(x))
     g, cert = jr.certified_grad(remat)(jnp.asarray(0.5))
     assert cert.certified and float(g) == float(jax.grad(remat)(jnp.asarray(0.5)))
@@ -839,6 +848,8 @@ def test_certified_grad_of_a_while_loop_with_a_traced_trip_count():
     for f, x in ((tent, 1.0), (halve, 2.0)):
         _, cert = jr.certified_grad(f)(F32(x))
         assert not cert.certified and cert.sites[0].primitive == "while"
+        # (as every certificate: a tied site's margin is 0, its radius not computed)
+        assert cert.sites[0].min_margin == 0.0 and np.isnan(cert.sites[0].radius)
     with pytest.warns(jr.UndecidedTieWarning, match="while at"):
         dd(halve, 2.0, 1.0)
     assert _no_undecided_warning(lambda: dd(halve, 3.0, 1.0)) == 0.25
@@ -1416,3 +1427,15 @@ def test_a_repeated_eigenvalue_of_data_not_differentiated_is_no_tie():
         "eigh",
         "reduce_max",
     }
+
+
+def test_an_equality_guard_matters_only_where_it_holds():
+    """where(x == 0, 0, sin(x)) is sin(x) (the cases agree at 0). At 0 jax.grad follows the
+    == case (0) while the derivative is cos(0) = 1: the lexicographic gradient, certified.
+    At 1 the test does not hold: jax.grad's cos(1), certified as AD's own."""
+    f = lambda x: jnp.where(x == 0.0, 0.0, jnp.sin(x))
+    g, cert = jr.certified_grad(f)(jnp.asarray(0.0))
+    assert (cert.method, cert.certified, float(g)) == ("lexicographic", True, 1.0)
+    g, cert = jr.certified_grad(f)(jnp.asarray(1.0))
+    assert (cert.method, cert.certified) == ("ad", True)
+    assert float(g) == pytest.approx(np.cos(1.0), rel=1e-15)

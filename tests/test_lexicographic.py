@@ -13,6 +13,7 @@
   bit for bit.
 """
 
+import inspect
 import itertools
 import math
 import warnings
@@ -404,3 +405,58 @@ def test_a_unique_maximum_with_a_nan_column_is_no_undecided_tie():
         assert any(t.startswith("a tie the lexicographic rules") for t in texts) == undecided
         if not undecided:  # the unique maximiser's NaN is reported as a NaN
             assert any(t.startswith("the derivative is not a number") for t in texts)
+
+
+def test_undecided_warnings_point_at_the_callers_line():
+    """An undecided tie (argmax of x^3 against 0 at 0: equal values and first
+    derivatives) warns at the line of the user's call, whichever function is called."""
+    f = lambda x: x * jnp.argmax(jnp.stack([x**3, 0.0 * x])).astype(x.dtype)
+    x = jnp.asarray(0.0)
+    lines = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lines.append(inspect.currentframe().f_lineno + 1)
+        jr.directional_derivative(f, x, jnp.asarray(1.0))
+        lines.append(inspect.currentframe().f_lineno + 1)
+        jr.ld_jvp(f, x, jnp.asarray([[1.0]]))
+        lines.append(inspect.currentframe().f_lineno + 1)
+        jr.ld_jacobian(f, x)
+        lines.append(inspect.currentframe().f_lineno + 1)
+        jr.ld_grad(f)(x)
+    got = [(w.filename, w.lineno) for w in caught if w.category is jr.UndecidedTieWarning]
+    assert got == [(__file__, line) for line in lines]
+
+
+def test_arcsin_at_the_end_of_its_domain_is_not_certified():
+    """arcsin at 1: no nonsmooth primitive, but a vertical tangent (the difference quotient
+    (arcsin(1) - arcsin(1 - h)) / h grows like sqrt(2 / h)): jax.grad and the forward
+    derivative are infinite, and nothing is certified."""
+    one = jnp.asarray(1.0)
+    q = [float((jnp.arcsin(one) - jnp.arcsin(one - h)) / h) for h in (1e-4, 1e-8)]
+    assert q[1] > 50 * q[0]  # sqrt(1e4) = 100 by hand: no finite limit
+    g, cert = jr.certified_grad(jnp.arcsin)(one)
+    assert not cert.certified and cert.method == "ad" and cert.sites == ()
+    assert cert.reason.startswith("the gradient is not finite") and float(g) == np.inf
+
+
+def test_a_straight_through_estimator_off_its_jumps_is_certified():
+    """x + stop_gradient(round(x) - x) at 0.3: round is constant near 0.3 (no tie; the jumps
+    are at half-integers), so the program's gradient 1 is certified, with the note that
+    stop_gradient defines it; at 0.5 its value jumps and nothing is certified."""
+    ste = lambda x: x + lax.stop_gradient(jnp.round(x) - x)
+    g, cert = jr.certified_grad(ste)(jnp.asarray(0.3))
+    assert cert.certified and float(g) == 1.0 and "stop_gradient" in cert.reason
+    _, cert = jr.certified_grad(ste)(jnp.asarray(0.5))
+    assert not cert.certified and "jumps" in cert.reason
+
+
+def test_distinct_eigenvalues_beside_a_tie_give_no_warning():
+    """relu(x0) + the largest eigenvalue of diag(x1, x2) at (0, 1, 2): relu is tied (the
+    lexicographic rules decide it), the eigenvalues 1 and 2 are apart (differentiable): no
+    warning, and the derivative along e0 then e2 is (1, 1)."""
+    f = lambda x: jax.nn.relu(x[0]) + jnp.linalg.eigvalsh(jnp.diag(x[1:]))[-1]
+    m = jnp.asarray([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, cols = jr.ld_jvp(f, jnp.asarray([0.0, 1.0, 2.0]), m)
+    np.testing.assert_allclose(np.asarray(cols), [1.0, 1.0], rtol=1e-12)

@@ -4,6 +4,7 @@ and hand derivations. Found by probing functions written elsewhere: before, thes
 smooth to the analysis, which then certified gradients at jumps and gave infinite radii
 where a norm reached 0."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -238,3 +239,19 @@ def test_complex_sign_is_smooth_away_from_zero_and_not_certified_from_jax():
     (jump,) = [s for s in jr.find_kinks(f, F64([3.0, 4.0])) if s.kind == "jump"]
     assert jump.min_margin == pytest.approx(5.0) and jump.ties == 0
     assert jr.kink_radius(f, F64([3.0, 4.0]), F64([-3.0, -4.0])) == pytest.approx(1.0)
+
+
+def test_a_cut_reached_along_the_line_is_no_site_at_the_point():
+    """angle((1 - x) + i (x - 2)) + angle((1 + x) + i (-x - 2)) at 0: both numbers are
+    1 - 2i, off the negative real axis (angle is analytic there): no site. Along +1 the
+    first reaches the cut at x = 2 (real part -1), along -1 the second does: f jumps by
+    2 pi there (brute force on a grid), the radius is 2 either way."""
+    f = lambda x: jnp.angle((1 - x) + 1j * (x - 2)) + jnp.angle((1 + x) + 1j * (-x - 2))
+    x0 = jnp.asarray(0.0)
+    assert jr.find_kinks(f, x0) == []
+    ts = np.linspace(0.0, 3.0, 30001)
+    for sign in (1.0, -1.0):
+        vals = np.asarray(jax.vmap(lambda t, s=sign: f(s * t))(jnp.asarray(ts)))
+        first = ts[np.argmax(np.abs(np.diff(vals)) > 1.0) + 1]
+        assert first == pytest.approx(2.0, abs=1e-4)
+        assert jr.kink_radius(f, x0, jnp.asarray(sign)) == pytest.approx(2.0, rel=1e-12)

@@ -220,8 +220,9 @@ def _stays_flat(eqn: Any, ins: Sequence[Val], outs: Sequence[Any]) -> bool:
     if not any(v.flat for v in ins) or not all(v.flat or v.const for v in ins):
         return False
     # (one result: a switch per output of ``split`` or ``optimization_barrier`` is not
-    # carried; an index operand makes it a gather, read by :func:`index_site`)
-    return len(outs) == 1 and all(is_float(v.p) for v in ins)
+    # carried; an index operand that switches makes it a gather read by
+    # :func:`index_site`, a fixed one, ``floor(x)[idx]``, keeps it flat)
+    return len(outs) == 1 and all(is_float(v.p) or v.sw is None for v in ins)
 
 
 # primitives whose operands may broadcast to the result's shape without acting
