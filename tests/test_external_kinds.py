@@ -1439,3 +1439,7 @@ def test_an_equality_guard_matters_only_where_it_holds():
     g, cert = jr.certified_grad(f)(jnp.asarray(1.0))
     assert (cert.method, cert.certified) == ("ad", True)
     assert float(g) == pytest.approx(np.cos(1.0), rel=1e-15)
+    # a tied kink that is no equality test is not explained as one
+    g, cert = jr.certified_grad(jax.nn.relu)(jnp.asarray(0.0))
+    assert cert.certified and cert.reason.startswith("1 site(s) tied")
+    assert "equality" not in cert.reason
