@@ -217,6 +217,31 @@ def test_a_floats_bits_are_not_analysed_but_random_bits_are_no_site():
     assert jr.certified_grad(noise)(jnp.asarray(1.0))[1].certified
 
 
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_ldexp_and_frexp_take_their_custom_rule_not_the_bits(dtype):
+    """jnp.frexp reads a float's bits inside a custom_jvp function: the bits' derivative is
+    zero, the rule's the function's. ldexp(x, n) = x 2^n (derivative 2^n, exact in binary);
+    frexp's mantissa is x / 2^e on each binade (derivative 2^-e). Never certified (the bits
+    are not analysed), but the lexicographic functions give the true derivatives."""
+    x = jnp.asarray([1.5, -3.0, 0.3], dtype)
+    n = jnp.asarray([3, -2, 5])
+    jac = jr.ld_jacobian(lambda v: jnp.ldexp(v, n), x)
+    np.testing.assert_array_equal(np.asarray(jac), np.diag(2.0 ** np.asarray(n)))
+    e = np.asarray(jnp.frexp(x)[1])
+    mant = lambda v: jnp.sum(jnp.frexp(v)[0])
+    np.testing.assert_array_equal(np.asarray(jr.ld_grad(mant)(x)), 2.0 ** -e)
+    assert float(jr.directional_derivative(lambda v: jnp.ldexp(v, 2), x[1], -1.0)) == -4.0
+    assert not jr.certified_grad(mant)(x)[1].certified
+
+    @jax.custom_jvp
+    def bitabs(v):  # |v| by clearing the sign bit, with its derivative as the rule
+        i = jax.lax.bitcast_convert_type(v, jnp.int32)
+        return jax.lax.bitcast_convert_type(i & 0x7FFFFFFF, jnp.float32)
+
+    bitabs.defjvp(lambda p, t: (bitabs(p[0]), jnp.sign(p[0]) * t[0]))
+    assert float(jr.directional_derivative(bitabs, jnp.float32(-2.0), jnp.float32(1.0))) == -1.0
+
+
 def test_a_tied_while_test_is_left_at_once():
     """while c < 10: c = 2c, from 5: one doubling reaches 10 exactly and the test fails;
     from 5 - t the loop doubles again (19.99...): the jump is crossed at once along -1.

@@ -30,7 +30,8 @@ from .core import (
     rule,
     switch_stats,
 )
-from .rules import bind, jump_evidence, select_threshold, sign_bit, unknown
+from .passes import _walk
+from .rules import bind, jump_evidence, jvp_columns, select_threshold, sign_bit, unknown
 
 __all__ = ["scan_counts"]
 
@@ -118,8 +119,30 @@ def call(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
         return [Val(o) for o in bind(eqn, [v.p for v in ins])]
     outs = interp.run(jaxpr, consts, args, child, rec.shift_outs, rec.dead_outs)
     rec.extend(child, child.stats)
+    if eqn.primitive.name == "custom_jvp_call" and _reads_bits(jaxpr):
+        # the definition reads a float's bits (``jnp.frexp``, and so ``jnp.ldexp``): its
+        # derivative through them is zero, the custom rule's is the function's
+        ts = jvp_columns(interp, eqn, ins)
+        if ts is not None:
+            outs = [o._replace(t=t) if is_float(o.p) else o for o, t in zip(outs, ts)]
     # identity tokens are per evaluation: two calls of one function are different values
     return [v._replace(key=None) for v in outs]
+
+
+_BITS: dict[int, tuple[Any, bool]] = {}
+
+
+def _reads_bits(jaxpr: Any) -> bool:
+    """Whether ``jaxpr`` (or a sub-jaxpr) reads a floating-point value's bits."""
+    hit = _BITS.get(id(jaxpr))
+    if hit is None or hit[0] is not jaxpr:
+        found = any(
+            e.primitive.name == "bitcast_convert_type" and is_float(e.invars[0].aval)
+            for j in _walk(jaxpr)
+            for e in j.eqns
+        )
+        hit = _BITS[id(jaxpr)] = (jaxpr, found)
+    return hit[1]
 
 
 # ---------------------------------------------------------------- uniform structures
