@@ -307,3 +307,162 @@ def test_few_informative_steps_then_flat_is_an_abrupt_rise_only_if_h2_overshoots
         r = np.concatenate([[2 * lowest, lowest], np.full(8, 0.5 * F)])
         ev = classify_remainders(h, r, np.full(10, F), 1.0)
         assert ev.pattern is pattern and ev.n_flat == 8
+
+
+# ------------------------------------------------ boundaries found by the mutation run
+
+
+def test_without_three_clean_steps_the_window_is_the_last_five_informative_ones():
+    from jaxrelu.checker import classify_remainders
+
+    # ten informative steps (4 floors: above 2, not above 8), none clean: the fit reads
+    # the last WINDOW = 5 of them
+    h = 2.0 ** -np.arange(10)
+    ev = classify_remainders(h, np.full(10, 4 * F), np.full(10, F), 1.0)
+    assert ev.window == (5, 6, 7, 8, 9)
+
+
+def test_an_abrupt_rise_must_overshoot_strictly():
+    from jaxrelu.checker import classify_remainders
+
+    # two informative steps, then flat at one floor: the lowest (32 floors) extrapolated
+    # one halving down as h^2 gives exactly 8 floors, not above 8: too few steps to say;
+    # from 33 floors it is above: an abrupt rise (all values exact in binary)
+    h = 2.0 ** -np.arange(8)
+    for lowest, pattern in [(32 * F, Pattern.FEW), (33 * F, Pattern.FLAT_THEN_RISE)]:
+        r = np.concatenate([[2 * lowest, lowest], np.full(6, F)])
+        assert classify_remainders(h, r, np.full(8, F), 1.0).pattern is pattern
+
+
+def test_slopes_far_apart_never_agree_and_an_infinite_one_has_no_hull():
+    one, zero = Slope(np.array([1.0]), 0.0, 1e-3), Slope(np.array([0.0]), 0.0, 1e-3)
+    t = SlopeTests.of(np.array([1.0]), one, zero, EPS)
+    assert t.differ and not t.agree and t.resolution <= 0.25
+    # tol is infinite with an infinite slope (its scale is): no hull, no comparison
+    inf = Slope(np.array([np.inf]), 0.0, 1e-3)
+    t = SlopeTests.of(np.array([2.0]), inf, one, EPS)
+    assert not t.in_hull and not t.agree and not t.differ
+
+
+def test_ad_off_at_a_resolution_of_exactly_one_quarter():
+    # slopes 1 with errors 1/8 (eps 0): tol 1/4, scale 1, resolution exactly 1/4; AD 0 is
+    # 1 away: off, and resolved
+    s = Slope(np.array([1.0]), 0.125, 1)
+    t = SlopeTests.of(np.array([0.0]), s, s, 0.0)
+    assert t.resolution == 0.25 and t.ad_off
+
+
+def _flat_at_a_tie(ad, **kw):
+    rem = RemainderEvidence(Pattern.FLAT, math.nan, (), (), 8, math.nan, 0.0)
+    plus = minus = Slope(np.array([1.0]), 0.0, 1e-3)
+    a = np.array([ad])
+    return Evidence(rem, a, True, plus, minus, SlopeTests.of(a, plus, minus, EPS), **kw)
+
+
+def test_ad_off_the_exact_slopes_beyond_sixteen_eps_of_their_size():
+    # remainders at the floor at a tied kink whose exact slopes are both 1: AD counts as
+    # wrong beyond 16 eps (1 + |1| + |1|) = 48 eps from them (1 + 50 eps: wrong; 1 + 46
+    # eps: not, but not equal to them either, so the flat remainders decide nothing)
+    kw = dict(sites_known=True, tied=1, exact_plus=np.array([1.0]), exact_minus=np.array([1.0]))
+    assert decide(_flat_at_a_tie(1 + 50 * EPS, **kw)) == (
+        Verdict.WRONG_DERIVATIVE,
+        Cause.AD_OFF_EXACT,
+    )
+    assert decide(_flat_at_a_tie(1 + 46 * EPS, **kw)) == (Verdict.INCONCLUSIVE, Cause.FLAT_AT_KINK)
+
+
+def test_flat_remainders_say_linear_unless_the_jaxpr_shows_a_tie():
+    # no tie (or no kink analysis): flat remainders are linear, whatever else is unknown
+    assert decide(_flat_at_a_tie(1.0, sites_known=True, tied=0)) == (Verdict.LINEAR, Cause.FLAT)
+    assert decide(_flat_at_a_tie(1.0, sites_known=False, tied=1)) == (Verdict.LINEAR, Cause.FLAT)
+
+
+def test_one_flat_step_below_a_switch_explains_a_wrong_looking_slope():
+    # order 1 with AD off both slopes (wrong_derivative), but a switch lies inside the
+    # grid and the one step below it follows AD to the floor: inconclusive
+    ev = _ev(order=1.0, sp=0.0, sm=0.0, ad=1.0, sites_known=True, radius_plus=1e-3,
+             radius_minus=1e-3, below_switch=1, flat_below_switch=True)  # fmt: skip
+    assert decide(ev) == (Verdict.INCONCLUSIVE, Cause.AD_ON_FLOOR_BELOW_SWITCH)
+
+
+def test_only_unread_causes_are_read_again_below_a_switch():
+    # flat remainders too coarse to say linear: inconclusive for that reason, even where
+    # the steps below a nearby switch follow a power law of order 2
+    below = RemainderEvidence(Pattern.POWER, 2.0, (0, 1, 2), (2.0, 2.0), 0, math.nan, math.nan)
+    ev = _ev(pattern=Pattern.FLAT, kappa=1.0, sites_known=True, radius_plus=1e-3,
+             radius_minus=1e-3, below=below)  # fmt: skip
+    assert decide(ev) == (Verdict.INCONCLUSIVE, Cause.FLAT_TOO_COARSE)
+
+
+def test_exact_slopes_apart_beyond_sixteen_eps_of_one_plus_their_sizes():
+    # measured slopes 1 and 0 differ (a kink); the exact ones (+-a) confirm it only where
+    # |2a| > 16 eps (1 + 2a). eps = 1/32 makes the bound exact: a = 1/2 sits on it (not
+    # apart: the kink is not confirmed), a = 1/2 + 1/64 is beyond it
+    for a, verdict in [(0.5, Verdict.INCONCLUSIVE), (0.5 + 1 / 64, Verdict.KINK)]:
+        ev = _ev(order=1.0, sp=1.0, sm=0.0, ad=1.0, eps=1 / 32, sites_known=True,
+                 exact_plus=np.array([a]), exact_minus=np.array([-a]))  # fmt: skip
+        assert decide(ev)[0] is verdict
+
+
+@pytest.mark.parametrize(
+    "exact_plus, exact_minus",
+    [
+        (np.array([0.0]), None),  # unknown on one side
+        (np.array(0.0), None),  # (a scalar beside an unknown side: shapes alike)
+        (np.array([0.0]), np.array([np.inf])),  # not finite
+        (np.array([0.0]), np.array([0.0, 0.0])),  # misshapen
+    ],
+)
+def test_exact_slopes_that_cannot_be_compared_leave_a_kink_alone(exact_plus, exact_minus):
+    ev = _ev(order=1.0, sp=1.0, sm=0.0, ad=1.0, sites_known=True,
+             exact_plus=exact_plus, exact_minus=exact_minus)  # fmt: skip
+    assert decide(ev) == (Verdict.KINK, Cause.SLOPES_DIFFER)
+
+
+def test_half_precision_ad_matching_the_exact_slopes_within_sixteen_eps():
+    # float16 (eps 2^-10): AD off the measured slopes (1) by 32 eps is wrong by them, but
+    # it matches the exact slopes (1) within 16 eps (1 + 1) = 32 eps: the steps measured
+    # curvature; at 33 eps it does not
+    e = 2.0**-10
+    kw = dict(sites_known=True, exact_plus=np.array([1.0]), exact_minus=np.array([1.0]))
+    for off, verdict in [(32, Verdict.INCONCLUSIVE), (33, Verdict.WRONG_DERIVATIVE)]:
+        ev = _ev(order=1.0, sp=1.0, sm=1.0, ad=1.0 + off * e, eps=e, **kw)
+        assert decide(ev)[0] is verdict
+
+
+def test_flat_steps_below_a_power_law_need_a_prediction_strictly_above_eight_floors():
+    from jaxrelu.checker import classify_remainders
+
+    # five clean steps at 16 floors (order exactly 0), then three at 2 floors (not
+    # informative): the power law predicts 16 floors at the largest flat step, which is
+    # 8 x max(floor, r) there, not above it; at 17 floors it is a rise
+    h = 2.0 ** -np.arange(8)
+    for level, pattern in [(16 * F, Pattern.POWER), (17 * F, Pattern.FLAT_THEN_RISE)]:
+        r = np.concatenate([np.full(5, level), np.full(3, 2 * F)])
+        ev = classify_remainders(h, r, np.full(8, F), 1.0)
+        assert ev.pattern is pattern and ev.order == pytest.approx(0.0, abs=1e-12)
+
+
+def _flat_tie_of(exact, ad):
+    rem = RemainderEvidence(Pattern.FLAT, math.nan, (), (), 8, math.nan, 0.0)
+    plus = minus = Slope(np.asarray(exact), 0.0, 1e-3)
+    a = np.asarray(ad)
+    return Evidence(rem, a, True, plus, minus, SlopeTests.of(a, plus, minus, EPS),
+                    sites_known=True, tied=1, exact_plus=np.asarray(exact),
+                    exact_minus=np.asarray(exact))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "exact, ad, verdict",
+    [
+        # AD equal to the exact slopes to 2 eps of the largest component: flat means linear
+        # (1e6 + 3 ulps: 3.5e-10 <= 2 eps 1e6 = 4.4e-10, although far beyond 2 eps of 1)
+        ([1e6, 1.0], [1e6 + 3 * 2.0**-33, 1.0], Verdict.LINEAR),
+        ([1e6, 1.0], [1e6 + 5 * 2.0**-33, 1.0], Verdict.INCONCLUSIVE),
+        # relative, not absolute: slopes of 1e-3 apart by 4 eps of their size are apart
+        ([1e-3], [1e-3 * (1 + 4 * EPS)], Verdict.INCONCLUSIVE),
+        ([1e-3], [1e-3], Verdict.LINEAR),
+    ],
+)
+def test_flat_at_a_tie_is_linear_when_ad_equals_the_exact_slopes_to_rounding(exact, ad, verdict):
+    assert decide(_flat_tie_of(exact, ad))[0] is verdict

@@ -229,7 +229,7 @@ def test_ldexp_and_frexp_take_their_custom_rule_not_the_bits(dtype):
     np.testing.assert_array_equal(np.asarray(jac), np.diag(2.0 ** np.asarray(n)))
     e = np.asarray(jnp.frexp(x)[1])
     mant = lambda v: jnp.sum(jnp.frexp(v)[0])
-    np.testing.assert_array_equal(np.asarray(jr.ld_grad(mant)(x)), 2.0 ** -e)
+    np.testing.assert_array_equal(np.asarray(jr.ld_grad(mant)(x)), 2.0**-e)
     assert float(jr.directional_derivative(lambda v: jnp.ldexp(v, 2), x[1], -1.0)) == -4.0
     assert not jr.certified_grad(mant)(x)[1].certified
 

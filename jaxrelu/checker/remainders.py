@@ -169,7 +169,8 @@ def _window(r: np.ndarray, floor: np.ndarray, a: int, b: int) -> np.ndarray:
     e = c
     while e > a and clean[e - 1]:
         e -= 1
-    if c >= a and c - e + 1 >= 3:
+    # (no clean step: c = e = a - 1, a run of one)
+    if c - e + 1 >= 3:
         return np.arange(max(e, c - WINDOW + 1), c + 1)
     return np.arange(max(a, b - WINDOW + 1), b + 1)
 
@@ -204,10 +205,7 @@ def classify_remainders(
         rise, k = nan, math.inf
         if n_flat:  # an abrupt rise: even h^2 from the lowest informative step overshoots
             lo = b
-            # (> or >= on measured remainders: no run lands on the boundary)
-            if r[lo] * (steps[j] / steps[lo]) ** 2 > CLEAN * max(
-                floor[j], r[j]
-            ):  # pragma: no mutate
+            if r[lo] * (steps[j] / steps[lo]) ** 2 > CLEAN * max(floor[j], r[j]):
                 rise, k = float(steps[j]), _kappa(j, steps, r, floor, magnitude)
         pattern = Pattern.FLAT_THEN_RISE if not math.isnan(rise) else Pattern.FEW
         return RemainderEvidence(pattern, nan, tuple(win), (), n_flat, rise, k)
@@ -215,7 +213,7 @@ def classify_remainders(
     local = local_orders(steps[win], r[win])
     if n_flat:  # the power law seen above predicts clearly informative flat steps
         lo = win[-1]  # pragma: no mutate (on a power law any window step predicts alike)
-        predicted = r[lo] * (steps[j] / steps[lo]) ** max(p, 0.0)
+        predicted = r[lo] * (steps[j] / steps[lo]) ** max(p, 0)
         if predicted > CLEAN * max(floor[j], r[j]):
             k = _kappa(j, steps, r, floor, magnitude)
             return RemainderEvidence(

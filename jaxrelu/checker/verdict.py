@@ -270,7 +270,7 @@ def _exact_all_equal(ev: Evidence) -> bool:
         return True  # pragma: no mutate
     if np.shape(ev.ad) != np.shape(ex_p):
         return False
-    scale = max(float(np.max(np.abs(ev.ad), initial=0.0)), float(np.max(np.abs(ex_p), initial=0.0)))
+    scale = float(np.max(np.abs(np.concatenate([np.ravel(ev.ad), np.ravel(ex_p)])), initial=0))
     return bool(np.all(np.abs(ev.ad - ex_p) <= 2 * ev.eps * scale))
 
 
