@@ -92,6 +92,7 @@ TARGETS = {
         "tests/test_external_kinds.py",
         "tests/test_discrete_paths.py",
         "tests/test_linalg_roots.py",
+        "tests/test_long_reductions.py",
     ],
     "jaxrelu/_jaxpr/reductions.py": [
         "tests/test_order_rules.py",

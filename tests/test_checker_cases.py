@@ -491,3 +491,59 @@ def test_float32_relu_network_inconclusive_only_when_a_switch_is_unresolvably_cl
             near = min(jr.kink_radius(f, xs[i], ds[i]), jr.kink_radius(f, xs[i], -ds[i]))
             assert near < rep.steps[-1], str(rep)  # closer than the smallest step
     assert res.counts["linear"] >= 120
+
+
+# -------------------------------- rounding inside f: values that move in quanta
+
+
+def test_one_minus_cos_in_float32_is_smooth_where_its_values_move_in_quanta():
+    """1 - cos(x) near 0 in float32: cos(x) ~ 1 is stored to 6e-8, so f(x0 + h) = f(x0)
+    exactly at steps below ~6e-8 / sin(x0), where AD's step is not zero; read there, the
+    remainders |h AD| looked like a wrong derivative (and, at some points, a jump). f is
+    entire and AD's sin(x0) is right (float64 oracle below): smooth at every point."""
+    xs = jnp.linspace(0.001, 0.05, 40, dtype=f32)
+    np.testing.assert_allclose(
+        np.asarray(jax.vmap(jax.grad(lambda x: 1 - jnp.cos(x)))(xs)),
+        np.sin(np.asarray(xs, np.float64)),
+        rtol=4 * 2.0**-23,  # sin in float32: a few ulps
+    )
+    rep = jr.check_many(lambda x: 1 - jnp.cos(x), xs, jnp.ones(40, f32))
+    assert rep.counts["smooth"] == 40
+    one = jr.check_linearization(lambda x: 1 - jnp.cos(x), A(0.01), A(1.0))
+    assert one.verdict == "smooth" and "quanta" in one.reason
+
+
+@pytest.mark.parametrize(
+    "dt, z0, d",
+    [
+        (f32, [10.0, 0.0, 0.0], None),  # the default (random) direction
+        (f32, [10.0, 0.0, 0.0], [0.0, 1.0, 0.0]),
+        (f64, [30.0, 0.0, 0.0], [0.0, 1.0, 0.0]),
+    ],
+)
+def test_a_confident_softmax_cross_entropy_is_never_a_wrong_derivative(dt, z0, d):
+    """-log_softmax(z)[0] = log(1 + sum_i exp(z_i - z_0)) is smooth; its gradient is
+    softmax(z) - e_0 (float64 oracle). With z_0 far ahead the loss is tiny while
+    logsumexp ~ z_0 rounds to its ulp: f does not move at small steps. (AD's p_0 - 1 is a
+    difference of numbers near 1: right to a few ulps of 1, the tolerance.)"""
+    ce = lambda z: -jax.nn.log_softmax(z)[0]
+    z = np.asarray(z0, np.float64)
+    p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    np.testing.assert_allclose(
+        np.asarray(jax.grad(ce)(A(z0, dt)), np.float64),
+        p - np.eye(3)[0],
+        rtol=1e-5,
+        atol=4 * float(jnp.finfo(dt).eps),
+    )
+    rep = jr.check_linearization(ce, A(z0, dt), None if d is None else A(d, dt))
+    assert rep.verdict == "smooth", rep.reason
+
+
+@pytest.mark.parametrize("dt", [f32, f64])
+def test_values_that_never_move_are_no_rounding(dt):
+    """x - stop_gradient(x) is 0 everywhere (derivative 0), AD says 1: f never moves at
+    any step, so no quantum is seen and the wrong derivative stands; a straight-through
+    estimator's round (stairs of 1, far coarser than rounding) is f's own."""
+    sg = lax.stop_gradient
+    for f in (lambda x: x - sg(x), lambda x: x + sg(jnp.round(x) - x)):
+        assert jr.check_linearization(f, A(0.3, dt), A(1.0, dt)).verdict == "wrong_derivative"

@@ -63,3 +63,18 @@ def test_user_steps_validated():
     for bad in ([0.5, 0.25, 0.0], [0.5, 0.25], [0.5, 0.5, 0.25], [[0.5, 0.25, 0.1]]):
         with pytest.raises(ValueError, match="`steps`"):
             jr.check_linearization(f, jnp.asarray(1.0), jnp.asarray(1.0), steps=bad)
+
+
+def test_points_near_float64s_limit_are_checked_without_overflow():
+    """||x0||^2 overflows for x0 = 1e160 (the grid's scale was inf: a crash); the norms
+    are scaled first. 2 x is linear there; a direction whose size ratio to x0 leaves
+    float64's range is one clear error."""
+    f = lambda x: 2 * x
+    cases = [(1e160, 1.0), ([-1e300, -1e300], [1.0, 0.0]), (1.0, 1e300)]
+    for x0, d in cases:
+        x0, d = jnp.asarray(x0, jnp.float64), jnp.asarray(d, jnp.float64)
+        assert jr.check_linearization(f, x0, d).verdict == "linear"
+    many = jr.check_many(f, jnp.asarray([1e160, 1.0]), jnp.asarray([1.0, 1.0]))
+    assert many.counts["linear"] == 2
+    with pytest.raises(ValueError, match="direction"):
+        jr.check_linearization(f, jnp.asarray(1e300), jnp.asarray(1e-300))

@@ -466,3 +466,13 @@ def _flat_tie_of(exact, ad):
 )
 def test_flat_at_a_tie_is_linear_when_ad_equals_the_exact_slopes_to_rounding(exact, ad, verdict):
     assert decide(_flat_tie_of(exact, ad))[0] is verdict
+
+
+def test_affine_between_switches_needs_steps_that_would_show_a_wrong_slope():
+    # a piecewise linear program, no tie, remainders at the floor below a switch: linear
+    # only where a slope error would have shown there (resolved); a switch so close that
+    # no step below it resolves the slopes proves nothing about AD
+    kw = dict(piecewise_linear=True, sites_known=True, radius_plus=1e-6, radius_minus=1e-6,
+              below_switch=4, flat_below_switch=True)  # fmt: skip
+    assert decide(_ev(**kw)) == (Verdict.LINEAR, Cause.AFFINE_BETWEEN_SWITCHES)
+    assert decide(_ev(resolved_below_switch=False, **kw))[1] is not Cause.AFFINE_BETWEEN_SWITCHES

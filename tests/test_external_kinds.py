@@ -1101,15 +1101,22 @@ C = lambda v: lax.complex(v[0], v[1])
     [
         # log1p(z) = log(1 + z): imag jumps by 2 pi across re < -1
         (lambda v: jnp.imag(jnp.log1p(C(v))), [-3.0, 0.0], [-0.5, 0.0], [0.0, 1.0]),
+        (lambda v: jnp.imag(jnp.log1p(C(v))), [-1.5, 0.0], [-0.5, 0.0], [0.0, 1.0]),
         # asin, acos, atanh: cut along the real axis beyond +-1; the imaginary part of
-        # asin(2 +- i0) is -+acosh 2, of acos it is +-acosh 2, atanh's jumps by pi
+        # asin(2 +- i0) is -+acosh 2, of acos it is +-acosh 2, atanh's jumps by pi (the
+        # same at 1.5, with acosh 1.5)
         (lambda v: jnp.imag(jnp.arcsin(C(v))), [2.0, 0.0], [0.5, 0.0], [0.0, 1.0]),
+        (lambda v: jnp.imag(jnp.arcsin(C(v))), [1.5, 0.0], [0.5, 0.0], [0.0, 1.0]),
         (lambda v: jnp.imag(jnp.arccos(C(v))), [-2.0, 0.0], [-0.5, 0.0], [0.0, 1.0]),
+        (lambda v: jnp.imag(jnp.arccos(C(v))), [-1.5, 0.0], [-0.5, 0.0], [0.0, 1.0]),
         (lambda v: jnp.imag(jnp.arctanh(C(v))), [2.0, 0.0], [0.5, 0.0], [0.0, 1.0]),
+        (lambda v: jnp.imag(jnp.arctanh(C(v))), [-1.5, 0.0], [0.5, 0.0], [0.0, 1.0]),
         # atan, asinh: along the imaginary axis beyond +-i; the real part of atan jumps by
-        # pi, asinh's by 2 acosh 2
+        # pi, asinh's by 2 acosh 2 (2 acosh 1.5 at 1.5 i)
         (lambda v: jnp.real(jnp.arctan(C(v))), [0.0, 2.0], [0.0, 0.5], [1.0, 0.0]),
+        (lambda v: jnp.real(jnp.arctan(C(v))), [0.0, -1.5], [0.0, 0.5], [1.0, 0.0]),
         (lambda v: jnp.real(jnp.arcsinh(C(v))), [0.0, -2.0], [0.0, -0.5], [1.0, 0.0]),
+        (lambda v: jnp.real(jnp.arcsinh(C(v))), [0.0, 1.5], [0.0, -0.5], [1.0, 0.0]),
         # z ** 0.5 = sqrt(z): imag jumps by 2 sqrt(3) across re < 0
         (lambda v: jnp.imag(C(v) ** 0.5), [-3.0, 0.0], [3.0, 0.0], [0.0, 1.0]),
     ],

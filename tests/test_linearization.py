@@ -240,8 +240,16 @@ def test_random_relu_networks_at_random_points(seed):
     if min(t_plus, t_minus) > 1e-3 * rep.steps[0]:
         assert rep.verdict == "linear", rep
         top = rep.steps[0]
-        assert min(t_plus, top) / 2 <= rep.radius <= 2 * min(t_plus, top) or (
-            rep.radius == top and t_plus >= top
+        # the first switch along +d may change nothing (a unit whose output is dead
+        # downstream): the radius is where the slope along the line first changes, found
+        # by brute force (second differences on a grid of 20001 points up to the top step)
+        ts = np.linspace(0.0, top, 20001)
+        ys = np.asarray(jax.vmap(lambda t: f(x + t * d))(jnp.asarray(ts))).ravel()
+        bent = np.flatnonzero(np.abs(ys[2:] - 2 * ys[1:-1] + ys[:-2]) > 1e-9)
+        t_eff = ts[bent[0] + 1] if len(bent) else np.inf
+        assert t_eff >= t_plus * (1 - 1e-3)  # no change before the first switch
+        assert min(t_eff, top) / 2 <= rep.radius <= 2 * min(t_eff, top) or (
+            rep.radius == top and t_eff >= top
         )
     assert rep.verdict in ("linear", "inconclusive")
     assert rep.ad_in_hull

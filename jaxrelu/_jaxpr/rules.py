@@ -621,10 +621,11 @@ def _reduction_switch(interp, eqn, v: Val, out) -> Switch | None:
     axes = tuple(a % x.ndim for a in axes)
     n = int(np.prod([x.shape[a] for a in axes], dtype=int))
     keep = name in _SCANS
-    if (sw.rate is None and interp.n_ld) or (keep and n > _FLIP_LIMIT):
+    if sw.rate is None and interp.n_ld:
         return None
-    if n > _FLIP_LIMIT:
-        return _nearest_flip(eqn, x, sw, axes, out)
+    # (at the limit either way is right: flipped one by one, or the nearest surface)
+    if n > _FLIP_LIMIT:  # pragma: no mutate
+        return None if keep else _nearest_flip(eqn, x, sw, axes, out)
     dist = jnp.broadcast_to(sw.dist, x.shape)
     rate = None if sw.rate is None else jnp.broadcast_to(sw.rate, x.shape)
     across = jnp.broadcast_to(sw.across, x.shape)
@@ -1166,15 +1167,14 @@ def principal_branch(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorde
 # The principal branches' cuts of inverse functions of a complex ``z = re + i im``, each
 # as ``(y, x)`` with the cut at ``y = 0``, ``x <= 0`` (NumPy's and C99's conventions): the
 # real axis beyond -1 (log1p), beyond +-1 (asin, acos, atanh), the imaginary axis beyond
-# +-i (atan, asinh). ``y`` is the part of ``z`` (0 real, 1 imaginary) whose tangent moves
-# across the cut.
-_CUTS: dict[str, tuple[int, Callable[[Any, Any], Any]]] = {
-    "log1p": (1, lambda re, im: re + 1),
-    "asin": (1, lambda re, im: 1 - jnp.abs(re)),
-    "acos": (1, lambda re, im: 1 - jnp.abs(re)),
-    "atanh": (1, lambda re, im: 1 - jnp.abs(re)),
-    "atan": (0, lambda re, im: 1 - jnp.abs(im)),
-    "asinh": (0, lambda re, im: 1 - jnp.abs(im)),
+# +-i (atan, asinh). ``y`` is the part of ``z`` whose tangent moves across the cut.
+_CUTS: dict[str, tuple[Callable[[Any], Any], Callable[[Any, Any], Any]]] = {
+    "log1p": (jnp.imag, lambda re, im: re + 1),
+    "asin": (jnp.imag, lambda re, im: 1 - jnp.abs(re)),
+    "acos": (jnp.imag, lambda re, im: 1 - jnp.abs(re)),
+    "atanh": (jnp.imag, lambda re, im: 1 - jnp.abs(re)),
+    "atan": (jnp.real, lambda re, im: 1 - jnp.abs(im)),
+    "asinh": (jnp.real, lambda re, im: 1 - jnp.abs(im)),
 }
 
 
@@ -1185,12 +1185,11 @@ def inverse_branch(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder)
     outs = smooth(interp, eqn, ins, rec)
     (z,) = ins
     if jnp.iscomplexobj(z.p):
-        part, side = _CUTS[eqn.primitive.name]
-        take = jnp.imag if part else jnp.real
+        take, side = _CUTS[eqn.primitive.name]
         re, im = jnp.real(z.p), jnp.imag(z.p)
         y, x = Val(take(z.p), None), Val(side(re, im))
         if z.t is not None:  # (the first column is the one radii read)
-            dz = z.t[0]
+            dz = z.t[0]  # pragma: no mutate (the first column; index 1 clamps to 0)
             dx = jax.jvp(side, (re, im), (jnp.real(dz), jnp.imag(dz)))[1]
             y, x = y._replace(t=take(z.t)), x._replace(t=dx[None])
         _cut(interp, eqn, rec, y, x, np.shape(z.p))

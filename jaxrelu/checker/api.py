@@ -34,6 +34,7 @@ from .remainders import (
     FLOOR_SAFETY,
     INFORMATIVE,
     Pattern,
+    RemainderEvidence,
     classify_remainders,
     fit_order,
     roundoff_floor,
@@ -41,7 +42,7 @@ from .remainders import (
 )
 from .report import LinearizationReport, ManyReport, NeighbourhoodError
 from .slopes import Slope, one_sided, one_sided_many
-from .verdict import VERDICTS, Cause, Evidence, SlopeTests, Verdict, decide
+from .verdict import RESOLUTION, VERDICTS, Cause, Evidence, SlopeTests, Verdict, decide
 
 __all__ = [
     "assert_linearization",
@@ -199,9 +200,31 @@ def _evidence(
     rem = classify_remainders(
         h, np.where(np.isfinite(r), r, np.inf), floor, f0_norm + h[0] * slope_norm
     )
+    idx = np.arange(n)[keep]  # the kept steps' indices
+    floor0 = floor
+    near = min(kinks.radius_plus, kinks.radius_minus)
+    s = _resolved_steps(dfp, dfm, rp, rm, h * slope_norm, meas.vmag[keep], eps)
+    # (a switch inside the grid: the stairs may be f's own, as a straight-through
+    # estimator's round(x * 1e6) / 1e6 is)
+    if s is not None and ad_finite and kinks.known and not near <= h[0]:
+        # f does not move at some small step though AD's step is not zero (rounding
+        # inside f: 1 - cos(x) in float32, a confident softmax cross-entropy): f's values
+        # are quantized there; the floor is raised to the quantum (its smallest move
+        # seen) and only the steps whose AD step clearly exceeds it are read
+        floor = np.maximum(floor, _quantum(dfp, dfm))
+        if s >= 3:
+            rem = classify_remainders(h[:s], r[:s], floor[:s], f0_norm + h[0] * slope_norm)
+            up = idx[:s]
+            plus = one_sided(steps[up], meas.heff[:n][up], meas.df[:n][up], meas.vmag[:n][up], eps)
+            minus = one_sided(steps[up], meas.heff[n:][up], meas.df[n:][up], meas.vmag[n:][up], eps)
+        else:  # too few steps above the quantum to read anything
+            rem = RemainderEvidence(Pattern.FEW, math.nan, (), (), len(h), math.nan, math.inf)
+        note += (
+            f" (f's values near x0 move in quanta of {_quantum(dfp, dfm):.2g}: f(x0 ± h d) "
+            f"equals f(x0) at some steps; the {len(h) - s} smallest steps were left out)"
+        )
     slopes_fit = True
     order_one = rem.pattern is Pattern.POWER and 0.7 <= rem.order <= 1.3
-    idx = np.arange(n)[keep]  # the kept steps' indices
     fit = lambda a, b: _slopes_fit(idx, n, rem.window, meas, rp, rm, floor, a, b, ad)
     if ad_finite and order_one and not fit(plus, minus):
         # the slopes were read at steps where f behaves otherwise (a staircase: slope 1
@@ -210,7 +233,6 @@ def _evidence(
         plus = one_sided(steps[at], meas.heff[:n][at], meas.df[:n][at], meas.vmag[:n][at], eps)
         minus = one_sided(steps[at], meas.heff[n:][at], meas.df[n:][at], meas.vmag[n:][at], eps)
         slopes_fit = fit(plus, minus)
-    near = min(kinks.radius_plus, kinks.radius_minus)
     below = h < near if math.isfinite(near) else np.ones(len(h), bool)
     rem_below = None
     if kinks.known and kinks.tied == 0 and 0 < below.sum() < len(h):
@@ -241,12 +263,46 @@ def _evidence(
         # the jaxpr proves f affine below the switch: only rounding is left there, whose
         # spikes reach a few floors (the floor is read off the tiniest steps); a remainder
         # beyond CLEAN floors contradicts the proof
-        flat_below_switch=bool(np.all(r[below] <= CLEAN * floor[below])),
+        flat_below_switch=bool(np.all(r[below] <= CLEAN * floor0[below])),
+        # a slope error delta shows below the switch once delta h > CLEAN floors at the
+        # largest step there: resolved when that bound is within the slopes' resolution
+        resolved_below_switch=bool(
+            np.any(below)
+            and CLEAN * floor0[below][0] / h[below][0] <= RESOLUTION * max(1.0, slope_norm)
+        ),
         below=rem_below,
         slopes_fit=slopes_fit,
         eps=eps,
     )
     return ev, keep, note, floor
+
+
+def _resolved_steps(dfp, dfm, rp, rm, ad_step, vmag, eps: float) -> int | None:
+    """Where ``f``'s value does not move at all on a side of a step while AD's step there
+    is not zero but below half the quantum of ``f``'s values (:func:`_quantum`), rounding
+    inside ``f`` swallows the step (a kink's flat side does not move at all, but there AD's
+    step is zero or at least the other side's smallest move). Returns how many of the
+    largest steps have an AD step of at least :data:`CLEAN` quanta, when the quantum is one
+    a rounding makes: at most ``sqrt(eps)`` of ``f``'s values, or 16 ``eps`` (a few ulps of
+    a value of order 1 inside ``f``, as ``logsumexp`` of logits near 10 is). Coarser stairs
+    are ``f``'s own (a straight-through estimator's ``round``); else None."""
+    q = _quantum(dfp, dfm)
+    if not q <= max(math.sqrt(eps) * float(np.max(vmag)), 16 * eps):
+        return None
+    small = ad_step < q / 2
+    still_p = np.all(dfp == 0, axis=1) & (rp > 0) & small
+    still_m = np.all(dfm == 0, axis=1) & (rm > 0) & small
+    if not np.any(still_p | still_m):
+        return None
+    return int(np.sum(ad_step >= CLEAN * q))
+
+
+def _quantum(dfp: np.ndarray, dfm: np.ndarray) -> float:
+    """The smallest nonzero move of ``f``'s values over the given steps, both sides: at
+    least the spacing of the values ``f`` can take near ``x0``."""
+    moves = np.concatenate([np.linalg.norm(dfp, axis=1), np.linalg.norm(dfm, axis=1)])
+    moves = moves[moves > 0]
+    return float(np.min(moves)) if len(moves) else math.inf
 
 
 def _slopes_fit(idx, n, window, meas, rp, rm, floor, plus: Slope, minus: Slope, ad) -> bool:
@@ -290,6 +346,13 @@ class _Shape:
 
 
 def _report(problem, steps, meas, kinks, rtol, out_like, pre=None) -> LinearizationReport:
+    # (values near float64's limit: magnitudes and norms overflow to inf, which the
+    # floors and tests read as "cannot tell")
+    with np.errstate(over="ignore"):
+        return _report_at(problem, steps, meas, kinks, rtol, out_like, pre)
+
+
+def _report_at(problem, steps, meas, kinks, rtol, out_like, pre=None) -> LinearizationReport:
     ev, keep, note, floor = _evidence(problem, steps, meas, kinks, pre)
     verdict, cause = decide(ev)
     reason = explain(cause, ev, steps[keep]) + note

@@ -33,11 +33,30 @@ def _flat64(leaves: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in leaves])
 
 
+def norms(a: np.ndarray) -> np.ndarray:
+    """Euclidean norms of the rows of ``a`` (float64) that do not overflow where the
+    squares would (``||(1e160, 0)||``): each row is scaled by its largest element first."""
+    m = np.max(np.abs(a), axis=1, keepdims=True, initial=0.0)
+    safe = np.where((m > 0) & np.isfinite(m), m, 1.0)
+    return np.linalg.norm(a / safe, axis=1) * safe[:, 0]
+
+
+def _top(x0_norm: Any, d_norm: Any) -> Any:
+    """The largest step, ``max(||x0||, 1) / ||d||``, rounded to a power of two."""
+    with np.errstate(over="ignore", divide="ignore"):
+        scale = np.maximum(x0_norm, 1.0) / d_norm
+    if not np.all((scale > 0) & np.isfinite(scale)):
+        raise ValueError(
+            "`x0` and `direction`: the ratio of their sizes (||x0|| / ||direction||) is out "
+            "of float64's range; scale the direction"
+        )
+    return 2.0 ** np.round(np.log2(scale))
+
+
 def ladder(x0_norm: float, d_norm: float, eps: float) -> np.ndarray:
     """Halving steps from ``max(||x0||, 1) / ||d||`` (rounded to a power of two) down to
     about ``eps / 16`` times it."""
-    scale = max(x0_norm, 1.0) / d_norm
-    top = 2.0 ** round(math.log2(scale))
+    top = float(_top(x0_norm, d_norm))
     return top * 2.0 ** -np.arange(round(-math.log2(eps)) + 4, dtype=np.float64)
 
 
@@ -45,7 +64,7 @@ def moving_steps(steps: np.ndarray, x0: Sequence[np.ndarray], d: Sequence[np.nda
     """How many of the (decreasing) ``steps`` move ``x0`` to within :data:`DISTORTION` of
     ``h d`` in ``x0``'s dtype: the grid stops at the first that does not."""
     d64 = _flat64(d)
-    d_norm = float(np.linalg.norm(d64))
+    d_norm = float(norms(d64[None])[0])
     for i, h in enumerate(steps):
         err = 0.0  # pragma: no mutate (a sum of nonnegative terms)
         for x, v in zip(x0, d):
@@ -66,7 +85,7 @@ def moving_steps(steps: np.ndarray, x0: Sequence[np.ndarray], d: Sequence[np.nda
 def default_steps(x0: Sequence[np.ndarray], d: Sequence[np.ndarray], eps: float) -> np.ndarray:
     """The default grid for the point ``x0`` and direction ``d`` (lists of leaves), with at
     least 3 steps."""
-    full = ladder(float(np.linalg.norm(_flat64(x0))), float(np.linalg.norm(_flat64(d))), eps)
+    full = ladder(float(norms(_flat64(x0)[None])[0]), float(norms(_flat64(d)[None])[0]), eps)
     return full[: max(moving_steps(full, x0, d), 3)]
 
 
@@ -80,11 +99,11 @@ def default_steps_many(
         [np.asarray(v, np.float64).reshape(n, -1) for v in leaves],  # pragma: no mutate
         axis=1,
     )
-    x_norm = np.linalg.norm(flat(x0), axis=1)
+    x_norm = norms(flat(x0))
     d64 = flat(d)
-    d_norm = np.linalg.norm(d64, axis=1)
+    d_norm = norms(d64)
     k = round(-math.log2(eps)) + 4
-    tops = 2.0 ** np.round(np.log2(np.maximum(x_norm, 1.0) / d_norm))
+    tops = _top(x_norm, d_norm)
     hs = tops[:, None] * 2.0 ** -np.arange(k)[None, :]  # (points, steps)
     err = np.zeros_like(hs)
     for x, v in zip(x0, d):

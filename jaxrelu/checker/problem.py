@@ -15,6 +15,7 @@ import numpy as np
 from .. import _validate
 from .._jaxpr.driver import Traced, traced
 from .._jaxpr.passes import piecewise_linear
+from .grid import norms
 
 __all__ = ["MODES", "Problem", "random_direction", "setup"]
 
@@ -232,9 +233,9 @@ def _direction(
 
 def _norms(tree: Any, batched: bool) -> np.ndarray:
     leaves = [np.asarray(v, np.float64) for v in jax.tree.leaves(tree)]
-    if batched:
-        return np.sqrt(sum(np.sum(np.square(v).reshape(len(v), -1), axis=1) for v in leaves))
-    return np.asarray(np.sqrt(sum(np.sum(np.square(v)) for v in leaves)))
+    rows = len(leaves[0]) if batched else 1
+    got = norms(np.concatenate([v.reshape(rows, -1) for v in leaves], axis=1))
+    return got if batched else np.asarray(got[0])
 
 
 def _traced(f: Callable, fn: Callable, nums: Any, x: Any, fixed: Any) -> Traced:

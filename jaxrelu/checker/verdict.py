@@ -155,6 +155,9 @@ class Evidence:
         piecewise_linear: the program is piecewise linear in ``x``.
         below_switch: number of grid steps below the nearest switch (both sides).
         flat_below_switch: the remainders at those steps are at the floor.
+        resolved_below_switch: a slope error within the slopes' resolution would show
+            at those steps (a switch closer than a few floors' worth of ``h |J d|``
+            hides one: a straight-through estimator's fine stairs).
         below: the reading of the remainders at those steps alone, where no element is
             tied and a switch lies inside the grid (None otherwise): the local behaviour
             at ``x0``, which the larger steps, crossing the switch, cannot show.
@@ -180,6 +183,7 @@ class Evidence:
     piecewise_linear: bool = False  # pragma: no mutate
     below_switch: int = 0  # pragma: no mutate
     flat_below_switch: bool = False  # pragma: no mutate
+    resolved_below_switch: bool = True  # pragma: no mutate
     below: RemainderEvidence | None = None  # pragma: no mutate
     slopes_fit: bool = True  # pragma: no mutate
     eps: float = 2.0**-52  # pragma: no mutate
@@ -321,7 +325,7 @@ def decide(ev: Evidence) -> tuple[Verdict, Cause]:
     if affine_proof and ev.ad_finite and min(ev.radius_plus, ev.radius_minus) > 0:
         if ev.below_switch == 0:
             return Verdict.INCONCLUSIVE, Cause.SWITCH_TOO_CLOSE
-        if ev.flat_below_switch:
+        if ev.flat_below_switch and ev.resolved_below_switch:
             return Verdict.LINEAR, Cause.AFFINE_BETWEEN_SWITCHES
     if not ev.ad_finite:
         verdict, cause = _ad_not_finite(ev)
