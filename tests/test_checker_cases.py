@@ -519,6 +519,7 @@ def test_one_minus_cos_in_float32_is_smooth_where_its_values_move_in_quanta():
         (f32, [10.0, 0.0, 0.0], None),  # the default (random) direction
         (f32, [10.0, 0.0, 0.0], [0.0, 1.0, 0.0]),
         (f64, [30.0, 0.0, 0.0], [0.0, 1.0, 0.0]),
+        (f16, [4.0, 0.0, 0.0], [0.0, 1.0, 0.0]),  # was "discontinuous"
     ],
 )
 def test_a_confident_softmax_cross_entropy_is_never_a_wrong_derivative(dt, z0, d):
