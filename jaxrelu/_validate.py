@@ -58,6 +58,17 @@ def float_tree(x: Any, name: str) -> Any:
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
+def concrete(x: Any, name: str) -> None:
+    """Rejects traced values: the lexicographic functions analyse ``f`` at concrete values
+    on the host, so they cannot run inside ``jax.jit``, ``jax.vmap`` or ``jax.grad``."""
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x)):
+        raise TypeError(
+            f"`{name}` is a traced value: the lexicographic functions analyse f at concrete "
+            "values on the host and run outside jax.jit, jax.vmap and jax.grad (call them "
+            "on concrete arrays, one point at a time)"
+        )
+
+
 @jax.jit
 def _all_finite(leaves: list) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in leaves]))

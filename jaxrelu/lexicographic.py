@@ -78,6 +78,7 @@ __all__ = [
 
 
 def _point(x: Any, name: str = "x") -> Any:
+    _validate.concrete(x, name)
     x = _validate.float_tree(x, name)
     for i, leaf in enumerate(jax.tree.leaves(x)):
         if jnp.iscomplexobj(leaf):

@@ -460,3 +460,16 @@ def test_distinct_eigenvalues_beside_a_tie_give_no_warning():
         warnings.simplefilter("error")
         _, cols = jr.ld_jvp(f, jnp.asarray([0.0, 1.0, 2.0]), m)
     np.testing.assert_allclose(np.asarray(cols), [1.0, 1.0], rtol=1e-12)
+
+
+def test_transformations_of_the_lexicographic_functions_are_one_clear_error():
+    """They analyse f at concrete values on the host: under jit, vmap or grad their
+    argument is a tracer, a TypeError naming it (JAX's own error did not say why)."""
+    f = lambda x: jnp.maximum(x, 0.0)
+    with pytest.raises(TypeError, match=r"`args\[0\]` is a traced value"):
+        jax.vmap(jr.ld_grad(f))(jnp.asarray([0.0, 1.0]))
+    with pytest.raises(TypeError, match="traced value"):
+        jax.jit(lambda x: jr.certified_grad(f)(x)[0])(jnp.asarray(0.0))
+    with pytest.raises(TypeError, match="`x` is a traced value"):
+        jax.grad(lambda x: jr.directional_derivative(f, x, jnp.asarray(1.0)))(jnp.asarray(0.0))
+    assert float(jr.ld_grad(f)(jnp.asarray(0.0))) == 1.0  # concrete: as before
