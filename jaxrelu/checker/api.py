@@ -203,7 +203,8 @@ def _evidence(
     idx = np.arange(n)[keep]  # the kept steps' indices
     floor0 = floor
     near = min(kinks.radius_plus, kinks.radius_minus)
-    s = _resolved_steps(dfp, dfm, rp, rm, h * slope_norm, meas.vmag[keep], eps)
+    q = _quantum(dfp, dfm)
+    s = _resolved_steps(dfp, dfm, rp, rm, h * slope_norm, meas.vmag[keep], eps, q)
     # (a switch inside the grid: the stairs may be f's own, as a straight-through
     # estimator's round(x * 1e6) / 1e6 is)
     if s is not None and ad_finite and kinks.known and not near <= h[0]:
@@ -211,7 +212,7 @@ def _evidence(
         # inside f: 1 - cos(x) in float32, a confident softmax cross-entropy): f's values
         # are quantized there; the floor is raised to the quantum (its smallest move
         # seen) and only the steps whose AD step clearly exceeds it are read
-        floor = np.maximum(floor, _quantum(dfp, dfm))
+        floor = np.maximum(floor, q)
         if s >= 3:
             rem = classify_remainders(h[:s], r[:s], floor[:s], f0_norm + h[0] * slope_norm)
             up = idx[:s]
@@ -220,7 +221,7 @@ def _evidence(
         else:  # too few steps above the quantum to read anything
             rem = RemainderEvidence(Pattern.FEW, math.nan, (), (), len(h), math.nan, math.inf)
         note += (
-            f" (f's values near x0 move in quanta of {_quantum(dfp, dfm):.2g}: f(x0 ± h d) "
+            f" (f's values near x0 move in quanta of {q:.2g}: f(x0 ± h d) "
             f"equals f(x0) at some steps; the {len(h) - s} smallest steps were left out)"
         )
     slopes_fit = True
@@ -277,16 +278,15 @@ def _evidence(
     return ev, keep, note, floor
 
 
-def _resolved_steps(dfp, dfm, rp, rm, ad_step, vmag, eps: float) -> int | None:
+def _resolved_steps(dfp, dfm, rp, rm, ad_step, vmag, eps: float, q: float) -> int | None:
     """Where ``f``'s value does not move at all on a side of a step while AD's step there
-    is not zero but below half the quantum of ``f``'s values (:func:`_quantum`), rounding
+    is not zero but below half the quantum ``q`` of ``f``'s values (:func:`_quantum`), rounding
     inside ``f`` swallows the step (a kink's flat side does not move at all, but there AD's
     step is zero or at least the other side's smallest move). Returns how many of the
     largest steps have an AD step of at least :data:`CLEAN` quanta, when the quantum is one
     a rounding makes: at most ``sqrt(eps)`` of ``f``'s values, or 16 ``eps`` (a few ulps of
     a value of order 1 inside ``f``, as ``logsumexp`` of logits near 10 is). Coarser stairs
     are ``f``'s own (a straight-through estimator's ``round``); else None."""
-    q = _quantum(dfp, dfm)
     if not q <= max(math.sqrt(eps) * float(np.max(vmag)), 16 * eps):
         return None
     small = ad_step < q / 2
