@@ -540,6 +540,24 @@ def test_a_confident_softmax_cross_entropy_is_never_a_wrong_derivative(dt, z0, d
     assert rep.verdict == "smooth", rep.reason
 
 
+@pytest.mark.parametrize("dt, lead", [(f32, 12.0), (f64, 37.0)])
+def test_many_confident_cross_entropies_are_never_a_jump_or_a_wrong_derivative(dt, lead):
+    """The same loss at 30 random confident logits, checked together: ``check_many``
+    evaluated f(x0) for the differences as the linearization's primal, another program
+    that XLA rounded differently from the values at the steps (a reduction summed in
+    another order), and the one-ulp offset read as a jump at the smallest steps (one
+    ``discontinuous`` in each precision). The loss is smooth (an analytic function of
+    z): neither a jump, a kink nor a wrong derivative may be claimed; its values are
+    quantized, so ``inconclusive`` and ``linear`` (within precision) are honest."""
+    z = jax.random.normal(jax.random.PRNGKey(1), (30, 5), f64) + jnp.array([lead, 0, 0, 0, 0])
+    d = jax.random.normal(jax.random.PRNGKey(2), (30, 5), f64)
+    d = d / jnp.linalg.norm(d, axis=1, keepdims=True)
+    ce = lambda v: -jax.nn.log_softmax(v)[0]
+    counts = jr.check_many(ce, z.astype(dt), d.astype(dt)).counts
+    assert counts["discontinuous"] + counts["wrong_derivative"] + counts["kink"] == 0, counts
+    assert counts["smooth"] >= 10, counts
+
+
 @pytest.mark.parametrize("dt", [f32, f64])
 def test_values_that_never_move_are_no_rounding(dt):
     """x - stop_gradient(x) is 0 everywhere (derivative 0), AD says 1: f never moves at

@@ -91,13 +91,22 @@ def _core(closed: Any, mode: str) -> Callable:
             ad = [dot(wj, d)]
             linear = lambda dx: [dot(wj, dx)]
             project = lambda vs: [sum(jnp.sum(jnp.real(u * v.astype(wide))) for u, v in zip(vs, w))]
-        f0w = [v if jnp.iscomplexobj(v) else v.astype(wide) for v in f0]
+        widen = lambda vs: [v if jnp.iscomplexobj(v) else v.astype(wide) for v in vs]
         dd = _sq(jax.tree.leaves(d), wide)
 
-        def one(h):
+        def value(h):
             x = jax.tree.map(lambda a, b: a + h.astype(a.dtype) * b, x0, d)
-            dx = jax.tree.map(lambda a, b: a - b, x, x0)
-            fx = g(x)
+            return g(x), jax.tree.map(lambda a, b: a - b, x, x0)
+
+        # f(x0) for the differences is evaluated with the steps' values, in the same
+        # batch: the primal of the linearization (f0 above) is another program, which XLA
+        # may fuse and round differently (a reduction summed in another order), and a
+        # one-ulp offset between the two reads as a jump at the smallest steps
+        hs = jnp.concatenate([steps, -steps, jnp.zeros((1,), steps.dtype)])
+        fxs, dxs = jax.vmap(value)(hs)
+        f0w = widen([v[-1] for v in fxs])
+
+        def one(fx, dx):
             df = project(
                 [(u if jnp.iscomplexobj(u) else u.astype(wide)) - v for u, v in zip(fx, f0w)]
             )
@@ -111,9 +120,9 @@ def _core(closed: Any, mode: str) -> Callable:
             )
             return rem, mag, vmag, _flat(df), along / dd
 
-        hs = jnp.concatenate([steps, -steps])
-        rem, mag, vmag, df, heff = jax.vmap(one)(hs)
-        return rem, mag, vmag, df, heff, _flat(f0w), _flat(ad)
+        rest = lambda t: jax.tree.map(lambda v: v[:-1], t)
+        rem, mag, vmag, df, heff = jax.vmap(one)(rest(fxs), rest(dxs))
+        return rem, mag, vmag, df, heff, _flat(widen(f0)), _flat(ad)
 
     return core
 
