@@ -227,6 +227,23 @@ def undecided_ties(res: Analysis) -> list[str]:
     ]
 
 
+def transverse_jumps(res: Analysis) -> list[str]:
+    """Sources of the selects tied at the point whose cases agree there but part along
+    the switching surface (recorded by analyses with two lexicographic columns or more):
+    ``where(v[1] > 0, 2 * v[0], v[0])`` at 0 jumps across ``v[1] = 0`` wherever
+    ``v[0] != 0``, so it is no kink, although its cases agree at the point."""
+    return [
+        m.source or "unknown"
+        for m, s in zip(res.meta, res.stats)
+        if m.primitive in TRANSVERSE and m.kind == "jump" and int(np.asarray(s[1])) > 0
+    ]
+
+
+TRANSVERSE = ("select_n", "cond")
+"""The primitives whose transverse jumps an analysis with two columns or more records
+(as sites of kind ``"jump"``; their ordinary sites are of kind ``"select"``)."""
+
+
 def find_kinks(f: Callable[..., Any], *args: Any) -> list[KinkSite]:
     """Every nonsmooth site of ``f`` evaluated at ``args``.
 

@@ -54,7 +54,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -64,7 +64,14 @@ from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 from . import _util, _validate
 from ._jaxpr import APPROXIMATE_AT_TIES, analyse
 from ._jaxpr.driver import compile_cached, launch, traced
-from .kinks import KinkSite, sites_of, tied_guards, undecided_ties
+from .kinks import (
+    TRANSVERSE,
+    KinkSite,
+    sites_of,
+    tied_guards,
+    transverse_jumps,
+    undecided_ties,
+)
 
 __all__ = [
     "Certificate",
@@ -418,12 +425,20 @@ def _warn_undecided(sources: list[str], stacklevel: int) -> None:
         )
 
 
-def _ld_grad_at(
-    f: Callable, args: tuple, nums: tuple[int, ...], approx: bool = False
-) -> tuple[Any, list[str], np.ndarray, Any]:
+class _LDGrad(NamedTuple):
+    """:func:`_ld_grad_at`'s results."""
+
+    grad: Any
+    undecided: list[str]  # undecided ties (with ``approx``, tied eigh/svd sites too)
+    row: np.ndarray  # the gradient as one row, on the host
+    value: Any  # f's value
+    transverse: list[str]  # sources of tied selects that jump along their surface
+
+
+def _ld_grad_at(f: Callable, args: tuple, nums: tuple[int, ...], approx: bool = False) -> _LDGrad:
     """The lexicographic gradient, the sources of its undecided ties (and, with
-    ``approx``, of its tied eigh/svd sites), the gradient as one row (on the host) and
-    the value of ``f``."""
+    ``approx``, of its tied eigh/svd sites), the gradient as one row (on the host), the
+    value of ``f`` and the sources of its transverse jumps (:func:`transverse_jumps`)."""
     selected = [args[i] for i in nums]
     n = _size(selected)
     eye = np.eye(n)
@@ -442,11 +457,12 @@ def _ld_grad_at(
     t = res.out_t[0]
     row = np.zeros(n, np.asarray(res.out_p[0]).dtype) if t is None else np.asarray(t)
     grads = _unravel_columns(jnp.asarray(row), selected)
-    return (
+    return _LDGrad(
         (grads[0] if len(nums) == 1 else tuple(grads)),
         _unresolved(res, approx),
         row,
         res.out_p[0],
+        transverse_jumps(res),
     )
 
 
@@ -477,7 +493,7 @@ def ld_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable
     def grad_fn(*args: Any) -> Any:
         nums = _argnums(argnums, len(args))
         args = tuple(_point(a, f"args[{i}]") if i in nums else a for i, a in enumerate(args))
-        g, undecided, row, value = _ld_grad_at(f, args, nums, approx=True)
+        g, undecided, row, value, _ = _ld_grad_at(f, args, nums, approx=True)
         _warn_undecided(undecided, stacklevel=3)
         if np.isnan(row).any() and np.isfinite(value):
             _warn_nan(stacklevel=2)
@@ -622,6 +638,8 @@ def certified_grad(
                 )
                 if not tied and not guards:
                     return ad(unknown, res.grad_finite)
+            g, undecided, _, _, transverse = _ld_grad_at(f, args, nums)
+            tied = _mark_transverse(tied, transverse)
             jumps = [s for s in tied if s.kind == "jump"]
             reason = f"{len(tied)} site(s) tied: the lexicographic gradient (a Clarke subgradient)"
             if guards:
@@ -638,7 +656,6 @@ def certified_grad(
                     "downstream, as in sign(x) * x); the gradient of the piece the perturbed "
                     "point lies in"
                 )
-            g, undecided, _, _ = _ld_grad_at(f, args, nums)
             if not _finite(g):
                 # a piece's formula singular at the point (sin(x)/x behind where(x == 0, ...)):
                 # the lexicographic gradient evaluates it there; jax.grad's is the better guess
@@ -664,6 +681,16 @@ def certified_grad(
         return _with_hidden(_tied_case(res), hidden)
 
     return fn
+
+
+def _mark_transverse(tied: tuple[KinkSite, ...], sources: list[str]) -> tuple[KinkSite, ...]:
+    """The tied sites, with a select that the lexicographic analysis found to part along
+    its switching surface (:func:`transverse_jumps`) called a jump: its cases agree at
+    the point, so the gradient's analysis (which has no tangents) took it for a kink."""
+    if not sources:
+        return tied
+    hit = lambda s: s.primitive in TRANSVERSE and (s.source or "unknown") in sources
+    return tuple(dataclasses.replace(s, kind="jump") if hit(s) else s for s in tied)
 
 
 def _hidden_jumps(res: Any) -> list[KinkSite]:
@@ -731,9 +758,10 @@ def _forward_only(f: Callable, args: tuple, nums: tuple[int, ...]) -> tuple[Any,
     sites = sites_of(res, with_radius=False)
     tied = tuple(dataclasses.replace(s, min_margin=0.0) for s in sites if s.ties > 0)
     unknown = sorted({s.primitive for s in sites if s.kind == "unknown"})
+    g, undecided, _, _, transverse = _ld_grad_at(f, args, nums)
+    tied = _mark_transverse(tied, transverse)
     jumps = [s for s in tied if s.kind == "jump"]
     approx = sorted({s.primitive for s in tied if s.primitive in APPROXIMATE_AT_TIES})
-    g, undecided, _, _ = _ld_grad_at(f, args, nums)
     value_ok = bool(np.all(np.isfinite(np.asarray(res.out_p[0]))))
     reason = (
         "reverse mode does not run through f (a lax.while_loop): the forward "
@@ -767,7 +795,7 @@ def _not_finite(f: Callable, args: tuple, nums: tuple[int, ...], g_ad: Any):
     and is finite: then it is the gradient. Otherwise ``f`` may be nondifferentiable there
     (``sqrt(x**2)`` at 0) or smooth with every derivative rule failing (``norm(x)**2`` at
     0): nothing is certified."""
-    g, undecided, _, _ = _ld_grad_at(f, args, nums)
+    g, undecided, *_ = _ld_grad_at(f, args, nums)
     if _finite(g) and not undecided:
         reason = (
             "jax.grad is not finite (NaN/inf from a branch or factor that does not affect f "

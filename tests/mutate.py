@@ -93,6 +93,7 @@ TARGETS = {
         "tests/test_discrete_paths.py",
         "tests/test_linalg_roots.py",
         "tests/test_long_reductions.py",
+        "tests/test_select_surfaces.py",
     ],
     "jaxrelu/_jaxpr/reductions.py": [
         "tests/test_order_rules.py",
@@ -109,12 +110,14 @@ TARGETS = {
         "tests/test_kinks.py",
         "tests/test_external_kinds.py",
         "tests/test_linalg_roots.py",
+        "tests/test_select_surfaces.py",
     ],
     "jaxrelu/lexicographic.py": [
         "tests/test_toolkit_edges.py",
         "tests/test_lexicographic.py",
         "tests/test_external_kinds.py",
         "tests/test_discrete_paths.py",
+        "tests/test_select_surfaces.py",
     ],
 }
 

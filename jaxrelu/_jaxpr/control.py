@@ -31,7 +31,16 @@ from .core import (
     switch_stats,
 )
 from .passes import _walk
-from .rules import bind, jump_evidence, jvp_columns, select_threshold, sign_bit, unknown
+from .rules import (
+    bind,
+    jump_evidence,
+    jvp_columns,
+    select_threshold,
+    sign_bit,
+    tie_threshold,
+    transverse,
+    unknown,
+)
 
 __all__ = ["scan_counts"]
 
@@ -361,7 +370,7 @@ def cond(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
     ]
     if which.sw is not None:
         there = lax.switch(index(which.sw.across), [silent(b) for b in range(n_b)], ops)
-        ev = jnp.asarray(0.0, interp.wide)
+        ev = cut = jnp.asarray(0.0, interp.wide)
         for k, ((p, t, _, _), (q, s, _, _)) in enumerate(zip(outs, there)):
             sh = jnp.shape(p)
             if is_float(p) and not jnp.iscomplexobj(p):
@@ -370,6 +379,9 @@ def cond(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
                     rate=None if which.sw.rate is None else jnp.broadcast_to(which.sw.rate, sh),
                 )
                 ev = jnp.maximum(ev, jump_evidence(interp, sw, p, q, t, s, sh))
+                off = transverse(interp, sw, t, s, sh)
+                if off is not None:
+                    cut = jnp.maximum(cut, jnp.max(off, initial=0.0) / tie_threshold(p.dtype))
             if not is_float(p) or joint[k].sw:  # a discrete output switches with the index
                 vals[k] = vals[k]._replace(
                     sw=_nearer(vals[k].sw, which.sw._replace(across=q), sh, interp.wide)
@@ -381,6 +393,9 @@ def cond(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
         floats = [p for p, _, _, _ in outs if is_float(p)]
         if floats:
             rec.add(eqn, "cond", "select", st, min(select_threshold(p.dtype) for p in floats))
+            if interp.n_ld >= 2 and which.sw.grad is not None:  # (kinks.transverse_jumps)
+                apart = jnp.where(cut > 1, 0.0, 1.0).astype(interp.wide)
+                rec.add(eqn, "cond", "jump", switch_stats(apart, None, interp.wide))
     return vals
 
 

@@ -60,13 +60,17 @@ class Switch(NamedTuple):
     the earliest first-order crossing along the first direction of *any* switch the value
     depends on (None without tangents; the nearest switch need not be the first crossed).
     ``point``: the switch holds on its surface only, which a moving point crosses in an
-    instant (``x == c``); a select on it changes ``f`` only where its cases differ there."""
+    instant (``x == c``); a select on it changes ``f`` only where its cases differ there.
+    ``grad``: the switching quantity's tangent in every lexicographic column (a leading
+    axis of ``n_ld``), where a comparison made it and only shape-preserving or data-moving
+    operations followed (None elsewhere: not known)."""
 
     dist: Any
     rate: Any
     across: Any
     time: Any = None
     point: bool = False
+    grad: Any = None
 
     def radius(self, shape: Sequence[int], wide: Any) -> Any:
         """The earliest crossing (a tied element counts by its next crossing: a

@@ -49,6 +49,7 @@ from .core import (
     SiteStats,
     Switch,
     Val,
+    bcast_block,
     crossing_time,
     is_float,
     masked_div,
@@ -556,7 +557,29 @@ def _shape_switch(interp, eqn, ins) -> Switch:
         time = moved("time", jnp.inf)
     # (a rate fill marks operands that never move: any value >= 0 reads the same)
     rate = moved("rate", 0.0)  # pragma: no mutate
-    return Switch(moved("dist", jnp.inf), rate, moved("across", None), time)
+    grad = _moved_grad(interp, eqn, ins, data)
+    return Switch(moved("dist", jnp.inf), rate, moved("across", None), time, grad=grad)
+
+
+def _moved_grad(interp, eqn, ins, data) -> Any:
+    """:attr:`Switch.grad` moved as the data are (column by column), or None where a
+    moved switch has none (an operand without a switch is never at its surface: zeros)."""
+    sws = [ins[i].sw for i in data]
+    if all(sw is None for sw in sws) or any(sw is not None and sw.grad is None for sw in sws):
+        return None
+    k = interp.n_ld
+    args: list[Any] = []
+    axes: list[int | None] = []
+    for i, v in enumerate(ins):
+        if i not in data:
+            args.append(v.p)
+            axes.append(None)
+            continue
+        shape = np.shape(v.p)
+        g = v.sw.grad if v.sw is not None else jnp.zeros((k, *shape), interp.wide)
+        args.append(bcast_block(jnp.asarray(g, interp.wide), shape))
+        axes.append(0)
+    return jax.vmap(lambda *a: bind(eqn, list(a))[0], in_axes=axes)(*args)
 
 
 def _elementwise_switch(interp, eqn, ins, out) -> Switch:
@@ -583,8 +606,10 @@ def _elementwise_switch(interp, eqn, ins, out) -> Switch:
         if v.sw.time is not None:  # None: no tangent, so this switch is never crossed
             times.append(jnp.broadcast_to(v.sw.time, shape))
     time = jnp.min(jnp.stack(times), axis=0) if times else None
+    grads = [ins[k].sw.grad for k in with_sw]
+    known = all(g is not None for g in grads)
     if len(dists) == 1:
-        return Switch(dists[0], rates[0], alts[0], time)
+        return Switch(dists[0], rates[0], alts[0], time, grad=grads[0])
     d = jnp.stack(dists)
     near = jnp.argmin(d, axis=0)[None]
     # (the taken axis has length 1; JAX clamps a static index 1 to 0)
@@ -595,7 +620,11 @@ def _elementwise_switch(interp, eqn, ins, out) -> Switch:
         [zero if r is None else r for r in rates] if any(r is not None for r in rates) else rates
     )
     rate = None if any(r is None for r in rates) else pick(rates)
-    return Switch(pick(dists), rate, pick(alts), time)
+    grad = None
+    if known:
+        cols = jnp.stack([bcast_block(jnp.asarray(g, interp.wide), shape) for g in grads])
+        grad = jnp.take_along_axis(cols, near[:, None], axis=0)[0]
+    return Switch(pick(dists), rate, pick(alts), time, grad=grad)
 
 
 def _same_surface(a: Switch, b: Switch, shape: tuple) -> Any:
@@ -634,6 +663,8 @@ def _reduction_switch(interp, eqn, v: Val, out) -> Switch | None:
     best_t = jnp.full(out.shape, jnp.inf, interp.wide)
     best_r = jnp.zeros(out.shape, interp.wide)
     best_a = out
+    grad = None if sw.grad is None else bcast_block(jnp.asarray(sw.grad, interp.wide), x.shape)
+    best_g: Any = None if grad is None else jnp.zeros((grad.shape[0], *out.shape), interp.wide)
     for idx in itertools.product(*[range(x.shape[a]) for a in axes]):
         hot = jnp.ones((), bool)
         for a, i in zip(axes, idx):
@@ -657,10 +688,18 @@ def _reduction_switch(interp, eqn, v: Val, out) -> Switch | None:
         if rate is not None:
             best_r = jnp.where(better, at(rate), best_r)
         best_a = jnp.where(better, alt, best_a)
+        if grad is not None:
+            cols = tuple(a + 1 for a in axes)
+            g_j = jnp.sum(jnp.where(hot[None], grad, 0), axis=cols, keepdims=keep)
+            best_g = jnp.where(better[None], jnp.broadcast_to(g_j, best_g.shape), best_g)
         if time is not None:
             best_t = jnp.minimum(best_t, jnp.where(changed, at(time), jnp.inf))
     return Switch(
-        best_d, None if rate is None else best_r, best_a, None if time is None else best_t
+        best_d,
+        None if rate is None else best_r,
+        best_a,
+        None if time is None else best_t,
+        grad=best_g,
     )
 
 
@@ -777,8 +816,14 @@ def compare(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
     # -0 canonicalisation in ``jnp.searchsorted``), unlike ``floor(x) == 2`` (a plateau)
     plateau = any(v.sw is not None or v.lex is not None for v in ins)
     point = eqn.primitive.name in ("eq", "ne", "eq_to") and not plateau
-    sw = Switch(jnp.abs(m), rate, ~out, crossing_time(jnp.abs(m), rate), point)
+    sw = Switch(jnp.abs(m), rate, ~out, crossing_time(jnp.abs(m), rate), point, _grad(interp, t))
     return [Val(out, None, lex, sw)]
+
+
+def _grad(interp: Interpreter, t: Any) -> Any:
+    """A switching quantity's tangent in the lexicographic columns, kept for
+    :func:`transverse_evidence` (which needs two columns or more)."""
+    return t[: interp.n_ld] if t is not None and interp.n_ld >= 2 else None
 
 
 def undecided(interp: Interpreter, eqn: Any, m: Any, t: Any, rec: Recorder, moved=None):
@@ -810,7 +855,8 @@ def sign_bit(interp: Interpreter, x: Val, out: Any) -> Val:
         if x.lex is not None:
             lex = jnp.where(x.lex != x.p, jnp.signbit(x.lex), lex)
     rate = interp.rate(xw, t)
-    return Val(out, None, lex, Switch(jnp.abs(xw), rate, ~out, crossing_time(jnp.abs(xw), rate)))
+    sw = Switch(jnp.abs(xw), rate, ~out, crossing_time(jnp.abs(xw), rate), grad=_grad(interp, t))
+    return Val(out, None, lex, sw)
 
 
 # ------------------------------------------------------------------------ selects
@@ -863,6 +909,36 @@ def jump_evidence(interp, sw: Switch, here, there, t_here, t_there, shape) -> An
     return jnp.max(ev, initial=0.0)  # pragma: no mutate (ev >= 0: any tiny initial reads alike)
 
 
+def transverse(interp, sw: Switch, t_here, t_there, shape) -> Any:
+    """Where a tied switch's two sides agree at the point but part along its switching
+    surface: the difference of their tangents (over the lexicographic columns) is not
+    parallel to the switching quantity's tangent ``grad`` (the surface's normal where the
+    quantity is smooth), so along the surface the sides differ to first order and ``f``
+    jumps across it at points arbitrarily near. ``where(v[1] > 0, 2 * v[0], v[0])`` at 0
+    is no kink: it jumps across ``v[1] = 0`` wherever ``v[0] != 0``. Returns, per element,
+    the part of the tangent difference orthogonal to ``grad`` relative to the tangents'
+    size (0 where untied), to be read against :func:`tie_threshold` (the tangents are
+    measured at the point, as a tie's gap is: well-conditioned formulas whose difference
+    is parallel round to well below it); None with fewer than two columns or no tangent
+    of the quantity (every difference is then parallel to a number)."""
+    k = interp.n_ld
+    if sw.grad is None or k < 2 or (t_here is None and t_there is None):
+        return None
+    wide = interp.wide
+    zero = jnp.zeros((k, *shape), wide)
+    a = zero if t_here is None else t_here[:k].astype(wide)
+    b = zero if t_there is None else t_there[:k].astype(wide)
+    g = bcast_block(jnp.asarray(sw.grad, wide), shape)
+    diff = b - a
+    gg = jnp.sum(g * g, axis=0)
+    moving = gg > 0
+    along = masked_div(jnp.sum(diff * g, axis=0), gg, moving, 0.0)
+    off = jnp.max(jnp.abs(diff - along * g), axis=0)
+    size = jnp.max(jnp.abs(a), axis=0) + jnp.max(jnp.abs(b), axis=0) + jnp.finfo(wide).tiny
+    tied = jnp.broadcast_to(sw.dist, shape) == 0
+    return jnp.where(tied & moving & jnp.isfinite(off), off / size, 0.0)
+
+
 def select_threshold(dtype: Any) -> float:
     """Relative gap above which a switch is a jump: 1e-3, or 32 ulps in low precision. (A
     gap extrapolated to the switching surface from the point carries the extrapolation's
@@ -907,6 +983,11 @@ def select(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list
         t_here = _select_t(interp, which.p, cases, shape)
         t_there = _select_t(interp, sw.across, cases, shape)
         ev = jump_evidence(interp, sw, out, there, t_here, t_there, shape)
+        off = transverse(interp, sw, t_here, t_there, shape)
+        if off is not None:
+            # (a site of its own, recorded with two columns or more: kinks.transverse_jumps)
+            cut = jnp.where(off > tie_threshold(out.dtype), 0.0, 1.0)
+            rec.add(eqn, "select_n", "jump", switch_stats(cut, None, interp.wide))
         leaving = jnp.sum(jnp.broadcast_to(idx_lex != which.p, np.shape(sw.dist)))
         st = switch_stats(jnp.broadcast_to(sw.dist, shape), None, interp.wide)
         st = st._replace(

@@ -1,0 +1,181 @@
+"""Tied selects whose cases agree at the point: a kink, or a jump along the switching
+surface?
+
+``where(v[1] > 0, 2 * v[0], v[0])`` at 0 has cases that agree at the point (both 0), yet it
+jumps across ``v[1] = 0`` wherever ``v[0] != 0``: it is not locally Lipschitz, so no
+gradient is a Clarke subgradient there, and a certificate would be a confident wrong
+answer (found by the lexicographic probe of stop 33; hard top-1 routing of a zero token is
+the same shape). Continuous selects (``max`` written as ``where``, leaky ReLU and ELU of a
+linear combination, relu-like gates of a smooth quantity, a bias-free network at a zero
+input) must stay certified.
+
+The oracle is brute force and independent of the analysis: ``f`` on two grids around the
+point in the plane of two coordinates, at spacing ``h`` and ``h / 4``. For a locally
+Lipschitz ``f`` the largest difference between grid neighbours shrinks with the spacing
+(to about a quarter); across a jump it stays (the gap at a grid line a distance ~ the
+grid's size away does not shrink). The certified gradients of continuous cases are
+compared with ``jax.grad`` at a point of the piece the lexicographic directions enter
+(``x0 + 1e-3 e1 + 1e-6 e2``, where ``f`` is smooth and ``jax.grad`` is its derivative).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import jaxrelu as jr
+
+W = jnp.array([[1.0, -1.0], [0.5, 2.0]])
+A0, A1 = jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])
+NET1 = jnp.array([[1.0, -2.0], [3.0, 1.0], [-1.0, 1.0]])
+NET2 = jnp.array([0.5, -1.0, 2.0])
+
+
+def _plane_jump(f, x0, dims=(0, 1), size=1e-2):
+    """Largest neighbour difference of f on a grid at spacing h over that at h / 4 (the
+    same square around x0 in the plane of ``dims``): about 1/4 where f is Lipschitz
+    there, about 1 across a jump."""
+    x0 = np.asarray(x0, np.float64)
+
+    def largest(n):
+        s = np.linspace(-size, size, n)
+        a, b = np.meshgrid(s, s, indexing="ij")
+        pts = np.repeat(x0[None], a.size, axis=0)
+        pts[:, dims[0]] = x0[dims[0]] + a.ravel()
+        pts[:, dims[1]] = x0[dims[1]] + b.ravel()
+        vals = np.asarray(jax.vmap(f)(jnp.asarray(pts))).reshape(n, n)
+        return max(np.abs(np.diff(vals, axis=0)).max(), np.abs(np.diff(vals, axis=1)).max())
+
+    return largest(4 * 40 + 1) / largest(40 + 1)
+
+
+JUMPS = {
+    # a gate on another variable than the one its cases differ in
+    "gate": (lambda v: jnp.where(v[1] > 0, 2 * v[0], v[0]), 2, (0, 1)),
+    # hard top-1 routing of a zero token between two linear experts
+    "routing": (lambda v: jnp.where(v @ W[:, 0] > v @ W[:, 1], v @ A0, v @ A1), 2, (0, 1)),
+    # the condition broadcast over the cases
+    "broadcast": (lambda v: jnp.sum(jnp.where(v[2] > 0, 2 * v[:2], v[:2])), 3, (0, 2)),
+    "cond": (lambda v: lax.cond(v[1] > 0, lambda: 2 * v[0], lambda: v[0]), 2, (0, 1)),
+    "select": (lambda v: jnp.select([v[1] > 0, v[1] <= 0], [2 * v[0], v[0]]), 2, (0, 1)),
+    "piecewise": (
+        lambda v: jnp.piecewise(v[0], [v[1] > 0], [lambda x: 2 * x, lambda x: x]),
+        2,
+        (0, 1),
+    ),
+    # two conditions, the far one's normal parallel to the cases' difference: the tied
+    # one's normal must be the one compared
+    "and_gate": (lambda v: jnp.where((v[1] > 0) & (v[0] + 5 > 0), 2 * v[0], v[0]), 2, (0, 1)),
+    "select_far": (
+        lambda v: jnp.select([v[0] + 5 < 0, v[1] > 0], [3 * v[0], 2 * v[0]], v[0]),
+        2,
+        (0, 1),
+    ),
+    # the gate's quantity a smooth nonlinear one (a curved surface)
+    "curved": (lambda v: jnp.where(jnp.sin(v[1]) + v[1] ** 2 > 0, jnp.exp(v[0]), 1.0), 2, (0, 1)),
+}
+
+CONTINUOUS = {
+    "max": lambda v: jnp.where(v[0] > v[1], v[0], v[1]),
+    "leaky": lambda v: jax.nn.leaky_relu(v[0] + 2 * v[1]),
+    "elu": lambda v: jax.nn.elu(v[0] - 3 * v[1]),
+    "scaled": lambda v: jnp.where(v[0] - v[1] > 0, (v[0] - v[1]) * jnp.exp(v[0] + v[1]), 0.0),
+    "curved": lambda v: jnp.where(v[0] - v[1] ** 2 > 0, v[0] - v[1] ** 2, 0.0),
+    "cond_max": lambda v: lax.cond(v[0] > v[1], lambda: v[0], lambda: v[1]),
+    "piecewise": lambda v: jnp.piecewise(
+        v[0] - v[1], [v[0] - v[1] > 0], [lambda s: s, lambda s: 0.25 * s]
+    ),
+    # a bias-free network at a zero input: the second layer's quantity is tied upstream
+    "network": lambda v: NET2 @ jax.nn.leaky_relu(NET1 @ v, 0.1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(JUMPS))
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_a_select_that_jumps_along_its_surface_is_not_certified(name, dtype):
+    f, n, dims = JUMPS[name]
+    x0 = jnp.zeros(n, dtype)
+    assert _plane_jump(f, np.zeros(n), dims) > 0.5  # the oracle: f jumps near 0
+    g, cert = jr.certified_grad(f)(x0)
+    assert not cert.certified
+    assert "discontinuous" in cert.reason
+    assert [s.kind for s in cert.sites] == ["jump"]
+    assert np.all(np.isfinite(np.asarray(g)))
+
+
+@pytest.mark.parametrize("name", sorted(CONTINUOUS))
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_a_continuous_select_stays_certified(name, dtype):
+    f = CONTINUOUS[name]
+    assert _plane_jump(f, np.zeros(2)) < 0.4  # the oracle: f is Lipschitz near 0
+    g, cert = jr.certified_grad(f)(jnp.zeros(2, dtype))
+    assert cert.certified, cert.reason
+    assert cert.method == "lexicographic" and all(s.kind == "kink" for s in cert.sites)
+    inside = jnp.array([1e-3, 1e-6])  # the piece e1, then e2, enters
+    np.testing.assert_allclose(g, jax.grad(f)(inside), rtol=1e-2, atol=1e-2)
+
+
+def test_the_gradient_of_a_transverse_select_is_the_entered_piece():
+    """Not certified, but still the gradient of the piece the lexicographic directions
+    enter (v[1] > 0 after e2: 2 * v[0]), as for every tied jump."""
+    f = JUMPS["gate"][0]
+    g = jr.ld_grad(f)(jnp.zeros(2))
+    assert g.tolist() == [2.0, 0.0]
+
+
+def test_one_direction_cannot_see_the_surface():
+    """Along a single direction every tangent difference is parallel to the quantity's:
+    the directional derivative is the one along the line (f = v0 on the line v1 = 0)."""
+    f = JUMPS["gate"][0]
+    assert float(jr.directional_derivative(f, jnp.zeros(2), jnp.array([1.0, 0.0]))) == 1.0
+
+
+def test_a_gap_cancelled_downstream_is_not_certified_but_the_gradient_is_right():
+    """``v1 * where(v1 > 0, 2 v0, v0)`` is continuous (0 on v1 = 0) but its select jumps:
+    the certificate stays conservative (its reason says the gap may cancel downstream);
+    the gradient (0, 0) is the derivative of both pieces at 0."""
+    f = lambda v: v[1] * jnp.where(v[1] > 0, 2 * v[0], v[0])
+    assert _plane_jump(f, np.zeros(2)) < 0.4
+    g, cert = jr.certified_grad(f)(jnp.zeros(2))
+    assert not cert.certified and "cancels downstream" in cert.reason
+    assert g.tolist() == [0.0, 0.0]
+
+
+def test_a_tangent_difference_within_rounding_is_parallel():
+    """``max`` written with a product of the same quantity: the cases' tangent difference
+    is parallel to the quantity's up to rounding only; the relative part off the normal
+    must stay below the threshold (1e-3) and the site a kink."""
+    s = lambda v: 3.0 * v[0] - 7.0 * v[1]
+    f = lambda v: jnp.where(s(v) > 0, s(v) * jnp.cos(s(v)) * 1.1, jnp.sin(s(v)) * 0.3)
+    g, cert = jr.certified_grad(f)(jnp.zeros(2, jnp.float32))
+    assert cert.certified, cert.reason
+    np.testing.assert_allclose(g, [3.3, -7.7], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, slope", [(jnp.float64, 1e-6), (jnp.float32, 1e-4)])
+def test_a_small_slope_difference_along_the_surface_is_a_jump(dtype, slope):
+    """``where(v1 > 0, (1 + s) v0, v0)`` jumps by ``s v0`` across ``v1 = 0``: a relative
+    part of s / 2 off the normal, far above rounding (256 ulps: 6e-14 in float64, 3e-5 in
+    float32) though below the extrapolated gaps' threshold (1e-3)."""
+    f = lambda v: jnp.where(v[1] > 0, (1 + slope) * v[0], v[0])
+    tiny = jnp.finfo(dtype).tiny
+    across = f(jnp.array([1.0, tiny], dtype)) - f(jnp.array([1.0, -tiny], dtype))
+    assert float(across) > slope / 2  # the oracle: a gap at every distance from the surface
+    _, cert = jr.certified_grad(f)(jnp.zeros(2, dtype))
+    assert not cert.certified and [s.kind for s in cert.sites] == ["jump"]
+
+
+def test_only_the_transverse_select_is_called_a_jump():
+    """Beside a transverse select, a tied ``max`` (a kink) stays a kink in the
+    certificate's list."""
+
+    def f(v):
+        return jnp.where(v[1] > 0, 2 * v[0], v[0]) + jnp.maximum(v[0] - v[1], 0.0)
+
+    _, cert = jr.certified_grad(f)(jnp.zeros(2))
+    assert not cert.certified
+    assert sorted((s.primitive, s.kind) for s in cert.sites) == [
+        ("max", "kink"),
+        ("select_n", "jump"),
+    ]
