@@ -168,7 +168,8 @@ def sites_of(res: Analysis, with_radius: bool) -> list[KinkSite]:
         kind = m.kind
         if kind == "select":
             kind = "jump" if float(evidence) > m.threshold else "kink"
-        elif kind == "undecided":  # listed by undecided_ties, where they matter
+        elif kind in ("undecided", "transverse"):  # listed by undecided_ties and
+            # transverse_jumps, where they matter
             continue
         elif kind == "cut":  # a branch cut (atan2): listed where an element is on its
             # side, or where the direction reaches it
@@ -227,21 +228,18 @@ def undecided_ties(res: Analysis) -> list[str]:
     ]
 
 
-def transverse_jumps(res: Analysis) -> list[str]:
-    """Sources of the selects tied at the point whose cases agree there but part along
-    the switching surface (recorded by analyses with two lexicographic columns or more):
-    ``where(v[1] > 0, 2 * v[0], v[0])`` at 0 jumps across ``v[1] = 0`` wherever
-    ``v[0] != 0``, so it is no kink, although its cases agree at the point."""
+def transverse_jumps(res: Analysis) -> list[tuple[str, str]]:
+    """``(primitive, source)`` of the sites tied at the point whose cases agree there but
+    part along the switching surface (recorded, as internal sites of kind
+    ``"transverse"``, by analyses with two lexicographic columns or more): a select,
+    ``cond``, sorted payload or switching index. ``where(v[1] > 0, 2 * v[0], v[0])`` at 0
+    jumps across ``v[1] = 0`` wherever ``v[0] != 0``, so it is no kink, although its
+    cases agree at the point."""
     return [
-        m.source or "unknown"
+        (m.primitive, m.source or "unknown")
         for m, s in zip(res.meta, res.stats)
-        if m.primitive in TRANSVERSE and m.kind == "jump" and int(np.asarray(s[1])) > 0
+        if m.kind == "transverse" and int(np.asarray(s[1])) > 0
     ]
-
-
-TRANSVERSE = ("select_n", "cond")
-"""The primitives whose transverse jumps an analysis with two columns or more records
-(as sites of kind ``"jump"``; their ordinary sites are of kind ``"select"``)."""
 
 
 def find_kinks(f: Callable[..., Any], *args: Any) -> list[KinkSite]:

@@ -65,7 +65,6 @@ from . import _util, _validate
 from ._jaxpr import APPROXIMATE_AT_TIES, analyse
 from ._jaxpr.driver import compile_cached, launch, traced
 from .kinks import (
-    TRANSVERSE,
     KinkSite,
     sites_of,
     tied_guards,
@@ -432,7 +431,33 @@ class _LDGrad(NamedTuple):
     undecided: list[str]  # undecided ties (with ``approx``, tied eigh/svd sites too)
     row: np.ndarray  # the gradient as one row, on the host
     value: Any  # f's value
-    transverse: list[str]  # sources of tied selects that jump along their surface
+    transverse: list[tuple[str, str]]  # tied sites that part along their surface
+
+
+def _identity_blocks(args: tuple, nums: tuple[int, ...], m: np.ndarray) -> list[Any]:
+    """Per flat argument leaf, its rows of the direction matrix ``m`` (one row per
+    selected input element, in order) as a tangent block, or None if not selected."""
+    blocks, start = [], 0
+    for i, a in enumerate(args):
+        for leaf in jax.tree.leaves(a):
+            if i in nums:
+                k = int(np.size(leaf))
+                blocks.append(_blocks(leaf, m[start : start + k])[0])
+                start += k
+            else:
+                blocks.append(None)
+    return blocks
+
+
+def _transverse_reversed(f: Callable, args: tuple, nums: tuple[int, ...]) -> list[tuple[str, str]]:
+    """:func:`transverse_jumps` with the identity's columns in reverse order (the same
+    compiled analysis): a switching quantity nonsmooth at the point (``max(v0, v1) > 0``
+    at 0) has the piece the first direction enters as its tangent, whose surface the
+    cases may agree on while they part on another piece's (``v1 = 0, v0 < 0``); the other
+    order enters another piece."""
+    n = _size([args[i] for i in nums])
+    res = analyse(f, args, _identity_blocks(args, nums, np.eye(n)[:, ::-1]), n_ld=n)
+    return transverse_jumps(res)
 
 
 def _ld_grad_at(f: Callable, args: tuple, nums: tuple[int, ...], approx: bool = False) -> _LDGrad:
@@ -441,17 +466,7 @@ def _ld_grad_at(f: Callable, args: tuple, nums: tuple[int, ...], approx: bool = 
     value of ``f`` and the sources of its transverse jumps (:func:`transverse_jumps`)."""
     selected = [args[i] for i in nums]
     n = _size(selected)
-    eye = np.eye(n)
-    blocks, start = [], 0
-    for i, a in enumerate(args):
-        for leaf in jax.tree.leaves(a):
-            if i in nums:
-                k = int(np.size(leaf))
-                blocks.append(_blocks(leaf, eye[start : start + k])[0])
-                start += k
-            else:
-                blocks.append(None)
-    res = analyse(f, args, blocks, n_ld=n)
+    res = analyse(f, args, _identity_blocks(args, nums, np.eye(n)), n_ld=n)
     if len(res.out_p) != 1 or np.ndim(res.out_p[0]) != 0:
         raise TypeError("`f` must return a scalar (as for jax.grad)")
     t = res.out_t[0]
@@ -639,6 +654,8 @@ def certified_grad(
                 if not tied and not guards:
                     return ad(unknown, res.grad_finite)
             g, undecided, _, _, transverse = _ld_grad_at(f, args, nums)
+            if not transverse and _size([args[i] for i in nums]) > 1:
+                transverse = _transverse_reversed(f, args, nums)
             tied = _mark_transverse(tied, transverse)
             jumps = [s for s in tied if s.kind == "jump"]
             reason = f"{len(tied)} site(s) tied: the lexicographic gradient (a Clarke subgradient)"
@@ -648,6 +665,15 @@ def certified_grad(
                     "case, which holds only where the equality does; the lexicographic gradient "
                     "follows the case around it"
                     + (f"; {len(tied)} other site(s) tied" if tied else "")
+                )
+            # an equality test whose cases part along its surface (where(v[1] == 0, 2 v[0],
+            # v[0]), or one that holds on a whole piece: relu(v[0]) == 0)
+            parting = [src for src in guards if src in {s for _, s in transverse}]
+            if parting:
+                reason = (
+                    f"an equality test holds at the point ({parting[0]}) and its cases part "
+                    "along its surface: f may be discontinuous here; the gradient of the piece "
+                    "the perturbed point lies in"
                 )
             if jumps:
                 reason = (
@@ -673,7 +699,7 @@ def certified_grad(
                 )
             if undecided:
                 reason += f"; but {UNDECIDED} ({undecided[0]}; see check_linearization)"
-            ok = not jumps and not unknown and not approx and not undecided
+            ok = not jumps and not parting and not unknown and not approx and not undecided
             return g, Certificate("lexicographic", tied, ok, reason + _stop_note(run.tr))
 
         res = run.collect()
@@ -683,14 +709,15 @@ def certified_grad(
     return fn
 
 
-def _mark_transverse(tied: tuple[KinkSite, ...], sources: list[str]) -> tuple[KinkSite, ...]:
-    """The tied sites, with a select that the lexicographic analysis found to part along
-    its switching surface (:func:`transverse_jumps`) called a jump: its cases agree at
-    the point, so the gradient's analysis (which has no tangents) took it for a kink."""
-    if not sources:
-        return tied
-    hit = lambda s: s.primitive in TRANSVERSE and (s.source or "unknown") in sources
-    return tuple(dataclasses.replace(s, kind="jump") if hit(s) else s for s in tied)
+def _mark_transverse(
+    tied: tuple[KinkSite, ...], found: list[tuple[str, str]]
+) -> tuple[KinkSite, ...]:
+    """The tied sites, with those the lexicographic analysis found to part along their
+    switching surface (:func:`transverse_jumps`) called jumps: their cases agree at the
+    point, so the gradient's analysis (which has no tangents) took them for kinks."""
+    return tuple(
+        dataclasses.replace(s, kind="jump") if (s.primitive, s.source) in found else s for s in tied
+    )
 
 
 def _hidden_jumps(res: Any) -> list[KinkSite]:
@@ -759,6 +786,8 @@ def _forward_only(f: Callable, args: tuple, nums: tuple[int, ...]) -> tuple[Any,
     tied = tuple(dataclasses.replace(s, min_margin=0.0) for s in sites if s.ties > 0)
     unknown = sorted({s.primitive for s in sites if s.kind == "unknown"})
     g, undecided, _, _, transverse = _ld_grad_at(f, args, nums)
+    if not transverse and _size([args[i] for i in nums]) > 1 and tied:
+        transverse = _transverse_reversed(f, args, nums)
     tied = _mark_transverse(tied, transverse)
     jumps = [s for s in tied if s.kind == "jump"]
     approx = sorted({s.primitive for s in tied if s.primitive in APPROXIMATE_AT_TIES})

@@ -25,6 +25,7 @@ from jaxrelu.checker import (
     classify_remainders,
     decide,
 )
+from jaxrelu.checker.explain import explain
 from jaxrelu.checker.remainders import roundoff_floor
 
 H = 2.0 ** -np.arange(30)  # 1 .. 2^-29
@@ -653,3 +654,26 @@ def test_exact_slopes_overrule_measured_verdicts_only_where_they_are_exact():
     assert decide(_evidence(two, sp=0.5, sm=0.5, **dict(tie, tied=0)))[0] is Verdict.SMOOTH
     same = dict(tie, exact_minus=A(1.0 - 1e-15))  # apart by rounding only
     assert decide(_evidence(two, sp=0.5, sm=0.5, **same))[0] is Verdict.SMOOTH
+
+
+def test_slopes_measured_across_a_tied_jump_are_no_wrong_derivative():
+    """floor at 1e6 in float32 (gap 1, 16 ulps of f, below the floor): the steps that
+    resolve a slope (32 and up) see the staircase's slope 1 against AD's 0, and the exact
+    one-sided slopes (0, 0) are AD's. With x0 on a jump of the program that is no wrong
+    derivative but undecidable; off every jump, or with exact slopes that are not AD's,
+    the measurement stands."""
+    one = read(power(1.0, 1.0))
+    case = dict(
+        ad=0.0, sp=1.0, sm=1.0, exact_plus=A(0.0), exact_minus=A(0.0), sites_known=True, tied=1
+    )
+    at_jump = _evidence(one, eps=F32_EPS, tied_jumps=1, **case)
+    assert decide(at_jump) == (Verdict.INCONCLUSIVE, Cause.SLOPES_ACROSS_JUMP)
+    assert "jump" in explain(Cause.SLOPES_ACROSS_JUMP, at_jump, H)
+    assert decide(_evidence(one, eps=F32_EPS, tied_jumps=0, **case))[0] is Verdict.WRONG_DERIVATIVE
+    off = dict(case, exact_plus=A(1.0), exact_minus=A(1.0))  # AD not the exact slope
+    assert decide(_evidence(one, eps=F32_EPS, tied_jumps=1, **off))[0] is Verdict.WRONG_DERIVATIVE
+    # AD 16 ulps from the exact slope still matches; far more does not
+    near = dict(case, ad=8 * F32_EPS)
+    assert decide(_evidence(one, eps=F32_EPS, tied_jumps=1, **near))[1] is Cause.SLOPES_ACROSS_JUMP
+    far = dict(case, ad=64 * F32_EPS)
+    assert decide(_evidence(one, eps=F32_EPS, tied_jumps=1, **far))[0] is Verdict.WRONG_DERIVATIVE

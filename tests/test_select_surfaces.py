@@ -28,6 +28,8 @@ import jaxrelu as jr
 
 W = jnp.array([[1.0, -1.0], [0.5, 2.0]])
 A0, A1 = jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])
+ROUTER = jnp.array([[1.0, 0.5], [-0.2, 1.0]])  # two experts' logits ROUTER @ x
+EXPERTS = jnp.array([[1.0, 2.0], [0.0, -1.0]])  # their outputs EXPERTS @ x
 NET1 = jnp.array([[1.0, -2.0], [3.0, 1.0], [-1.0, 1.0]])
 NET2 = jnp.array([0.5, -1.0, 2.0])
 
@@ -72,6 +74,21 @@ JUMPS = {
         2,
         (0, 1),
     ),
+    # the switching quantity itself nonsmooth at the point: the cases agree along the
+    # surface's piece the first direction enters (v0 = 0), not along the other (v1 = 0)
+    "max_switch": (lambda v: jnp.where(jnp.maximum(v[0], v[1]) > 0, v[0], 0.0), 2, (0, 1)),
+    "max_of_three": (lambda v: jnp.where(jnp.max(v) > 0, v[0], 0.0), 3, (0, 2)),
+    # top-1 routing by sorting the router's logits (the positions, or the experts'
+    # outputs sorted along as a payload)
+    "top_k": (lambda v: (EXPERTS @ v)[lax.top_k(ROUTER @ v, 1)[1][0]], 2, (0, 1)),
+    "argsort": (lambda v: (EXPERTS @ v)[jnp.argsort(-(ROUTER @ v))[0]], 2, (0, 1)),
+    "sort_payload": (
+        lambda v: lax.sort((-(ROUTER @ v), EXPERTS @ v), num_keys=1)[1][0],
+        2,
+        (0, 1),
+    ),
+    # "the first condition that holds" (argmax of booleans) picks a factor
+    "first_true": (lambda v: jnp.array([2.0, 1.0])[jnp.argmax(v[1:] > 0)] * v[0], 3, (0, 2)),
     # the gate's quantity a smooth nonlinear one (a curved surface)
     "curved": (lambda v: jnp.where(jnp.sin(v[1]) + v[1] ** 2 > 0, jnp.exp(v[0]), 1.0), 2, (0, 1)),
 }
@@ -86,6 +103,9 @@ CONTINUOUS = {
     "piecewise": lambda v: jnp.piecewise(
         v[0] - v[1], [v[0] - v[1] > 0], [lambda s: s, lambda s: 0.25 * s]
     ),
+    # the largest value, sorted along its own keys as a payload, and a sorted element
+    "sort_payload": lambda v: lax.sort((-v, 2 * v), num_keys=1)[1][0],
+    "sorted": lambda v: jnp.sort(jnp.stack([v[0], v[1], -v[0]]))[1],
     # a bias-free network at a zero input: the second layer's quantity is tied upstream
     "network": lambda v: NET2 @ jax.nn.leaky_relu(NET1 @ v, 0.1),
 }
@@ -100,7 +120,8 @@ def test_a_select_that_jumps_along_its_surface_is_not_certified(name, dtype):
     g, cert = jr.certified_grad(f)(x0)
     assert not cert.certified
     assert "discontinuous" in cert.reason
-    assert [s.kind for s in cert.sites] == ["jump"]
+    # the select (or cond) is the jump; a max inside its switching quantity is a kink
+    assert any(s.kind == "jump" for s in cert.sites)
     assert np.all(np.isfinite(np.asarray(g)))
 
 
@@ -179,3 +200,60 @@ def test_only_the_transverse_select_is_called_a_jump():
         ("max", "kink"),
         ("select_n", "jump"),
     ]
+
+
+GUARDS = {
+    # an equality on a line, cases that differ along it
+    "line": lambda v: jnp.where(v[1] == 0, 2 * v[0], v[0]),
+    # an equality that holds on a half-plane (relu(v0) == 0 iff v0 <= 0)
+    "half_plane": lambda v: jnp.where(jax.nn.relu(v[0]) == 0, v[1], 3 * v[1]),
+    # the one-hot mask idiom: v1 is the maximum on a half-plane
+    "mask": lambda v: jnp.where(jnp.maximum(v[0], v[1]) == v[1], 2 * v[0], v[0]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GUARDS))
+def test_an_equality_test_whose_cases_part_along_its_surface_is_not_certified(name):
+    """An equality test that holds at the point is a guard (``where(x == 0, 0, sin x)``:
+    the case around it is the derivative) only if its cases agree along its surface;
+    these jump across it at points arbitrarily near 0."""
+    f = GUARDS[name]
+    assert _plane_jump(f, np.zeros(2)) > 0.5
+    _, cert = jr.certified_grad(f)(jnp.zeros(2))
+    assert not cert.certified
+    assert "equality test" in cert.reason and "part along its surface" in cert.reason
+
+
+def test_a_guard_whose_cases_agree_along_its_surface_stays_certified():
+    """``where(v0 == 0, v1, sin(v0) + v1)``: on the line v0 = 0 the cases agree (v1), and
+    f is smooth; the lexicographic gradient (cos 0, 1) is its gradient."""
+    f = lambda v: jnp.where(v[0] == 0, v[1], jnp.sin(v[0]) + v[1])
+    g, cert = jr.certified_grad(f)(jnp.zeros(2))
+    assert cert.certified, cert.reason
+    assert g.tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_the_first_true_condition_is_read_at_the_perturbed_point(dtype):
+    """``[2, 1][argmax([v1 > 0, v2 > 0])] * v0`` at 0: along (1, -1, 1) the first true
+    condition is the second, so f(t d) = t exactly (the oracle, one-sided differences);
+    two tied comparisons reduced together are two surfaces, not one."""
+    f = JUMPS["first_true"][0]
+    d = jnp.array([1.0, -1.0, 1.0], dtype)
+    for t in (1e-1, 1e-3):
+        assert float(f(t * d)) / t == pytest.approx(1.0, rel=1e-6)
+    assert float(jr.directional_derivative(f, jnp.zeros(3, dtype), d)) == 1.0
+    assert float(jr.directional_derivative(f, jnp.zeros(3, dtype), -d)) == -2.0
+
+
+def test_argpartition_routing_is_analysed():
+    """``jnp.argpartition`` takes ``top_k`` with k = 0 for a one-element partition (the
+    analysis failed on its empty gap); at the tie v1 = v2 = 0 the routed factor jumps
+    (1 or 2 by which is smaller), away from it the gradient is jax.grad's."""
+    tab = jnp.array([1.0, 2.0, 3.0, 4.0])
+    f = lambda v: tab[jnp.argpartition(v[1:], 1)[0]] * v[0]
+    _, cert = jr.certified_grad(f)(jnp.zeros(3))
+    assert not cert.certified and "jump" in cert.reason
+    x = jnp.array([0.5, 1.0, 2.0])
+    g, cert = jr.certified_grad(f)(x)
+    assert cert.certified and g.tolist() == jax.grad(f)(x).tolist() == [1.0, 0.0, 0.0]

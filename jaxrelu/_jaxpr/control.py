@@ -395,7 +395,7 @@ def cond(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
             rec.add(eqn, "cond", "select", st, min(select_threshold(p.dtype) for p in floats))
             if interp.n_ld >= 2 and which.sw.grad is not None:  # (kinks.transverse_jumps)
                 apart = jnp.where(cut > 1, 0.0, 1.0).astype(interp.wide)
-                rec.add(eqn, "cond", "jump", switch_stats(apart, None, interp.wide))
+                rec.add(eqn, "cond", "transverse", switch_stats(apart, None, interp.wide))
     return vals
 
 

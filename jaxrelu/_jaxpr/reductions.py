@@ -41,9 +41,11 @@ from .rules import (
     discrete,
     index_site,
     jump_evidence,
+    parting,
     record_unknown,
     select_threshold,
     smooth,
+    tie_threshold,
     unknown,
 )
 
@@ -300,6 +302,7 @@ def sort(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
             sw, neighbour = _order_switch(
                 interp, last(m), None if rate is None else last(rate), last(jnp.asarray(outs[k]))
             )
+            tied_last = sw.dist == 0
             sw = Switch(*(None if f is None else back(f) for f in sw[:4]))  # type: ignore[arg-type]
             if is_float(outs[k]):
                 t = res[k].t
@@ -312,7 +315,19 @@ def sort(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
                 ev = jump_evidence(interp, sw, here, sw.across, t, t_there, here.shape)
                 st = switch_stats(sw.dist, sw.rate, interp.wide, evidence=ev)
                 rec.add(eqn, "sort", "select", st, select_threshold(here.dtype))
+                key_t = res[0].t
+                if t is not None and key_t is not None and interp.n_ld >= 2:
+                    # payloads that agree at a tied swap but part along its surface
+                    lead = lambda a: jnp.moveaxis(a[: interp.n_ld], dim + 1, -1)
+                    tk, tp = lead(key_t), lead(t)
+                    off = parting(interp.wide, tk - neighbour(tk), tp, neighbour(tp), tied_last)
+                    cut = jnp.where(off > tie_threshold(here.dtype), 0.0, 1.0)
+                    rec.add(eqn, "sort", "transverse", switch_stats(cut, None, interp.wide))
             else:
+                if res[0].t is not None and interp.n_ld >= 2:
+                    # the swapping keys' gap, in every column (rules.transverse)
+                    tk = jnp.moveaxis(res[0].t[: interp.n_ld], dim + 1, -1)
+                    sw = sw._replace(grad=jnp.moveaxis(tk - neighbour(tk), -1, dim + 1))
                 res[k] = res[k]._replace(sw=sw)
     return res
 
@@ -359,6 +374,8 @@ def top_k(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[
         return discrete(interp, eqn, ins, rec)
     vals, idx = bind(eqn, [x.p])
     k = eqn.params["k"]
+    if k == 0:  # nothing taken (jnp.argpartition's second half of a 1-element partition)
+        return [Val(vals), Val(idx)]
     axis = eqn.params.get("axis", -1) % np.ndim(x.p)  # pragma: no mutate (JAX sets axis)
     xp = jnp.moveaxis(jnp.asarray(x.p), axis, -1)
     n = xp.shape[-1]
@@ -399,13 +416,17 @@ def top_k(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[
         _, order = lax.sort(keys, dimension=xp.ndim - 1, num_keys=1)  # pragma: no mutate
         full = head[..., :-1] - head[..., 1:]
         r_full = None if rate is None else h0[..., :-1] - h0[..., 1:]
-        got, _ = _order_switch(interp, full, r_full, order)
+        got, neighbour = _order_switch(interp, full, r_full, order)
         if rate is not None:
             # the first k positions move at the first swap inside them or of the k-th with
             # an element left out (two elements left out may swap earlier: no change)
             first = jnp.min(crossing_time(gap, rate), axis=-1, keepdims=True, initial=jnp.inf)
             got = got._replace(time=jnp.broadcast_to(first, got.dist.shape))
         sw = Switch(*(None if f is None else jnp.moveaxis(f[..., :k], -1, axis) for f in got[:4]))  # type: ignore[arg-type]
+        if sc and interp.n_ld >= 2:
+            # the swapping keys' gap, in every column (rules.transverse)
+            tk = jnp.stack(sc[: interp.n_ld])
+            sw = sw._replace(grad=jnp.moveaxis((tk - neighbour(tk))[..., :k], -1, axis + 1))
     return [Val(vals, t), Val(idx, None, lex, sw)]
 
 

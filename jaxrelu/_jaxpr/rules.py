@@ -311,9 +311,17 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
 
         firsts = [ins[i].t[0] for i in fpos]  # pragma: no mutate (first column; 1 clamps to 0)
         there, t_there = jax.jvp(fn, [ins[i].p for i in fpos], firsts)
-        return there, t_there, marked(args)
+        if not parts:
+            return there, t_there, marked(args)
+        # every lexicographic column, for rules.transverse
+        column = lambda *c: jax.jvp(fn, [ins[i].p for i in fpos], list(c))[1]
+        t_cols = jax.vmap(column)(*[ins[i].t[: interp.n_ld] for i in fpos])
+        return there, t_there, marked(args), t_cols
 
-    there_all, t_all, loc_all = jax.vmap(flipped)(jnp.arange(n))
+    # (a switch that agrees at the point may part along its surface: rules.transverse)
+    grads_of = [None if sw is None else sw.grad for sw in sws]
+    parts = bool(fpos) and interp.n_ld >= 2 and all(g is not None for g in grads_of)
+    there_all, t_all, loc_all, *t_cols_all = jax.vmap(flipped)(jnp.arange(n))
     expand = (slice(None),) + (None,) * len(shape)
     changed = (there_all != jnp.asarray(out)[None]) | (loc_all != marked([v.p for v in ins])[None])
     d_all = jnp.where(changed, dist[expand], jnp.inf)
@@ -346,6 +354,20 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
         )
         st = st._replace(evidence=ev)
     rec.add(eqn, name, "select", st, select_threshold(out.dtype))
+    if parts and t_out is not None:
+        k = interp.n_ld
+        grads = jnp.concatenate(
+            [
+                jnp.reshape(bcast_block(jnp.asarray(g, wide), p.shape), (k, -1))
+                for g, p in zip(grads_of, ps)
+            ],
+            axis=1,
+        )  # (columns, index elements)
+        g_best = jnp.moveaxis(grads.T[best[0]], -1, 0)  # (columns, *shape)
+        t_best = jnp.take_along_axis(t_cols_all[0], best[:, None], axis=0)[0]
+        off = parting(wide, g_best, t_out[:k], t_best, d_out == 0)
+        cut = jnp.where(off > tie_threshold(out.dtype), 0.0, 1.0)
+        rec.add(eqn, name, "transverse", switch_stats(cut, None, wide))
 
 
 def record_unknown(
@@ -675,8 +697,20 @@ def _reduction_switch(interp, eqn, v: Val, out) -> Switch | None:
         group = hot | (dist == jnp.sum(jnp.where(hot, dist, 0), axis=axes, keepdims=True))
         if rate is not None:
             group = group & (hot | (rate == jnp.sum(jnp.where(hot, rate, 0), axes, keepdims=True)))
+        if grad is not None:  # the same tangent in every column, not along the first only
+            cols = tuple(a + 1 for a in axes)
+            own = jnp.sum(jnp.where(hot[None], grad, 0), axis=cols, keepdims=True)
+            group = group & (hot | jnp.all(grad == own, axis=0))
         alt = bind(eqn, [jnp.where(group, across, x)])[0]
         changed = alt != out
+        if rate is None:
+            # without tangents two tied surfaces cannot be told apart (v1 > 0 and v2 > 0
+            # at 0, where the first true one is read): a tied element flipped alone counts
+            # too (a shared surface, x > 0 beside x <= 0, is tied there all the same)
+            alone = bind(eqn, [jnp.where(hot, across, x)])[0]
+            tie = jnp.sum(jnp.where(hot, dist, 0), axis=axes, keepdims=keep) == 0
+            alt = jnp.where(changed, alt, alone)
+            changed = changed | (jnp.broadcast_to(tie, out.shape) & (alone != out))
 
         def at(field: Any, hot: Any = hot) -> Any:
             picked = jnp.sum(jnp.where(hot, field, 0), axis=axes, keepdims=keep)
@@ -689,7 +723,6 @@ def _reduction_switch(interp, eqn, v: Val, out) -> Switch | None:
             best_r = jnp.where(better, at(rate), best_r)
         best_a = jnp.where(better, alt, best_a)
         if grad is not None:
-            cols = tuple(a + 1 for a in axes)
             g_j = jnp.sum(jnp.where(hot[None], grad, 0), axis=cols, keepdims=keep)
             best_g = jnp.where(better[None], jnp.broadcast_to(g_j, best_g.shape), best_g)
         if time is not None:
@@ -929,13 +962,20 @@ def transverse(interp, sw: Switch, t_here, t_there, shape) -> Any:
     a = zero if t_here is None else t_here[:k].astype(wide)
     b = zero if t_there is None else t_there[:k].astype(wide)
     g = bcast_block(jnp.asarray(sw.grad, wide), shape)
+    return parting(wide, g, a, b, jnp.broadcast_to(sw.dist, shape) == 0)
+
+
+def parting(wide: Any, g: Any, a: Any, b: Any, tied: Any) -> Any:
+    """:func:`transverse`'s measure: per element (columns on the first axis), the part
+    of ``b - a`` orthogonal to ``g`` relative to ``|a| + |b|``, where ``tied`` and ``g``
+    is not zero (0 elsewhere)."""
+    a, b, g = a.astype(wide), b.astype(wide), g.astype(wide)
     diff = b - a
     gg = jnp.sum(g * g, axis=0)
     moving = gg > 0
     along = masked_div(jnp.sum(diff * g, axis=0), gg, moving, 0.0)
     off = jnp.max(jnp.abs(diff - along * g), axis=0)
     size = jnp.max(jnp.abs(a), axis=0) + jnp.max(jnp.abs(b), axis=0) + jnp.finfo(wide).tiny
-    tied = jnp.broadcast_to(sw.dist, shape) == 0
     return jnp.where(tied & moving & jnp.isfinite(off), off / size, 0.0)
 
 
@@ -987,7 +1027,7 @@ def select(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list
         if off is not None:
             # (a site of its own, recorded with two columns or more: kinks.transverse_jumps)
             cut = jnp.where(off > tie_threshold(out.dtype), 0.0, 1.0)
-            rec.add(eqn, "select_n", "jump", switch_stats(cut, None, interp.wide))
+            rec.add(eqn, "select_n", "transverse", switch_stats(cut, None, interp.wide))
         leaving = jnp.sum(jnp.broadcast_to(idx_lex != which.p, np.shape(sw.dist)))
         st = switch_stats(jnp.broadcast_to(sw.dist, shape), None, interp.wide)
         st = st._replace(

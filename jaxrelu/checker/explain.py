@@ -158,6 +158,13 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
         f"one-sided slopes from the jaxpr: in {_prec(ev)} the steps are too coarse to "
         "measure the derivative (they see f's curvature)"
     ),
+    Cause.SLOPES_ACROSS_JUMP: lambda ev, h: (
+        f"the measured slopes {fmt_slope(ev.plus.value)} and {fmt_slope(ev.minus.value)}"
+        f"{_span(ev, h)} disagree with AD's {fmt_slope(ev.ad)}, but x0 is on a jump of the "
+        f"program ({ev.tied_jumps} tied element(s)) whose exact one-sided slopes are AD's: "
+        f"its gap lies below the roundoff floor of {_prec(ev)}, and the steps that resolve "
+        "a slope measure the staircase, not f at x0"
+    ),
     Cause.SLOPES_DIFFER: lambda ev, h: (
         f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)} and the "
         f"{_slopes(ev)} differ{_exact(ev)}: f is not differentiable at x0 along d; AD's "
