@@ -558,6 +558,24 @@ def test_many_confident_cross_entropies_are_never_a_jump_or_a_wrong_derivative(d
     assert counts["smooth"] >= 10, counts
 
 
+@pytest.mark.parametrize("dt, a", [(f32, 1e6), (f64, 1e12)])
+def test_a_steep_smooth_function_is_no_wrong_derivative(dt, a):
+    """tanh(a x) at 0 is analytic with derivative a, which AD gives exactly (oracle: a
+    float64 central difference at h = 1e-3 / a). Its curvature lives on the scale 1 / a,
+    far below the largest steps, so the smallest steps show its truncation (order 1
+    where it saturates, then 3), which must not be read as rounding noise: the floor
+    raised above it hid the order-3 steps and left the saturated ones' slope, reported
+    as a wrong derivative."""
+    f = lambda x: jnp.sum(jnp.tanh(a * x))
+    h = 1e-3 / a
+    x64 = jnp.array([h], f64)
+    central = float((f(x64) - f(-x64)) / (2 * h))
+    assert central == pytest.approx(a, rel=1e-6)
+    assert float(jax.grad(f)(jnp.zeros(1, dt))[0]) == pytest.approx(a, rel=1e-6)
+    rep = jr.check_linearization(f, jnp.zeros(1, dt), jnp.ones(1, dt))
+    assert rep.verdict == "smooth", rep.reason
+
+
 @pytest.mark.parametrize("dt", [f32, f64])
 def test_values_that_never_move_are_no_rounding(dt):
     """x - stop_gradient(x) is 0 everywhere (derivative 0), AD says 1: f never moves at

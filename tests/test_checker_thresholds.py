@@ -40,6 +40,12 @@ def _tail(orders):
         ([0.0, 0.4, 0.0], False),  # spread 0.4 <= 0.5: still signal
         ([0.0, 0.75, 0.0], True),  # spread 0.75 > 0.5: noise, the floor is raised
         ([1.0, -1.0, 1.0], True),
+        # falling at every halving (>= 0.9), faster than h at the smallest (>= 1.5): the
+        # truncation of a steep smooth f (tanh(1e12 x) in float64), not noise
+        ([1.0, 2.0, 3.0], False),
+        ([0.9, 3.0, 1.5], False),  # both bounds met exactly
+        ([0.85, 3.0, 3.0], True),  # one halving that does not fall enough
+        ([1.0, 3.0, 1.4], True),  # the smallest steps fall too slowly
     ],
 )
 def test_floor_raised_only_by_an_erratic_tail(orders, raised):

@@ -30,6 +30,8 @@ W = jnp.array([[1.0, -1.0], [0.5, 2.0]])
 A0, A1 = jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])
 ROUTER = jnp.array([[1.0, 0.5], [-0.2, 1.0]])  # two experts' logits ROUTER @ x
 EXPERTS = jnp.array([[1.0, 2.0], [0.0, -1.0]])  # their outputs EXPERTS @ x
+ROUTER3 = jnp.array([[1.0, 0.5, -0.3], [-0.2, 1.0, 0.7]])  # the same on 3 inputs
+EXPERTS3 = jnp.array([[1.0, 2.0, 0.0], [0.0, -1.0, 3.0]])
 NET1 = jnp.array([[1.0, -2.0], [3.0, 1.0], [-1.0, 1.0]])
 NET2 = jnp.array([0.5, -1.0, 2.0])
 
@@ -82,6 +84,9 @@ JUMPS = {
     # outputs sorted along as a payload)
     "top_k": (lambda v: (EXPERTS @ v)[lax.top_k(ROUTER @ v, 1)[1][0]], 2, (0, 1)),
     "argsort": (lambda v: (EXPERTS @ v)[jnp.argsort(-(ROUTER @ v))[0]], 2, (0, 1)),
+    # three inputs, two experts: more columns than sorted elements
+    "top_k_3": (lambda v: (EXPERTS3 @ v)[lax.top_k(ROUTER3 @ v, 1)[1][0]], 3, (0, 1)),
+    "argsort_3": (lambda v: (EXPERTS3 @ v)[jnp.argsort(-(ROUTER3 @ v))[0]], 3, (0, 1)),
     "sort_payload": (
         lambda v: lax.sort((-(ROUTER @ v), EXPERTS @ v), num_keys=1)[1][0],
         2,
@@ -257,3 +262,11 @@ def test_argpartition_routing_is_analysed():
     x = jnp.array([0.5, 1.0, 2.0])
     g, cert = jr.certified_grad(f)(x)
     assert cert.certified and g.tolist() == jax.grad(f)(x).tolist() == [1.0, 0.0, 0.0]
+
+
+def test_a_gate_on_data_that_does_not_move_is_no_switch():
+    """``where(y[0] > 0, 2 x[0], x[0]) + x[1]`` differentiated in x alone, at y = 0: the
+    gate's quantity has no tangent (y is fixed), so near x the function is x0 + x1."""
+    f = lambda x, y: jnp.where(y[0] > 0, 2 * x[0], x[0]) + x[1]
+    g, cert = jr.certified_grad(f)(jnp.zeros(2), jnp.zeros(1))
+    assert cert.certified and g.tolist() == [1.0, 1.0]

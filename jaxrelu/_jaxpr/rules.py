@@ -955,7 +955,7 @@ def transverse(interp, sw: Switch, t_here, t_there, shape) -> Any:
     is parallel round to well below it); None with fewer than two columns or no tangent
     of the quantity (every difference is then parallel to a number)."""
     k = interp.n_ld
-    if sw.grad is None or k < 2 or (t_here is None and t_there is None):
+    if sw.grad is None or k < 2:
         return None
     wide = interp.wide
     zero = jnp.zeros((k, *shape), wide)
@@ -972,7 +972,9 @@ def parting(wide: Any, g: Any, a: Any, b: Any, tied: Any) -> Any:
     a, b, g = a.astype(wide), b.astype(wide), g.astype(wide)
     diff = b - a
     gg = jnp.sum(g * g, axis=0)
-    moving = gg > 0
+    # (at gg == 0 the masked quotient would be 0/0: NaN, dropped below as not finite, so
+    # ``>=`` reads alike)
+    moving = gg > 0  # pragma: no mutate
     along = masked_div(jnp.sum(diff * g, axis=0), gg, moving, 0.0)
     off = jnp.max(jnp.abs(diff - along * g), axis=0)
     size = jnp.max(jnp.abs(a), axis=0) + jnp.max(jnp.abs(b), axis=0) + jnp.finfo(wide).tiny

@@ -43,6 +43,8 @@ CLEAN = 8.0  # ... and above 8 floors is used to fit the order
 WINDOW = 5  # the order is fitted on at most 5 steps: the smallest clean ones
 SCATTER = 1.0  # local orders in the window may differ by at most this much
 TAIL_SCATTER = 0.5  # a tail of steps whose local orders agree this well is signal, not noise
+TAIL_FALL = 0.9  # a tail whose local orders are all at least this falls at every halving,
+TAIL_TRUNCATION = 1.5  # and at least this at its smallest steps: truncation, not noise
 # Bounds on the relative curvature rho = |f''| h_max^2 / |f| that a "linear" verdict may
 # leave unresolved below the floor: strict when the remainders never leave the floor,
 # looser when they rise abruptly further out (a kink or jump there; no smooth f does that).
@@ -135,6 +137,16 @@ def roundoff_floor_many(
     informative = np.all((r > INFORMATIVE * floor) | ~tiny, axis=1)
     # (a spread of exactly 0.5 needs ratios of sqrt(2): ``<`` and ``<=`` read alike)
     signal = informative & (spread <= TAIL_SCATTER)  # pragma: no mutate
+    # a tail that falls at every halving, faster than h at its smallest steps, is
+    # truncation, not noise: a smooth f whose curvature lives on a scale far below the
+    # largest step (tanh(1e6 x) at 0 in float32: order 1.6 rising to 3 through the tail;
+    # tanh(1e12 x) in float64: 1 where it saturates, then 3); rounding noise never falls so
+    # (the tiny steps are a suffix of each point's steps: their smallest pair is its last)
+    n_steps = np.full(len(steps), steps.shape[1]) if valid is None else np.sum(valid, axis=1)
+    end = np.maximum(n_steps - 2, 0)[:, None]
+    smallest = np.take_along_axis(np.where(pair, lo, np.nan), end, axis=1)[:, 0]
+    falling = np.all(np.where(pair, lo >= TAIL_FALL, True), axis=1) & (smallest >= TAIL_TRUNCATION)
+    signal = signal | (informative & falling)
     quiet = rt_max <= np.max(np.where(tiny, floor, -np.inf), axis=1)
     raise_ = usable & ~signal & ~quiet
     # capped at sqrt(eps) of the largest magnitude seen (|f| + |J d| h at the largest
