@@ -32,6 +32,7 @@ ROUTER = jnp.array([[1.0, 0.5], [-0.2, 1.0]])  # two experts' logits ROUTER @ x
 EXPERTS = jnp.array([[1.0, 2.0], [0.0, -1.0]])  # their outputs EXPERTS @ x
 ROUTER3 = jnp.array([[1.0, 0.5, -0.3], [-0.2, 1.0, 0.7]])  # the same on 3 inputs
 EXPERTS3 = jnp.array([[1.0, 2.0, 0.0], [0.0, -1.0, 3.0]])
+EXPERTS3_V = jnp.arange(12.0).reshape(2, 2, 3) - 5.0  # experts with 2-vector outputs
 NET1 = jnp.array([[1.0, -2.0], [3.0, 1.0], [-1.0, 1.0]])
 NET2 = jnp.array([0.5, -1.0, 2.0])
 
@@ -87,6 +88,17 @@ JUMPS = {
     # three inputs, two experts: more columns than sorted elements
     "top_k_3": (lambda v: (EXPERTS3 @ v)[lax.top_k(ROUTER3 @ v, 1)[1][0]], 3, (0, 1)),
     "argsort_3": (lambda v: (EXPERTS3 @ v)[jnp.argsort(-(ROUTER3 @ v))[0]], 3, (0, 1)),
+    # a routed vector (the index picks a row), and a constant payload (a factor table)
+    "top_k_rows": (
+        lambda v: jnp.array([1.0, 2.0]) @ (EXPERTS3_V @ v)[lax.top_k(ROUTER3 @ v, 1)[1][0]],
+        3,
+        (0, 1),
+    ),
+    "sort_table": (
+        lambda v: lax.sort((-(ROUTER @ v), jnp.array([1.0, 2.0])), num_keys=1)[1][0] * v[0],
+        2,
+        (0, 1),
+    ),
     "sort_payload": (
         lambda v: lax.sort((-(ROUTER @ v), EXPERTS @ v), num_keys=1)[1][0],
         2,
