@@ -46,6 +46,7 @@ def _tail(orders):
         ([0.9, 3.0, 1.5], False),  # both bounds met exactly
         ([0.85, 3.0, 3.0], True),  # one halving that does not fall enough
         ([1.0, 3.0, 1.4], True),  # the smallest steps fall too slowly
+        ([1.0, 2.0], True),  # two halvings: too few to tell truncation from chance
     ],
 )
 def test_floor_raised_only_by_an_erratic_tail(orders, raised):
@@ -109,6 +110,19 @@ def test_a_tail_exactly_at_two_floors_is_not_informative():
     assert floor[-1] == 2 * F
     r2 = np.where(h <= 1e-2 * math.sqrt(EPS), 4 * F, r)  # above 2 floors: a signal
     assert roundoff_floor(h, r2, np.ones(len(h)), EPS)[-1] == F
+
+
+def test_a_falling_tail_is_read_on_its_informative_steps():
+    """Truncation that falls into the floor (sigmoid(1e6 x) in float32 reaches the
+    rounding of 0.5): the informative steps fall at every halving, the rest sit at the
+    floor: no raise. Informative steps after one at the floor are noise: raised."""
+    r, h = _tail([1.0, 2.0, 3.0, 3.0])
+    r[-1] = 2 * F  # the smallest step at two floors: not informative
+    assert roundoff_floor(h, r, np.ones(len(h)), EPS)[-1] == F
+    bumped = r.copy()
+    bumped[-2] = 2 * F  # a step at the floor, then an informative one after it
+    bumped[-1] = 1e-11
+    assert roundoff_floor(h, bumped, np.ones(len(h)), EPS)[-1] > F
 
 
 def test_three_tiny_steps_are_enough_to_read_the_noise():

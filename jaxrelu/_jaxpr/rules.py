@@ -364,7 +364,8 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
             axis=1,
         )  # (columns, index elements)
         g_best = jnp.moveaxis(grads.T[best[0]], -1, 0)  # (columns, *shape)
-        t_best = jnp.take_along_axis(t_cols_all[0], best[:, None], axis=0)[0]
+        # (the taken axis has length 1; JAX clamps a static index 1 to 0)
+        t_best = jnp.take_along_axis(t_cols_all[0], best[:, None], axis=0)[0]  # pragma: no mutate
         off = parting(wide, g_best, t_out[:k], t_best, d_out == 0)
         cut = jnp.where(off > tie_threshold(out.dtype), 0.0, 1.0)
         rec.add(eqn, name, "transverse", switch_stats(cut, None, wide))

@@ -137,16 +137,25 @@ def roundoff_floor_many(
     informative = np.all((r > INFORMATIVE * floor) | ~tiny, axis=1)
     # (a spread of exactly 0.5 needs ratios of sqrt(2): ``<`` and ``<=`` read alike)
     signal = informative & (spread <= TAIL_SCATTER)  # pragma: no mutate
-    # a tail that falls at every halving, faster than h at its smallest steps, is
-    # truncation, not noise: a smooth f whose curvature lives on a scale far below the
-    # largest step (tanh(1e6 x) at 0 in float32: order 1.6 rising to 3 through the tail;
-    # tanh(1e12 x) in float64: 1 where it saturates, then 3); rounding noise never falls so
-    # (the tiny steps are a suffix of each point's steps: their smallest pair is its last)
-    n_steps = np.full(len(steps), steps.shape[1]) if valid is None else np.sum(valid, axis=1)
-    end = np.maximum(n_steps - 2, 0)[:, None]
-    smallest = np.take_along_axis(np.where(pair, lo, np.nan), end, axis=1)[:, 0]
-    falling = np.all(np.where(pair, lo >= TAIL_FALL, True), axis=1) & (smallest >= TAIL_TRUNCATION)
-    signal = signal | (informative & falling)
+    # a tail that falls at every halving, faster than h at its smallest informative
+    # steps, is truncation, not noise: a smooth f whose curvature lives on a scale far
+    # below the largest step (tanh(1e6 x) at 0 in float32: order 1.6 rising to 3 through
+    # the tail; tanh(1e12 x) in float64: 1 where it saturates, then 3; sigmoid(1e6 x) in
+    # float32 falls so until it reaches the rounding of 0.5); rounding noise never falls
+    # so. Read on the tail's informative steps, which must come first (once at the floor,
+    # the rest stays there).
+    above = tiny & (r > INFORMATIVE * floor)
+    ordered = ~np.any(tiny[:, :-1] & ~above[:, :-1] & above[:, 1:], axis=1)
+    ipair = above[:, :-1] & above[:, 1:]
+    end = np.maximum(np.argmax(tiny, axis=1) + np.sum(above, axis=1) - 2, 0)[:, None]
+    smallest = np.take_along_axis(np.where(ipair, lo, np.nan), end, axis=1)[:, 0]
+    falling = (
+        ordered
+        & (np.sum(above, axis=1) >= 4)  # three halvings: noise does not fall so by chance
+        & np.all(np.where(ipair, lo >= TAIL_FALL, True), axis=1)
+        & (smallest >= TAIL_TRUNCATION)
+    )
+    signal = signal | falling
     quiet = rt_max <= np.max(np.where(tiny, floor, -np.inf), axis=1)
     raise_ = usable & ~signal & ~quiet
     # capped at sqrt(eps) of the largest magnitude seen (|f| + |J d| h at the largest
