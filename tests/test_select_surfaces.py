@@ -80,6 +80,8 @@ JUMPS = {
     # the switching quantity itself nonsmooth at the point: the cases agree along the
     # surface's piece the first direction enters (v0 = 0), not along the other (v1 = 0)
     "max_switch": (lambda v: jnp.where(jnp.maximum(v[0], v[1]) > 0, v[0], 0.0), 2, (0, 1)),
+    # ... and the other way round: found by the identity's order, not by the reverse
+    "max_switch_v1": (lambda v: jnp.where(jnp.maximum(v[0], v[1]) > 0, v[1], 0.0), 2, (0, 1)),
     "max_of_three": (lambda v: jnp.where(jnp.max(v) > 0, v[0], 0.0), 3, (0, 2)),
     # top-1 routing by sorting the router's logits (the positions, or the experts'
     # outputs sorted along as a payload)
@@ -97,6 +99,11 @@ JUMPS = {
     "sort_table": (
         lambda v: lax.sort((-(ROUTER @ v), jnp.array([1.0, 2.0])), num_keys=1)[1][0] * v[0],
         2,
+        (0, 1),
+    ),
+    "sort_payload_3": (
+        lambda v: lax.sort((-(ROUTER3 @ v), EXPERTS3 @ v), num_keys=1)[1][0],
+        3,
         (0, 1),
     ),
     "sort_payload": (
@@ -282,3 +289,23 @@ def test_a_gate_on_data_that_does_not_move_is_no_switch():
     f = lambda x, y: jnp.where(y[0] > 0, 2 * x[0], x[0]) + x[1]
     g, cert = jr.certified_grad(f)(jnp.zeros(2), jnp.zeros(1))
     assert cert.certified and g.tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("value", ["v0", "v1"])
+def test_transverse_jumps_without_reverse_mode(value):
+    """A program reverse mode cannot run through (a while_loop whose carry depends on v)
+    takes the forward path of certified_grad; a select that parts along its surface is
+    a jump there too, whichever order of the directions finds it (the gate on max(v0,
+    v1) reads v1: the identity's order finds it; v0: the reverse)."""
+    i = 0 if value == "v0" else 1
+
+    def f(v):
+        # (a loop that runs once: its carry depends on v, so reverse mode fails)
+        w = lax.while_loop(lambda c: c[0] < 1.0, lambda c: (c[0] + 1.0, c[1] * 1.0), (0.0, v))[1]
+        return jnp.where(jnp.maximum(w[0], w[1]) > 0, w[i], 0.0)
+
+    with pytest.raises(ValueError, match="Reverse-mode"):
+        jax.grad(f)(jnp.zeros(2))
+    assert _plane_jump(f, np.zeros(2)) > 0.5
+    _, cert = jr.certified_grad(f)(jnp.zeros(2))
+    assert not cert.certified and "jumps" in cert.reason

@@ -320,7 +320,11 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
 
     # (a switch that agrees at the point may part along its surface: rules.transverse)
     grads_of = [None if sw is None else sw.grad for sw in sws]
-    parts = bool(fpos) and interp.n_ld >= 2 and all(g is not None for g in grads_of)
+    # (grads are set with two columns or more only, and without float tangents ``flipped``
+    # returns before reading ``parts``: its conditions read alike in any combination)
+    parts = (
+        bool(fpos) and interp.n_ld >= 2 and all(g is not None for g in grads_of)
+    )  # pragma: no mutate
     there_all, t_all, loc_all, *t_cols_all = jax.vmap(flipped)(jnp.arange(n))
     expand = (slice(None),) + (None,) * len(shape)
     changed = (there_all != jnp.asarray(out)[None]) | (loc_all != marked([v.p for v in ins])[None])
@@ -363,7 +367,8 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
             ],
             axis=1,
         )  # (columns, index elements)
-        g_best = jnp.moveaxis(grads.T[best[0]], -1, 0)  # (columns, *shape)
+        # (best has a leading axis of length 1: JAX clamps a static index 1 to 0)
+        g_best = jnp.moveaxis(grads.T[best[0]], -1, 0)  # pragma: no mutate
         # (the taken axis has length 1; JAX clamps a static index 1 to 0)
         t_best = jnp.take_along_axis(t_cols_all[0], best[:, None], axis=0)[0]  # pragma: no mutate
         off = parting(wide, g_best, t_out[:k], t_best, d_out == 0)
@@ -976,7 +981,9 @@ def parting(wide: Any, g: Any, a: Any, b: Any, tied: Any) -> Any:
     # (at gg == 0 the masked quotient would be 0/0: NaN, dropped below as not finite, so
     # ``>=`` reads alike)
     moving = gg > 0  # pragma: no mutate
-    along = masked_div(jnp.sum(diff * g, axis=0), gg, moving, 0.0)
+    along = masked_div(
+        jnp.sum(diff * g, axis=0), gg, moving, 0.0
+    )  # pragma: no mutate (g = 0 there)
     off = jnp.max(jnp.abs(diff - along * g), axis=0)
     size = jnp.max(jnp.abs(a), axis=0) + jnp.max(jnp.abs(b), axis=0) + jnp.finfo(wide).tiny
     return jnp.where(tied & moving & jnp.isfinite(off), off / size, 0.0)
