@@ -651,7 +651,8 @@ def _elementwise_switch(interp, eqn, ins, out) -> Switch:
     grad = None
     if known:
         cols = jnp.stack([bcast_block(jnp.asarray(g, interp.wide), shape) for g in grads])
-        grad = jnp.take_along_axis(cols, near[:, None], axis=0)[0]
+        # (the taken axis has length 1; JAX clamps a static index 1 to 0)
+        grad = jnp.take_along_axis(cols, near[:, None], axis=0)[0]  # pragma: no mutate
     return Switch(pick(dists), rate, pick(alts), time, grad=grad)
 
 
