@@ -113,6 +113,20 @@ JUMPS = {
     ),
     # "the first condition that holds" (argmax of booleans) picks a factor
     "first_true": (lambda v: jnp.array([2.0, 1.0])[jnp.argmax(v[1:] > 0)] * v[0], 3, (0, 2)),
+    # the order the directions enter is not the point's own (tied keys [x1, -x1]: at the
+    # point the first position reads x0, just beside it 2 x0)
+    "argsort_swapped": (
+        lambda v: jnp.stack([v[0], 2 * v[0]])[jnp.argsort(jnp.stack([v[1], -v[1]]))[0]],
+        2,
+        (0, 1),
+    ),
+    # a mask of two tied comparisons, one true and one false at the point: the result
+    # switches where the false one does
+    "mask_and": (
+        lambda v: jnp.where((v[0] >= 0) & (v[1] > 0), 2 * v[0] + v[1], v[0] + 2 * v[1]),
+        2,
+        (0, 1),
+    ),
     # the gate's quantity a smooth nonlinear one (a curved surface)
     "curved": (lambda v: jnp.where(jnp.sin(v[1]) + v[1] ** 2 > 0, jnp.exp(v[0]), 1.0), 2, (0, 1)),
 }

@@ -322,9 +322,8 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
     grads_of = [None if sw is None else sw.grad for sw in sws]
     # (grads are set with two columns or more only, and without float tangents ``flipped``
     # returns before reading ``parts``: its conditions read alike in any combination)
-    parts = (
-        bool(fpos) and interp.n_ld >= 2 and all(g is not None for g in grads_of)
-    )  # pragma: no mutate
+    known = all(g is not None for g in grads_of)
+    parts = bool(fpos) and interp.n_ld >= 2 and known  # pragma: no mutate
     there_all, t_all, loc_all, *t_cols_all = jax.vmap(flipped)(jnp.arange(n))
     expand = (slice(None),) + (None,) * len(shape)
     changed = (there_all != jnp.asarray(out)[None]) | (loc_all != marked([v.p for v in ins])[None])
@@ -358,7 +357,7 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
         )
         st = st._replace(evidence=ev)
     rec.add(eqn, name, "select", st, select_threshold(out.dtype))
-    if parts and t_out is not None:
+    if parts:
         k = interp.n_ld
         grads = jnp.concatenate(
             [
@@ -371,7 +370,10 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
         g_best = jnp.moveaxis(grads.T[best[0]], -1, 0)  # pragma: no mutate
         # (the taken axis has length 1; JAX clamps a static index 1 to 0)
         t_best = jnp.take_along_axis(t_cols_all[0], best[:, None], axis=0)[0]  # pragma: no mutate
-        off = parting(wide, g_best, t_out[:k], t_best, d_out == 0)
+        # this side: the index's own value at the point (the output reads the piece the
+        # perturbed point lies in, which may be the flip's: argsort([x1, -x1]) at 0)
+        t_here = flipped(jnp.asarray(-1))[3]  # (no element is flipped)
+        off = parting(wide, g_best, t_here, t_best, d_out == 0)
         cut = jnp.where(off > tie_threshold(out.dtype), 0.0, 1.0)
         rec.add(eqn, name, "transverse", switch_stats(cut, None, wide))
 
@@ -639,7 +641,12 @@ def _elementwise_switch(interp, eqn, ins, out) -> Switch:
     if len(dists) == 1:
         return Switch(dists[0], rates[0], alts[0], time, grad=grads[0])
     d = jnp.stack(dists)
-    near = jnp.argmin(d, axis=0)[None]
+    # the nearest operand whose flip changes the result (where none does, the nearest):
+    # ``(x0 >= 0) & (x1 > 0)`` at 0 switches where x1 does, not where x0 does
+    moves = jnp.stack([a != out for a in alts])
+    d_moving = jnp.where(moves, d, jnp.inf)
+    near = jnp.where(jnp.any(moves, axis=0), jnp.argmin(d_moving, axis=0), jnp.argmin(d, axis=0))
+    near = near[None]
     # (the taken axis has length 1; JAX clamps a static index 1 to 0)
     pick = lambda xs: jnp.take_along_axis(jnp.stack(xs), near, axis=0)[0]  # pragma: no mutate
     # a switch without a rate, beside others with one, has no tangent: it does not move
