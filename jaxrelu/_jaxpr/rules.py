@@ -374,7 +374,8 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
         # perturbed point lies in, which may be the flip's: argsort([x1, -x1]) at 0)
         t_here = flipped(jnp.asarray(-1))[3]  # (no element is flipped)
         off = parting(wide, g_best, t_here, t_best, d_out == 0)
-        cut = jnp.where(off > tie_threshold(out.dtype), 0.0, 1.0)
+        # (an off-normal part of exactly 256 ulps: ``>=`` reads alike)
+        cut = jnp.where(off > tie_threshold(out.dtype), 0.0, 1.0)  # pragma: no mutate
         rec.add(eqn, name, "transverse", switch_stats(cut, None, wide))
 
 
@@ -1044,7 +1045,8 @@ def select(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list
         off = transverse(interp, sw, t_here, t_there, shape)
         if off is not None:
             # (a site of its own, recorded with two columns or more: kinks.transverse_jumps)
-            cut = jnp.where(off > tie_threshold(out.dtype), 0.0, 1.0)
+            # (an off-normal part of exactly 256 ulps: ``>=`` reads alike)
+            cut = jnp.where(off > tie_threshold(out.dtype), 0.0, 1.0)  # pragma: no mutate
             rec.add(eqn, "select_n", "transverse", switch_stats(cut, None, interp.wide))
         leaving = jnp.sum(jnp.broadcast_to(idx_lex != which.p, np.shape(sw.dist)))
         st = switch_stats(jnp.broadcast_to(sw.dist, shape), None, interp.wide)
