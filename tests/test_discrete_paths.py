@@ -332,3 +332,15 @@ def test_a_straight_through_quantizer_at_its_jump_is_not_certified():
     lse = lambda x: sg(jnp.max(x)) + jnp.log(jnp.sum(jnp.exp(x - sg(jnp.max(x)))))
     _, cert = jr.certified_grad(lse)(jnp.array([1.0, 1.0, 0.0]))
     assert cert.certified
+
+
+def test_a_flat_table_read_at_a_switching_index_is_a_site():
+    """``floor(t)[(x1 > 0).astype(int)]`` with t = (x0, x0 + 1) at (0.5, 0): the table is
+    piecewise constant, but the index switches at x1 = 0 (no site of its own: a cast of
+    a comparison), and the value read jumps from 0 to 1 there (the oracle: f at x1 =
+    +-1e-9). The read is a site (a jump), not a flat value carried along."""
+    f = lambda x: jnp.floor(jnp.stack([x[0], x[0] + 1.0]))[(x[1] > 0).astype(jnp.int32)]
+    x = jnp.array([0.5, 0.0])
+    assert float(f(x + jnp.array([0.0, 1e-9]))) - float(f(x - jnp.array([0.0, 1e-9]))) == 1.0
+    _, cert = jr.certified_grad(f)(x)
+    assert not cert.certified and "jump" in cert.reason
