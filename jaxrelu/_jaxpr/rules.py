@@ -870,7 +870,7 @@ def compare(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> lis
 
 def _grad(interp: Interpreter, t: Any) -> Any:
     """A switching quantity's tangent in the lexicographic columns, kept for
-    :func:`transverse_evidence` (which needs two columns or more)."""
+    :func:`transverse` (which needs two columns or more)."""
     return t[: interp.n_ld] if t is not None and interp.n_ld >= 2 else None
 
 
