@@ -588,3 +588,18 @@ def test_values_that_never_move_are_no_rounding(dt):
     sg = lax.stop_gradient
     for f in (lambda x: x - sg(x), lambda x: x + sg(jnp.round(x) - x)):
         assert jr.check_linearization(f, A(0.3, dt), A(1.0, dt)).verdict == "wrong_derivative"
+
+
+@pytest.mark.parametrize("dt", [f32, f64])
+def test_a_kink_at_a_double_eigenvalue_that_rounding_hides_is_not_linear(dt):
+    """1e6 + (largest eigenvalue of [[0, x], [x, 0]]) = 1e6 + |x| (hand derivation): a kink
+    at 0 with one-sided slopes 1 and -1, where AD says 0. In float32 (an ulp of 1e6 is
+    1/16) every step small enough to read leaves f on the floor, and the jaxpr cannot give
+    eigh's exact one-sided slopes at the tie: never ``linear``. In float64 the slopes are
+    resolved: a kink."""
+    swap = jnp.array([[0.0, 1.0], [1.0, 0.0]], dt)
+    f = lambda x: 1e6 + jnp.linalg.eigvalsh(swap * x[0])[1]
+    rep = jr.check_linearization(f, jnp.zeros(1, dt))
+    assert rep.verdict == ("inconclusive" if dt == f32 else "kink"), rep.reason
+    if dt == f32:
+        assert "eigh" in rep.reason

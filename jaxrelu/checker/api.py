@@ -62,6 +62,7 @@ class _Kinks:
 
     sites: tuple[KinkSite, ...] = ()
     known: bool = False
+    kinds_known: bool = False
     tied: int = 0
     tied_jumps: int = 0
     radius_plus: float = math.nan
@@ -109,7 +110,8 @@ def _kinks(problem: Problem, n_pts: int) -> list[_Kinks]:
         approx = any(s.ties and s.primitive in APPROXIMATE_AT_TIES for s in (*sp, *sm))
         # (an undecided tie: the exact slopes may be the tie's own side, not the truth)
         undecided = bool(undecided_ties(plus) or undecided_ties(minus))
-        known = all(s.kind != "unknown" for s in sp) and not approx and not undecided
+        kinds_known = all(s.kind != "unknown" for s in sp)
+        known = kinds_known and not approx and not undecided
 
         def slope(r: Any, sign: float) -> np.ndarray:
             cols = []
@@ -130,6 +132,7 @@ def _kinks(problem: Problem, n_pts: int) -> list[_Kinks]:
             _Kinks(
                 sites=tuple(near[:3]),
                 known=known,
+                kinds_known=kinds_known,
                 tied=sum(s.ties for s in sp),
                 tied_jumps=sum(s.ties for s in sp if s.kind == "jump"),
                 radius_plus=min((s.radius for s in sp), default=math.inf),
@@ -255,6 +258,7 @@ def _evidence(
         f0_finite=bool(np.all(np.isfinite(meas.f0))),
         f_finite=f_ok,
         sites_known=kinks.known,
+        inexact_ties=kinks.kinds_known and not kinks.known,
         tied=kinks.tied,
         tied_jumps=kinks.tied_jumps,
         radius_plus=kinks.radius_plus,

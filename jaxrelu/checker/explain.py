@@ -113,6 +113,11 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
         f"({ev.tied} tied element(s)) whose exact one-sided slopes and AD's are not all "
         f"equal (largest difference {_exact_spread(ev):.3g}), by less than {_prec(ev)} "
         "resolves: a kink or a wrong derivative too small to measure cannot be told from none"
+        if ev.exact_plus is not None
+        else f"the remainders stay at roundoff level, but x0 is on a switch of the program "
+        f"({ev.tied} tied element(s)) whose exact one-sided slopes the jaxpr does not give "
+        "(a tie of eigh or svd, or one left undecided): a kink that the rounding of f "
+        "hides cannot be told from none"
     ),
     Cause.FLAT_THEN_RISE: lambda ev, h: (
         f"the remainders stay at roundoff level for steps up to h = {ev.remainders.rise:.3g} "

@@ -149,7 +149,10 @@ class Evidence:
         plus, minus: one-sided slopes from values; ``tests`` their comparisons.
         exact_plus, exact_minus: the one-sided slopes from the jaxpr (None if unknown).
         f0_finite: ``f(x0)`` finite; ``f_finite``: ``f`` finite at the small steps.
-        sites_known: the kink analysis ran and knows every primitive.
+        sites_known: the kink analysis ran, knows every primitive, and has the exact
+            one-sided slopes at every tie; ``inexact_ties``: it knows every primitive,
+            but at some tie the slopes are not exact (an ``eigh`` or ``svd`` tie, an
+            undecided one).
         tied: elements exactly on a switch (over all sites); ``tied_jumps`` those of
             sites that are jumps.
         radius_plus, radius_minus: distance to the nearest switch along ``±d``.
@@ -177,6 +180,7 @@ class Evidence:
     f0_finite: bool = True  # pragma: no mutate
     f_finite: bool = True  # pragma: no mutate
     sites_known: bool = False  # pragma: no mutate
+    inexact_ties: bool = False  # pragma: no mutate
     tied: int = 0  # pragma: no mutate
     tied_jumps: int = 0  # pragma: no mutate
     radius_plus: float = math.nan  # pragma: no mutate
@@ -244,8 +248,9 @@ def _linear_unless_on_a_switch(ev: Evidence, cause: Cause) -> tuple[Verdict, Cau
     """Remainders at the roundoff floor say ``linear`` -- unless the jaxpr puts ``x0`` on
     a switch whose effect rounding can hide (``1e6 + relu(x)`` in float32: ``f`` rounds
     the kink away at every small step): then the exact one-sided slopes decide a kink, and
-    a tied jump (whose gap may lie below the floor) leaves it undecided."""
-    if not (ev.sites_known and ev.tied > 0):
+    a tied jump (whose gap may lie below the floor), or a tie whose exact slopes are
+    unknown (``1e6 + eigvalsh(...)`` at a double eigenvalue), leaves it undecided."""
+    if not _on_a_known_switch(ev):
         return Verdict.LINEAR, cause
     exact = _exact_break(ev)
     if exact is not None:
@@ -255,6 +260,11 @@ def _linear_unless_on_a_switch(ev: Evidence, cause: Cause) -> tuple[Verdict, Cau
     if not _exact_all_equal(ev):
         return Verdict.INCONCLUSIVE, Cause.FLAT_AT_KINK
     return Verdict.LINEAR, cause
+
+
+def _on_a_known_switch(ev: Evidence) -> bool:
+    """Whether the jaxpr, every primitive known, puts ``x0`` on a switch."""
+    return (ev.sites_known or ev.inexact_ties) and ev.tied > 0
 
 
 def _exact_all_equal(ev: Evidence) -> bool:
@@ -288,7 +298,7 @@ def _from_remainders(ev: Evidence) -> tuple[Verdict, Cause]:
     if rem.pattern is Pattern.FLAT_THEN_RISE:
         if rem.n_flat >= MIN_FLAT and rem.kappa <= KAPPA_ABRUPT:
             return _linear_unless_on_a_switch(ev, Cause.FLAT_THEN_RISE)
-        if not (ev.sites_known and ev.tied > 0) or math.isnan(rem.order):
+        if not _on_a_known_switch(ev) or math.isnan(rem.order):
             return Verdict.INCONCLUSIVE, Cause.RISE_TOO_COARSE
         # x0 sits on a switch (from the jaxpr): the few flat smallest steps are rounding
         # inside f (floor(x + 2) at 1 in float32: x + 2 swallows the step), and the rise
