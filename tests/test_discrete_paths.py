@@ -344,3 +344,33 @@ def test_a_flat_table_read_at_a_switching_index_is_a_site():
     assert float(f(x + jnp.array([0.0, 1e-9]))) - float(f(x - jnp.array([0.0, 1e-9]))) == 1.0
     _, cert = jr.certified_grad(f)(x)
     assert not cert.certified and "jump" in cert.reason
+
+
+_SPLIT = lambda x: jnp.split(jnp.floor(x), 2)[0][0]  # floor(x0), through a 2-output split
+_BARRIER = lambda x: lax.optimization_barrier((jnp.floor(x), 2 * jnp.floor(x)))[0][0]
+
+
+@pytest.mark.parametrize("flat", [_SPLIT, _BARRIER], ids=["split", "optimization_barrier"])
+def test_piecewise_constant_results_of_a_multi_output_op_switch_where_their_operand_does(flat):
+    """f = where(floor(x0) > 0, x1, 2 x1) with floor(x0) read through a primitive of two
+    results. By hand: for x0 in [0, 1), floor(x0) = 0 and f = 2 x1, smooth with gradient
+    (0, 2); at x0 = 1 floor steps to 1 and f jumps from 2 x1 to x1. The comparison
+    ``0 > 0`` is tied in value, but its operand is constant there: its switch is the
+    floor's, at x0 = 1, not at the point."""
+    f = lambda x: jnp.where(flat(x) > 0, x[1], 2 * x[1])
+    d = jnp.array([1.0, 0.5])
+    for x0 in (0.5, 1.0 - 2.0**-20):
+        x = jnp.array([x0, 0.3])
+        g, cert = jr.certified_grad(f)(x)
+        assert cert.certified, cert.reason
+        np.testing.assert_array_equal(g, [0.0, 2.0])
+        # the first switch along d: where x0 reaches 1 (the oracle: f before and after)
+        r = jr.kink_radius(f, x, d)
+        assert r == pytest.approx(1.0 - x0, rel=1e-9)
+        assert float(f(x + (r * 0.99) * d)) == pytest.approx(2 * (0.3 + 0.5 * r * 0.99))
+        assert float(f(x + (r * 1.01) * d)) == pytest.approx(0.3 + 0.5 * r * 1.01)
+    x = jnp.array([1.0, 0.3])  # at the jump: the select is a tied jump
+    gap = float(f(x - jnp.array([1e-9, 0.0]))) - float(f(x))
+    assert gap == pytest.approx(0.3)
+    sel = [s for s in jr.kink_sites(f, x, d) if s.primitive == "select_n"]
+    assert [(s.kind, s.ties) for s in sel] == [("jump", 1)]

@@ -205,7 +205,7 @@ def lex_values(interp: Interpreter, eqn: Any, ins: Sequence[Val], outs: Sequence
 
 def smooth(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
     outs = bind(eqn, [v.p for v in ins])
-    if _stays_flat(eqn, ins, outs):
+    if _stays_flat(ins):
         return _flat_vals(interp, eqn, ins, rec)
     ts = jvp_columns(interp, eqn, ins)
     if any(not is_float(v.p) and v.sw is not None for v in ins) and is_float(outs[0]):
@@ -213,17 +213,17 @@ def smooth(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list
     return _vals(outs, ts, lex_values(interp, eqn, ins, outs))
 
 
-def _stays_flat(eqn: Any, ins: Sequence[Val], outs: Sequence[Any]) -> bool:
+def _stays_flat(ins: Sequence[Val]) -> bool:
     """Whether the result of piecewise-constant operands (``floor(x) / 2``,
     ``sign(x)[:, None]``, ``jnp.sum(jnp.floor(x))``) is itself piecewise constant, its
     switch carried as an integer's is (:func:`_propagate_switch`): float operands, each
     flat or a constant."""
     if not any(v.flat for v in ins) or not all(v.flat or v.const for v in ins):
         return False
-    # (one result: a switch per output of ``split`` or ``optimization_barrier`` is not
-    # carried; an index operand that switches makes it a gather read by
-    # :func:`index_site`, a fixed one, ``floor(x)[idx]``, keeps it flat)
-    return len(outs) == 1 and all(is_float(v.p) or v.sw is None for v in ins)
+    # (an index operand that switches makes it a gather read by :func:`index_site`, a
+    # fixed one, ``floor(x)[idx]``, keeps it flat; the results of ``split`` or
+    # ``optimization_barrier`` each get their own switch, as an integer sort's do)
+    return all(is_float(v.p) or v.sw is None for v in ins)
 
 
 # primitives whose operands may broadcast to the result's shape without acting
