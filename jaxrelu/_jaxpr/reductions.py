@@ -42,10 +42,10 @@ from .rules import (
     index_site,
     jump_evidence,
     parting,
+    record_transverse,
     record_unknown,
     select_threshold,
     smooth,
-    tie_threshold,
     unknown,
 )
 
@@ -321,9 +321,7 @@ def sort(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
                     lead = lambda a: jnp.moveaxis(a[: interp.n_ld], dim + 1, -1)
                     tk, tp = lead(key_t), lead(t)
                     off = parting(interp.wide, tk - neighbour(tk), tp, neighbour(tp), tied_last)
-                    # (an off-normal part of exactly 256 ulps: ``>=`` reads alike)
-                    cut = jnp.where(off > tie_threshold(here.dtype), 0.0, 1.0)  # pragma: no mutate
-                    rec.add(eqn, "sort", "transverse", switch_stats(cut, None, interp.wide))
+                    record_transverse(interp, eqn, "sort", off, here.dtype, rec)
             else:
                 if res[0].t is not None and interp.n_ld >= 2:
                     # the swapping keys' gap, in every column (rules.transverse)

@@ -374,9 +374,7 @@ def index_site(interp: Interpreter, eqn: Any, ins: list[Val], out: Any, t_out: A
         # perturbed point lies in, which may be the flip's: argsort([x1, -x1]) at 0)
         t_here = flipped(jnp.asarray(-1))[3]  # (no element is flipped)
         off = parting(wide, g_best, t_here, t_best, d_out == 0)
-        # (an off-normal part of exactly 256 ulps: ``>=`` reads alike)
-        cut = jnp.where(off > tie_threshold(out.dtype), 0.0, 1.0)  # pragma: no mutate
-        rec.add(eqn, name, "transverse", switch_stats(cut, None, wide))
+        record_transverse(interp, eqn, name, off, out.dtype, rec)
 
 
 def record_unknown(
@@ -980,6 +978,14 @@ def transverse(interp, sw: Switch, t_here, t_there, shape) -> Any:
     return parting(wide, g, a, b, jnp.broadcast_to(sw.dist, shape) == 0)
 
 
+def record_transverse(interp, eqn, name: str, off: Any, dtype: Any, rec: Recorder) -> None:
+    """Records where :func:`parting`'s measure ``off`` exceeds :func:`tie_threshold` as an
+    internal site of kind ``"transverse"`` (read by ``kinks.transverse_jumps``)."""
+    # (an off-normal part of exactly 256 ulps: ``>=`` reads alike)
+    cut = jnp.where(off > tie_threshold(dtype), 0.0, 1.0)  # pragma: no mutate
+    rec.add(eqn, name, "transverse", switch_stats(cut, None, interp.wide))
+
+
 def parting(wide: Any, g: Any, a: Any, b: Any, tied: Any) -> Any:
     """:func:`transverse`'s measure: per element (columns on the first axis), the part
     of ``b - a`` orthogonal to ``g`` relative to ``|a| + |b|``, where ``tied`` and ``g``
@@ -990,9 +996,8 @@ def parting(wide: Any, g: Any, a: Any, b: Any, tied: Any) -> Any:
     # (at gg == 0 the masked quotient would be 0/0: NaN, dropped below as not finite, so
     # ``>=`` reads alike)
     moving = gg > 0  # pragma: no mutate
-    along = masked_div(
-        jnp.sum(diff * g, axis=0), gg, moving, 0.0
-    )  # pragma: no mutate (g = 0 there)
+    num = jnp.sum(diff * g, axis=0)
+    along = masked_div(num, gg, moving, 0.0)  # pragma: no mutate (g = 0 where filled)
     off = jnp.max(jnp.abs(diff - along * g), axis=0)
     size = jnp.max(jnp.abs(a), axis=0) + jnp.max(jnp.abs(b), axis=0) + jnp.finfo(wide).tiny
     return jnp.where(tied & moving & jnp.isfinite(off), off / size, 0.0)
@@ -1044,10 +1049,7 @@ def select(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list
         ev = jump_evidence(interp, sw, out, there, t_here, t_there, shape)
         off = transverse(interp, sw, t_here, t_there, shape)
         if off is not None:
-            # (a site of its own, recorded with two columns or more: kinks.transverse_jumps)
-            # (an off-normal part of exactly 256 ulps: ``>=`` reads alike)
-            cut = jnp.where(off > tie_threshold(out.dtype), 0.0, 1.0)  # pragma: no mutate
-            rec.add(eqn, "select_n", "transverse", switch_stats(cut, None, interp.wide))
+            record_transverse(interp, eqn, "select_n", off, out.dtype, rec)
         leaving = jnp.sum(jnp.broadcast_to(idx_lex != which.p, np.shape(sw.dist)))
         st = switch_stats(jnp.broadcast_to(sw.dist, shape), None, interp.wide)
         st = st._replace(
