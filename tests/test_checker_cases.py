@@ -263,6 +263,32 @@ def test_nan_derivative_reasons_name_the_nan():
     assert (rep.slope_plus, rep.slope_minus) == pytest.approx((1.0, -1.0))
 
 
+def test_two_custom_rules_of_one_factory_are_checked_each_by_its_own():
+    """Two ``custom_jvp`` functions made by one factory have the same program text and
+    rule name; only the rule differs (cos: right; 2x: wrong, AD 1 at 0.5 by ``jax.jvp``).
+    Checked one after the other (a notebook cell rerun after a fix does this), each must
+    be checked with its own rule, not the first one's compiled program."""
+
+    def make(rule):
+        @jax.custom_jvp
+        def mysin(x):
+            return jnp.sin(x)
+
+        mysin.defjvp(lambda p, t: (jnp.sin(p[0]), rule(p[0]) * t[0]))
+        return mysin
+
+    x0 = A(0.5, f64)
+    for wrong_first in (False, True):
+        right, wrong = make(jnp.cos), make(lambda x: 2 * x)
+        assert float(jax.jvp(wrong, (x0,), (A(1.0, f64),))[1]) == 1.0
+        reps = {}
+        for name in ("wrong", "right") if wrong_first else ("right", "wrong"):
+            reps[name] = jr.check_linearization(right if name == "right" else wrong, x0)
+        assert reps["right"].verdict == "smooth"
+        assert reps["wrong"].verdict == "wrong_derivative"
+        assert float(reps["wrong"].ad_slope) == 1.0
+
+
 # --------------------------------------------------------------- modes, argnums
 
 

@@ -137,7 +137,10 @@ def fingerprint(closed: Any) -> tuple[str, tuple[Any, ...]]:
         for eqn in j.eqns:
             lines.append(source_of(eqn))
             for v in eqn.params.values():
-                if callable(v) and not hasattr(v, "eqns") and not isinstance(v, type):
+                # (a custom JVP rule is held as a ``WrappedFun``, not callable itself: two
+                # rules of one factory have the same text and name)
+                rule = callable(v) or hasattr(v, "call_wrapped")
+                if rule and not hasattr(v, "eqns") and not isinstance(v, type):
                     refs.append(v)
     consts = tuple((np.shape(c), str(jnp.result_type(c))) for c in open_jaxpr(closed)[1])
     return f"{jaxpr}|{consts}|{lines}", tuple(refs)
