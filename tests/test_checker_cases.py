@@ -363,6 +363,21 @@ def test_check_many_reports_a_bad_point_per_point():
     assert "x0s[1]" in res.reports[1].reason
 
 
+def test_check_many_on_no_points_is_one_clear_error():
+    with pytest.raises(ValueError, match="`x0s` holds no points"):
+        jr.check_many(jnp.sin, jnp.zeros((0,)))
+
+
+@pytest.mark.parametrize("f", [lambda v: 1.0, lambda v: (v, 2.0)], ids=["const", "pair"])
+def test_an_output_that_is_a_python_constant_is_checked(f):
+    """``jax.jvp`` accepts a function returning a Python float (the program's output is a
+    literal); so must the checker: f is affine (constant, or the identity beside one)."""
+    assert jr.check_linearization(f, A(0.5)).verdict == "linear"
+    assert jr.check_many(f, jnp.array([0.5, -2.0])).verdict.tolist() == ["linear"] * 2
+    err = jr.neighbourhood_error(f, A(0.5), jnp.array([0.1, 0.01]))
+    assert np.asarray(err.error).tolist() == [0.0, 0.0]
+
+
 # ------------------------------------------------- invariances (metamorphic)
 
 

@@ -569,9 +569,7 @@ def check_many(
         names=("x0s", "directions"),
         finite=False,
     )
-    n_pts = int(np.shape(jax.tree.leaves(problem.x0)[0])[0])
-    if n_pts == 0:
-        raise ValueError("`x0s` holds no points")
+    n_pts = int(np.shape(jax.tree.leaves(problem.x0)[0])[0])  # (at least 1: setup checks)
     rtol = _rtol(rtol, problem.eps)
     bad = _nonfinite_points(problem)
     grids = _grids_many(problem, steps, bad)
@@ -721,7 +719,8 @@ def _nbhd_core(closed: Any) -> Callable:
     def core(consts, x0, us, radii):
         wide = _util.widest_float()
         run = jaxpr_as_fun(ClosedJaxpr(closed.jaxpr, list(consts)))
-        g = lambda x: run(*jax.tree.leaves(x))
+        # (as arrays: an output that is a literal, ``lambda x: 1.0``, is a Python scalar)
+        g = lambda x: [jnp.asarray(o) for o in run(*jax.tree.leaves(x))]
         f0, lin = _util.linearize(g, x0)
 
         def at(rad, u):

@@ -74,7 +74,8 @@ def _core(closed: Any, mode: str) -> Callable:
     def core(consts, x0, fixed, d, w, steps):
         wide = _util.widest_float()
         run = jaxpr_as_fun(ClosedJaxpr(jaxpr, list(consts)))
-        g = lambda x: run(*jax.tree.leaves(x), *jax.tree.leaves(fixed))
+        # (as arrays: an output that is a literal, ``lambda x: 1.0``, is a Python scalar)
+        g = lambda x: [jnp.asarray(o) for o in run(*jax.tree.leaves(x), *jax.tree.leaves(fixed))]
         if mode == "fwd":
             f0, lin = _util.linearize(g, x0)
             cast = lambda vs: [v if jnp.iscomplexobj(v) else v.astype(wide) for v in vs]

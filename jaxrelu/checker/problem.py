@@ -204,6 +204,8 @@ def _point(x: Any, name: str, batched: bool, finite: bool) -> Any:
         n_pts = np.shape(leaves[0])[0]
         if any(np.shape(v)[0] != n_pts for v in leaves):
             raise ValueError(f"every leaf of `{name}` must have the same leading (batch) size")
+        if n_pts == 0:
+            raise ValueError(f"`{name}` holds no points (its leading axis has size 0)")
     return x
 
 
