@@ -644,3 +644,23 @@ def test_a_kink_at_a_double_eigenvalue_that_rounding_hides_is_not_linear(dt):
     assert rep.verdict == ("inconclusive" if dt == f32 else "kink"), rep.reason
     if dt == f32:
         assert "eigh" in rep.reason
+
+
+@pytest.mark.parametrize("dt", [f32, f64])
+def test_a_huge_element_the_direction_leaves_alone_does_not_set_the_steps(dt):
+    """A softmax over scores masked with -1e9 (the transformer idiom), along a direction
+    that leaves the masked score alone: softmax is smooth there and JAX's derivative is
+    right (NumPy float64 central differences of the unmasked softmax agree to 1e-6). The
+    steps must be scaled to the scores that move, not to 1e9: from 1e9 down, none is small
+    enough to see the derivative (it was ``wrong_derivative`` in float32)."""
+    s0 = jnp.array([0.3, 1.2, -0.4, -1e9], dt)
+    d = jnp.array([1.0, 0.5, 0.0, 0.0], dt)
+    v, u, h = np.array([0.3, 1.2, -0.4]), np.array([1.0, 0.5, 0.0]), 1e-6
+    sm = lambda z: np.exp(z - z.max()) / np.sum(np.exp(z - z.max()))
+    oracle = (sm(v + h * u) - sm(v - h * u)) / (2 * h)
+    np.testing.assert_allclose(jax.jvp(jax.nn.softmax, (s0,), (d,))[1][:3], oracle, atol=1e-6)
+    rep = jr.check_linearization(jax.nn.softmax, s0, d)
+    assert rep.verdict == "smooth", rep.reason
+    assert rep.steps[0] <= 2.0  # (the scale of the scores that move)
+    many = jr.check_many(jax.nn.softmax, jnp.stack([s0, s0.at[0].set(-0.3)]), jnp.stack([d, d]))
+    assert many.verdict.tolist() == ["smooth", "smooth"]

@@ -592,14 +592,16 @@ def test_a_power_law_fit_at_a_tied_kink_is_no_smooth_verdict(f, x, d, dtype, slo
 
 
 def test_coarse_low_precision_steps_are_no_kink_where_the_exact_slopes_agree():
-    """softplus is C-infinity: at 0 its slope is 1/2 on both sides. float16's steps (16 and
-    up, from |x| = 100 elsewhere in x) see softplus(h) ~ h: measured slopes near 1 and 0.
-    The exact one-sided slopes, both 1/2, rule a kink out: inconclusive, not kink."""
+    """softplus is C-infinity: at 0 its slope is 1/2 on both sides, and the slope of
+    sum(softplus(x)) at (100, -100, 0) along (1, 1, 1) is 1 + 0 + 1/2 on both sides.
+    float16's steps along it (8 and up: they must move 100 as asked) see softplus(h) ~ h:
+    measured slopes near 2 and 1. The exact one-sided slopes, both 3/2, rule a kink out:
+    inconclusive, not kink."""
     f = lambda x: jnp.sum(jax.nn.softplus(x))
-    x, d = jnp.asarray([100.0, -100.0, 0.0], jnp.float16), jnp.asarray([0.0, 0.0, 1.0], jnp.float16)
+    x, d = jnp.asarray([100.0, -100.0, 0.0], jnp.float16), jnp.ones(3, jnp.float16)
     rep = jr.check_linearization(f, x, d)
     assert rep.verdict == "inconclusive" and "exact one-sided slopes" in rep.reason
-    assert rep.exact_slope_plus == rep.exact_slope_minus == 0.5
+    assert rep.exact_slope_plus == rep.exact_slope_minus == 1.5
     assert (
         jr.check_linearization(f, x.astype(jnp.float32), d.astype(jnp.float32)).verdict == "smooth"
     )
