@@ -664,3 +664,28 @@ def test_a_huge_element_the_direction_leaves_alone_does_not_set_the_steps(dt):
     assert rep.steps[0] <= 2.0  # (the scale of the scores that move)
     many = jr.check_many(jax.nn.softmax, jnp.stack([s0, s0.at[0].set(-0.3)]), jnp.stack([d, d]))
     assert many.verdict.tolist() == ["smooth", "smooth"]
+
+
+@pytest.mark.parametrize("dt", [f32, f64])
+def test_a_nan_derivative_at_a_kink_that_rounding_flattens_is_no_smooth_slope(dt):
+    """arccos(cos x) = |x| near 0, and the angle between u = (1, h) and v = (1, 0) is
+    atan(|h|) (NumPy float64 below): kinks with one-sided slopes 1 and -1, where AD is
+    NaN. cos(h) rounds to 1 up to h ~ sqrt(eps), so f is 0 at the smallest steps: the
+    slopes read there (0 and 0) are rounding's, never 'differentiable with slope 0'. The
+    where trap (f = 0 for x < 0, reverse-mode NaN at -0.5) stays a wrong derivative."""
+    v = jnp.array([1.0, 0.0], dt)
+    angle = lambda u: jnp.arccos(jnp.clip(u @ v / (jnp.linalg.norm(u) * jnp.linalg.norm(v)), -1, 1))
+    for h in (1e-1, 1e-2):  # (float32 rounds the angle's cosine: 2% off at 1e-3)
+        assert np.arccos(1 / np.hypot(1.0, h)) == pytest.approx(np.arctan(h), rel=1e-6)
+        assert float(angle(jnp.array([1.0, h], dt))) == pytest.approx(np.arctan(h), rel=1e-2)
+    for f, x0, d in (
+        (lambda x: jnp.arccos(jnp.cos(x)), A(0.0, dt), A(1.0, dt)),
+        (angle, v, jnp.array([0.0, 1.0], dt)),
+    ):
+        rep = jr.check_linearization(f, x0, d)
+        assert math.isnan(rep.ad_slope)
+        assert rep.verdict in ("kink", "inconclusive"), rep.reason
+    trap = lambda x: jnp.where(x > 0, jnp.sqrt(x), 0.0)
+    assert jr.check_linearization(trap, A(-0.5, dt), A(1.0, dt), mode="rev").verdict == (
+        "wrong_derivative"
+    )

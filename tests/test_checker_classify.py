@@ -19,6 +19,7 @@ from jaxrelu.checker import (
     Cause,
     Evidence,
     Pattern,
+    RemainderEvidence,
     Slope,
     SlopeTests,
     Verdict,
@@ -454,6 +455,27 @@ def test_non_finite_ad_is_decided_by_the_slopes():
     assert decide(_evidence(jump, ad=nan))[0] == "discontinuous"
     coarse = _evidence(ORDER2, ad=nan, sp=0.0, sm=0.1, err=1.0)
     assert decide(coarse) == (Verdict.INCONCLUSIVE, Cause.AD_NOT_FINITE_UNRESOLVED)
+
+
+def test_non_finite_ad_on_a_plateau_rounding_can_make_is_not_read():
+    """AD not finite, f still at the small steps and moving beyond (FLAT_THEN_RISE), the
+    slopes read there 0 and 0: a plateau ending below eps^(1/3) of the largest step may be
+    rounding's (arccos(cos x) at 0), one reaching further is f's own (the where trap)."""
+    nan, eps = float("nan"), 2.0**-52
+
+    def plateau(rise):
+        rem = RemainderEvidence(Pattern.FLAT_THEN_RISE, 1.0, (0, 1, 2), (1.0, 1.0), 9, rise, 0)
+        return _evidence(rem, ad=nan, sp=0.0, sm=0.0, eps=eps, top_step=2.0)
+
+    edge = eps ** (1 / 3) * 2.0
+    for rise in (np.sqrt(eps), edge):
+        assert decide(plateau(rise)) == (Verdict.INCONCLUSIVE, Cause.AD_NOT_FINITE_PLATEAU)
+    for rise in (edge * (1 + 1e-9), 0.5):
+        assert decide(plateau(rise)) == (Verdict.WRONG_DERIVATIVE, Cause.AD_NOT_FINITE_SLOPES_AGREE)
+    # slopes that differ at the small steps still say kink
+    rem = RemainderEvidence(Pattern.FLAT_THEN_RISE, 1.0, (0, 1, 2), (1.0, 1.0), 9, 1e-8, 0)
+    ev = _evidence(rem, ad=nan, sp=1.0, sm=-1.0, eps=eps, top_step=2.0)
+    assert decide(ev) == (Verdict.KINK, Cause.AD_NOT_FINITE_SLOPES_DIFFER)
 
 
 def test_non_finite_values_are_inconclusive():

@@ -278,6 +278,7 @@ def _evidence(
         below=rem_below,
         slopes_fit=slopes_fit,
         eps=eps,
+        top_step=float(h[0]),
     )
     return ev, keep, note, floor
 

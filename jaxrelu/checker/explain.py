@@ -95,6 +95,11 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
         f"AD's derivative is not finite ({fmt_slope(ev.ad)}); the {_slopes(ev)} cannot be "
         f"told apart or confirmed equal in {_prec(ev)}"
     ),
+    Cause.AD_NOT_FINITE_PLATEAU: lambda ev, h: (
+        f"AD's derivative is not finite ({fmt_slope(ev.ad)}); f does not move at the steps "
+        f"up to h = {ev.remainders.rise:.3g} and moves beyond: rounding inside f (cos near "
+        "0 rounds to 1) can hold it still that far, so the slopes read there say nothing"
+    ),
     Cause.FLAT: lambda ev, h: (
         f"the remainders stay at roundoff level for every step up to h = {h[0]:.3g}: f is "
         "affine along d near x0"

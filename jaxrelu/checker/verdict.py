@@ -46,6 +46,9 @@ __all__ = ["RESOLUTION", "VERDICTS", "Cause", "Evidence", "SlopeTests", "Verdict
 
 RESOLUTION = 0.25  # a slope-based claim needs errors below 25% of the slopes' scale
 MIN_FLAT = 3  # a "linear" verdict from remainders alone needs 3 steps at the floor
+# f still at the small steps, up to eps^(1/3) of the scale: rounding inside f may hold it
+# (a change of order h^3 or lower stays under an ulp that far)
+PLATEAU_POWER = 1.0 / 3.0
 
 
 class Verdict(enum.StrEnum):
@@ -78,6 +81,7 @@ class Cause(enum.Enum):
     AD_NOT_FINITE_JUMP = enum.auto()
     AD_NOT_FINITE_NON_LIPSCHITZ = enum.auto()
     AD_NOT_FINITE_UNRESOLVED = enum.auto()
+    AD_NOT_FINITE_PLATEAU = enum.auto()
     FLAT = enum.auto()
     FLAT_TOO_COARSE = enum.auto()
     FLAT_AT_JUMP = enum.auto()
@@ -166,6 +170,7 @@ class Evidence:
             tied and a switch lies inside the grid (None otherwise): the local behaviour
             at ``x0``, which the larger steps, crossing the switch, cannot show.
         eps: working machine epsilon.
+        top_step: the largest step of the grid (the problem's scale).
     """
 
     remainders: RemainderEvidence
@@ -190,6 +195,7 @@ class Evidence:
     flat_below_switch: bool = False  # pragma: no mutate
     resolved_below_switch: bool = True  # pragma: no mutate
     below: RemainderEvidence | None = None  # pragma: no mutate
+    top_step: float = 1.0  # pragma: no mutate
     slopes_fit: bool = True  # pragma: no mutate
     eps: float = 2.0**-52  # pragma: no mutate
 
@@ -239,6 +245,12 @@ def _ad_not_finite(ev: Evidence) -> tuple[Verdict, Cause]:
             return Verdict.INCONCLUSIVE, Cause.AD_NOT_FINITE_NON_LIPSCHITZ
     if t.differ:
         return Verdict.KINK, Cause.AD_NOT_FINITE_SLOPES_DIFFER
+    if rem.pattern is Pattern.FLAT_THEN_RISE and rem.rise <= ev.eps**PLATEAU_POWER * ev.top_step:
+        # f still at the small steps, moving beyond: rounding inside f holds it still while
+        # an intermediate changes by less than an ulp, up to h ~ eps^(1/k) for a change of
+        # order h^k (arccos(cos x) at 0: cos rounds to 1 up to sqrt(eps), and f = |x|
+        # beyond); a plateau reaching further (the where trap's) is f's own
+        return Verdict.INCONCLUSIVE, Cause.AD_NOT_FINITE_PLATEAU
     if t.agree:
         return Verdict.WRONG_DERIVATIVE, Cause.AD_NOT_FINITE_SLOPES_AGREE
     return Verdict.INCONCLUSIVE, Cause.AD_NOT_FINITE_UNRESOLVED
