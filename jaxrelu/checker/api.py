@@ -489,10 +489,10 @@ def check_linearization(
         key: PRNG key for the default direction and the reverse-mode cotangent (default
             fixed keys, so results are reproducible).
         steps: decreasing step sizes (at least 3). Default: halving from the problem's
-            scale (``max(||x0||, 1) / ||d||``, over the elements ``d`` moves; rounded to a
-            power of 2) down to the last step that still moves ``x0`` along ``d`` in its
-            precision. ``f`` is
-            evaluated at ``x0 +- h d`` for every step ``h``: where it is undefined or does
+            scale (``max(||x0||, 1) / ||d||``, rounded to a power of 2; over the
+            elements ``d`` moves where the rest is over ``1 / sqrt(eps)`` times larger)
+            down to the last step that still moves ``x0`` along ``d`` in its precision.
+            ``f`` is evaluated at ``x0 +- h d`` for every step ``h``: where it is undefined or does
             not terminate that far out (a ``while_loop`` that runs forever at a negative
             input), pass smaller steps.
         rtol: relative tolerance for ``radius`` (default ``64 * eps`` of the working

@@ -41,16 +41,21 @@ def norms(a: np.ndarray) -> np.ndarray:
     return np.linalg.norm(a / safe, axis=1) * safe[:, 0]
 
 
-def _moved(x: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """The elements of ``x`` that ``d`` moves (the others zeroed): the scale of the steps.
-    A masked softmax's -1e9 entries, which ``d`` leaves alone, would otherwise set steps of
-    1e9 and down, none small enough to see the derivative of the entries of order 1."""
-    return np.where(d != 0, x, 0.0)
+def _scale_norm(x: np.ndarray, d: np.ndarray, eps: float) -> np.ndarray:
+    """The norm that sets the steps, per row: ``||x||``, or ``||x||`` over the elements
+    that ``d`` moves where the whole is more than ``1 / sqrt(eps)`` times larger (at least
+    1 each). A masked softmax's -1e9 scores, which ``d`` leaves alone, would otherwise set
+    steps of 1e9 and down, none small enough to see the derivative of the scores of order
+    1; short of that, the larger steps of the whole help (a confident cross-entropy in
+    float16, whose values move in quanta at the small steps)."""
+    whole = np.maximum(norms(x), 1.0)
+    moved = np.maximum(norms(np.where(d != 0, x, 0.0)), 1.0)
+    return np.where(whole <= moved / math.sqrt(eps), whole, moved)
 
 
 def _top(x0_norm: Any, d_norm: Any) -> Any:
-    """The largest step, ``max(||x0||, 1) / ||d||`` (``x0`` where ``d`` moves it), rounded
-    to a power of two."""
+    """The largest step, ``max(||x0||, 1) / ||d||`` (see :func:`_scale_norm`), rounded to
+    a power of two."""
     with np.errstate(over="ignore", divide="ignore"):
         scale = np.maximum(x0_norm, 1.0) / d_norm
     if not np.all((scale > 0) & np.isfinite(scale)):
@@ -93,8 +98,8 @@ def moving_steps(steps: np.ndarray, x0: Sequence[np.ndarray], d: Sequence[np.nda
 def default_steps(x0: Sequence[np.ndarray], d: Sequence[np.ndarray], eps: float) -> np.ndarray:
     """The default grid for the point ``x0`` and direction ``d`` (lists of leaves), with at
     least 3 steps."""
-    x64, d64 = _flat64(x0), _flat64(d)
-    full = ladder(float(norms(_moved(x64, d64)[None])[0]), float(norms(d64[None])[0]), eps)
+    x64, d64 = _flat64(x0)[None], _flat64(d)[None]
+    full = ladder(float(_scale_norm(x64, d64, eps)[0]), float(norms(d64)[0]), eps)
     return full[: max(moving_steps(full, x0, d), 3)]
 
 
@@ -109,7 +114,7 @@ def default_steps_many(
         axis=1,
     )
     d64 = flat(d)
-    x_norm = norms(_moved(flat(x0), d64))
+    x_norm = _scale_norm(flat(x0), d64, eps)
     d_norm = norms(d64)
     k = round(-math.log2(eps)) + 4
     tops = _top(x_norm, d_norm)
