@@ -689,3 +689,48 @@ def test_a_nan_derivative_at_a_kink_that_rounding_flattens_is_no_smooth_slope(dt
     assert jr.check_linearization(trap, A(-0.5, dt), A(1.0, dt), mode="rev").verdict == (
         "wrong_derivative"
     )
+
+
+def _sin_rule(rel):
+    @jax.custom_jvp
+    def mysin(x):
+        return jnp.sin(x)
+
+    mysin.defjvp(lambda p, t: (jnp.sin(p[0]), (1 + rel) * jnp.cos(p[0]) * t[0]))
+    return mysin
+
+
+@pytest.mark.parametrize(
+    "dt, rel, x0", [(f32, 1e-3, 1.0), (f32, 1e-3, 2.0), (f32, 3e-4, 0.5), (f64, 1e-8, 1.0)]
+)
+def test_a_custom_rule_slightly_off_is_a_wrong_derivative(dt, rel, x0):
+    """sin with the rule (1 + rel) cos: AD is off by rel cos(x0) (thousands of ulps), yet
+    the remainders over the fitted steps still shrink like h^1.8-1.9 (the h^2 term hides
+    the small h term there): it was called smooth. The exact slopes (the primal's program,
+    cos) and the measured ones agree with each other, and AD is off both."""
+    rep = jr.check_linearization(_sin_rule(rel), A(x0, dt))
+    assert rep.verdict == "wrong_derivative", rep.reason
+    assert float(rep.ad_slope) == pytest.approx((1 + rel) * math.cos(x0), rel=1e-6)
+    assert "as do the measured ones" in rep.reason
+    assert jr.check_linearization(_sin_rule(0.0), A(x0, dt)).verdict == "smooth"
+
+
+def test_a_right_custom_rule_whose_primal_differentiates_badly_stays_smooth():
+    """sinc with an accurate rule (-x/3 near 0): the primal's own derivative, (x cos x -
+    sin x) / x^2, cancels in float32 (-5.5e-4 at 1e-4, true -3.3e-5), so the exact slopes
+    are off; the measured ones side with AD, and nothing is condemned."""
+
+    @jax.custom_jvp
+    def sinc(x):
+        return jnp.where(x == 0, 1.0, jnp.sin(x) / x)
+
+    def rule(p, t):
+        (x,) = p
+        slope = jnp.where(jnp.abs(x) < 1e-2, -x / 3, (x * jnp.cos(x) - jnp.sin(x)) / x**2)
+        return sinc(x), slope * t[0]
+
+    sinc.defjvp(rule)
+    for x0 in (1e-4, 1e-3):
+        rep = jr.check_linearization(sinc, A(x0))
+        assert abs(rep.exact_slope_plus - (-x0 / 3)) > abs(rep.slope_plus - (-x0 / 3))
+        assert rep.verdict == "smooth", rep.reason

@@ -478,6 +478,29 @@ def test_non_finite_ad_on_a_plateau_rounding_can_make_is_not_read():
     assert decide(ev) == (Verdict.KINK, Cause.AD_NOT_FINITE_SLOPES_DIFFER)
 
 
+def test_smooth_remainders_with_ad_off_the_exact_and_measured_slopes_are_a_wrong_derivative():
+    """A fitted order near 2 where the exact slopes (both sides) agree with the measured
+    ones and AD is off them by more than 8 times as much, and beyond 16 eps (1 + 2|J d|)."""
+    eps, ex = 2.0**-23, np.array([1.0])
+
+    def ev(ad, sp=1.0 + 1e-5, sm=1.0 - 1e-5, exact=ex):
+        return _evidence(ORDER2, ad=ad, sp=sp, sm=sm, eps=eps, exact_plus=exact,
+                         exact_minus=exact, sites_known=True)  # fmt: skip
+
+    assert decide(ev(1.0 + 8e-5 * 1.01)) == (Verdict.WRONG_DERIVATIVE, Cause.AD_OFF_EXACT)
+    assert decide(ev(1.0 - 8e-5 * 1.01)) == (Verdict.WRONG_DERIVATIVE, Cause.AD_OFF_EXACT)
+    assert decide(ev(1.0 + 8e-5 * 0.99)) == (Verdict.SMOOTH, Cause.ORDER_TWO)
+    # the measured slopes exactly on the exact ones: rounding (16 eps (1 + 2)) decides
+    assert decide(ev(1.0 + 48 * eps * 1.01, sp=1.0, sm=1.0))[0] == Verdict.WRONG_DERIVATIVE
+    assert decide(ev(1.0 + 48 * eps * 0.99, sp=1.0, sm=1.0))[0] == Verdict.SMOOTH
+    # the side farther from the exact slope counts
+    assert decide(ev(1.0 + 8e-5 * 1.01, sm=1.0 - 2e-5))[0] == Verdict.SMOOTH
+    # no exact slopes, or non-finite measured ones: nothing to corroborate
+    assert decide(_evidence(ORDER2, ad=1.1, sp=1.0, sm=1.0, eps=eps))[0] == Verdict.SMOOTH
+    assert decide(ev(1.1, sp=float("nan")))[0] == Verdict.SMOOTH
+    assert decide(ev(1.1, exact=np.array([np.inf])))[0] == Verdict.SMOOTH
+
+
 def test_non_finite_values_are_inconclusive():
     assert decide(_evidence(ORDER2, f0_finite=False))[1] is Cause.F0_NOT_FINITE
     assert decide(_evidence(ORDER2, f_finite=False))[1] is Cause.F_NOT_FINITE

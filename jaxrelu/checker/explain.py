@@ -194,8 +194,9 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
     ),
     Cause.AD_OFF_EXACT: lambda ev, h: (
         f"{_shrinks(ev, h)}; the exact "
-        f"one-sided slopes from the jaxpr agree ({fmt_slope(ev.exact_plus)}), but AD "
-        f"returned {fmt_slope(ev.ad)}"
+        f"one-sided slopes from the jaxpr agree ({fmt_slope(ev.exact_plus)}), as do the "
+        f"measured ones ({fmt_slope(ev.plus.value)} and {fmt_slope(ev.minus.value)}), but "
+        f"AD returned {fmt_slope(ev.ad)}"
     ),
     Cause.ORDER_ONE_UNRESOLVED: lambda ev, h: (
         f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)}, but in "
