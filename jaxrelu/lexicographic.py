@@ -404,10 +404,13 @@ UNDECIDED = (
 
 
 def _unresolved(res: Any, approx: bool = True) -> list[str]:
-    """The undecided ties of an analysis, then the tied eigh/svd sites (a repeated value,
-    where the tangents are JAX's JVP, one choice, not the lexicographic derivative)."""
+    """The undecided ties of an analysis, then the tied eigh/svd/lu sites (a repeated
+    value, or tied pivot candidates, where the tangents are JAX's JVP, one choice, not the
+    lexicographic derivative)."""
+    what = {"lu": "tied pivot candidates"}
     tied = [
-        f"{m.primitive} at {m.source or 'unknown'}, a repeated eigen- or singular value "
+        f"{m.primitive} at {m.source or 'unknown'}, "
+        f"{what.get(m.primitive, 'a repeated eigen- or singular value')} "
         "(no lexicographic rule: JAX's derivative, one choice)"
         for m, st in zip(res.meta, res.stats)
         if approx and m.primitive in APPROXIMATE_AT_TIES and int(np.asarray(st[1])) > 0
@@ -695,7 +698,8 @@ def certified_grad(
             if approx:
                 reason += (
                     f"; but {', '.join(approx)} has no lexicographic rule: at a repeated value "
-                    "its derivative is JAX's, one choice that need not be a Clarke subgradient"
+                    "(or tied pivots) its derivative is JAX's, one choice that need not be a "
+                    "Clarke subgradient"
                 )
             if undecided:
                 reason += f"; but {UNDECIDED} ({undecided[0]}; see check_linearization)"

@@ -82,6 +82,67 @@ def test_qr_sign_convention_jump_is_not_certified():
     assert not cert.certified and "qr is not analysed" in cert.reason
 
 
+def _lu_u01(z):
+    """U[0, 1] of the LU factors (partial pivoting) of [[z0, 2], [z1, 3]]: 2 while row 0
+    pivots (|z0| >= |z1|), 3 once row 1 does."""
+    m = jnp.stack([jnp.stack([z[0], 2.0 + 0 * z[0]]), jnp.stack([z[1], 3.0 + 0 * z[1]])])
+    return jax.scipy.linalg.lu(m)[2][0, 1]
+
+
+@pytest.mark.parametrize("dt", [jnp.float32, jnp.float64])
+def test_lu_pivot_ties_are_jumps_that_certify_nothing(dt):
+    """Partial pivoting picks the larger of |z0|, |z1| as the pivot: U[0, 1] is 2 while
+    |z0| > |z1| and 3 once |z1| > |z0| (hand; the scan below finds the jump where z1
+    reaches z0, of size 1). At the tie the factors jump: nothing is certified; away
+    from it the gradient (0: U[0, 1] is constant there) is, and the radius along z1 is
+    the distance to the tie (the multiplier z1 / z0 moves linearly: exact)."""
+    z, d = jnp.asarray([1.0, 0.5], dt), jnp.asarray([0.0, 1.0], dt)
+    t, gap = _scan_jump(_lu_u01, z, d, np.linspace(0.0, 1.0, 201))
+    assert abs(t - 0.5) < 1e-2 and gap == pytest.approx(1.0, rel=1e-5)
+    tie = jnp.asarray([1.0, 1.0], dt)
+    assert _kinds(_lu_u01, tie) == [("lu", "jump")]
+    _, cert = jr.certified_grad(_lu_u01)(tie)
+    assert not cert.certified and "lu" in cert.reason
+    g, cert = jr.certified_grad(_lu_u01)(z)
+    assert cert.certified and np.asarray(g).tolist() == [0.0, 0.0]
+    assert jr.kink_radius(_lu_u01, z, d) == pytest.approx(0.5, rel=1e-6)
+    # U[0, 0] = max(z0, z1) near the tie (for positive entries): a kink, not certified;
+    # the directional derivative there is JAX's choice, flagged as undecided
+    u00 = lambda v: jax.scipy.linalg.lu(jnp.diag(v) + jnp.asarray([[0, 0], [1, 0]], dt) * v[0])[2][
+        0, 0
+    ]
+    assert float(u00(tie)) == 1.0
+    _, cert = jr.certified_grad(u00)(tie)
+    assert not cert.certified
+    with pytest.warns(jr.UndecidedTieWarning, match="tied pivot candidates"):
+        jr.directional_derivative(u00, tie, jnp.asarray([-1.0, 0.0], dt))
+
+
+def test_det_and_lu_solve_stay_certified_away_from_pivot_ties():
+    """det of [[a, 2], [1, 3]] beside an identity = 3a - 2 (hand): gradient 3 in a at
+    a = 2, where the pivot candidates 2 and 1 are apart; lu_solve likewise (its gradient
+    against jax.grad, which is right where f is smooth). At a = 1 the candidates tie: not
+    certified (the factors jump there, though det does not: refusing is conservative)."""
+    # (4 x 4: JAX's det of a 2 x 2 or 3 x 3 matrix is the closed formula, without LU)
+    det = lambda v: jnp.linalg.det(
+        jnp.eye(4).at[:2, :2].set(jnp.array([[v[0], 2.0], [1.0, 3.0]])).at[3, 3].add(v[1])
+    )
+    g, cert = jr.certified_grad(det)(F64([2.0, 0.0]))
+    assert cert.certified
+    np.testing.assert_allclose(g[0], 3.0, rtol=1e-12)
+    # (jnp.linalg.solve and inv go through custom_linear_solve, which is not analysed)
+    f = lambda v: jnp.sum(
+        jax.scipy.linalg.lu_solve(
+            jax.scipy.linalg.lu_factor(jnp.array([[v[0], 2.0], [1.0, 3.0]])), v
+        )
+    )
+    g, cert = jr.certified_grad(f)(F64([2.0, 0.5]))
+    assert cert.certified, cert.reason
+    np.testing.assert_allclose(g, jax.grad(f)(F64([2.0, 0.5])), rtol=1e-12)
+    _, cert = jr.certified_grad(det)(F64([1.0, 0.0]))
+    assert not cert.certified
+
+
 # ------------------------------------------------------------------ roots at 0
 
 

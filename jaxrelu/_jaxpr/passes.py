@@ -122,6 +122,31 @@ def lowest_float(jaxpr: Any) -> Any:
     return low
 
 
+def _user_rule(wrapped: Any) -> Any:
+    """The user's function inside a custom JVP rule's ``WrappedFun``: two rules of one
+    factory have the same program text and name, so the rule itself must be in the key,
+    but the ``WrappedFun`` around it is new at every trace (keying on it would compile
+    every call again). It is the innermost ``WrappedFun`` reached through the closures
+    of JAX's wrappers; failing that, the wrapper itself (never stale, only recompiled)."""
+    found, todo, seen = wrapped, [wrapped], set()
+    for _ in range(64):  # (a few levels in practice)
+        if not todo:
+            break
+        o = todo.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if hasattr(o, "call_wrapped"):
+            found = o
+            o = o.f
+        for cell in getattr(o, "__closure__", None) or ():
+            try:
+                todo.append(cell.cell_contents)
+            except ValueError:  # an empty cell
+                continue
+    return found.f if found is not wrapped else wrapped
+
+
 def fingerprint(closed: Any) -> tuple[str, tuple[Any, ...]]:
     """A compile-cache key for a traced program: its text (literals included) and the
     Python callables its equations hold (custom JVP/VJP rules), which the text shows
@@ -137,10 +162,9 @@ def fingerprint(closed: Any) -> tuple[str, tuple[Any, ...]]:
         for eqn in j.eqns:
             lines.append(source_of(eqn))
             for v in eqn.params.values():
-                # (a custom JVP rule is held as a ``WrappedFun``, not callable itself: two
-                # rules of one factory have the same text and name)
-                rule = callable(v) or hasattr(v, "call_wrapped")
-                if rule and not hasattr(v, "eqns") and not isinstance(v, type):
+                if hasattr(v, "call_wrapped"):  # a custom JVP rule (see _user_rule)
+                    refs.append(_user_rule(v))
+                elif callable(v) and not hasattr(v, "eqns") and not isinstance(v, type):
                     refs.append(v)
     consts = tuple((np.shape(c), str(jnp.result_type(c))) for c in open_jaxpr(closed)[1])
     return f"{jaxpr}|{consts}|{lines}", tuple(refs)

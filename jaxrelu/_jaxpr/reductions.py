@@ -51,7 +51,7 @@ from .rules import (
 
 __all__ = ["APPROXIMATE_AT_TIES"]
 
-APPROXIMATE_AT_TIES = frozenset({"eigh", "svd"})
+APPROXIMATE_AT_TIES = frozenset({"eigh", "svd", "lu"})
 """Primitives whose tangents at a tie are JAX's JVP (one choice among the directional
 derivatives of the tied values), not the lexicographic derivative."""
 
@@ -567,6 +567,36 @@ def eigh(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[V
     if is_float(outs[1].p):  # (real, also for complex Hermitian input)
         _spectral_site(interp, eqn, outs[1], rec, zero=False)
     _vectors_site(interp, eqn, rec, [0])
+    return outs
+
+
+@rule("lu")
+def lu(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val]:
+    """``lu`` with partial pivoting (outputs: the packed factors, pivots, permutation): a
+    jump where two pivot candidates tie in magnitude, as the pivot row, and with it the
+    factors, switches there (``det`` and ``solve``, continuous, read it through products
+    whose gap cancels). Pivoting divides by the largest candidate, so a tie is a
+    multiplier of magnitude exactly 1 below the diagonal (``1 - |L_ik|`` is the distance),
+    or a zero pivot (every candidate 0)."""
+    outs = smooth(interp, eqn, ins, rec)
+    a = jnp.asarray(outs[0].p)
+    m, n = a.shape[-2:]
+    k = min(m, n)
+    if k == 0 or m < 2:
+        return outs
+    wide = interp.wide
+    low = np.tril(np.ones((m, k), bool), -1)  # the multipliers L_ik, i > k
+    mult = a[..., :, :k]
+    pivot = jnp.diagonal(a, axis1=-2, axis2=-1)[..., None, :k]
+    dist = jnp.where(pivot == 0, 0.0, 1.0 - jnp.abs(mult).astype(wide))
+    rate = None
+    t = outs[0].t
+    # (the first column's rate, as for eigenvalue gaps: only where columns are read)
+    if t is not None and interp.n_ld and not jnp.iscomplexobj(a):  # pragma: no mutate
+        tm = jnp.asarray(t[0])[..., :, :k].astype(wide)  # pragma: no mutate (column 0)
+        rate = jnp.where(pivot == 0, 0.0, -jnp.sign(mult).astype(wide) * tm)
+        rate = rate[..., low]
+    rec.add(eqn, "lu", "jump", switch_stats(dist[..., low], rate, wide))
     return outs
 
 

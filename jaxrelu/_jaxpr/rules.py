@@ -68,7 +68,7 @@ SMOOTH = frozenset(
     cumprod cumlogsumexp reshape broadcast_in_dim transpose squeeze expand_dims concatenate
     pad slice dynamic_slice dynamic_update_slice gather scatter scatter-add scatter_add
     scatter-mul scatter_mul rev copy copy_p iota split device_put sharding_constraint reshard
-    mesh_cast optimization_barrier cholesky triangular_solve lu fft
+    mesh_cast optimization_barrier cholesky triangular_solve fft
     reduce_window_sum nextafter axis_index debug_callback pure_callback name square
     tridiagonal_solve stack unstack tile scatter-sub zeros_like ragged_dot_general
     symmetric_product regularized_incomplete_beta igamma_grad_a psum all_gather all_to_all
