@@ -321,13 +321,14 @@ def kink_radius(f: Callable[[Any], Any], x0: Any, direction: Any) -> float:
     truth for ``any``, ``max`` or ``argmax`` (a crossing may leave them unchanged). Sites
     that the analysis does not locate (``find_kinks`` lists them as ``"unknown"``:
     primitives it does not know, the signs of ``eigh``'s eigenvectors and ``svd``'s
-    singular vectors, ``qr``'s factors) have no radius and do not count, and neither do
-    switches carried through a cumulative operation over more than 16 elements
-    (``jnp.cumsum(x > c)``) nor the pivoting of ``lu`` (``det``, ``solve`` and ``inv``,
-    built on it, are smooth; its factors switch where two pivot candidates tie): check
-    ``find_kinks`` before trusting the radius. ``sqrt`` and ``cbrt`` switch where their
-    operand is 0 (a norm at 0): a first-order estimate from the operand, half the true
-    distance for a norm shrinking to 0 along the line.
+    singular vectors, ``qr``'s factors, a ``cummax``, ``cummin`` or ``cumprod`` of a
+    switching value over more than 16 elements) have no radius and do not count: check
+    ``find_kinks`` before trusting the radius. A cumulative count (``jnp.cumsum(x > c)``)
+    switches at the nearest crossing among the elements each result sums, and ``lu``
+    where two pivot candidates tie (a first-order estimate, as for eigenvalue gaps).
+    ``sqrt`` and ``cbrt`` switch where their operand is 0 (a norm at 0): a first-order
+    estimate from the operand, half the true distance for a norm shrinking to 0 along the
+    line.
 
     Args:
         f: a JAX-traceable function of one argument.

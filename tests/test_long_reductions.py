@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 
 import jaxrelu as jr
 
@@ -134,12 +135,40 @@ def test_a_tie_that_does_not_change_a_long_any_is_no_tie():
     assert cert.method == "lexicographic"
 
 
-def test_long_cumulative_counts_are_not_traced_and_say_so():
-    """A cumulative count over more elements than are flipped one at a time is not
-    traced (its prefixes would need a flip each): the documented blind spot."""
-    x0 = np.linspace(0.0, 1.0, 20, dtype=np.float32)
-    f = lambda x: x[0] * jnp.cumsum(x > 0.51)[-1]
-    assert jr.kink_radius(f, jnp.asarray(x0), jnp.ones(20, jnp.float32)) == np.inf
+@pytest.mark.parametrize("n", [17, 40])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_long_cumulative_count_switches_at_each_prefix_first_crossing(n, reverse):
+    """cumsum(x > c) over more than 16 elements, weighted: each result counts the elements
+    before it (after it, reversed), so f jumps at the first crossing among all of them
+    (every crossing changes the last, or first, result). Checked against the crossings
+    and brute force; at a tie (one element exactly at c) it is a tied jump, never
+    certified (it was dropped: no site, certified differentiable)."""
+    x0 = np.linspace(0.0, 1.0, n, dtype=np.float32)
+    d = np.full(n, 1.0, np.float32)
+    c = float(x0[n // 3] + 0.3 * (x0[1] - x0[0]))
+    w = jnp.arange(1.0, n + 1.0)
+    cs = (lambda v: jnp.cumsum(v[::-1])[::-1]) if reverse else jnp.cumsum
+    f = lambda x: jnp.sum(x) + cs((x > c).astype(jnp.int32)).astype(jnp.float32) @ w
+    want = crossings(x0, d, c).min()
+    assert jr.kink_radius(f, jnp.asarray(x0), jnp.asarray(d)) == pytest.approx(want, rel=1e-5)
+    assert brute_radius(f, x0, d, 2 * want) == pytest.approx(want, abs=4 * want / 20000)
+    tie = jnp.asarray(x0).at[n // 2].set(c)
+    step = jnp.zeros(n).at[n // 2].set(1e-3)
+    assert abs(float(f(tie + step)) - float(f(tie - step))) > 1.0  # (a jump: by hand, >= 1)
+    sites = jr.find_kinks(f, tie)  # (ties: the results the tied element changes)
+    assert [s.kind for s in sites] == ["jump"] and sites[0].ties >= 1
+    _, cert = jr.certified_grad(f)(tie)
+    assert not cert.certified
+
+
+def test_a_long_cumulative_max_of_a_switching_value_is_an_unknown_site():
+    """cummax over more than 16 switching elements is not traced: listed as "unknown",
+    so nothing is certified (f jumps where an element crosses c: by hand)."""
+    x0 = jnp.linspace(0.0, 1.0, 20, dtype=jnp.float32)
+    f = lambda x: x[0] + lax.cummax((x > 0.51).astype(jnp.int32))[-1].astype(jnp.float32)
+    assert ("cummax", "unknown") in [(s.primitive, s.kind) for s in jr.find_kinks(f, x0)]
+    _, cert = jr.certified_grad(f)(x0)
+    assert not cert.certified
 
 
 @pytest.mark.parametrize("n", [14, 20, 40])

@@ -440,6 +440,11 @@ def discrete(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> li
     """Integer/boolean results: evaluated at the point and at the perturbed point, and the
     nearest switch of the operands carried along (where it can be traced)."""
     outs = bind(eqn, [v.p for v in ins])
+    name = eqn.primitive.name
+    if name in _SCANS and name != "cumsum" and ins[0].sw is not None:
+        axis = eqn.params["axis"] % max(np.ndim(ins[0].p), 1)
+        if np.shape(ins[0].p)[axis] > _FLIP_LIMIT:  # (not traced: a long cummax of a count)
+            record_unknown(interp, eqn, rec)
     lex = None
     if any(v.lex is not None for v in ins):
         lex = bind(eqn, [v.lex if v.lex is not None else v.p for v in ins])
@@ -689,6 +694,9 @@ def _reduction_switch(interp, eqn, v: Val, out) -> Switch | None:
         return None
     # (at the limit either way is right: flipped one by one, or the nearest surface)
     if n > _FLIP_LIMIT:  # pragma: no mutate
+        if name == "cumsum":
+            return _long_cumsum_switch(interp, eqn, x, sw, axes[0], out)
+        # (other long scans: listed as an "unknown" site by :func:`discrete`)
         return None if keep else _nearest_flip(eqn, x, sw, axes, out)
     dist = jnp.broadcast_to(sw.dist, x.shape)
     rate = None if sw.rate is None else jnp.broadcast_to(sw.rate, x.shape)
@@ -746,6 +754,37 @@ def _reduction_switch(interp, eqn, v: Val, out) -> Switch | None:
         best_a,
         None if time is None else best_t,
         grad=best_g,
+    )
+
+
+def _long_cumsum_switch(interp, eqn, x, sw: Switch, axis: int, out) -> Switch:
+    """A cumulative sum over more than :data:`_FLIP_LIMIT` elements (``cumsum(x > c)``):
+    each result switches where the nearest of the elements it sums does (those before it,
+    or after it for a reversed sum), by that element's change. Elements on one surface
+    cross together; only the first one's change is counted, so the value across may be
+    short of the truth, its distance never later."""
+    wide = interp.wide
+    dist = jnp.broadcast_to(sw.dist, x.shape).astype(wide)
+    rate = jnp.zeros(x.shape, wide) if sw.rate is None else jnp.broadcast_to(sw.rate, x.shape)
+    delta = (jnp.broadcast_to(sw.across, x.shape) - x).astype(out.dtype)
+
+    def nearer(a: Any, b: Any) -> Any:  # the prefix's nearest element (the first at a tie)
+        take_b = b[0] < a[0]
+        return tuple(jnp.where(take_b, u, v) for u, v in zip(b, a))
+
+    reverse = bool(eqn.params.get("reverse", False))
+    d, r, dl = lax.associative_scan(
+        nearer, (dist, rate.astype(wide), delta), reverse=reverse, axis=axis
+    )
+    time = None
+    if sw.time is not None:
+        time = lax.cummin(jnp.broadcast_to(sw.time, x.shape).astype(wide), axis, reverse)
+    moves = (dl != 0) & jnp.isfinite(d)
+    return Switch(
+        jnp.where(moves, d, jnp.inf),
+        None if sw.rate is None else jnp.where(moves, r, 0),
+        out + jnp.where(moves, dl, 0).astype(out.dtype),
+        time,
     )
 
 
