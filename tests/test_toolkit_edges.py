@@ -3,6 +3,8 @@ the site summary table, ``argnums`` validation (as ``jax.grad``), compiled progr
 across input shapes, and ``find_kinks`` telling a jump from a kink away from any tie.
 """
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,3 +64,18 @@ def test_a_tied_jump_left_at_once_has_radius_exactly_zero():
     assert jr.kink_radius(f, jnp.asarray(1.0), jnp.asarray(-1.0)) == 0.0
     assert jr.kink_radius(f, jnp.asarray(1.0), jnp.asarray(1.0)) == 1.0
     assert jax.grad(f)(1.0) == 0.0  # (AD's derivative of the staircase is 0 everywhere)
+
+
+def test_a_cond_whose_branch_holds_a_loop_runs_in_float64():
+    """jax.scipy.linalg.expm: a cond (the Pade degree) whose branches hold a loop (the
+    squarings). With x64 on, the loop's site counts came out int64 in one branch and
+    int32 in the other, and every analysis crashed (a TypeError from lax.switch). Its
+    gradient is JAX's there (no site tied)."""
+    f = lambda x: jnp.sum(jax.scipy.linalg.expm(x.reshape(2, 2)))
+    x = jnp.asarray([0.1, 0.2, 0.3, 0.4], jnp.float64)
+    assert jr.find_kinks(f, x)  # (runs; the pivots, norms and degree choices are sites)
+    g, _ = jr.certified_grad(f)(x)
+    np.testing.assert_allclose(g, jax.grad(f)(x), rtol=1e-10)
+    with warnings.catch_warnings():  # (a loop test that the direction leaves: undecided)
+        warnings.simplefilter("ignore", jr.UndecidedTieWarning)
+        assert np.isfinite(float(jr.directional_derivative(f, x, jnp.ones(4))))

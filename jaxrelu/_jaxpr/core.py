@@ -180,6 +180,15 @@ def source_of(eqn: Any) -> str:
     return "unknown"
 
 
+_COUNTS = ("size", "ties", "leaving")  # the integer fields of SiteStats
+
+
+def _int32_counts(stats: SiteStats) -> SiteStats:
+    """The counts as int32 whatever computed them (a sum over loop iterations is int64
+    with x64 on): a cond's branches must give their statistics the same types."""
+    return stats._replace(**{k: jnp.asarray(getattr(stats, k)).astype(jnp.int32) for k in _COUNTS})
+
+
 class Recorder:
     """Collects sites: their static :class:`SiteMeta` and traced :class:`SiteStats`.
 
@@ -226,7 +235,7 @@ class Recorder:
         self.meta.append(
             SiteMeta(primitive, kind, self.activation, self.where(eqn), self.shift, threshold)
         )
-        self.stats.append(stats)
+        self.stats.append(_int32_counts(stats))
 
     def extend(self, other: Recorder, stats: Sequence[SiteStats]) -> None:
         if not self.enabled:
@@ -235,7 +244,7 @@ class Recorder:
         if self.shift:  # a call whose outputs only feed stop_gradient: all its sites too
             meta = [dataclasses.replace(m, shift=True) for m in meta]
         self.meta.extend(meta)
-        self.stats.extend(stats)
+        self.stats.extend(_int32_counts(st) for st in stats)
 
 
 Rule = Callable[["Interpreter", Any, list[Val], Recorder], list[Val]]
