@@ -151,7 +151,23 @@ def validated_direction(f: Any, x0: Any, direction: Any) -> tuple[Any, Any]:
     _validate.finite_tree(direction, "direction")
     if all(not np.any(np.asarray(v)) for v in jax.tree.leaves(direction)):
         raise ValueError("`direction` is zero; give a nonzero direction")
-    return x0, jax.tree.map(lambda d, x: d.astype(x.dtype), direction, x0)
+    cast = jax.tree.map(lambda d, x: d.astype(x.dtype), direction, x0)
+    # checked again in x0's dtypes: a float32 direction of 1e-9 is 0 in float16, 1e5 inf
+    try:
+        _validate.finite_tree(cast, "direction")
+    except ValueError:
+        raise ValueError(
+            "`direction` overflows in x0's dtype; scale it down (t is in its units)"
+        ) from None
+    lost = any(
+        np.any((np.asarray(d) != 0) & (np.asarray(c) == 0))
+        for d, c in zip(jax.tree.leaves(direction), jax.tree.leaves(cast))
+    )
+    if lost:
+        raise ValueError(
+            "`direction` has elements that underflow to zero in x0's dtype; scale it up"
+        )
+    return x0, cast
 
 
 # ------------------------------------------------------------------------ sites

@@ -291,6 +291,17 @@ def test_bad_input_is_a_clear_error():
         jr.kink_radius(jr.relu, jnp.ones(2), jnp.ones(3))
     with pytest.raises(ValueError, match="`direction` is zero"):
         jr.kink_radius(jr.relu, jnp.ones(2), jnp.zeros(2))
+    # a float32 direction that float16 cannot hold: 1e5 overflows, 1e-9 underflows
+    # (it was cast silently: radius 0 and inf where the truth is 1e-5 and 1e9)
+    x16 = jnp.zeros(2, jnp.float16)
+    with pytest.raises(ValueError, match="`direction` overflows"):
+        jr.kink_radius(jr.relu, x16, np.array([1e5, 1.0], np.float32))
+    for d in ([1e-9, 1e-9], [1e-9, 1.0]):
+        with pytest.raises(ValueError, match="`direction` has elements that underflow"):
+            jr.kink_radius(jr.relu, x16, np.array(d, np.float32))
+    assert jr.kink_radius(lambda v: jr.relu(v - 1).sum(), x16, np.array([1e-3, 0], np.float32)) == (
+        pytest.approx(1000.0, rel=1e-3)
+    )
 
 
 class _Compiles:
