@@ -52,6 +52,7 @@ differentiation for generalized derivative evaluation*, Optim. Methods Softw. 30
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -472,6 +473,8 @@ def _ld_grad_at(f: Callable, args: tuple, nums: tuple[int, ...], approx: bool = 
     res = analyse(f, args, _identity_blocks(args, nums, np.eye(n)), n_ld=n)
     if len(res.out_p) != 1 or np.ndim(res.out_p[0]) != 0:
         raise TypeError("`f` must return a scalar (as for jax.grad)")
+    if not jnp.issubdtype(np.asarray(res.out_p[0]).dtype, jnp.floating):
+        raise TypeError("`f` must return a floating-point scalar (as for jax.grad)")
     t = res.out_t[0]
     row = np.zeros(n, np.asarray(res.out_p[0]).dtype) if t is None else np.asarray(t)
     grads = _unravel_columns(jnp.asarray(row), selected)
@@ -508,7 +511,9 @@ def ld_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable
     """
     _validate.check_callable(f)
 
-    def grad_fn(*args: Any) -> Any:
+    def grad_fn(*args: Any, **kwargs: Any) -> Any:
+        if kwargs:  # passed through, not differentiated (as by jax.grad)
+            return ld_grad(functools.partial(f, **kwargs), argnums)(*args)
         nums = _argnums(argnums, len(args))
         args = tuple(_point(a, f"args[{i}]") if i in nums else a for i, a in enumerate(args))
         g, undecided, row, value, _ = _ld_grad_at(f, args, nums, approx=True)
@@ -586,7 +591,9 @@ def certified_grad(
     """
     _validate.check_callable(f)
 
-    def fn(*args: Any) -> tuple[Any, Certificate]:
+    def fn(*args: Any, **kwargs: Any) -> tuple[Any, Certificate]:
+        if kwargs:  # passed through, not differentiated (as by jax.grad)
+            return certified_grad(functools.partial(f, **kwargs), argnums)(*args)
         nums = _argnums(argnums, len(args))
         args = tuple(_point(a, f"args[{i}]") if i in nums else a for i, a in enumerate(args))
         leaves = [jax.tree.leaves(a) for a in args]

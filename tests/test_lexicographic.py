@@ -473,3 +473,17 @@ def test_transformations_of_the_lexicographic_functions_are_one_clear_error():
     with pytest.raises(TypeError, match="`x` is a traced value"):
         jax.grad(lambda x: jr.directional_derivative(f, x, jnp.asarray(1.0)))(jnp.asarray(0.0))
     assert float(jr.ld_grad(f)(jnp.asarray(0.0))) == 1.0  # concrete: as before
+
+
+def test_keyword_arguments_pass_through_undifferentiated_as_in_jax_grad():
+    """s (relu(x) - relu(-x)) = s x: derivative s at 0 (by hand), with s a keyword
+    argument that jax.grad passes through without differentiating; a boolean-valued f is
+    a TypeError, as for jax.grad (ld_grad returned False)."""
+    f = lambda x, s=1.0: s * (jr.relu(x) - jr.relu(-x))
+    x = jnp.array(0.0)
+    assert float(jr.ld_grad(f)(x, s=2.0)) == 2.0
+    g, cert = jr.certified_grad(f)(x, s=-3.0)
+    assert float(g) == -3.0 and cert.certified
+    for make in (jr.ld_grad, jr.certified_grad):
+        with pytest.raises(TypeError, match="floating-point scalar"):
+            make(lambda x: x > 0)(x)
