@@ -145,6 +145,10 @@ def test_defaults_come_from_the_config_dataclasses(capsys):
         (["collapse", "--depths", "0"], "--depths: 0 must be between 1"),
         (["collapse", "--kink-grads", "inf"], "'inf' is neither a finite number nor"),
         (["collapse", "--data", "synthetic"], "CNN needs (H, W, C) images"),
+        (["reproduce", "--out", ""], "--out is empty; give a directory"),
+        (["train", "--lr", "1e308"], "--lr: '1e308' is outside float32's range"),
+        (["train", "--lr", "1e-50"], "--lr: '1e-50' is outside float32's range"),
+        (["divergence", "--lr", "1e39"], "outside float32's range"),
     ],
 )
 def test_bad_arguments_are_one_line_before_any_work(argv, needle, capsys):
@@ -165,6 +169,21 @@ def test_json_to_a_fifo_or_symlink_is_refused_and_left_alone(tmp_path, capsys):
         assert f"{path} is {what}; refusing" in capsys.readouterr().err
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
     assert (tmp_path / "real.json").read_text() == "keep"
+
+
+def test_a_bad_reproduce_leaves_no_output_directory_and_names_a_file_as_one(tmp_path, capsys):
+    """A --data that cannot be used is refused before --out is created (it left an empty
+    directory tree behind); an --out that is a regular file is named as one."""
+    out = tmp_path / "deep" / "er"
+    argv = ["reproduce", "--quick", "--data", str(tmp_path / "missing"), "--out", str(out)]
+    assert cli.main(argv) == 2
+    assert "--data" in capsys.readouterr().err
+    assert not (tmp_path / "deep").exists()
+    afile = tmp_path / "afile.txt"
+    afile.write_text("keep")
+    assert cli.main(["reproduce", "--quick", "--out", str(afile)]) == 2
+    assert f"{afile} is a regular file, not a directory" in capsys.readouterr().err
+    assert afile.read_text() == "keep"
 
 
 def test_reproduce_refuses_data_too_small_for_its_plan(tmp_path, capsys):

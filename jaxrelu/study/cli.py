@@ -67,7 +67,13 @@ def _int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def _float(positive: bool = False) -> Callable[[str], float]:
+_F32_MAX, _F32_TINY = 3.4028234663852886e38, 1.1754943508222875e-38  # (float32's range)
+
+
+def _float(positive: bool = False, float32: bool = False) -> Callable[[str], float]:
+    """A finite number (``positive``: above 0); ``float32``: one that float32 holds, a
+    learning rate (1e308 overflowed in the training step, and every run diverged)."""
+
     def parse(value: str) -> float:
         try:
             v = float(value)
@@ -77,6 +83,8 @@ def _float(positive: bool = False) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"{value!r} is not finite")
         if positive and v <= 0:
             raise argparse.ArgumentTypeError(f"{value!r} must be positive")
+        if float32 and not (v == 0 or _F32_TINY <= abs(v) <= _F32_MAX):
+            raise argparse.ArgumentTypeError(f"{value!r} is outside float32's range")
         return v
 
     return parse
@@ -319,7 +327,10 @@ def _add_train(sub) -> None:
     t.add_argument("--batch-size", type=_int_in(1), default=O.batch_size, help="minibatch size")
     rates = ", ".join(f"{v:g} for {k}" for k, v in DEFAULT_LEARNING_RATES.items())
     t.add_argument(
-        "--lr", type=_float(positive=True), default=None, help=f"learning rate (default: {rates})"
+        "--lr",
+        type=_float(positive=True, float32=True),
+        default=None,
+        help=f"learning rate (default: {rates})",
     )
     _add_common(t)
 
@@ -346,7 +357,10 @@ def _add_divergence(sub) -> None:
     d.add_argument("--batch-size", type=_int_in(1), default=D.batch_size, help="minibatch size")
     d.add_argument("--seed", type=_int_in(0, limits.MAX_SEED), default=D.seed, help="seed")
     d.add_argument(
-        "--lr", type=_float(positive=True), default=D.learning_rate, help="learning rate"
+        "--lr",
+        type=_float(positive=True, float32=True),
+        default=D.learning_rate,
+        help="learning rate",
     )
     d.add_argument(
         "--momentum",
@@ -398,7 +412,10 @@ def _add_collapse(sub) -> None:
     )
     c.add_argument("--epochs", type=_int_in(1, limits.MAX_EPOCHS), default=C.epochs, help="epochs")
     c.add_argument(
-        "--lr", type=_float(positive=True), default=C.learning_rate, help="learning rate"
+        "--lr",
+        type=_float(positive=True, float32=True),
+        default=C.learning_rate,
+        help="learning rate",
     )
     _add_common(c)
 
@@ -667,15 +684,15 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import output_names, reproduce
 
     plan = QUICK if args.quick else FULL
-    try:
-        out = check_output_dir(args.out, "--out", output_names(plan))
-    except ValueError as err:
-        raise _fail(args, err) from err
-    ds = _load(args)
+    ds = _load(args)  # (the data first: a bad --data leaves no --out directory behind)
     try:
         plan.check_data(ds)
     except ValueError as err:
         raise _fail(args, f"--data: {err}") from err
+    try:
+        out = check_output_dir(args.out, "--out", output_names(plan))
+    except ValueError as err:
+        raise _fail(args, err) from err
     print(
         f"jaxrelu reproduce{' --quick' if args.quick else ''}: data {ds.name}, writing to {out}",
         file=sys.stderr,

@@ -128,6 +128,7 @@ def schema() -> dict[str, Any]:
 
 def _kind_of(mode: int) -> str:
     for test, name in (
+        (stat.S_ISREG, "a regular file"),
         (stat.S_ISDIR, "a directory"),
         (stat.S_ISLNK, "a symbolic link"),
         (stat.S_ISFIFO, "a FIFO"),
@@ -186,6 +187,8 @@ def check_output_dir(
     """The absolute path of ``path`` once it is a writable directory (created if
     needed) in which every name of ``files`` (relative paths) is safe to write. Raises
     :class:`OutputPathError` otherwise; writes nothing else."""
+    if not os.fspath(path):  # ("" would be the working directory)
+        raise OutputPathError(f"{what} is empty; give a directory")
     path = os.path.abspath(os.fspath(path))
     if os.path.lexists(path) and (os.path.islink(path) or not os.path.isdir(path)):
         raise OutputPathError(
