@@ -314,8 +314,14 @@ def kink_sites(f: Callable[[Any], Any], x0: Any, direction: Any) -> list[KinkSit
         [(1, inf), (0, 0.5)]
     """
     x0, d = validated_direction(f, x0, direction)
-    blocks = [jnp.asarray(v)[None] for v in jax.tree.leaves(d)]
-    return sites_of(analyse(f, (x0,), blocks, n_ld=1, values=True), with_radius=True)
+    leaves = [np.asarray(v) for v in jax.tree.leaves(d)]
+    # a small direction scaled up by a power of 2 (exact): its tangents, carried in x0's
+    # dtype, would underflow in float16 (1e-5 along relu(1e-3 x - 0.5): radius inf)
+    top = max(float(np.max(np.abs(v.astype(np.float64)), initial=0.0)) for v in leaves)
+    scale = 2.0 ** -math.floor(math.log2(top)) if 0 < top < 1 else 1.0
+    blocks = [jnp.asarray((v.astype(np.float64) * scale).astype(v.dtype))[None] for v in leaves]
+    sites = sites_of(analyse(f, (x0,), blocks, n_ld=1, values=True), with_radius=True)
+    return [dataclasses.replace(s, radius=s.radius * scale) for s in sites]
 
 
 def kink_radius(f: Callable[[Any], Any], x0: Any, direction: Any) -> float:

@@ -380,3 +380,16 @@ def test_summary_right_aligns_the_counts_under_their_headers():
         end = head.index(title) + len(title)
         assert all(r[end - 1] != " " and (len(r) == end or r[end] == " ") for r in rows)
     assert {r.split()[-3] for r in rows} == {"3", "12"}
+
+
+def test_a_small_float16_direction_does_not_underflow_the_radius():
+    """relu(1e-3 x - 0.5) from 0 along d = 1e-5 in float16: the switch is at
+    x = 500, t = 5e7 (by hand; 4.99e7 with float16's rounding of 1e-3 and 1e-5). The
+    tangent 1e-3 * 1e-5 underflows in float16: the radius was inf. A float32 run of the
+    same values is the oracle (to float16's rounding of the rates)."""
+    f = lambda x: jr.relu(jnp.asarray(1e-3, x.dtype) * x - jnp.asarray(0.5, x.dtype))
+    d16 = jnp.asarray(1e-5, jnp.float16)
+    want = jr.kink_radius(f, jnp.zeros((), jnp.float32), d16.astype(jnp.float32))
+    assert want == pytest.approx(0.5 / (1e-3 * float(d16)), rel=1e-6)
+    got = jr.kink_radius(f, jnp.zeros((), jnp.float16), d16)
+    assert got == pytest.approx(want, rel=1e-3) and got <= want
