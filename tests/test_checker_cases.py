@@ -734,3 +734,15 @@ def test_a_right_custom_rule_whose_primal_differentiates_badly_stays_smooth():
         rep = jr.check_linearization(sinc, A(x0))
         assert abs(rep.exact_slope_plus - (-x0 / 3)) > abs(rep.slope_plus - (-x0 / 3))
         assert rep.verdict == "smooth", rep.reason
+
+
+@pytest.mark.parametrize("dt, x0", [(f32, -80.0), (f64, -700.0)])
+def test_exp_near_its_underflow_is_never_linear(dt, x0):
+    """exp at -80 (float32) or -700 (float64) is about 1e-35 or 1e-304, a normal number,
+    and smooth with AD right (exp). Its remainders, e^x0 h^2 / 2, fall below the smallest
+    normal at small steps and are flushed to 0: they said 'linear, with a nonsmooth point
+    further out'. relu at -1 (remainders exactly 0, f exactly 0) stays linear."""
+    assert 0 < float(jnp.exp(A(x0, dt))) < 1e-30
+    rep = jr.check_linearization(jnp.exp, A(x0, dt), A(1.0, dt))
+    assert rep.verdict in ("smooth", "inconclusive"), rep.reason
+    assert jr.check_linearization(jr.relu, A(-1.0, dt), A(1.0, dt)).verdict == "linear"

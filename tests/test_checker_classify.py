@@ -501,6 +501,17 @@ def test_smooth_remainders_with_ad_off_the_exact_and_measured_slopes_are_a_wrong
     assert decide(ev(1.1, exact=np.array([np.inf])))[0] == Verdict.SMOOTH
 
 
+def test_remainders_at_a_floor_below_the_smallest_normal_read_nothing():
+    """Flat remainders (or flat, then a rise) where the floor is subnormal: the remainders
+    may have been flushed to 0, so neither 'linear' nor 'a nonsmooth point further out'
+    follows; a power law above the floor is still read."""
+    rise = RemainderEvidence(Pattern.FLAT_THEN_RISE, 1.0, (0, 1, 2), (1.0, 1.0), 9, 1e-3, 0)
+    for rem in (FLAT, rise):
+        assert decide(_evidence(rem, underflow=True)) == (Verdict.INCONCLUSIVE, Cause.UNDERFLOW)
+    assert decide(_evidence(FLAT)) == (Verdict.LINEAR, Cause.FLAT)
+    assert decide(_evidence(ORDER2, underflow=True)) == (Verdict.SMOOTH, Cause.ORDER_TWO)
+
+
 def test_non_finite_values_are_inconclusive():
     assert decide(_evidence(ORDER2, f0_finite=False))[1] is Cause.F0_NOT_FINITE
     assert decide(_evidence(ORDER2, f_finite=False))[1] is Cause.F_NOT_FINITE

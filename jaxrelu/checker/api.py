@@ -279,8 +279,18 @@ def _evidence(
         slopes_fit=slopes_fit,
         eps=eps,
         top_step=float(h[0]),
+        underflow=bool(0 < floor0[-1] < _smallest_normal(problem, meas)),
     )
     return ev, keep, note, floor
+
+
+def _smallest_normal(problem: Problem, meas: Measurements) -> float:
+    """The smallest normal number below which the remainders, or f's values, may be
+    flushed to 0: float64's where both the remainders and f are float64, float32's
+    otherwise (16-bit values are computed in float32 on the CPU)."""
+    wide = np.asarray(meas.rem).dtype
+    both64 = wide == np.float64 and problem.dtype_name == "float64"
+    return float(np.finfo(np.float64 if both64 else np.float32).tiny)
 
 
 def _resolved_steps(dfp, dfm, rp, rm, ad_step, vmag, eps: float, q: float) -> int | None:

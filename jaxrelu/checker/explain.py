@@ -100,6 +100,11 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
         f"up to h = {ev.remainders.rise:.3g} and moves beyond: rounding inside f (cos near "
         "0 rounds to 1) can hold it still that far, so the slopes read there say nothing"
     ),
+    Cause.UNDERFLOW: lambda ev, h: (
+        "the remainders fall below the smallest normal number at the small steps (f and "
+        "its linearization are that small there, as exp near its underflow), where they may "
+        "be flushed to 0: remainders at the floor cannot tell affine from smooth"
+    ),
     Cause.FLAT: lambda ev, h: (
         f"the remainders stay at roundoff level for every step up to h = {h[0]:.3g}: f is "
         "affine along d near x0"

@@ -84,6 +84,7 @@ class Cause(enum.Enum):
     AD_NOT_FINITE_NON_LIPSCHITZ = enum.auto()
     AD_NOT_FINITE_UNRESOLVED = enum.auto()
     AD_NOT_FINITE_PLATEAU = enum.auto()
+    UNDERFLOW = enum.auto()
     FLAT = enum.auto()
     FLAT_TOO_COARSE = enum.auto()
     FLAT_AT_JUMP = enum.auto()
@@ -173,6 +174,9 @@ class Evidence:
             at ``x0``, which the larger steps, crossing the switch, cannot show.
         eps: working machine epsilon.
         top_step: the largest step of the grid (the problem's scale).
+        underflow: the floor at the smallest step is positive but below the smallest
+            normal number: remainders there may be flushed to 0 (``exp`` at -700 in
+            float64), so remainders at the floor say nothing.
     """
 
     remainders: RemainderEvidence
@@ -198,6 +202,7 @@ class Evidence:
     resolved_below_switch: bool = True  # pragma: no mutate
     below: RemainderEvidence | None = None  # pragma: no mutate
     top_step: float = 1.0  # pragma: no mutate
+    underflow: bool = False  # pragma: no mutate
     slopes_fit: bool = True  # pragma: no mutate
     eps: float = 2.0**-52  # pragma: no mutate
 
@@ -305,6 +310,8 @@ def _exact_all_equal(ev: Evidence) -> bool:
 
 def _from_remainders(ev: Evidence) -> tuple[Verdict, Cause]:
     rem, t = ev.remainders, ev.tests
+    if rem.pattern in (Pattern.FLAT, Pattern.FLAT_THEN_RISE) and ev.underflow:
+        return Verdict.INCONCLUSIVE, Cause.UNDERFLOW
     if rem.pattern is Pattern.FLAT:
         if rem.kappa <= KAPPA_FLAT:
             return _linear_unless_on_a_switch(ev, Cause.FLAT)
