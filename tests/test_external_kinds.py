@@ -750,6 +750,17 @@ def test_a_tied_equality_guard_takes_the_case_around_it(f, slope):
     assert cert.method == "ad" and cert.certified
 
 
+def test_an_equality_guard_whose_cases_differ_is_a_jump_not_a_guard():
+    """where(x == 0, 1, x) is 1 at 0 and x around it (by evaluation below): a removable
+    discontinuity, no guard of cases that agree. Listed as a tied jump, never certified,
+    and not described as an equality guard."""
+    f = lambda x: jnp.where(x == 0, 1.0, x)
+    assert float(f(F32(0.0))) == 1.0 and abs(float(f(F32(1e-6)))) < 1e-5
+    _, cert = jr.certified_grad(f)(F32(0.0))
+    assert not cert.certified and "equality" not in cert.reason
+    assert [(s.kind, s.ties) for s in jr.find_kinks(f, F32(0.0))] == [("jump", 1)]
+
+
 @pytest.mark.parametrize(
     "f, x, d, true",
     [

@@ -1637,7 +1637,8 @@ def _sign_like(interp: Interpreter, eqn: Any, x: Val, out: Any, rec: Recorder, n
         leaving = jnp.sum(leaves)
         if x.nl:
             undecided(interp, eqn, xw, dx, rec, None if x.lex is None else x.lex != x.p)
-        moved = fn(jnp.where(s > 0, 1.0, -1.0).astype(jnp.asarray(x.p).dtype))
+        # (fn reads only the sign of its operand: any magnitude reads alike)
+        moved = fn(jnp.where(s > 0, 1.0, -1.0).astype(jnp.asarray(x.p).dtype))  # pragma: no mutate
         lex = jnp.where(leaves, moved, out)
         time = jnp.where(leaves, 0.0, crossing_time(jnp.abs(xw), rate))
     if x.lex is not None:  # the operand itself moved to another piece upstream
