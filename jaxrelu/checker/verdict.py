@@ -464,7 +464,7 @@ def _ad_off_exact_and_measured(ev: Evidence) -> bool:
     ex = ev.exact_plus
     if ex is None or not ev.ad_finite or not np.all(np.isfinite(ex)):
         return False
-    d_meas = max(np.linalg.norm(ev.plus.value - ex), np.linalg.norm(ev.minus.value - ex))
+    d_meas = float(max(np.linalg.norm(ev.plus.value - ex), np.linalg.norm(ev.minus.value - ex)))
     if not np.isfinite(d_meas):
         return False
     # (the measured slopes' own error bars are far wider than how close they come to the
