@@ -797,7 +797,7 @@ def _forward_only(f: Callable, args: tuple, nums: tuple[int, ...]) -> tuple[Any,
     tied = tuple(dataclasses.replace(s, min_margin=0.0) for s in sites if s.ties > 0)
     unknown = sorted({s.primitive for s in sites if s.kind == "unknown"})
     g, undecided, _, _, transverse = _ld_grad_at(f, args, nums)
-    if not transverse and _size([args[i] for i in nums]) > 1 and tied:
+    if not transverse and _size([args[i] for i in nums]) > 1 and tied:  # pragma: no mutate (cost)
         transverse = _transverse_reversed(f, args, nums)
     tied = _mark_transverse(tied, transverse)
     jumps = [s for s in tied if s.kind == "jump"]

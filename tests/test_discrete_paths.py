@@ -374,3 +374,17 @@ def test_piecewise_constant_results_of_a_multi_output_op_switch_where_their_oper
     assert gap == pytest.approx(0.3)
     sel = [s for s in jr.kink_sites(f, x, d) if s.primitive == "select_n"]
     assert [(s.kind, s.ties) for s in sel] == [("jump", 1)]
+
+
+def test_a_select_on_the_sign_of_a_negative_value_jumps_where_it_turns_positive():
+    """where(sign(x) > 0, 1, 0) from -0.5 is 0 until x crosses 0, then 1 (by evaluation):
+    the select is a jump, 0.5 away; so is the count sum(sign(x) > 0) * x0. The value of
+    sign across its switch is +1 from a negative x, not its own -1."""
+    x = -0.5 * jnp.ones(3)
+    heav = lambda v: jnp.where(jnp.sign(v) > 0, 1.0, 0.0)
+    assert float(heav(jnp.float32(1e-6))) - float(heav(jnp.float32(-1e-6))) == 1.0
+    sel = [s for s in jr.find_kinks(heav, x) if s.primitive == "select_n"]
+    assert [(s.kind, s.min_margin) for s in sel] == [("jump", 0.5)]
+    cnt = lambda v: jnp.sum(jnp.sign(v) > 0) * v[0]
+    step = [s for s in jr.kink_sites(cnt, x, jnp.ones(3)) if s.primitive == "step"]
+    assert [(s.kind, s.radius) for s in step] == [("jump", 0.5)]
