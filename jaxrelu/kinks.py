@@ -350,7 +350,8 @@ def kink_radius(f: Callable[[Any], Any], x0: Any, direction: Any) -> float:
     singular vectors, ``qr``'s factors, a ``cummax``, ``cummin`` or ``cumprod`` of a
     switching value over more than 16 elements) have no radius and do not count: check
     ``find_kinks`` before trusting the radius. A cumulative count (``jnp.cumsum(x > c)``)
-    switches at the nearest crossing among the elements each result sums, and ``lu``
+    switches at the nearest crossing that changes it among the elements each result
+    sums, and ``lu``
     where two pivot candidates tie (a first-order estimate, as for eigenvalue gaps).
     ``sqrt`` and ``cbrt`` switch where their operand is 0 (a norm at 0): a first-order
     estimate from the operand, half the true distance for a norm shrinking to 0 along the

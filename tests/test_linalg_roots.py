@@ -118,6 +118,23 @@ def test_lu_pivot_ties_are_jumps_that_certify_nothing(dt):
         jr.directional_derivative(u00, tie, jnp.asarray([-1.0, 0.0], dt))
 
 
+def test_complex_lu_ties_in_lapacks_measure():
+    """LAPACK pivots a complex column by |Re| + |Im|: in [[v0, 2], [v1 (0.6 + 0.4j), 3]]
+    at v = (1, 1) the candidates tie in that measure (1 and 0.6 + 0.4), not in modulus
+    (1 and 0.72): U[0, 1] is 2 below v1 = 1 and 3 above (evaluated below), a jump,
+    never certified; at v1 = 0.5 the tie is 0.5 away along v1."""
+    c = jnp.asarray(0.6 + 0.4j, jnp.complex128)
+    f = lambda v: jnp.real(
+        jax.scipy.linalg.lu(jnp.array([[v[0] + 0j, 2.0 + 0j], [v[1] * c, 3.0 + 0j]]))[2][0, 1]
+    )
+    assert [float(f(F64([1.0, 1.0 + e]))) for e in (-1e-3, 1e-3)] == [2.0, 3.0]
+    _, cert = jr.certified_grad(f)(F64([1.0, 1.0]))
+    assert not cert.certified
+    assert [(s.kind, s.ties) for s in jr.find_kinks(f, F64([1.0, 1.0]))] == [("jump", 1)]
+    (site,) = jr.find_kinks(f, F64([1.0, 0.5]))
+    assert site.ties == 0 and site.min_margin == pytest.approx(0.5, rel=1e-12)
+
+
 def test_det_and_lu_solve_stay_certified_away_from_pivot_ties():
     """det of [[a, 2], [1, 3]] beside an identity = 3a - 2 (hand): gradient 3 in a at
     a = 2, where the pivot candidates 2 and 1 are apart; lu_solve likewise (its gradient

@@ -161,6 +161,23 @@ def test_a_long_cumulative_count_switches_at_each_prefix_first_crossing(n, rever
     assert not cert.certified
 
 
+@pytest.mark.parametrize("n", [8, 20])
+def test_a_long_cumulative_count_looks_past_a_nearer_flip_that_changes_nothing(n):
+    """cumsum((v0 > 0) & (v1 > 0)): element 0 at (0, -1) is tied, but its flip changes
+    nothing (v1 < 0); element 1 at (0.5, 0) is tied and its flip changes the count: f
+    jumps by n - 1 there (evaluated below). Short or long, a tied jump, never certified
+    (long, the nearer flip hid the other: certified, 'differentiable here')."""
+    x = np.ones((2, n), np.float32)
+    x[:, 0], x[:, 1] = (0.0, -1.0), (0.5, 0.0)
+    x = jnp.asarray(x)
+    f = lambda v: jnp.sum(jnp.cumsum((v[0] > 0) & (v[1] > 0)).astype(jnp.float32))
+    d = jnp.zeros_like(x).at[1, 1].set(1.0)
+    assert float(f(x + 1e-3 * d)) - float(f(x)) == n - 1
+    _, cert = jr.certified_grad(f)(x)
+    assert not cert.certified
+    assert [(s.kind, s.radius) for s in jr.kink_sites(f, x, d)] == [("jump", 0.0)]
+
+
 def test_a_long_cumulative_max_of_a_switching_value_is_an_unknown_site():
     """cummax over more than 16 switching elements is not traced: listed as "unknown",
     so nothing is certified (f jumps where an element crosses c: by hand)."""

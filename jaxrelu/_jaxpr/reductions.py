@@ -576,8 +576,9 @@ def lu(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val
     jump where two pivot candidates tie in magnitude, as the pivot row, and with it the
     factors, switches there (``det`` and ``solve``, continuous, read it through products
     whose gap cancels). Pivoting divides by the largest candidate, so a tie is a
-    multiplier of magnitude exactly 1 below the diagonal (``1 - |L_ik|`` is the distance),
-    or a zero pivot (every candidate 0)."""
+    multiplier of magnitude exactly 1 below the diagonal (``1 - |L_ik|`` is the distance;
+    for complex matrices in LAPACK's measure ``|Re| + |Im|`` of the candidate
+    ``L_ik U_kk`` against ``U_kk``), or a zero pivot (every candidate 0)."""
     outs = smooth(interp, eqn, ins, rec)
     a = jnp.asarray(outs[0].p)
     m, n = a.shape[-2:]
@@ -588,7 +589,15 @@ def lu(interp: Interpreter, eqn: Any, ins: list[Val], rec: Recorder) -> list[Val
     low = np.tril(np.ones((m, k), bool), -1)  # the multipliers L_ik, i > k
     mult = a[..., :, :k]
     pivot = jnp.diagonal(a, axis1=-2, axis2=-1)[..., None, :k]
-    dist = jnp.where(pivot == 0, 0.0, 1.0 - jnp.abs(mult).astype(wide))
+    if jnp.iscomplexobj(a):
+        # LAPACK picks a complex pivot by |Re| + |Im|, not by modulus: the candidate
+        # L_ik U_kk against the pivot U_kk in that measure
+        cabs1 = lambda z: (jnp.abs(jnp.real(z)) + jnp.abs(jnp.imag(z))).astype(wide)
+        size = cabs1(pivot)
+        ratio = cabs1(mult * pivot) / jnp.where(size == 0, 1.0, size)
+    else:
+        ratio = jnp.abs(mult).astype(wide)
+    dist = jnp.where(pivot == 0, 0.0, jnp.maximum(1.0 - ratio, 0.0))
     rate = None
     t = outs[0].t
     # (the first column's rate, as for eigenvalue gaps: only where columns are read)

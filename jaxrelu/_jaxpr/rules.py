@@ -760,13 +760,16 @@ def _reduction_switch(interp, eqn, v: Val, out) -> Switch | None:
 def _long_cumsum_switch(interp, eqn, x, sw: Switch, axis: int, out) -> Switch:
     """A cumulative sum over more than :data:`_FLIP_LIMIT` elements (``cumsum(x > c)``):
     each result switches where the nearest of the elements it sums does (those before it,
-    or after it for a reversed sum), by that element's change. Elements on one surface
-    cross together; only the first one's change is counted, so the value across may be
-    short of the truth, its distance never later."""
+    or after it for a reversed sum) whose flip changes the sum, by that element's change.
+    Elements on one surface cross together; only the first one's change is counted, so
+    the value across may differ from the truth (elements crossing in opposite directions
+    cancel); its distance is never later."""
     wide = interp.wide
-    dist = jnp.broadcast_to(sw.dist, x.shape).astype(wide)
-    rate = jnp.zeros(x.shape, wide) if sw.rate is None else jnp.broadcast_to(sw.rate, x.shape)
     delta = (jnp.broadcast_to(sw.across, x.shape) - x).astype(out.dtype)
+    # (an element whose flip changes nothing is no candidate: a farther one that does
+    # must be found, as for (x > 0) & (y > 0) at x = 0, y = -1)
+    dist = jnp.where(delta != 0, jnp.broadcast_to(sw.dist, x.shape).astype(wide), jnp.inf)
+    rate = jnp.zeros(x.shape, wide) if sw.rate is None else jnp.broadcast_to(sw.rate, x.shape)
 
     def nearer(a: Any, b: Any) -> Any:  # the prefix's nearest element (the first at a tie)
         take_b = b[0] < a[0]

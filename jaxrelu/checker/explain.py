@@ -126,7 +126,7 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
         if ev.exact_plus is not None
         else f"the remainders stay at roundoff level, but x0 is on a switch of the program "
         f"({ev.tied} tied element(s)) whose exact one-sided slopes the jaxpr does not give "
-        "(a tie of eigh or svd, or one left undecided): a kink that the rounding of f "
+        "(a tie of eigh, svd or lu pivots, or one left undecided): a kink that the rounding of f "
         "hides cannot be told from none"
     ),
     Cause.FLAT_THEN_RISE: lambda ev, h: (
