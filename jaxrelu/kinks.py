@@ -165,7 +165,8 @@ def validated_direction(f: Any, x0: Any, direction: Any) -> tuple[Any, Any]:
     )
     if lost:
         raise ValueError(
-            "`direction` has elements that underflow to zero in x0's dtype; scale it up"
+            "`direction` has elements that underflow to zero in x0's dtype; scale it up, "
+            "or set them to 0"
         )
     return x0, cast
 
@@ -317,13 +318,18 @@ def kink_sites(f: Callable[[Any], Any], x0: Any, direction: Any) -> list[KinkSit
     """
     x0, d = validated_direction(f, x0, direction)
     leaves = [np.asarray(v) for v in jax.tree.leaves(d)]
-    # a small direction scaled up by a power of 2 (exact): its tangents, carried in x0's
-    # dtype, would underflow in float16 (1e-5 along relu(1e-3 x - 0.5): radius inf)
+    # the direction scaled by a power of 2 (exact) to a largest element in [1, 2): its
+    # tangents, carried in x0's dtype, would underflow in float16 for a small one (1e-5
+    # along relu(1e-3 x - 0.5): radius inf) and overflow for a large one (1e3 along
+    # relu(100 x)); not where that would flush a small element of it to 0
     mags = [np.abs(v.astype(np.float64)) for v in leaves]
     # (d is nonzero, checked above: the initial value is never the maximum)
     top = max(float(np.max(m, initial=0.0)) for m in mags)  # pragma: no mutate
-    scale = 2.0 ** -math.floor(math.log2(top)) if 0 < top < 1 else 1.0
-    blocks = [jnp.asarray((v.astype(np.float64) * scale).astype(v.dtype))[None] for v in leaves]
+    scale = 2.0 ** -math.floor(math.log2(top))
+    scaled = [(v.astype(np.float64) * scale).astype(v.dtype) for v in leaves]
+    if any(np.any((v != 0) & (w == 0)) for v, w in zip(leaves, scaled)):
+        scale, scaled = 1.0, leaves
+    blocks = [jnp.asarray(w)[None] for w in scaled]
     sites = sites_of(analyse(f, (x0,), blocks, n_ld=1, values=True), with_radius=True)
     return [dataclasses.replace(s, radius=s.radius * scale) for s in sites]
 

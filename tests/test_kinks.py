@@ -393,3 +393,12 @@ def test_a_small_float16_direction_does_not_underflow_the_radius():
     assert want == pytest.approx(0.5 / (1e-3 * float(d16)), rel=1e-6)
     got = jr.kink_radius(f, jnp.zeros((), jnp.float16), d16)
     assert got == pytest.approx(want, rel=1e-3) and got <= want
+
+
+def test_a_large_float16_direction_does_not_overflow_the_radius():
+    """relu(100 x - 50) from 0 along d = 1000 in float16: the switch is at x = 0.5,
+    t = 5e-4 (by hand). The tangent 100 * 1000 = 1e5 overflows float16 (largest 65504):
+    the direction is scaled down by a power of 2 first."""
+    f = lambda x: jr.relu(jnp.asarray(100.0, x.dtype) * x - jnp.asarray(50.0, x.dtype))
+    got = jr.kink_radius(f, jnp.zeros((), jnp.float16), jnp.asarray(1000.0, jnp.float16))
+    assert got == pytest.approx(5e-4, rel=1e-3)
