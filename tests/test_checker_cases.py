@@ -746,3 +746,63 @@ def test_exp_near_its_underflow_is_never_linear(dt, x0):
     rep = jr.check_linearization(jnp.exp, A(x0, dt), A(1.0, dt))
     assert rep.verdict in ("smooth", "inconclusive"), rep.reason
     assert jr.check_linearization(jr.relu, A(-1.0, dt), A(1.0, dt)).verdict == "linear"
+
+
+# -------------------------- large arguments: f varies far below the problem's scale
+
+
+@pytest.mark.parametrize(
+    "fn, x0",
+    [(jnp.sin, 1e12), (jnp.cos, 1e15), (jnp.sin, np.float32(1e5))],
+    ids=["sin-1e12-float64", "cos-1e15-float64", "sin-1e5-float32"],
+)
+def test_sin_and_cos_at_large_arguments_are_smooth(fn, x0):
+    # the steps start at |x0| and span many periods, where the remainder grows like h;
+    # below a period it is the h^2 of any smooth f, down to the smallest step that moves
+    # x0 (an ulp of 1e12 is 1e-4). Oracle: sin and cos are smooth, and AD's slope is
+    # NumPy's float64 derivative at the same point
+    x = jnp.asarray(x0, f64 if isinstance(x0, float) else f32)
+    rep = jr.check_linearization(fn, x, jnp.ones_like(x))
+    want = np.cos(float(x)) if fn is jnp.sin else -np.sin(float(x))
+    assert abs(rep.ad_slope - want) <= 1e-6, str(rep)
+    assert rep.verdict == "smooth", str(rep)
+    assert 1.6 <= rep.order <= 2.6, str(rep)
+    many = jr.check_many(fn, x[None], jnp.ones_like(x)[None])  # the batched floors alike
+    assert many.verdict.tolist() == ["smooth"], many.reports[0]
+
+
+def _sin_rule(factor):
+    @jax.custom_jvp
+    def s(x):
+        return jnp.sin(x)
+
+    @s.defjvp
+    def _(primals, tangents):
+        (x,), (t,) = primals, tangents
+        return jnp.sin(x), factor * jnp.cos(x) * t
+
+    return lambda x: jnp.sum(s(x))
+
+
+def test_a_direction_moving_a_huge_element_is_not_a_wrong_derivative():
+    # sin at [0.5, 1e9] in float32 along (1, 1)/sqrt(2): no step both moves 1e9 (an ulp
+    # is 64) and resolves sin (period 6.3), so the measured slopes (about 0, sin's values
+    # averaged over many periods) say nothing of the derivative. AD's is right (float64
+    # oracle); a wrong rule (twice the derivative) is no better resolved there, and is
+    # found where the steps resolve sin
+    d = jnp.array([1.0, 1.0], f32) / np.sqrt(2)
+    xs = jnp.array([[0.5, 1e9], [0.5, 3.0]], f32)
+    want = (np.cos(0.5) + np.cos(float(xs[0, 1]))) / np.sqrt(2)
+    rep = jr.check_linearization(lambda x: jnp.sum(jnp.sin(x)), xs[0], d)
+    assert abs(rep.ad_slope - want) <= 1e-5, str(rep)
+    assert rep.verdict == "inconclusive" and "AD's own slope" in rep.reason, str(rep)
+    # in a batch, each point's AD is read near that point
+    right = jr.check_many(_sin_rule(1.0), xs, jnp.stack([d, d]))
+    assert right.verdict.tolist() == ["inconclusive", "smooth"], right.reports[0]
+    wrong = jr.check_many(_sin_rule(2.0), xs, jnp.stack([d, d]))
+    assert wrong.verdict.tolist() == ["inconclusive", "wrong_derivative"], wrong.reports[1]
+    assert "AD's own slope" in wrong.reports[0].reason
+    # a rule that is wrong at every point stays wrong where the steps resolve sin:
+    # at 1e5 in float64 (an ulp is 1.5e-11)
+    far = jr.check_linearization(_sin_rule(2.0), jnp.array([1e5], f64), jnp.ones(1, f64))
+    assert far.verdict == "wrong_derivative", str(far)

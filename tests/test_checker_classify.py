@@ -201,6 +201,36 @@ def test_roundoff_floor_is_not_raised_by_noise_below_its_largest_tiny_step_value
     assert np.all(roundoff_floor(H, r, mag, EPS32) == 4 * EPS32 * mag)
 
 
+def _tail_ending(orders, seed=0):
+    """Remainders on H: erratic (cancellation noise of 0.5 to 2) over the tiny steps,
+    then one flat halving, then halvings of the given local orders down to the last
+    step (1e-3 there: far above the floor)."""
+    r = np.random.default_rng(seed).uniform(0.5, 2.0, len(H))
+    k = len(orders)
+    r[-k - 1 :] = 1e-3 * np.cumprod([1.0, *np.power(2.0, orders[::-1])])[::-1]
+    r[-k - 2] = r[-k - 1]  # order 0 just before: the settled run has exactly k halvings
+    return r
+
+
+def test_roundoff_floor_is_not_raised_by_a_tail_that_settles_on_truncation():
+    # sin at 1e12 in float64: over the tiny steps the remainder is erratic where the
+    # steps span periods, then h^2 below one. Four halvings of one order >= 1.5 (within
+    # 0.5) at the end are truncation, not noise: the floor stays 4 eps |f|
+    mag = np.full(len(H), 2.0)
+    base = 4 * EPS32 * mag
+    for orders in ([2.0] * 4, [2.0] * 6, [1.52] * 4, [1.7, 2.15, 1.7, 2.15], [3.0] * 4):
+        assert np.all(roundoff_floor(H, _tail_ending(orders), mag, EPS32) == base), orders
+    for orders in ([2.0] * 3, [1.45] * 4, [1.6, 2.2, 1.6, 2.2], [2.0, 2.0, 2.0, 1.4]):
+        assert roundoff_floor(H, _tail_ending(orders), mag, EPS32)[0] > base[0], orders
+    # read on ``both`` sides' larger remainder where given: one side's alone crosses
+    # zero (a dip of 1e-3 at one step) and is no power law
+    both = _tail_ending([2.0] * 5)
+    side = both.copy()
+    side[-3] *= 1e-3
+    assert roundoff_floor(H, side, mag, EPS32)[0] > base[0]
+    assert np.all(roundoff_floor(H, side, mag, EPS32, both) == base)
+
+
 def test_exactly_three_zero_remainders_prove_affine_points():
     # r = h, then exactly 0 at the last three steps (over a tiny nonzero floor): f is
     # affine on those three floating-point points, so no curvature can hide there
@@ -306,6 +336,35 @@ def test_order_one_with_equal_slopes_and_ad_off_is_a_wrong_derivative():
         Verdict.WRONG_DERIVATIVE,
         Cause.AD_OFF_SLOPES,
     )
+
+
+def test_wrong_derivative_needs_ad_near_x0_to_stay_at_x0_or_at_the_measured_slopes():
+    # AD 0, measured slopes 1 on both sides (gap 1): AD at the smallest steps at x0's
+    # value (a rule wrong near x0 too) or at the slopes' (wrong at x0 alone, as
+    # relu(x) - relu(-x) at 0) confirms the claim, within a quarter of the gap
+    claim = (Verdict.WRONG_DERIVATIVE, Cause.AD_OFF_SLOPES)
+    for near in ([0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0], [0.24, 0.76, -0.24, 1.24]):
+        ev = _evidence(ORDER1, ad=0.0, sp=1.0, sm=1.0, ad_near=np.array(near)[:, None])
+        assert decide(ev) == claim, near
+    # AD wandering elsewhere at any one of them (f varies below the smallest step: sin
+    # at 1e9 in float32): the measured slopes say nothing of the derivative at x0
+    for k in range(4):
+        for bad in (0.26, 0.5, 0.74, -0.26, 1.26, np.nan):
+            near = np.ones(4)
+            near[k] = bad
+            ev = _evidence(ORDER1, ad=0.0, sp=1.0, sm=1.0, ad_near=near[:, None])
+            assert decide(ev) == (Verdict.INCONCLUSIVE, Cause.AD_VARIES_AT_STEPS), (k, bad)
+    # each side against its own measured slope (rows: +h, -h, +h', -h'): slopes 1 and
+    # 1.15 agree to their errors; 1.26 is within a quarter gap of the second only
+    varies = (Verdict.INCONCLUSIVE, Cause.AD_VARIES_AT_STEPS)
+    for near, want in (
+        ([1.0, 1.26, 1.0, 1.26], claim),
+        ([1.26, 1.0, 1.0, 1.0], varies),
+        ([1.0, 1.0, 1.26, 1.0], varies),
+    ):
+        ev = _evidence(ORDER1, ad=0.0, sp=1.0, sm=1.15, err=0.1, ad_near=np.array(near)[:, None])
+        assert decide(ev) == want, near
+    assert decide(_evidence(ORDER1, ad=0.0, sp=1.0, sm=1.0)) == claim  # not measured
 
 
 def test_unresolvable_slopes_never_give_a_confident_wrong_derivative():

@@ -196,7 +196,10 @@ def _evidence(
             with np.errstate(invalid="ignore"):
                 rp = np.linalg.norm(dfp - meas.heff[:n][keep, None] * plus.value, axis=1)
                 rm = np.linalg.norm(dfm - meas.heff[n:][keep, None] * minus.value, axis=1)
-        floor = np.maximum(roundoff_floor(h, rp, mag_p, eps), roundoff_floor(h, rm, mag_m, eps))
+        both = np.maximum(rp, rm)
+        floor = np.maximum(
+            roundoff_floor(h, rp, mag_p, eps, both), roundoff_floor(h, rm, mag_m, eps, both)
+        )
     r = np.maximum(rp, rm)
     f0_norm = float(np.linalg.norm(meas.f0))
     slope_norm = float(np.linalg.norm(ad if ad_finite else plus.value))
@@ -360,16 +363,35 @@ class _Shape:
         return jax.tree.unflatten(self.treedef, out)
 
 
-def _report(problem, steps, meas, kinks, rtol, out_like, pre=None) -> LinearizationReport:
+def _report(problem, steps, meas, kinks, rtol, out_like, pre=None, i=None):
     # (values near float64's limit: magnitudes and norms overflow to inf, which the
     # floors and tests read as "cannot tell")
     with np.errstate(over="ignore"):
-        return _report_at(problem, steps, meas, kinks, rtol, out_like, pre)
+        return _report_at(problem, steps, meas, kinks, rtol, out_like, pre, i)
 
 
-def _report_at(problem, steps, meas, kinks, rtol, out_like, pre=None) -> LinearizationReport:
+def _ad_near(problem: Problem, i: int | None, steps: np.ndarray) -> np.ndarray:
+    """AD's slopes at ``x0 + h d`` and ``x0 - h d`` for the two smallest of ``steps``
+    (rows, flat), point ``i`` of a batched problem: the measurement program, compiled for
+    one point and this grid, run at each (only to confirm a rare verdict)."""
+    x0, fixed, d = problem.point(i)
+    one = dataclasses.replace(problem, x0=x0, fixed=fixed, direction=d, batched=False)
+    wide = _util.widest_float()
+    rows = []
+    for h in steps[-1:-3:-1]:
+        for sign in (1.0, -1.0):
+            step = jnp.asarray(sign * h, wide)
+            x = jax.tree.map(lambda a, b, t=step: a + t.astype(a.dtype) * b, x0, d)
+            rows.append(measure(dataclasses.replace(one, x0=x), steps)[0].ad)
+    return np.stack(rows)
+
+
+def _report_at(problem, steps, meas, kinks, rtol, out_like, pre=None, i=None):
     ev, keep, note, floor = _evidence(problem, steps, meas, kinks, pre)
     verdict, cause = decide(ev)
+    if cause is Cause.AD_OFF_SLOPES:  # AD near x0 confirms it, or the steps are too coarse
+        ev = dataclasses.replace(ev, ad_near=_ad_near(problem, i, steps[keep]))
+        verdict, cause = decide(ev)
     reason = explain(cause, ev, steps[keep]) + note
     if verdict in (Verdict.KINK, Verdict.WRONG_DERIVATIVE, Verdict.DISCONTINUOUS) and kinks.sites:
         s = kinks.sites[0]
@@ -602,7 +624,7 @@ def check_many(
         trimmed = dataclasses.replace(
             m, rem=side(m.rem), mag=side(m.mag), vmag=side(m.vmag), df=side(m.df), heff=side(m.heff)
         )
-        rep = _report(problem, grids[i], trimmed, kinks[i], rtol, like, pre.get(i))
+        rep = _report(problem, grids[i], trimmed, kinks[i], rtol, like, pre.get(i), i)
         if bad[i]:
             rep = dataclasses.replace(rep, verdict="inconclusive", reason=f"x0s[{i}] is not finite")
         reports.append(rep)
@@ -630,9 +652,10 @@ def _batched_slopes(
     p, m = slice(0, width), slice(width, 2 * width)
     plus = one_sided_many(st, heff[idx, p], df[idx, p], vmag[idx, p], eps, va)
     minus = one_sided_many(st, heff[idx, m], df[idx, m], vmag[idx, m], eps, va)
+    both = np.maximum(rem[idx, p], rem[idx, m])
     floor = np.maximum(
-        roundoff_floor_many(st, rem[idx, p], mag[idx, p], eps, va),
-        roundoff_floor_many(st, rem[idx, m], mag[idx, m], eps, va),
+        roundoff_floor_many(st, rem[idx, p], mag[idx, p], eps, va, both),
+        roundoff_floor_many(st, rem[idx, m], mag[idx, m], eps, va, both),
     )
     return {int(i): (plus[j], minus[j], floor[j, : lengths[i]]) for j, i in enumerate(idx)}
 

@@ -213,6 +213,13 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
         f"{_slopes(ev)} do not account for it at the smallest steps (f behaves differently "
         "at different scales, e.g. a fine staircase): no claim about a kink or AD's slope"
     ),
+    Cause.AD_VARIES_AT_STEPS: lambda ev, h: (
+        f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)} and the "
+        f"{_slopes(ev)} agree, away from AD's {fmt_slope(ev.ad)}; but AD's own slope at "
+        f"the smallest steps (x0 +- {h[-1]:.2g} d) is near neither: f varies on a scale "
+        "below the smallest step that moves x0 in this precision, and the measured slopes "
+        "average over it (leave large elements out of the direction, or check in float64)"
+    ),
     Cause.ORDER_ZERO: lambda ev, h: (
         f"the remainder does not shrink with h (order {ev.remainders.order:.2f}"
         f"{_span(ev, h)}): f jumps at x0 along d"

@@ -27,6 +27,7 @@ __all__ = [
     "KAPPA_ABRUPT",
     "KAPPA_FLAT",
     "SCATTER",
+    "SETTLED",
     "WINDOW",
     "Pattern",
     "RemainderEvidence",
@@ -45,6 +46,7 @@ SCATTER = 1.0  # local orders in the window may differ by at most this much
 TAIL_SCATTER = 0.5  # a tail of steps whose local orders agree this well is signal, not noise
 TAIL_FALL = 0.9  # a tail whose local orders are all at least this falls at every halving,
 TAIL_TRUNCATION = 1.5  # and at least this at its smallest steps: truncation, not noise
+SETTLED = 4  # a tail whose 4 smallest informative halvings follow one law of order >= 1.5
 # Bounds on the relative curvature rho = |f''| h_max^2 / |f| that a "linear" verdict may
 # leave unresolved below the floor: strict when the remainders never leave the floor,
 # looser when they rise abruptly further out (a kink or jump there; no smooth f does that).
@@ -101,7 +103,9 @@ def fit_order(h: np.ndarray, r: np.ndarray) -> float:
     return float(np.sum(lh * (lr - lr.mean())) / np.sum(lh * lh))
 
 
-def roundoff_floor(steps: np.ndarray, r: np.ndarray, mag: np.ndarray, eps: float) -> np.ndarray:
+def roundoff_floor(
+    steps: np.ndarray, r: np.ndarray, mag: np.ndarray, eps: float, both: Any = None
+) -> np.ndarray:
     """The floor :data:`FLOOR_SAFETY` ``eps · mag``, raised to the noise actually seen at
     the tiniest steps when rounding inside ``f`` (cancellation) makes it larger.
 
@@ -111,12 +115,22 @@ def roundoff_floor(steps: np.ndarray, r: np.ndarray, mag: np.ndarray, eps: float
     nothing; an erratic one raises the floor to its maximum, at most ``sqrt(eps)`` times
     the largest magnitude (``|f| + |J d| h`` at the largest step: ``|f|`` itself may be far
     smaller than the values whose rounding makes the noise; a larger jump stays visible).
+    A tail that settles on a power law of order at least 1.5 (truncation) raises nothing
+    either; ``both`` (the larger remainder of the two sides, default ``r``) is where that
+    is read: one side's remainder alone can cross zero where two terms of its expansion
+    cancel.
     """
-    return roundoff_floor_many(steps[None], r[None], mag[None], eps)[0]
+    both = None if both is None else both[None]
+    return roundoff_floor_many(steps[None], r[None], mag[None], eps, None, both)[0]
 
 
 def roundoff_floor_many(
-    steps: np.ndarray, r: np.ndarray, mag: np.ndarray, eps: float, valid: Any = None
+    steps: np.ndarray,
+    r: np.ndarray,
+    mag: np.ndarray,
+    eps: float,
+    valid: Any = None,
+    both: Any = None,
 ) -> np.ndarray:
     """:func:`roundoff_floor` for ``P`` points at once (``(P, n)`` arrays; ``valid`` marks
     each point's steps, a prefix)."""
@@ -144,18 +158,21 @@ def roundoff_floor_many(
     # float32 falls so until it reaches the rounding of 0.5); rounding noise never falls
     # so. Read on the tail's informative steps, which must come first (once at the floor,
     # the rest stays there).
-    above = tiny & (r > INFORMATIVE * floor)
-    ordered = ~np.any(tiny[:, :-1] & ~above[:, :-1] & above[:, 1:], axis=1)
-    ipair = above[:, :-1] & above[:, 1:]
-    end = np.maximum(np.argmax(tiny, axis=1) + np.sum(above, axis=1) - 2, 0)[:, None]
-    smallest = np.take_along_axis(np.where(ipair, lo, np.nan), end, axis=1)[:, 0]
+    above, ordered, ipair, end = _tail(r, floor, tiny)
+    smallest = np.take_along_axis(np.where(ipair, lo, np.nan), np.maximum(end, 0), axis=1)[:, 0]
     falling = (
         ordered
         & (np.sum(above, axis=1) >= 4)  # three halvings: noise does not fall so by chance
         & np.all(np.where(ipair, lo >= TAIL_FALL, True), axis=1)
         & (smallest >= TAIL_TRUNCATION)
     )
-    signal = signal | falling
+    # a tail that settles on a power law of order >= 1.5 over its 4 smallest informative
+    # halvings (orders within TAIL_SCATTER) is truncation too, whatever it does at larger
+    # steps: sin at 1e12 in float64 varies on a scale of 1, far below the largest step
+    # (1e12), and its remainders follow h where the steps span many periods, then h^2
+    # down to the smallest step. Rounding noise does not fall 2^6-fold over 4 halvings
+    settled = _settled(steps, r if both is None else both, floor, tiny)
+    signal = signal | falling | settled
     quiet = rt_max <= np.max(np.where(tiny, floor, -np.inf), axis=1)
     raise_ = usable & ~signal & ~quiet
     # capped at sqrt(eps) of the largest magnitude seen (|f| + |J d| h at the largest
@@ -164,6 +181,35 @@ def roundoff_floor_many(
     scale = np.max(finite_mag, axis=1, keepdims=True)
     raised = np.maximum(floor, np.minimum(rt_max[:, None], math.sqrt(eps) * scale))
     return np.where(raise_[:, None], raised, floor)
+
+
+def _tail(r: np.ndarray, floor: np.ndarray, tiny: np.ndarray) -> tuple[Any, Any, Any, Any]:
+    """The tail's informative steps (``above``), whether they come first (``ordered``:
+    once at the floor, the rest stays there), the consecutive pairs of them (``ipair``)
+    and the index of the last such pair (``end``, ``(P, 1)``)."""
+    above = tiny & (r > INFORMATIVE * floor)
+    ordered = ~np.any(tiny[:, :-1] & ~above[:, :-1] & above[:, 1:], axis=1)
+    ipair = above[:, :-1] & above[:, 1:]
+    end = (np.argmax(tiny, axis=1) + np.sum(above, axis=1) - 2)[:, None]
+    return above, ordered, ipair, end
+
+
+def _settled(steps: np.ndarray, r: np.ndarray, floor: np.ndarray, tiny: np.ndarray) -> Any:
+    """Per point: whether the tiny steps' remainders ``r``, informative ones first, end
+    in :data:`SETTLED` halvings of orders at least :data:`TAIL_TRUNCATION` that agree to
+    :data:`TAIL_SCATTER`."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo = np.log(r[:, :-1] / r[:, 1:]) / np.log(steps[:, :-1] / steps[:, 1:])
+    above, ordered, ipair, end = _tail(r, floor, tiny)
+    picks = np.maximum(end + np.arange(1 - SETTLED, 1)[None, :], 0)
+    last = np.take_along_axis(np.where(ipair, lo, np.nan), picks, axis=1)
+    with np.errstate(invalid="ignore"):
+        return (
+            ordered
+            & (np.sum(above, axis=1) >= SETTLED + 1)
+            & np.all(last >= TAIL_TRUNCATION, axis=1)
+            & (np.ptp(last, axis=1) <= TAIL_SCATTER)
+        )
 
 
 def _kappa(i: int, steps, r, floor, magnitude) -> float:

@@ -24,7 +24,10 @@ The rules, in order:
    the measured ones cannot resolve); order 0: *discontinuous*.
 5. A *kink* or *discontinuous* verdict with no element of any known site on its switch
    means the switch is closer than the steps can resolve: inconclusive.
-6. Inconclusive from the remainders (scattered, too few, an order none of 0/1/2, or rule
+6. A *wrong_derivative* from the measured slopes needs AD's slope at the smallest steps
+   to stay near its value at ``x0`` or near the measured slopes; where it wanders (``f``
+   varies below the smallest step that moves ``x0``): inconclusive.
+7. Inconclusive from the remainders (scattered, too few, an order none of 0/1/2, or rule
    5) while no element is tied and a switch lies inside the grid: the steps below that
    switch alone decide; order 2 there is *smooth* (a smooth point near a kink).
 
@@ -110,6 +113,7 @@ class Cause(enum.Enum):
     NEAR_SWITCH = enum.auto()
     ORDER_TWO_BELOW_SWITCH = enum.auto()
     AD_ON_FLOOR_BELOW_SWITCH = enum.auto()
+    AD_VARIES_AT_STEPS = enum.auto()
 
 
 @dataclasses.dataclass(frozen=True)  # pragma: no mutate (immutability only)
@@ -177,6 +181,9 @@ class Evidence:
         underflow: the floor at the smallest step is positive but below the smallest
             normal number: remainders there may be flushed to 0 (``exp`` at -700 in
             float64), so remainders at the floor say nothing.
+        ad_near: AD's slopes at the grid's two smallest steps, ``x0 + h d`` then ``x0 -
+            h d`` for each (rows, flat over outputs); measured only to confirm a
+            *wrong_derivative* read from the measured slopes (None otherwise).
     """
 
     remainders: RemainderEvidence
@@ -204,6 +211,7 @@ class Evidence:
     top_step: float = 1.0  # pragma: no mutate
     underflow: bool = False  # pragma: no mutate
     slopes_fit: bool = True  # pragma: no mutate
+    ad_near: np.ndarray | None = None  # pragma: no mutate
     eps: float = 2.0**-52  # pragma: no mutate
 
 
@@ -395,7 +403,30 @@ def decide(ev: Evidence) -> tuple[Verdict, Cause]:
         # toward 3): no order-1 term (a kink, a wrong slope) shows at any of them
         if rem.local and all(_order_class(q) == "two" for q in rem.local):
             verdict, cause = Verdict.SMOOTH, Cause.ORDERS_ALL_ABOVE_ONE
-    return _against_exact(ev, verdict, cause)
+    verdict, cause = _against_exact(ev, verdict, cause)
+    if cause is Cause.AD_OFF_SLOPES and not _ad_steady(ev):
+        return Verdict.INCONCLUSIVE, Cause.AD_VARIES_AT_STEPS
+    return verdict, cause
+
+
+def _ad_steady(ev: Evidence) -> bool:
+    """Whether AD's slope at the smallest steps (``ev.ad_near``; True when not measured)
+    is, at each of them, within :data:`RESOLUTION` of the gap between AD at ``x0`` and
+    that side's measured slope, of one of the two: the rule is off near ``x0`` as at it
+    (a wrong custom rule), or off at ``x0`` alone (``relu(x) - relu(-x)`` at 0, whose AD
+    is 1 at every other point). Where it is near neither, ``f`` varies on a scale below
+    the smallest step that moves ``x0`` (``sin`` at 1e9 in float32, whose steps of 64 and
+    up span periods), and the measured slopes average over that variation: they say
+    nothing of the derivative at ``x0``."""
+    if ev.ad_near is None:
+        return True
+    for j, row in enumerate(np.asarray(ev.ad_near)):
+        s = (ev.plus if j % 2 == 0 else ev.minus).value
+        gap = float(np.linalg.norm(ev.ad - s))
+        near = min(float(np.linalg.norm(row - ev.ad)), float(np.linalg.norm(row - s)))
+        if not near <= RESOLUTION * gap:
+            return False
+    return True
 
 
 def _exact_apart(ev: Evidence) -> bool | None:
