@@ -806,3 +806,49 @@ def test_a_direction_moving_a_huge_element_is_not_a_wrong_derivative():
     # at 1e5 in float64 (an ulp is 1.5e-11)
     far = jr.check_linearization(_sin_rule(2.0), jnp.array([1e5], f64), jnp.ones(1, f64))
     assert far.verdict == "wrong_derivative", str(far)
+
+
+def _square_rule(extra):
+    @jax.custom_jvp
+    def sq(x):
+        return x * x
+
+    @sq.defjvp
+    def _(primals, tangents):
+        (x,), (t,) = primals, tangents
+        return x * x, (2 * x + extra) * t
+
+    return sq
+
+
+@pytest.mark.parametrize("dt", [f32, f64], ids=["float32", "float64"])
+def test_a_transition_steeper_than_the_smallest_step_is_not_a_wrong_derivative(dt):
+    # tanh(1e12 x) at 0: f' = 1e12 (AD right), but every step of the grid (down to 2^-27
+    # in float32) lands where tanh is saturated: f's values jump by 1 across 0 at every
+    # step, and the measured "slopes" are 1/h. Neither a jump nor a wrong AD can be told
+    # in float32; float64's steps reach 2^-56, well below the transition's 1e-12: smooth
+    f = lambda x: jnp.tanh(1e12 * x)
+    rep = jr.check_linearization(f, jnp.zeros((), dt), jnp.ones((), dt))
+    assert rep.ad_slope == pytest.approx(1e12, rel=1e-6)
+    if dt == f32:
+        assert rep.verdict == "inconclusive" and "steeper" in rep.reason, str(rep)
+    else:
+        assert rep.verdict == "smooth", str(rep)
+    # a wrong rule whose values follow the measured slope does stay wrong: x^2 with AD
+    # 2x + 1 (1 at 0, where the true slope is 0: values h^2 off the slope-0 line)
+    sq = jr.check_linearization(_square_rule(1.0), jnp.zeros((), dt), jnp.ones((), dt))
+    assert sq.verdict == "wrong_derivative" and abs(sq.slope_plus) < 1e-3, str(sq)
+
+
+@pytest.mark.parametrize("x0", [0.3, 1.0, 2.0])
+def test_a_rule_ten_percent_off_in_float16_is_not_called_right(x0):
+    # float16 values resolve slopes to a few percent (the measured ones land 1-3% off
+    # cos here), and sin's h^2 term hides a 10% error at the fitted steps (order 1.7 to
+    # 1.9). The exact slopes (the primal's program) show AD 10% off, beyond float16
+    # rounding, and the measured ones side with them: not "smooth"; the right rule is
+    sin = lambda factor: _sin_rule(factor)
+    rep = jr.check_linearization(sin(1.1), jnp.asarray(x0, f16), jnp.ones((), f16))
+    assert abs(rep.ad_slope - 1.1 * np.cos(x0)) <= 4e-3 * (1 + abs(np.cos(x0)))  # the rule
+    assert rep.verdict in ("inconclusive", "wrong_derivative"), str(rep)
+    right = jr.check_linearization(sin(1.0), jnp.asarray(x0, f16), jnp.ones((), f16))
+    assert right.verdict == "smooth", str(right)

@@ -401,3 +401,56 @@ def test_ctrl_c_during_a_sweep_keeps_the_finished_rows(small_npz, tmp_path, monk
     doc = validate(out)
     assert doc["interrupted"] is True and [r["dtype"] for r in doc["results"]] == ["float16"]
     assert signal.getsignal(signal.SIGINT) is before  # handler restored
+
+
+def test_ctrl_c_while_jax_loads_is_held_until_it_has_loaded(monkeypatch, capsys):
+    # the parser reads its defaults from the study's configs, which import JAX; a
+    # KeyboardInterrupt inside an extension's import broke it ("ImportError: Encountered
+    # an error while initializing the extension", or a traceback). Ctrl-C there now waits
+    # for the parser to be built, then exits with 130 and one line
+    real, done = cli.build_parser, []
+
+    def build_parser():
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of loading
+        parser = real()
+        done.append(True)  # reached: the interrupt was held
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", build_parser)
+    before = signal.getsignal(signal.SIGINT)
+    assert cli.main(["audit"]) == 130
+    err = capsys.readouterr().err
+    assert done == [True] and err.strip().splitlines()[-1] == "interrupted", err
+    assert "Traceback" not in err
+    assert signal.getsignal(signal.SIGINT) is before  # handler restored
+
+
+LIGHT_IMPORT = textwrap.dedent(
+    """
+    import sys
+    import jaxrelu.study.cli
+    import jaxrelu
+    assert "jax" not in sys.modules, "the command line's module loads JAX"
+    jaxrelu.relu, jaxrelu.__version__, jaxrelu.kinks  # names and submodules on first use
+    assert "jax" in sys.modules and "jaxrelu.kinks" in sys.modules
+    from jaxrelu import check_many, REGISTRY
+    from jaxrelu.study import volume
+    assert set(jaxrelu.__all__) <= set(dir(jaxrelu))
+    missing = [n for n in jaxrelu.__all__ if getattr(jaxrelu, n, None) is None]
+    assert not missing, missing
+    try:
+        jaxrelu.no_such_name
+    except AttributeError as err:
+        assert "no_such_name" in str(err)
+    else:
+        raise AssertionError("no AttributeError")
+    print("ok")
+    """
+)
+
+
+def test_the_command_line_module_loads_no_jax_until_it_runs():
+    # so Ctrl-C is handled from the first instant of the command (after Python's own
+    # start-up), and `import jaxrelu` gives every public name on first use
+    proc = subprocess.run([sys.executable, "-c", LIGHT_IMPORT], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -79,3 +79,27 @@ def test_a_cond_whose_branch_holds_a_loop_runs_in_float64():
     with warnings.catch_warnings():  # (a loop test that the direction leaves: undecided)
         warnings.simplefilter("ignore", jr.UndecidedTieWarning)
         assert np.isfinite(float(jr.directional_derivative(f, x, jnp.ones(4))))
+
+
+def _shifted_sin(off):
+    """sin with the rule cos + off (``defjvps``: the tangent rule alone)."""
+    s = jax.custom_jvp(lambda x: jnp.sin(x))
+    s.defjvps(lambda t, ans, x: (jnp.cos(x) + off) * t)
+    return s
+
+
+def test_a_rule_closed_over_a_value_computed_inside_f_is_a_clear_type_error():
+    # a custom_jvp built on every call of f around an array f computes: its rule holds a
+    # tracer of f's trace, which jaxrelu's later runs of the rule cannot use (JAX: "compiled
+    # for 4 inputs but called with 3", or a leaked tracer). Said so, with the fix; the
+    # same rule around a value computed outside f works (its error found: AD off by 0.1)
+    x = jnp.array([1.0, 2.0])
+    inside = lambda v: jnp.sum(_shifted_sin(jnp.cos(1.0) * 0.1)(v))
+    with pytest.raises(TypeError, match="Compute the value outside `f`"):
+        jr.check_linearization(inside, x)
+    with pytest.raises(TypeError, match="closes a custom_jvp/custom_vjp rule"):
+        jr.certified_grad(inside)(x)
+    off = jnp.cos(1.0) * 0.1
+    outside = lambda v: jnp.sum(_shifted_sin(off)(v))
+    assert jr.check_linearization(outside, x).verdict == "wrong_derivative"
+    np.testing.assert_allclose(jr.ld_grad(outside)(x), np.cos([1.0, 2.0]), rtol=1e-6)

@@ -19,12 +19,13 @@ Cache policy (one for the toolkit, in two levels):
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import inspect
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -88,16 +89,55 @@ def _lru_put(cache: collections.OrderedDict, key: Any, value: Any) -> None:
             cache.popitem(last=False)
 
 
+@contextlib.contextmanager
+def _compiling() -> Iterator[None]:
+    """Full-precision products; JAX's warning about second derivatives of max pooling
+    (first-order JVPs of it trigger it on GPUs) silenced."""
+    with jax.default_matmul_precision("highest"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*reduced precision for gradient of reduce")
+        yield
+
+
+_LEAKED = (
+    "`f` closes a custom_jvp/custom_vjp rule over a value it computes while it runs (a "
+    "custom function built on every call around a JAX array): jaxrelu traces `f` once and "
+    "runs that rule again later, outside the trace the value belongs to. Compute the value "
+    "outside `f`, or pass it to the custom function as an argument (jax.closure_convert "
+    "does that)"
+)
+
+
+class Compiled:
+    """``fn`` compiled ahead of time for ``example`` arguments, called like it.
+
+    A program whose custom rule closes over a value of the trace it was built in (a
+    ``custom_jvp`` made on every call around a JAX array) cannot run: JAX 0.10 compiles it
+    for one more argument than the call passes ("Computation compiled for 4 inputs but
+    called with 3"), and a plain ``jit`` leaks the tracer. That is a ``TypeError`` saying
+    so.
+    """
+
+    def __init__(self, fn: Callable, *example: Any) -> None:
+        with _compiling():
+            self._aot = jax.jit(fn).lower(*example).compile()
+
+    def __call__(self, *args: Any) -> Any:
+        try:
+            return self._aot(*args)
+        except TypeError as err:
+            if "compiled for" in str(err):
+                raise TypeError(_LEAKED) from err
+            raise
+
+
 def compile_cached(key: tuple, refs: tuple, build: Callable[[], Callable], *example: Any):
-    """The compiled ``build()`` for ``example`` arguments, cached under ``key`` (which
-    must identify the traced program; ``refs`` are kept alive with the entry)."""
+    """The compiled ``build()`` for ``example`` arguments (a :class:`Compiled`), cached
+    under ``key`` (which must identify the traced program; ``refs`` are kept alive with
+    the entry)."""
     hit = _lru_get(_COMPILED, key)
     if hit is not None:
         return hit[0]
-    with jax.default_matmul_precision("highest"), warnings.catch_warnings():
-        # first-order JVPs of max pooling make JAX warn about second derivatives on GPUs
-        warnings.filterwarnings("ignore", message=".*reduced precision for gradient of reduce")
-        compiled = jax.jit(build()).lower(*example).compile()
+    compiled = Compiled(build(), *example)
     _lru_put(_COMPILED, key, (compiled, refs))
     return compiled
 
@@ -349,9 +389,7 @@ def _program(tr: Traced, flat: list, tangents: list, opts: _Options) -> tuple[An
         return hit[0], hit[2]
     box: dict[str, Any] = {}
     consts = list(open_jaxpr(tr.closed)[1])
-    with jax.default_matmul_precision("highest"), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*reduced precision for gradient of reduce")
-        compiled = jax.jit(_build(tr, opts, box)).lower(consts, flat, tangents).compile()
+    compiled = Compiled(_build(tr, opts, box), consts, flat, tangents)
     _lru_put(_COMPILED, key, (compiled, tr.refs, box["meta"]))
     return compiled, box["meta"]
 

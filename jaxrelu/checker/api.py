@@ -240,6 +240,17 @@ def _evidence(
         plus = one_sided(steps[at], meas.heff[:n][at], meas.df[:n][at], meas.vmag[:n][at], eps)
         minus = one_sided(steps[at], meas.heff[n:][at], meas.df[n:][at], meas.vmag[n:][at], eps)
         slopes_fit = fit(plus, minus)
+    if ad_finite and _order_two(rem) and not max(plus.step, minus.step) <= h[min(rem.window)]:
+        # the slopes were read at steps above the fitted ones, where f may average over
+        # variation far below them (sin at 1e12: values at steps of 1e3 and up give a
+        # slope near 0); read them at the fitted steps and below, where f follows the
+        # power law, so that a custom rule's error the h^2 term hides there is seen
+        # against them
+        at = idx[h <= h[min(rem.window)]]
+        plus = one_sided(steps[at], meas.heff[:n][at], meas.df[:n][at], meas.vmag[:n][at], eps)
+        minus = one_sided(steps[at], meas.heff[n:][at], meas.df[n:][at], meas.vmag[n:][at], eps)
+    values_jump = ad_finite and order_one and _values_jump(h, rem.window, dfp, dfm, meas, keep,
+                                                           n, plus, minus, floor)  # fmt: skip
     below = h < near if math.isfinite(near) else np.ones(len(h), bool)
     rem_below = None
     if kinks.known and kinks.tied == 0 and 0 < below.sum() < len(h):
@@ -280,11 +291,34 @@ def _evidence(
         ),
         below=rem_below,
         slopes_fit=slopes_fit,
+        values_jump=bool(values_jump),
         eps=eps,
         top_step=float(h[0]),
         underflow=bool(0 < floor0[-1] < _smallest_normal(problem, meas)),
     )
     return ev, keep, note, floor
+
+
+def _values_jump(h, window, dfp, dfm, meas, keep, n, plus: Slope, minus: Slope, floor) -> bool:
+    """Whether ``f``'s values, against the measured slopes, keep a constant offset over the
+    fitted steps (order below 0.5, above two floors): ``f`` changes by as much across
+    ``x0`` at every step, as at a jump (``tanh(1e12 x)`` at 0 in float32, saturated at
+    every step of the grid, whose AD slope 1e12 is right)."""
+    w = np.asarray(window)
+    hp, hm = meas.heff[:n][keep][w], meas.heff[n:][keep][w]
+    with np.errstate(invalid="ignore", over="ignore"):
+        vp = np.linalg.norm(dfp[w] - hp[:, None] * plus.value, axis=1)
+        vm = np.linalg.norm(dfm[w] - hm[:, None] * minus.value, axis=1)
+    v = np.maximum(vp, vm)
+    if not np.all(v > INFORMATIVE * floor[w]):
+        return False
+    return bool(fit_order(h[w], v) < 0.5)
+
+
+def _order_two(rem: RemainderEvidence) -> bool:
+    """Whether the remainders were fitted to an order of about 2 (on a window)."""
+    fitted = rem.pattern in (Pattern.POWER, Pattern.SCATTERED) and len(rem.window) > 0
+    return fitted and rem.order >= 1.6
 
 
 def _smallest_normal(problem: Problem, meas: Measurements) -> float:

@@ -203,6 +203,13 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
         f"measured ones ({fmt_slope(ev.plus.value)} and {fmt_slope(ev.minus.value)}), but "
         f"AD returned {fmt_slope(ev.ad)}"
     ),
+    Cause.AD_OFF_EXACT_UNRESOLVED: lambda ev, h: (
+        f"{_shrinks(ev, h)}, but AD's slope {fmt_slope(ev.ad)} is off the exact one-sided "
+        f"slope from the jaxpr ({fmt_slope(ev.exact_plus)}) beyond rounding, and the "
+        f"measured ones ({fmt_slope(ev.plus.value)} and {fmt_slope(ev.minus.value)}) are "
+        f"nearer the exact one but too coarse in {_prec(ev)} to confirm it: the order-2 "
+        "term hides an error of this size at these steps"
+    ),
     Cause.ORDER_ONE_UNRESOLVED: lambda ev, h: (
         f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)}, but in "
         f"{_prec(ev)} neither a difference between the {_slopes(ev)} nor a gap between them "
@@ -219,6 +226,12 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
         f"the smallest steps (x0 +- {h[-1]:.2g} d) is near neither: f varies on a scale "
         "below the smallest step that moves x0 in this precision, and the measured slopes "
         "average over it (leave large elements out of the direction, or check in float64)"
+    ),
+    Cause.STEEP_BELOW_STEPS: lambda ev, h: (
+        f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)}, but f's "
+        "values jump across x0 by the same amount at every step down to the smallest "
+        f"({h[-1]:.2g}): f is a jump, or a transition steeper than these steps resolve; "
+        f"AD's slope {fmt_slope(ev.ad)} cannot be judged from them"
     ),
     Cause.ORDER_ZERO: lambda ev, h: (
         f"the remainder does not shrink with h (order {ev.remainders.order:.2f}"

@@ -16,7 +16,8 @@ The rules, in order:
    read as below (the flat steps are rounding inside ``f``). With an element on a switch,
    *linear* also needs the exact one-sided slopes and AD's to be equal: where they differ
    resolvably, *kink* or *wrong_derivative*; by less, inconclusive;
-   order 2 (or local orders scattered but each at least 1.6): *smooth*; order 1:
+   order 2 (or local orders scattered but each at least 1.6): *smooth*, unless AD
+   is off the exact slopes beyond rounding (see :func:`_against_exact`); order 1:
    inconclusive if the one-sided slopes (read again at the
    fitted steps if need be) do not account for the remainders at the smallest steps (a
    staircase's slope over many stairs), else *kink* if they differ,
@@ -24,9 +25,11 @@ The rules, in order:
    the measured ones cannot resolve); order 0: *discontinuous*.
 5. A *kink* or *discontinuous* verdict with no element of any known site on its switch
    means the switch is closer than the steps can resolve: inconclusive.
-6. A *wrong_derivative* from the measured slopes needs AD's slope at the smallest steps
-   to stay near its value at ``x0`` or near the measured slopes; where it wanders (``f``
-   varies below the smallest step that moves ``x0``): inconclusive.
+6. A *wrong_derivative* from the measured slopes needs ``f``'s values to follow them
+   (not a constant offset across ``x0`` at every step, as at a jump) and AD's slope at
+   the smallest steps to stay near its value at ``x0`` or near the measured slopes;
+   where it wanders (``f`` varies below the smallest step that moves ``x0``):
+   inconclusive.
 7. Inconclusive from the remainders (scattered, too few, an order none of 0/1/2, or rule
    5) while no element is tied and a switch lies inside the grid: the steps below that
    switch alone decide; order 2 there is *smooth* (a smooth point near a kink).
@@ -106,6 +109,7 @@ class Cause(enum.Enum):
     EXACT_SLOPES_DIFFER = enum.auto()
     AD_OFF_SLOPES = enum.auto()
     AD_OFF_EXACT = enum.auto()
+    AD_OFF_EXACT_UNRESOLVED = enum.auto()
     ORDER_ONE_UNRESOLVED = enum.auto()
     SLOPES_OFF_REMAINDERS = enum.auto()
     ORDER_ZERO = enum.auto()
@@ -114,6 +118,7 @@ class Cause(enum.Enum):
     ORDER_TWO_BELOW_SWITCH = enum.auto()
     AD_ON_FLOOR_BELOW_SWITCH = enum.auto()
     AD_VARIES_AT_STEPS = enum.auto()
+    STEEP_BELOW_STEPS = enum.auto()
 
 
 @dataclasses.dataclass(frozen=True)  # pragma: no mutate (immutability only)
@@ -181,6 +186,9 @@ class Evidence:
         underflow: the floor at the smallest step is positive but below the smallest
             normal number: remainders there may be flushed to 0 (``exp`` at -700 in
             float64), so remainders at the floor say nothing.
+        values_jump: over the fitted steps, ``f``'s values keep a constant offset from
+            the measured slopes' lines (a jump at the grid's resolution; computed where
+            the remainders are of order 1 and AD is finite).
         ad_near: AD's slopes at the grid's two smallest steps, ``x0 + h d`` then ``x0 -
             h d`` for each (rows, flat over outputs); measured only to confirm a
             *wrong_derivative* read from the measured slopes (None otherwise).
@@ -211,6 +219,7 @@ class Evidence:
     top_step: float = 1.0  # pragma: no mutate
     underflow: bool = False  # pragma: no mutate
     slopes_fit: bool = True  # pragma: no mutate
+    values_jump: bool = False  # pragma: no mutate
     ad_near: np.ndarray | None = None  # pragma: no mutate
     eps: float = 2.0**-52  # pragma: no mutate
 
@@ -404,6 +413,11 @@ def decide(ev: Evidence) -> tuple[Verdict, Cause]:
         if rem.local and all(_order_class(q) == "two" for q in rem.local):
             verdict, cause = Verdict.SMOOTH, Cause.ORDERS_ALL_ABOVE_ONE
     verdict, cause = _against_exact(ev, verdict, cause)
+    if cause is Cause.AD_OFF_SLOPES and ev.values_jump:
+        # the values jump across x0 at every step while AD is finite: a transition steeper
+        # than the smallest step resolves (tanh(1e12 x) at 0 in float32), or a jump whose
+        # AD is any number; the measured slopes (1 / h) are no derivative
+        return Verdict.INCONCLUSIVE, Cause.STEEP_BELOW_STEPS
     if cause is Cause.AD_OFF_SLOPES and not _ad_steady(ev):
         return Verdict.INCONCLUSIVE, Cause.AD_VARIES_AT_STEPS
     return verdict, cause
@@ -450,6 +464,10 @@ def _against_exact(ev: Evidence, verdict: Verdict, cause: Cause) -> tuple[Verdic
       slopes agree with the exact ones, else inconclusive;
     * *kink* from measured slopes that differ where the exact ones agree: no kink along
       ``d`` (``softplus`` at 0 in float16, whose steps reach 16 and beyond);
+    * *smooth* where AD is off the exact slopes (which agree) beyond rounding: the h^2
+      term hid the error at the fitted steps. *wrong_derivative* where the measured
+      slopes are 8 times closer to the exact ones (not in 16 bits), else inconclusive
+      where they are nearer the exact ones than AD is;
     * *wrong_derivative* in 16-bit precision where AD equals the exact slopes, which
       agree: the steps (0.016 and up in bfloat16) measure curvature, not the derivative
       (layer norm at 0). In float32 and float64 the measured slopes are kept: a wrong
@@ -472,6 +490,12 @@ def _against_exact(ev: Evidence, verdict: Verdict, cause: Cause) -> tuple[Verdic
         # where AD's own rounding (in float16) can stray from the exact slopes (in float32)
         # by more than the few ulps of a steep softmax's measured slopes
         return Verdict.WRONG_DERIVATIVE, Cause.AD_OFF_EXACT
+    if verdict is Verdict.SMOOTH and not apart and _ad_off_exact_unresolved(ev):
+        # AD off the exact slopes beyond rounding, the measured ones nearer the exact
+        # but too coarse to corroborate (a rule 1e-5 off at 1e5 in float32, where the
+        # steps start at an ulp of 0.008; one 10% off in float16): "the derivative is
+        # right" cannot be said
+        return Verdict.INCONCLUSIVE, Cause.AD_OFF_EXACT_UNRESOLVED
     if verdict is Verdict.KINK and cause is Cause.SLOPES_DIFFER and not apart:
         return Verdict.INCONCLUSIVE, Cause.EXACT_SLOPES_AGREE
     matches_ad = not apart and ev.ad_finite and _exact_equal_ad(ev)
@@ -503,6 +527,21 @@ def _ad_off_exact_and_measured(ev: Evidence) -> bool:
     # corroborates the exact slopes)
     rounding = 16 * ev.eps * (1 + 2 * float(np.linalg.norm(ex)))
     return bool(np.linalg.norm(ev.ad - ex) > max(AD_OFF_FACTOR * d_meas, rounding))
+
+
+def _ad_off_exact_unresolved(ev: Evidence) -> bool:
+    """Whether AD's slope is off the exact one beyond rounding while both measured slopes
+    are nearer the exact one than AD is (short of :func:`_ad_off_exact_and_measured`'s
+    margin). Where the measured slopes side with AD (the primal's derivative rounds
+    badly), nothing is said."""
+    ex = ev.exact_plus
+    if ex is None or not ev.ad_finite or not np.all(np.isfinite(ex)):
+        return False
+    sides = (ev.plus.value, ev.minus.value)
+    to_exact = max(float(np.linalg.norm(s - ex)) for s in sides)
+    to_ad = min(float(np.linalg.norm(s - ev.ad)) for s in sides)
+    rounding = 16 * ev.eps * (1 + 2 * float(np.linalg.norm(ex)))
+    return bool(np.linalg.norm(ev.ad - ex) > rounding and to_exact < to_ad)
 
 
 def _exact_equal_ad(ev: Evidence) -> bool:

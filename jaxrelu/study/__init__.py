@@ -29,12 +29,28 @@ Reproduces Bertoin et al., *Numerical influence of ReLU'(0) on backpropagation* 
 * :mod:`jaxrelu.study.cli` -- the ``jaxrelu`` command.
 
 The study uses only the toolkit's public API (:mod:`jaxrelu`) and its internal helpers
-(``_validate``, ``_table``, ``_util``).
+(``_validate``, ``_table``, ``_util``). The names above are imported on first use.
 """
 
-from .experiments import divergence as divergence
-from .experiments import train_comparison as train_comparison
-from .experiments import volume as volume
-from .experiments import wilson_interval as wilson_interval
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .experiments import divergence as divergence
+    from .experiments import train_comparison as train_comparison
+    from .experiments import volume as volume
+    from .experiments import wilson_interval as wilson_interval
 
 __all__ = ["divergence", "train_comparison", "volume", "wilson_interval"]
+
+
+def __getattr__(name: str) -> Any:
+    """The re-exported names, imported on first use (as :mod:`jaxrelu`'s: the command
+    line loads JAX only once it runs)."""
+    if name in __all__:
+        value = getattr(importlib.import_module(".experiments", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

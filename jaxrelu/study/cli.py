@@ -764,9 +764,19 @@ def _run(parser: argparse.ArgumentParser, argv: Iterable[str] | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The console script: returns the exit status (0, 2 for usage errors, 130 for
     Ctrl-C)."""
-    parser = build_parser()
+    from .interrupt import Interrupted, check, deferred
+
     try:
+        # the parser reads its defaults from the study's configs, which load JAX: a
+        # KeyboardInterrupt inside that import can break it (an extension left half
+        # initialised), so Ctrl-C there is held until it is done
+        with deferred("interrupt: stopping once JAX has loaded"):
+            parser = build_parser()
+            check()
         return _run(parser, argv)
+    except Interrupted:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except _UsageError as err:
         print(str(err).splitlines()[0] if str(err) else "jaxrelu: error", file=sys.stderr)
         return EXIT_USAGE

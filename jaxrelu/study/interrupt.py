@@ -25,9 +25,13 @@ class Interrupted(Exception):
     """Raised by :func:`check` at a step or chunk boundary after Ctrl-C (SIGINT)."""
 
 
+STEP_NOTICE = "interrupt: stopping at the next step boundary (saving what is finished)"
+
+
 class _Flag:
     armed = 0
     requested = False
+    notice = STEP_NOTICE
 
 
 _FLAG = _Flag()
@@ -35,24 +39,21 @@ _FLAG = _Flag()
 
 def _handler(signum, frame) -> None:  # runs in the main thread, between bytecodes
     if not _FLAG.requested:
-        print(
-            "\ninterrupt: stopping at the next step boundary (saving what is finished)",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"\n{_FLAG.notice}", file=sys.stderr, flush=True)
     _FLAG.requested = True
 
 
 @contextlib.contextmanager
-def deferred() -> Iterator[None]:
+def deferred(notice: str = STEP_NOTICE) -> Iterator[None]:
     """Within this block SIGINT sets a flag that :func:`check` turns into
-    :class:`Interrupted`. Only the main thread can install a signal handler; elsewhere
-    this is a no-op."""
+    :class:`Interrupted` (printing ``notice`` once, on the first Ctrl-C). Only the main
+    thread can install a signal handler; elsewhere this is a no-op."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.getsignal(signal.SIGINT)
     _FLAG.requested = False
+    _FLAG.notice = notice
     _FLAG.armed += 1
     signal.signal(signal.SIGINT, _handler)
     try:
