@@ -771,7 +771,7 @@ def test_sin_and_cos_at_large_arguments_are_smooth(fn, x0):
     assert many.verdict.tolist() == ["smooth"], many.reports[0]
 
 
-def _sin_rule(factor):
+def _sin_times(factor):
     @jax.custom_jvp
     def s(x):
         return jnp.sin(x)
@@ -797,14 +797,14 @@ def test_a_direction_moving_a_huge_element_is_not_a_wrong_derivative():
     assert abs(rep.ad_slope - want) <= 1e-5, str(rep)
     assert rep.verdict == "inconclusive" and "AD's own slope" in rep.reason, str(rep)
     # in a batch, each point's AD is read near that point
-    right = jr.check_many(_sin_rule(1.0), xs, jnp.stack([d, d]))
+    right = jr.check_many(_sin_times(1.0), xs, jnp.stack([d, d]))
     assert right.verdict.tolist() == ["inconclusive", "smooth"], right.reports[0]
-    wrong = jr.check_many(_sin_rule(2.0), xs, jnp.stack([d, d]))
+    wrong = jr.check_many(_sin_times(2.0), xs, jnp.stack([d, d]))
     assert wrong.verdict.tolist() == ["inconclusive", "wrong_derivative"], wrong.reports[1]
     assert "AD's own slope" in wrong.reports[0].reason
     # a rule that is wrong at every point stays wrong where the steps resolve sin:
     # at 1e5 in float64 (an ulp is 1.5e-11)
-    far = jr.check_linearization(_sin_rule(2.0), jnp.array([1e5], f64), jnp.ones(1, f64))
+    far = jr.check_linearization(_sin_times(2.0), jnp.array([1e5], f64), jnp.ones(1, f64))
     assert far.verdict == "wrong_derivative", str(far)
 
 
@@ -846,9 +846,23 @@ def test_a_rule_ten_percent_off_in_float16_is_not_called_right(x0):
     # cos here), and sin's h^2 term hides a 10% error at the fitted steps (order 1.7 to
     # 1.9). The exact slopes (the primal's program) show AD 10% off, beyond float16
     # rounding, and the measured ones side with them: not "smooth"; the right rule is
-    sin = lambda factor: _sin_rule(factor)
+    sin = _sin_times
     rep = jr.check_linearization(sin(1.1), jnp.asarray(x0, f16), jnp.ones((), f16))
     assert abs(rep.ad_slope - 1.1 * np.cos(x0)) <= 4e-3 * (1 + abs(np.cos(x0)))  # the rule
     assert rep.verdict in ("inconclusive", "wrong_derivative"), str(rep)
     right = jr.check_linearization(sin(1.0), jnp.asarray(x0, f16), jnp.ones((), f16))
     assert right.verdict == "smooth", str(right)
+
+
+def test_norm_at_zero_in_float16_is_never_a_jump():
+    # |x| along d is |h| ||d||: a kink (slopes +-||d|| = +-2.29), continuous. In float16
+    # the squares of steps below about 2e-4 underflow to 0, so f(x0 +- h d) = f(x0) = 0
+    # there: the values "stop", which no jump does. bfloat16 (float32's exponent range)
+    # resolves the kink; a real jump whose AD is NaN is still found
+    d = np.array([1.0, -2.0, 0.5])
+    for dt, want in ((f16, {"inconclusive", "kink"}), (bf16, {"kink"})):
+        rep = jr.check_linearization(jnp.linalg.norm, jnp.zeros(3, dt), jnp.asarray(d, dt))
+        assert rep.verdict in want, str(rep)
+    jump = lambda x: jnp.where(x > 0, 1.0 + jnp.sqrt(x), 0.0)
+    rep = jr.check_linearization(jump, A(0.0), A(1.0), mode="rev")
+    assert rep.verdict == "discontinuous", str(rep)

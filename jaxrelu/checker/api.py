@@ -292,6 +292,7 @@ def _evidence(
         below=rem_below,
         slopes_fit=slopes_fit,
         values_jump=bool(values_jump),
+        values_still=bool(np.all(dfp[-1] == 0) and np.all(dfm[-1] == 0)),
         eps=eps,
         top_step=float(h[0]),
         underflow=bool(0 < floor0[-1] < _smallest_normal(problem, meas)),
@@ -397,35 +398,82 @@ class _Shape:
         return jax.tree.unflatten(self.treedef, out)
 
 
-def _report(problem, steps, meas, kinks, rtol, out_like, pre=None, i=None):
+@dataclasses.dataclass(frozen=True)
+class _Judged:
+    """One point's evidence and verdict (before the report is assembled)."""
+
+    ev: Evidence
+    keep: np.ndarray
+    note: str
+    floor: np.ndarray
+    verdict: Verdict
+    cause: Cause
+
+
+def _judge(problem, steps, meas, kinks, pre=None) -> _Judged:
     # (values near float64's limit: magnitudes and norms overflow to inf, which the
     # floors and tests read as "cannot tell")
     with np.errstate(over="ignore"):
-        return _report_at(problem, steps, meas, kinks, rtol, out_like, pre, i)
+        ev, keep, note, floor = _evidence(problem, steps, meas, kinks, pre)
+        return _Judged(ev, keep, note, floor, *decide(ev))
 
 
-def _ad_near(problem: Problem, i: int | None, steps: np.ndarray) -> np.ndarray:
-    """AD's slopes at ``x0 + h d`` and ``x0 - h d`` for the two smallest of ``steps``
-    (rows, flat), point ``i`` of a batched problem: the measurement program, compiled for
-    one point and this grid, run at each (only to confirm a rare verdict)."""
-    x0, fixed, d = problem.point(i)
-    one = dataclasses.replace(problem, x0=x0, fixed=fixed, direction=d, batched=False)
+_CONFIRMED = (Cause.AD_OFF_SLOPES, Cause.STEEP_BELOW_STEPS)  # read with AD near x0
+
+
+def _confirm(problem: Problem, judged: list[_Judged], steps: list[np.ndarray], points) -> list:
+    """The verdicts read from the measured slopes against AD (rare) decided again with AD's
+    slopes near ``x0`` (:func:`_ad_near`), all such points in one batched measurement;
+    ``points``: each verdict's point index (None for an unbatched problem)."""
+    todo = [k for k, j in enumerate(judged) if j.cause in _CONFIRMED]
+    if not todo:
+        return judged
+    near = _ad_near(problem, [points[k] for k in todo], [steps[k][judged[k].keep] for k in todo])
+    out = list(judged)
+    for k, rows in zip(todo, near):
+        ev = dataclasses.replace(judged[k].ev, ad_near=rows)
+        with np.errstate(over="ignore"):
+            verdict, cause = decide(ev)
+        out[k] = dataclasses.replace(judged[k], ev=ev, verdict=verdict, cause=cause)
+    return out
+
+
+def _ad_near(problem: Problem, points: list, steps: list[np.ndarray]) -> list[np.ndarray]:
+    """For each point (``points[k]`` of a batched problem, or None) with its grid
+    ``steps[k]``: AD's slopes at ``x0 + h d`` and ``x0 - h d`` for the two smallest steps
+    (4 rows, flat), as represented. One batched run of the measurement program over all of
+    them (padded to a power of two rows, so that few sizes are compiled), with each row's
+    three smallest steps (``f`` is read no farther out than the check read it)."""
     wide = _util.widest_float()
-    rows = []
-    for h in steps[-1:-3:-1]:
-        for sign in (1.0, -1.0):
-            step = jnp.asarray(sign * h, wide)
-            x = jax.tree.map(lambda a, b, t=step: a + t.astype(a.dtype) * b, x0, d)
-            rows.append(measure(dataclasses.replace(one, x0=x), steps)[0].ad)
-    return np.stack(rows)
+    x0, fixed, d = problem.x0, problem.fixed, problem.direction
+    if problem.batched:
+        idx = np.asarray(points, dtype=int)
+    else:
+        x0, fixed, d = jax.tree.map(lambda v: jnp.asarray(v)[None], (x0, fixed, d))
+        idx = np.zeros(len(points), dtype=int)
+    t = np.concatenate([[st[-1], -st[-1], st[-2], -st[-2]] for st in steps])
+    grids = np.repeat(np.stack([st[-3:] for st in steps]), 4, axis=0)
+    rows = np.repeat(idx, 4)
+    pad = (1 << (len(rows) - 1).bit_length()) - len(rows)
+    rows, t = np.concatenate([rows, rows[-1:].repeat(pad)]), np.concatenate([t, t[-1:].repeat(pad)])
+    grids = np.concatenate([grids, grids[-1:].repeat(pad, axis=0)])
+    x0, fixed, d = jax.tree.map(lambda v: jnp.asarray(v)[rows], (x0, fixed, d))
+    tw = jnp.asarray(t, wide)
+    x = jax.tree.map(
+        lambda a, b: a + tw.reshape((-1,) + (1,) * (a.ndim - 1)).astype(a.dtype) * b, x0, d
+    )
+    batch = dataclasses.replace(problem, x0=x, fixed=fixed, direction=d, batched=True)
+    ads = np.stack([m.ad for m in measure(batch, grids)])
+    return [ads[4 * k : 4 * k + 4] for k in range(len(points))]
 
 
-def _report_at(problem, steps, meas, kinks, rtol, out_like, pre=None, i=None):
-    ev, keep, note, floor = _evidence(problem, steps, meas, kinks, pre)
-    verdict, cause = decide(ev)
-    if cause is Cause.AD_OFF_SLOPES:  # AD near x0 confirms it, or the steps are too coarse
-        ev = dataclasses.replace(ev, ad_near=_ad_near(problem, i, steps[keep]))
-        verdict, cause = decide(ev)
+def _report(problem, steps, meas, kinks, rtol, out_like, j: _Judged) -> LinearizationReport:
+    with np.errstate(over="ignore"):
+        return _report_at(problem, steps, meas, kinks, rtol, out_like, j)
+
+
+def _report_at(problem, steps, meas, kinks, rtol, out_like, j: _Judged) -> LinearizationReport:
+    ev, keep, note, floor, verdict, cause = j.ev, j.keep, j.note, j.floor, j.verdict, j.cause
     reason = explain(cause, ev, steps[keep]) + note
     if verdict in (Verdict.KINK, Verdict.WRONG_DERIVATIVE, Verdict.DISCONTINUOUS) and kinks.sites:
         s = kinks.sites[0]
@@ -587,7 +635,8 @@ def check_linearization(
     grid_ = _steps_for(problem, steps, None)
     (meas,) = measure(problem, grid_)
     kinks = _kinks(problem, 1)[0] if analyze_kinks else _Kinks()
-    return _report(problem, grid_, meas, kinks, rtol, _out_like(problem))
+    (judged,) = _confirm(problem, [_judge(problem, grid_, meas, kinks)], [grid_], [None])
+    return _report(problem, grid_, meas, kinks, rtol, _out_like(problem), judged)
 
 
 def check_many(
@@ -650,15 +699,21 @@ def check_many(
     like = _out_like(problem)
     lengths = np.array([len(g) for g in grids])
     pre = _batched_slopes(problem, padded, lengths, meas, bad)
+    trimmed = []
+    for i in range(n_pts):
+        k, m = len(grids[i]), meas[i]
+        side = lambda v, k=k: np.concatenate([v[:k], v[width : width + k]])
+        trimmed.append(dataclasses.replace(
+            m, rem=side(m.rem), mag=side(m.mag), vmag=side(m.vmag), df=side(m.df), heff=side(m.heff)
+        ))  # fmt: skip
+    judged = [_judge(problem, grids[i], trimmed[i], kinks[i], pre.get(i)) for i in range(n_pts)]
+    ok = [i for i in range(n_pts) if not bad[i]]
+    confirmed = _confirm(problem, [judged[i] for i in ok], [grids[i] for i in ok], ok)
+    for i, j in zip(ok, confirmed):
+        judged[i] = j
     reports = []
     for i in range(n_pts):
-        k = len(grids[i])
-        m = meas[i]
-        side = lambda v, k=k: np.concatenate([v[:k], v[width : width + k]])
-        trimmed = dataclasses.replace(
-            m, rem=side(m.rem), mag=side(m.mag), vmag=side(m.vmag), df=side(m.df), heff=side(m.heff)
-        )
-        rep = _report(problem, grids[i], trimmed, kinks[i], rtol, like, pre.get(i), i)
+        rep = _report(problem, grids[i], trimmed[i], kinks[i], rtol, like, judged[i])
         if bad[i]:
             rep = dataclasses.replace(rep, verdict="inconclusive", reason=f"x0s[{i}] is not finite")
         reports.append(rep)

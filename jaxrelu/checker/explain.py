@@ -87,6 +87,13 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
         f"AD's derivative is not finite ({fmt_slope(ev.ad)}) and the values of f do not "
         f"converge as h shrinks (order {ev.remainders.order:.2f}): f jumps at x0"
     ),
+    Cause.AD_NOT_FINITE_STILL: lambda ev, h: (
+        f"AD's derivative is not finite ({fmt_slope(ev.ad)}) and the values of f do not "
+        f"follow one power law (order {ev.remainders.order:.2f}), but at the smallest step "
+        f"({h[-1]:.2g}) f(x0 +- h d) equals f(x0) on both sides, which no jump does: the "
+        "values stop moving there (an underflow or rounding inside f, as float16 squares "
+        "of small steps underflow); no claim"
+    ),
     Cause.AD_NOT_FINITE_NON_LIPSCHITZ: lambda ev, h: (
         f"AD's derivative is not finite ({fmt_slope(ev.ad)}) and the difference quotients "
         f"grow without bound (order {ev.remainders.order:.2f}): f is not Lipschitz at x0"
