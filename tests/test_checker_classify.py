@@ -579,7 +579,9 @@ def test_smooth_remainders_with_ad_off_the_exact_and_measured_slopes_are_a_wrong
     # the measured slopes exactly on the exact ones: rounding (16 eps (1 + 2)) decides
     assert decide(ev(1.0 + 48 * eps * 1.01, sp=1.0, sm=1.0))[0] == Verdict.WRONG_DERIVATIVE
     assert decide(ev(1.0 + 48 * eps * 0.99, sp=1.0, sm=1.0))[0] == Verdict.SMOOTH
-    assert decide(ev(1.0 + 48 * eps * 0.99))[0] == Verdict.SMOOTH  # measured far: rounding
+    # the measured slopes 1e-5 away (neither corroborating nor clearing): rounding decides
+    assert decide(ev(1.0 + 48 * eps * 0.99))[0] == Verdict.SMOOTH
+    assert decide(ev(1.0 + 48 * eps * 1.01)) == unresolved
     # the side farther from the exact slope counts
     assert decide(ev(1.0 + 8e-5 * 1.01, sm=1.0 - 2e-5)) == unresolved
     # no exact slopes, or non-finite measured ones: nothing to corroborate

@@ -533,8 +533,7 @@ def _ad_off_exact_and_measured(ev: Evidence) -> bool:
     # (the measured slopes' own error bars are far wider than how close they come to the
     # exact ones: 4e-4 against 1e-5 for sin at 1 in float32; their closeness is what
     # corroborates the exact slopes)
-    rounding = 16 * ev.eps * (1 + 2 * float(np.linalg.norm(ex)))
-    return bool(np.linalg.norm(ev.ad - ex) > max(AD_OFF_FACTOR * d_meas, rounding))
+    return bool(np.linalg.norm(ev.ad - ex) > max(AD_OFF_FACTOR * d_meas, _rounding(ev, ex)))
 
 
 def _ad_off_exact_unresolved(ev: Evidence) -> bool:
@@ -548,8 +547,13 @@ def _ad_off_exact_unresolved(ev: Evidence) -> bool:
         return False
     gap = float(np.linalg.norm(ev.ad - ex))
     to_ad = max(float(np.linalg.norm(s - ev.ad)) for s in (ev.plus.value, ev.minus.value))
-    rounding = 16 * ev.eps * (1 + 2 * float(np.linalg.norm(ex)))
-    return bool(gap > rounding and not to_ad < gap / 2)
+    return bool(gap > _rounding(ev, ex) and not to_ad < gap / 2)
+
+
+def _rounding(ev: Evidence, ex: np.ndarray) -> float:
+    """How far AD's slope and the exact one (two code paths, one computed in the working
+    precision) may stray apart by rounding alone: 16 eps (1 + 2 |ex|)."""
+    return 16 * ev.eps * (1 + 2 * float(np.linalg.norm(ex)))
 
 
 def _exact_equal_ad(ev: Evidence) -> bool:
