@@ -22,7 +22,7 @@ def float_dtype(request):
     return request.param
 
 
-# The fast subset (`pytest -m "not slow"`, 11 minutes on 2 CPU cores) leaves out what
+# The fast subset (`pytest -m "not slow"`, 10 minutes on 2 CPU cores) leaves out what
 # takes seconds per test: every notebook, the oracle tables (checker cases, kink oracles),
 # training on the digits data, end-to-end study, reproduce and CLI runs, multi-device runs,
 # brute-force comparisons over random networks, and every test parametrized with float16 or
