@@ -188,8 +188,7 @@ def _evidence(
         plus, minus, floor = pre
         rp, rm = meas.rem[:n], meas.rem[n:]
     else:
-        plus = one_sided(h, meas.heff[:n][keep], dfp, meas.vmag[:n][keep], eps)
-        minus = one_sided(h, meas.heff[n:][keep], dfm, meas.vmag[n:][keep], eps)
+        plus, minus = _slopes_at(steps, meas, keep, eps)
         if ad_finite:
             rp, rm = meas.rem[:n][keep], meas.rem[n:][keep]
         else:  # each side against its own slope: the values alone
@@ -222,8 +221,7 @@ def _evidence(
         if s >= 3:
             rem = classify_remainders(h[:s], r[:s], floor[:s], f0_norm + h[0] * slope_norm)
             up = idx[:s]
-            plus = one_sided(steps[up], meas.heff[:n][up], meas.df[:n][up], meas.vmag[:n][up], eps)
-            minus = one_sided(steps[up], meas.heff[n:][up], meas.df[n:][up], meas.vmag[n:][up], eps)
+            plus, minus = _slopes_at(steps, meas, up, eps)
         else:  # too few steps above the quantum to read anything
             rem = RemainderEvidence(Pattern.FEW, math.nan, (), (), len(h), math.nan, math.inf)
         note += (
@@ -237,8 +235,7 @@ def _evidence(
         # the slopes were read at steps where f behaves otherwise (a staircase: slope 1
         # over many stairs, 0 on one): read them again at the fitted steps and below
         at = idx[h <= h[min(rem.window)]]
-        plus = one_sided(steps[at], meas.heff[:n][at], meas.df[:n][at], meas.vmag[:n][at], eps)
-        minus = one_sided(steps[at], meas.heff[n:][at], meas.df[n:][at], meas.vmag[n:][at], eps)
+        plus, minus = _slopes_at(steps, meas, at, eps)
         slopes_fit = fit(plus, minus)
     if ad_finite and _order_two(rem) and not max(plus.step, minus.step) <= h[min(rem.window)]:
         # the slopes were read at steps above the fitted ones, where f may average over
@@ -247,8 +244,7 @@ def _evidence(
         # power law, so that a custom rule's error the h^2 term hides there is seen
         # against them
         at = idx[h <= h[min(rem.window)]]
-        plus = one_sided(steps[at], meas.heff[:n][at], meas.df[:n][at], meas.vmag[:n][at], eps)
-        minus = one_sided(steps[at], meas.heff[n:][at], meas.df[n:][at], meas.vmag[n:][at], eps)
+        plus, minus = _slopes_at(steps, meas, at, eps)
     values_jump = ad_finite and order_one and _values_jump(h, rem.window, dfp, dfm, meas, keep,
                                                            n, plus, minus, floor)  # fmt: skip
     below = h < near if math.isfinite(near) else np.ones(len(h), bool)
@@ -298,6 +294,13 @@ def _evidence(
         underflow=bool(0 < floor0[-1] < _smallest_normal(problem, meas)),
     )
     return ev, keep, note, floor
+
+
+def _slopes_at(steps: np.ndarray, meas: Measurements, at: np.ndarray, eps: float):
+    """The one-sided slopes (along ``+d``, from ``-d``) read over the grid steps ``at``."""
+    n = len(steps)
+    side = lambda s: one_sided(steps[at], meas.heff[s][at], meas.df[s][at], meas.vmag[s][at], eps)
+    return side(slice(0, n)), side(slice(n, 2 * n))
 
 
 def _values_jump(h, window, dfp, dfm, meas, keep, n, plus: Slope, minus: Slope, floor) -> bool:
