@@ -866,3 +866,66 @@ def test_norm_at_zero_in_float16_is_never_a_jump():
     jump = lambda x: jnp.where(x > 0, 1.0 + jnp.sqrt(x), 0.0)
     rep = jr.check_linearization(jump, A(0.0), A(1.0), mode="rev")
     assert rep.verdict == "discontinuous", str(rep)
+
+
+def _values_sin_ad_one(x):
+    # f's values are x + sin(x) (slope 1 + cos x); AD sees only x (slope 1)
+    return x + jax.lax.stop_gradient(jnp.sin(x))
+
+
+@pytest.mark.parametrize("x0", [1e5, 1e6])
+def test_ad_blind_to_sin_at_large_arguments_is_never_called_right(x0):
+    # the true slope 1 + cos(x0) (NumPy, float64) is far from AD's 1. In float32 near 1e5
+    # and 1e6 the values (ulps 0.008 and 0.06) round sin's swings into what the floor
+    # model calls noise: the remainders read as a jump over steps of 1 to 8 (1e5) or stay
+    # at the floor (1e6). The program has no nonsmooth operation and its exact slopes are
+    # 1 + cos(x0): neither "discontinuous" nor "linear" may be said; float64 resolves it
+    truth = 1.0 + np.cos(x0)
+    assert abs(truth - 1.0) > 0.9
+    rep = jr.check_linearization(_values_sin_ad_one, jnp.asarray(x0, f32), jnp.ones((), f32))
+    assert rep.ad_slope == 1.0
+    assert rep.verdict in ("inconclusive", "wrong_derivative"), str(rep)
+    if rep.verdict == "wrong_derivative":
+        assert rep.slope_plus == pytest.approx(truth, abs=0.05), str(rep)
+    wide = jr.check_linearization(_values_sin_ad_one, jnp.asarray(x0, f64), jnp.ones((), f64))
+    assert wide.verdict == "wrong_derivative", str(wide)
+    assert wide.slope_plus == pytest.approx(truth, abs=1e-3), str(wide)
+    # the same values with AD right (x + sin x, JAX's own rule): no complaint. At 1e5 the
+    # values move in quanta of 0.008 and the steps above them span sin's periods (their
+    # slope averages to 1); AD near x0 there swings between 0 and 2: not a wrong AD
+    plain = lambda x: x + jnp.sin(x)
+    right = jr.check_linearization(plain, jnp.asarray(x0, f32), jnp.ones((), f32))
+    assert right.verdict in ("linear", "smooth", "inconclusive"), str(right)
+
+
+@pytest.mark.parametrize("dt", [f32, f64], ids=["float32", "float64"])
+def test_a_smooth_program_read_as_a_kink_is_not_called_a_kink(dt):
+    # x tanh(1e20 x) is C-infinity with derivative 0 at 0 (AD's 0 is right), but every
+    # step of either grid lands where tanh(1e20 h) = 1: the values are |h|, a kink at the
+    # grid's resolution. No operation of the program is nonsmooth: not "kink"
+    f = lambda x: x * jnp.tanh(1e20 * x)
+    rep = jr.check_linearization(f, jnp.zeros((), dt), jnp.ones((), dt))
+    assert rep.ad_slope == 0.0
+    assert rep.verdict == "inconclusive" and "no nonsmooth operation" in rep.reason, str(rep)
+    # a smooth program read where the steps resolve it stays smooth (1e6: transition
+    # 1e-6 wide, steps down to 1.5e-8 in float32)
+    g = lambda x: x * jnp.tanh(1e6 * x)
+    ok = jr.check_linearization(g, jnp.zeros((), dt), jnp.ones((), dt))
+    assert ok.verdict == "smooth", str(ok)
+    # |x| written with smooth operations whose AD is NaN at 0 (exp(log(x^2) / 2)): AD not
+    # finite, the smoothness argument fails, and the kink is kept
+    ab = lambda x: jnp.exp(jnp.log(x * x) / 2)
+    kink = jr.check_linearization(ab, jnp.zeros((), dt), jnp.ones((), dt))
+    assert kink.verdict == "kink" and kink.slope_plus == pytest.approx(1.0), str(kink)
+
+
+@pytest.mark.parametrize("scale", [1e15, 1e20])
+def test_a_saturated_transition_is_not_a_wrong_derivative_whatever_ads_size(scale):
+    # tanh(s x) at 0: f'(0) = s exactly (AD right). In float32 every step (down to 2^-26)
+    # saturates tanh; the values jump by 2 across 0 at every step. AD's step s h is far
+    # above the jump, so the remainders' floor (which counts AD's step) hides it: the
+    # jump is read against the values' own floor
+    f = lambda x: jnp.tanh(scale * x)
+    rep = jr.check_linearization(f, jnp.zeros((), f32), jnp.ones((), f32))
+    assert rep.ad_slope == pytest.approx(scale, rel=1e-6)
+    assert rep.verdict == "inconclusive", str(rep)

@@ -69,7 +69,16 @@ class _Kinks:
     radius_minus: float = math.nan
     exact_plus: np.ndarray | None = None
     exact_minus: np.ndarray | None = None
+    no_sites: bool = False
     note: str = ""
+
+
+def _no_sites(res: Any) -> bool:
+    """Whether an analysis met no nonsmooth operation at all, before any is left out as
+    harmless here (an equality guard whose cases the point cannot compare, as
+    ``where(x == 0, 5, sin(x) / x)`` at 0, is still a possible jump): only the max
+    shifts that cancel (``logsumexp``'s)."""
+    return all(m.shift and res.shifts_cancel for m in res.meta)
 
 
 def _nearness(s: KinkSite) -> tuple[int, float]:
@@ -139,6 +148,7 @@ def _kinks(problem: Problem, n_pts: int) -> list[_Kinks]:
                 radius_minus=min((s.radius for s in sm), default=math.inf),
                 exact_plus=slope(plus, 1.0) if known else None,
                 exact_minus=slope(minus, -1.0) if known else None,
+                no_sites=known and _no_sites(plus) and _no_sites(minus),
             )
         )
     return out
@@ -246,7 +256,7 @@ def _evidence(
         at = idx[h <= h[min(rem.window)]]
         plus, minus = _slopes_at(steps, meas, at, eps)
     values_jump = ad_finite and order_one and _values_jump(h, rem.window, dfp, dfm, meas, keep,
-                                                           n, plus, minus, floor)  # fmt: skip
+                                                           n, plus, minus, eps)  # fmt: skip
     below = h < near if math.isfinite(near) else np.ones(len(h), bool)
     rem_below = None
     if kinks.known and kinks.tied == 0 and 0 < below.sum() < len(h):
@@ -271,6 +281,7 @@ def _evidence(
         inexact_ties=kinks.kinds_known and not kinks.known,
         tied=kinks.tied,
         tied_jumps=kinks.tied_jumps,
+        no_sites=kinks.no_sites,
         radius_plus=kinks.radius_plus,
         radius_minus=kinks.radius_minus,
         piecewise_linear=problem.piecewise_linear,
@@ -303,20 +314,29 @@ def _slopes_at(steps: np.ndarray, meas: Measurements, at: np.ndarray, eps: float
     return side(slice(0, n)), side(slice(n, 2 * n))
 
 
-def _values_jump(h, window, dfp, dfm, meas, keep, n, plus: Slope, minus: Slope, floor) -> bool:
+def _values_jump(h, window, dfp, dfm, meas, keep, n, plus: Slope, minus: Slope, eps) -> bool:
     """Whether ``f``'s values, against the measured slopes, keep a constant offset over the
     fitted steps (order below 0.5, above two floors): ``f`` changes by as much across
     ``x0`` at every step, as at a jump (``tanh(1e12 x)`` at 0 in float32, saturated at
-    every step of the grid, whose AD slope 1e12 is right)."""
-    w = np.asarray(window)
-    hp, hm = meas.heff[:n][keep][w], meas.heff[n:][keep][w]
+    every step of the grid, whose AD slope 1e12 is right).
+
+    The offsets' floor is read from the values alone (their magnitudes and the noise at
+    the tiniest steps, :func:`roundoff_floor`), not from AD's step: a steep AD slope
+    (1e15 for ``tanh(1e15 x)``) would raise the remainders' floor above any jump."""
+    hp, hm = meas.heff[:n][keep], meas.heff[n:][keep]
     with np.errstate(invalid="ignore", over="ignore"):
-        vp = np.linalg.norm(dfp[w] - hp[:, None] * plus.value, axis=1)
-        vm = np.linalg.norm(dfm[w] - hm[:, None] * minus.value, axis=1)
+        vp = np.linalg.norm(dfp - hp[:, None] * plus.value, axis=1)
+        vm = np.linalg.norm(dfm - hm[:, None] * minus.value, axis=1)
+        lin = h * max(float(np.linalg.norm(plus.value)), float(np.linalg.norm(minus.value)))
     v = np.maximum(vp, vm)
-    if not np.all(v > INFORMATIVE * floor[w]):
+    mag = np.maximum(meas.vmag[:n][keep], meas.vmag[n:][keep]) + lin
+    if not np.all(np.isfinite(v)):
         return False
-    return bool(fit_order(h[w], v) < 0.5)
+    floor = roundoff_floor(h, v, mag, eps)
+    w = np.asarray(window)
+    if not np.all(v[w] > INFORMATIVE * floor[w]):
+        return False
+    return bool(fit_order(h[w], v[w]) < 0.5)
 
 
 def _order_two(rem: RemainderEvidence) -> bool:
@@ -431,7 +451,7 @@ def _confirm(problem: Problem, judged: list[_Judged], steps: list[np.ndarray], p
     todo = [k for k, j in enumerate(judged) if j.cause in _CONFIRMED]
     if not todo:
         return judged
-    near = _ad_near(problem, [points[k] for k in todo], [steps[k][judged[k].keep] for k in todo])
+    near = _ad_near(problem, [points[k] for k in todo], [_read(steps[k], judged[k]) for k in todo])
     out = list(judged)
     for k, rows in zip(todo, near):
         ev = dataclasses.replace(judged[k].ev, ad_near=rows)
@@ -439,6 +459,15 @@ def _confirm(problem: Problem, judged: list[_Judged], steps: list[np.ndarray], p
             verdict, cause = decide(ev)
         out[k] = dataclasses.replace(judged[k], ev=ev, verdict=verdict, cause=cause)
     return out
+
+
+def _read(steps: np.ndarray, j: _Judged) -> np.ndarray:
+    """The kept steps down to the smallest the verdict was read at (its fitted window's):
+    below it the remainders are at the floor (or left out as quantized), and f may vary
+    on scales between them and x0 (x + sin(x) at 1e6 in float32, read at steps of 16 up,
+    where AD swings between 0 and 2)."""
+    st, w = steps[j.keep], j.ev.remainders.window
+    return st[: max(w) + 1] if len(w) >= 2 else st
 
 
 def _ad_near(problem: Problem, points: list, steps: list[np.ndarray]) -> list[np.ndarray]:

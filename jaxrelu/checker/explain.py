@@ -230,9 +230,10 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
     Cause.AD_VARIES_AT_STEPS: lambda ev, h: (
         f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)} and the "
         f"{_slopes(ev)} agree, away from AD's {fmt_slope(ev.ad)}; but AD's own slope at "
-        f"the smallest steps (x0 +- {h[-1]:.2g} d) is near neither: f varies on a scale "
-        "below the smallest step that moves x0 in this precision, and the measured slopes "
-        "average over it (leave large elements out of the direction, or check in float64)"
+        f"the smallest steps read (x0 +- {_smallest_read(ev, h):.2g} d) is near neither: f "
+        "varies on a scale below the smallest step that moves x0 in this precision (or "
+        "that its values resolve), and the measured slopes average over it (leave large "
+        "elements out of the direction, or check in float64)"
     ),
     Cause.STEEP_BELOW_STEPS: lambda ev, h: (
         f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)}, but f's "
@@ -253,6 +254,23 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
         f"switch is {min(ev.radius_plus, ev.radius_minus):.3g} away (from the jaxpr), too "
         "close for the steps to resolve"
     ),
+    Cause.NO_NONSMOOTH_SITE: lambda ev, h: (
+        f"the remainders look nonsmooth (order {ev.remainders.order:.2f}{_span(ev, h)}), "
+        "but the program has no nonsmooth operation (from its jaxpr) and AD's slope "
+        f"{fmt_slope(ev.ad)} is finite: f is differentiable at x0, and varies on a scale "
+        f"the steps in {_prec(ev)} do not resolve; no claim about AD's slope"
+        if not math.isnan(ev.remainders.order)
+        else "the remainders look nonsmooth, but the program has no nonsmooth operation "
+        f"(from its jaxpr) and AD's slope {fmt_slope(ev.ad)} is finite: f is differentiable "
+        f"at x0, and varies on a scale the steps in {_prec(ev)} do not resolve; no claim "
+        "about AD's slope"
+    ),
+    Cause.FLAT_AD_OFF_EXACT: lambda ev, h: (
+        "the remainders stay at roundoff level, but AD's slope "
+        f"{fmt_slope(ev.ad)} is off the exact one-sided slope from the jaxpr "
+        f"({fmt_slope(ev.exact_plus)}) beyond rounding: in {_prec(ev)} f's values near x0 "
+        "are too coarse to show which is right (check in float64, or nearer 0)"
+    ),
     Cause.ORDER_TWO_BELOW_SWITCH: lambda ev, h: _below_switch(ev, h),
     Cause.AD_ON_FLOOR_BELOW_SWITCH: lambda ev, h: (
         "the larger steps disagree with AD, but below the nearest switch "
@@ -271,6 +289,12 @@ def _below_switch(ev: Evidence, h: np.ndarray) -> str:
         f"shrinks like h^{below.order:.2f}{_span(ev, h, below)}: the derivative is right "
         "and the linearization holds up to that switch"
     )
+
+
+def _smallest_read(ev: Evidence, h: np.ndarray) -> float:
+    """The smallest step of the fitted window (where AD near x0 is read), else the grid's."""
+    w = ev.remainders.window
+    return float(h[max(w)]) if len(w) >= 2 else float(h[-1])
 
 
 def _prec(ev: Evidence) -> str:

@@ -11,7 +11,9 @@ The rules, in order:
    one-sided slopes from values decide: *kink* if they differ, *wrong_derivative* if
    they agree (``f`` is differentiable along ``d``), *discontinuous* if the values jump.
 4. Otherwise the remainders: at the floor everywhere: *linear* if the floor is fine enough
-   to exclude curvature; at the floor then an abrupt rise: *linear* (a kink further out),
+   to exclude curvature (and, where the jaxpr gives the exact slopes, AD within rounding
+   of them: else the values are too coarse to tell, inconclusive); at the floor then an
+   abrupt rise: *linear* (a kink further out),
    unless fewer than 3 steps are flat and an element sits on a switch: then the rise is
    read as below (the flat steps are rounding inside ``f``). With an element on a switch,
    *linear* also needs the exact one-sided slopes and AD's to be equal: where they differ
@@ -24,12 +26,14 @@ The rules, in order:
    *wrong_derivative* if AD is resolvably off both (the slopes from the jaxpr break ties
    the measured ones cannot resolve); order 0: *discontinuous*.
 5. A *kink* or *discontinuous* verdict with no element of any known site on its switch
-   means the switch is closer than the steps can resolve: inconclusive.
+   means the switch is closer than the steps can resolve: inconclusive. In a program
+   with no nonsmooth operation at all whose AD is finite at ``x0``, ``f`` is
+   differentiable there: inconclusive too (variation the steps do not resolve).
 6. A *wrong_derivative* from the measured slopes needs ``f``'s values to follow them
-   (not a constant offset across ``x0`` at every step, as at a jump) and AD's slope at
-   the smallest steps to stay near its value at ``x0`` or near the measured slopes;
-   where it wanders (``f`` varies below the smallest step that moves ``x0``):
-   inconclusive.
+   (not a constant offset across ``x0`` at every step, as at a jump, read against the
+   values' own floor) and AD's slope at the smallest steps read (the fitted window's) to
+   stay near its value at ``x0`` or near the measured slopes; where it wanders (``f``
+   varies below the steps that inform the verdict): inconclusive.
 7. Inconclusive from the remainders (scattered, too few, an order none of 0/1/2, or rule
    5) while no element is tied and a switch lies inside the grid: the steps below that
    switch alone decide; order 2 there is *smooth* (a smooth point near a kink).
@@ -120,6 +124,8 @@ class Cause(enum.Enum):
     AD_ON_FLOOR_BELOW_SWITCH = enum.auto()
     AD_VARIES_AT_STEPS = enum.auto()
     STEEP_BELOW_STEPS = enum.auto()
+    NO_NONSMOOTH_SITE = enum.auto()
+    FLAT_AD_OFF_EXACT = enum.auto()
 
 
 @dataclasses.dataclass(frozen=True)  # pragma: no mutate (immutability only)
@@ -172,6 +178,8 @@ class Evidence:
             undecided one).
         tied: elements exactly on a switch (over all sites); ``tied_jumps`` those of
             sites that are jumps.
+        no_sites: the kink analysis knows every primitive and finds no nonsmooth site
+            at all along ``±d``: the program is a composition of smooth operations.
         radius_plus, radius_minus: distance to the nearest switch along ``±d``.
         piecewise_linear: the program is piecewise linear in ``x``.
         below_switch: number of grid steps below the nearest switch (both sides).
@@ -192,9 +200,10 @@ class Evidence:
         values_jump: over the fitted steps, ``f``'s values keep a constant offset from
             the measured slopes' lines (a jump at the grid's resolution; computed where
             the remainders are of order 1 and AD is finite).
-        ad_near: AD's slopes at the grid's two smallest steps, ``x0 + h d`` then ``x0 -
-            h d`` for each (rows, flat over outputs); measured only to confirm a
-            *wrong_derivative* read from the measured slopes (None otherwise).
+        ad_near: AD's slopes at the two smallest steps read (the fitted window's, else
+            the grid's), ``x0 + h d`` then ``x0 - h d`` for each (rows, flat over
+            outputs); measured only to confirm a *wrong_derivative* read from the
+            measured slopes (None otherwise).
     """
 
     remainders: RemainderEvidence
@@ -212,6 +221,7 @@ class Evidence:
     inexact_ties: bool = False  # pragma: no mutate
     tied: int = 0  # pragma: no mutate
     tied_jumps: int = 0  # pragma: no mutate
+    no_sites: bool = False  # pragma: no mutate
     radius_plus: float = math.nan  # pragma: no mutate
     radius_minus: float = math.nan  # pragma: no mutate
     piecewise_linear: bool = False  # pragma: no mutate
@@ -396,6 +406,12 @@ def decide(ev: Evidence) -> tuple[Verdict, Cause]:
         and math.isfinite(near)
     ):
         verdict, cause = Verdict.INCONCLUSIVE, Cause.NEAR_SWITCH
+    if verdict in (Verdict.KINK, Verdict.DISCONTINUOUS) and ev.no_sites and ev.ad_finite:
+        # no nonsmooth operation anywhere in the program, and AD finite at x0 (no smooth
+        # operation at a singularity): f is differentiable at x0. A kink or a jump read
+        # from the steps is variation they do not resolve (x + stop_gradient(sin(x)) at
+        # 1e5 in float32: sin's swings over steps of 1 to 8 read as a jump)
+        verdict, cause = Verdict.INCONCLUSIVE, Cause.NO_NONSMOOTH_SITE
     if (
         verdict is Verdict.WRONG_DERIVATIVE
         and ev.ad_finite  # (the remainders then are AD's)
@@ -498,6 +514,16 @@ def _against_exact(ev: Evidence, verdict: Verdict, cause: Cause) -> tuple[Verdic
         # where AD's own rounding (in float16) can stray from the exact slopes (in float32)
         # by more than the few ulps of a steep softmax's measured slopes
         return Verdict.WRONG_DERIVATIVE, Cause.AD_OFF_EXACT
+    if (
+        verdict is Verdict.LINEAR
+        and cause in (Cause.FLAT, Cause.FLAT_THEN_RISE)
+        and not apart
+        and _ad_off_exact(ev)
+    ):
+        # remainders at the floor, yet AD off the exact slopes beyond rounding: f's values
+        # are too coarse to see the difference (x + stop_gradient(sin(x)) at 1e6 in float32,
+        # slope 1.94, AD 1: sin's swings stay under the floor of values near 1e6)
+        return Verdict.INCONCLUSIVE, Cause.FLAT_AD_OFF_EXACT
     if verdict is Verdict.SMOOTH and not apart and _ad_off_exact_unresolved(ev):
         # AD off the exact slopes beyond rounding, the measured ones too coarse to
         # corroborate or to clear it (a rule 1e-5 off at 1e5 in float32, where the steps
@@ -548,6 +574,15 @@ def _ad_off_exact_unresolved(ev: Evidence) -> bool:
     gap = float(np.linalg.norm(ev.ad - ex))
     to_ad = max(float(np.linalg.norm(s - ev.ad)) for s in (ev.plus.value, ev.minus.value))
     return bool(gap > _rounding(ev, ex) and not to_ad < gap / 2)
+
+
+def _ad_off_exact(ev: Evidence) -> bool:
+    """Whether AD's slope is finite and off the exact one-sided slope from the jaxpr
+    beyond rounding (:func:`_rounding`)."""
+    ex = ev.exact_plus
+    if ex is None or not ev.ad_finite or not np.all(np.isfinite(ex)):
+        return False
+    return bool(np.linalg.norm(ev.ad - ex) > _rounding(ev, ex))
 
 
 def _rounding(ev: Evidence, ex: np.ndarray) -> float:
