@@ -929,3 +929,95 @@ def test_a_saturated_transition_is_not_a_wrong_derivative_whatever_ads_size(scal
     rep = jr.check_linearization(f, jnp.zeros((), f32), jnp.ones((), f32))
     assert rep.ad_slope == pytest.approx(scale, rel=1e-6)
     assert rep.verdict == "inconclusive", str(rep)
+
+
+_sg = jax.lax.stop_gradient
+
+
+def test_a_nonsmooth_operation_behind_stop_gradient_still_counts():
+    # gradient-replacement tricks whose values are a jump or a kink (a straight-through
+    # round, sign with tanh's gradient, relu with the identity's): the values decide,
+    # whatever the program's cancelling shifts; oracles are the values' own one-sided
+    # limits (round jumps by 1 at 0.5; relu's slopes are 1 and 0)
+    ste = lambda x: x - _sg(x) + _sg(jnp.round(x))
+    rep = jr.check_linearization(ste, jnp.asarray(0.5, f32), jnp.ones((), f32))
+    assert rep.verdict == "discontinuous", str(rep)
+    sign = lambda x: _sg(jnp.sign(x)) - _sg(jnp.tanh(x)) + jnp.tanh(x)
+    rep = jr.check_linearization(sign, jnp.zeros((), f64), jnp.ones((), f64))
+    assert rep.verdict == "discontinuous", str(rep)
+    relu = lambda x: _sg(jax.nn.relu(x)) + x - _sg(x)
+    rep = jr.check_linearization(relu, jnp.zeros((), f64), jnp.ones((), f64))
+    assert rep.verdict == "kink", str(rep)
+    assert (rep.slope_plus, rep.slope_minus) == pytest.approx((1.0, 0.0), abs=1e-9)
+
+
+def _tanh_rule(scale, factor):
+    @jax.custom_jvp
+    def f(x):
+        return jnp.tanh(scale * x)
+
+    @f.defjvp
+    def _(primals, tangents):
+        (x,), (t,) = primals, tangents
+        return f(x), factor * scale * (1 - jnp.tanh(scale * x) ** 2) * t
+
+    return f
+
+
+@pytest.mark.parametrize(
+    "dt, scale, factor, x0, d",
+    [
+        (f32, 1.0, 1.01, -0.7889540195465088, 1.9814294576644897),
+        (f32, 1.0, 1.001, 0.08971552550792694, -1.624428153038025),
+        (f64, 1e10, 0.5, 0.0, 1.0),
+    ],
+)
+def test_a_wrong_rule_read_on_curvature_stays_wrong(dt, scale, factor, x0, d):
+    # AD near x0 at the steps read (above the grid's smallest) drifts with tanh's
+    # curvature; the primal's exact slopes and the measured ones agree against AD: the
+    # rule is wrong. Oracle: tanh'(s x0) s d in float64 (NumPy)
+    truth = scale * (1 - np.tanh(scale * x0) ** 2) * d
+    rep = jr.check_linearization(_tanh_rule(scale, factor), jnp.asarray(x0, dt), jnp.asarray(d, dt))
+    assert rep.ad_slope == pytest.approx(factor * truth, rel=1e-5)
+    assert rep.verdict == "wrong_derivative", str(rep)
+    assert rep.slope_plus == pytest.approx(truth, rel=abs(factor - 1) / 4), str(rep)
+    right = jr.check_linearization(_tanh_rule(scale, 1.0), jnp.asarray(x0, dt), jnp.asarray(d, dt))
+    assert right.verdict == "smooth", str(right)
+
+
+def test_ad_near_x0_is_not_fooled_by_steps_a_whole_number_of_periods_apart():
+    # 1e6 + sin(1e3 x) in float32 (values in quanta of 0.06, sin's period 6.3e-3): read
+    # at steps 2^-6 and up, which along d = -0.80 shift 1e3 x by almost exactly 4 pi and
+    # 8 pi, so AD there looks steady. AD (1e3 cos(1e3 x0) d, NumPy) is right
+    x0, d = -0.5149485468864441, -0.8029231429100037
+    f = lambda x: 1e6 + jnp.sin(1e3 * x)
+    rep = jr.check_linearization(f, jnp.asarray(x0, f32), jnp.asarray(d, f32))
+    assert rep.ad_slope == pytest.approx(1e3 * np.cos(1e3 * np.float32(x0)) * d, rel=1e-3)
+    assert rep.verdict != "wrong_derivative", str(rep)
+
+
+def test_slopes_beyond_float32s_square_root_of_its_largest_value_are_compared():
+    # exp with a rule 0.1% off at 51.6 in float32 (slopes 3.3e22, whose squares overflow
+    # float32): AD off the exact slopes by 1e-3, the measured ones 30 times closer.
+    # Oracle: exp(x0) d in float64
+    x0, d = 51.566131591796875, 1.3134206533432007
+    rule = _exp_rule(1.001)
+    rep = jr.check_linearization(rule, jnp.asarray(x0, f32), jnp.asarray(d, f32))
+    truth = np.exp(np.float64(np.float32(x0))) * np.float64(np.float32(d))
+    assert rep.slope_plus == pytest.approx(truth, rel=1e-4), str(rep)
+    assert rep.verdict == "wrong_derivative", str(rep)
+    right = jr.check_linearization(_exp_rule(1.0), jnp.asarray(x0, f32), jnp.asarray(d, f32))
+    assert right.verdict == "smooth", str(right)
+
+
+def _exp_rule(factor):
+    @jax.custom_jvp
+    def f(x):
+        return jnp.exp(x)
+
+    @f.defjvp
+    def _(primals, tangents):
+        (x,), (t,) = primals, tangents
+        return f(x), factor * jnp.exp(x) * t
+
+    return f

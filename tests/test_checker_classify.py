@@ -370,6 +370,65 @@ def test_wrong_derivative_needs_ad_near_x0_to_stay_at_x0_or_at_the_measured_slop
     assert decide(ev) == (Verdict.INCONCLUSIVE, Cause.STEEP_BELOW_STEPS)
 
 
+def test_ad_near_the_steps_read_needs_the_exact_slopes_when_it_wanders():
+    # rows 0-3 (the grid's smallest steps) steady; rows 4-9 (the steps the verdict read,
+    # above the grid's) away from both AD (0) and the measured slopes (1): f may vary
+    # between x0 and those steps (x + sin(x) at 1e6 in float32) -- unless the exact
+    # slopes side with the measured ones against AD, within a quarter of AD's distance
+    # from them (a wrong rule read on f's curvature)
+    claim = (Verdict.WRONG_DERIVATIVE, Cause.AD_OFF_SLOPES)
+    varies = (Verdict.INCONCLUSIVE, Cause.AD_VARIES_AT_STEPS)
+    steady = np.zeros(10)
+    assert decide(_evidence(ORDER1, ad=0.0, sp=1.0, sm=1.0, ad_near=steady[:, None])) == claim
+    for k in range(4, 10):
+        near = np.zeros(10)
+        near[k] = 0.5
+        ev = _evidence(ORDER1, ad=0.0, sp=1.0, sm=1.0, ad_near=near[:, None])
+        assert decide(ev) == varies, k
+        kw = dict(ad=0.0, sp=1.0, sm=1.0, ad_near=near[:, None], sites_known=True)
+        for ex, want in ((1.0, claim), (0.81, claim), (0.79, varies), (0.0, varies)):
+            exact = np.array([ex])
+            ev = _evidence(ORDER1, exact_plus=exact, exact_minus=exact, **kw)
+            assert decide(ev) == want, (k, ex)
+    # the grid's rows are not excused by the exact slopes (sin at 1e9 in float32)
+    near = np.zeros(10)
+    near[1] = 0.5
+    one = np.array([1.0])
+    ev = _evidence(ORDER1, ad=0.0, sp=1.0, sm=1.0, ad_near=near[:, None],
+                   exact_plus=one, exact_minus=one, sites_known=True)  # fmt: skip
+    assert decide(ev) == varies
+
+
+def test_a_program_with_no_nonsmooth_operation_has_no_kink_or_jump_where_ad_is_finite():
+    order0 = read(np.full(len(H), 0.5))
+    assert decide(_evidence(order0, ad=1.0)) == (Verdict.DISCONTINUOUS, Cause.ORDER_ZERO)
+    ev = _evidence(order0, ad=1.0, no_sites=True)
+    assert decide(ev) == (Verdict.INCONCLUSIVE, Cause.NO_NONSMOOTH_SITE)
+    kink = _evidence(ORDER1, ad=0.5, sp=1.0, sm=0.0)
+    assert decide(kink) == (Verdict.KINK, Cause.SLOPES_DIFFER)
+    ev = _evidence(ORDER1, ad=0.5, sp=1.0, sm=0.0, no_sites=True)
+    assert decide(ev) == (Verdict.INCONCLUSIVE, Cause.NO_NONSMOOTH_SITE)
+    # AD not finite: a smooth operation at its singularity (exp(log(x^2) / 2) at 0)
+    ev = _evidence(ORDER1, ad=np.nan, sp=1.0, sm=-1.0, no_sites=True)
+    assert decide(ev) == (Verdict.KINK, Cause.AD_NOT_FINITE_SLOPES_DIFFER)
+
+
+def test_linear_needs_ad_within_rounding_of_the_exact_slopes():
+    # remainders at the floor (values too coarse to see a slope error): AD 1 against
+    # exact slopes 1 + 16 eps (1 + 2 |ex|) and a hair more
+    eps = 2.0**-23
+    allowance = 16 * eps * (1 + 2 * 1.0)
+    for off, want in ((0.9, Verdict.LINEAR), (1.1, Verdict.INCONCLUSIVE)):
+        ex = np.array([1.0 + off * allowance])
+        ev = _evidence(FLAT, ad=1.0, eps=eps, exact_plus=ex, exact_minus=ex, sites_known=True)
+        assert decide(ev)[0] is want, off
+    ex = np.array([1.94])
+    ev = _evidence(FLAT, ad=1.0, eps=eps, exact_plus=ex, exact_minus=ex, sites_known=True)
+    assert decide(ev) == (Verdict.INCONCLUSIVE, Cause.FLAT_AD_OFF_EXACT)
+    # unknown exact slopes, or AD not finite: the rule does not apply
+    assert decide(_evidence(FLAT, ad=1.0, eps=eps))[0] is Verdict.LINEAR
+
+
 def test_unresolvable_slopes_never_give_a_confident_wrong_derivative():
     # bfloat16 relu(x, 1) at 0: AD = 1 = the right slope; a coarse tolerance cannot
     # separate the slopes 1 and 0: inconclusive, not wrong_derivative

@@ -75,10 +75,11 @@ class _Kinks:
 
 def _no_sites(res: Any) -> bool:
     """Whether an analysis met no nonsmooth operation at all, before any is left out as
-    harmless here (an equality guard whose cases the point cannot compare, as
-    ``where(x == 0, 5, sin(x) / x)`` at 0, is still a possible jump): only the max
-    shifts that cancel (``logsumexp``'s)."""
-    return all(m.shift and res.shifts_cancel for m in res.meta)
+    harmless here: an equality guard whose cases the point cannot compare (``where(x ==
+    0, 5, sin(x) / x)`` at 0) is still a possible jump, and a nonsmooth operation behind
+    ``stop_gradient`` whose shift a probe finds cancelling (``logsumexp``'s max) may reach
+    the values all the same (``x - stop_gradient(x) + stop_gradient(round(x))``)."""
+    return not res.meta
 
 
 def _nearness(s: KinkSite) -> tuple[int, float]:
@@ -131,7 +132,9 @@ def _kinks(problem: Problem, n_pts: int) -> list[_Kinks]:
                     cols += [col.real, col.imag]
                 else:
                     cols.append(col)
+            # (in float64: norms of float32 slopes beyond 1e19 overflow, exp(51) along d)
             flat = np.concatenate(cols) if cols else np.zeros(0)
+            flat = flat.astype(np.result_type(flat, np.float64))
             if w is not None:
                 flat = np.array([float(np.sum(flat * np.concatenate([np.ravel(v) for v in w])))])
             return sign * flat + 0.0
@@ -451,7 +454,12 @@ def _confirm(problem: Problem, judged: list[_Judged], steps: list[np.ndarray], p
     todo = [k for k, j in enumerate(judged) if j.cause in _CONFIRMED]
     if not todo:
         return judged
-    near = _ad_near(problem, [points[k] for k in todo], [_read(steps[k], judged[k]) for k in todo])
+    near = _ad_near(
+        problem,
+        [points[k] for k in todo],
+        [steps[k][judged[k].keep] for k in todo],
+        [_read(steps[k], judged[k]) for k in todo],
+    )
     out = list(judged)
     for k, rows in zip(todo, near):
         ev = dataclasses.replace(judged[k].ev, ad_near=rows)
@@ -470,12 +478,20 @@ def _read(steps: np.ndarray, j: _Judged) -> np.ndarray:
     return st[: max(w) + 1] if len(w) >= 2 else st
 
 
-def _ad_near(problem: Problem, points: list, steps: list[np.ndarray]) -> list[np.ndarray]:
+_NEAR_ROWS = 10  # AD near x0: 4 rows at the grid's smallest steps, 6 at those read
+_GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+def _ad_near(
+    problem: Problem, points: list, steps: list[np.ndarray], reads: list[np.ndarray]
+) -> list[np.ndarray]:
     """For each point (``points[k]`` of a batched problem, or None) with its grid
-    ``steps[k]``: AD's slopes at ``x0 + h d`` and ``x0 - h d`` for the two smallest steps
-    (4 rows, flat), as represented. One batched run of the measurement program over all of
-    them (padded to a power of two rows, so that few sizes are compiled), with each row's
-    three smallest steps (``f`` is read no farther out than the check read it)."""
+    ``steps[k]`` and the steps its verdict read ``reads[k]``: AD's slopes at ``x0 + h d``
+    and ``x0 - h d`` for the grid's two smallest steps, then for the two smallest read and
+    0.618 times the smallest (10 rows, flat). One batched run of the measurement program
+    over all of them (padded to a power of two rows, so that few sizes are compiled),
+    with each row's three smallest grid steps (``f`` is read no farther out than the
+    check read it)."""
     wide = _util.widest_float()
     x0, fixed, d = problem.x0, problem.fixed, problem.direction
     if problem.batched:
@@ -483,9 +499,15 @@ def _ad_near(problem: Problem, points: list, steps: list[np.ndarray]) -> list[np
     else:
         x0, fixed, d = jax.tree.map(lambda v: jnp.asarray(v)[None], (x0, fixed, d))
         idx = np.zeros(len(points), dtype=int)
-    t = np.concatenate([[st[-1], -st[-1], st[-2], -st[-2]] for st in steps])
-    grids = np.repeat(np.stack([st[-3:] for st in steps]), 4, axis=0)
-    rows = np.repeat(idx, 4)
+    # (and at 0.618 times the smallest read: steps in powers of 2 alias with a period that
+    # divides them, as sin(1e3 x) along 0.8 at steps 2^-6 and 2^-5, shifts of 4 pi, 8 pi)
+    t = np.concatenate(
+        [[st[-1], -st[-1], st[-2], -st[-2], rd[-1], -rd[-1], rd[-2], -rd[-2],
+          _GOLDEN * rd[-1], -_GOLDEN * rd[-1]]
+         for st, rd in zip(steps, reads)]
+    )  # fmt: skip
+    grids = np.repeat(np.stack([st[-3:] for st in steps]), _NEAR_ROWS, axis=0)
+    rows = np.repeat(idx, _NEAR_ROWS)
     pad = (1 << (len(rows) - 1).bit_length()) - len(rows)
     rows, t = np.concatenate([rows, rows[-1:].repeat(pad)]), np.concatenate([t, t[-1:].repeat(pad)])
     grids = np.concatenate([grids, grids[-1:].repeat(pad, axis=0)])
@@ -496,7 +518,7 @@ def _ad_near(problem: Problem, points: list, steps: list[np.ndarray]) -> list[np
     )
     batch = dataclasses.replace(problem, x0=x, fixed=fixed, direction=d, batched=True)
     ads = np.stack([m.ad for m in measure(batch, grids)])
-    return [ads[4 * k : 4 * k + 4] for k in range(len(points))]
+    return [ads[_NEAR_ROWS * k : _NEAR_ROWS * (k + 1)] for k in range(len(points))]
 
 
 def _report(problem, steps, meas, kinks, rtol, out_like, j: _Judged) -> LinearizationReport:
