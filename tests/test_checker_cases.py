@@ -951,17 +951,24 @@ def test_a_nonsmooth_operation_behind_stop_gradient_still_counts():
     assert (rep.slope_plus, rep.slope_minus) == pytest.approx((1.0, 0.0), abs=1e-9)
 
 
-def _tanh_rule(scale, factor):
+def _scaled_rule(fn, dfn, factor):
+    """``fn`` with the custom rule ``factor * dfn(x)`` (factor 1: the right one)."""
+
     @jax.custom_jvp
     def f(x):
-        return jnp.tanh(scale * x)
+        return fn(x)
 
     @f.defjvp
     def _(primals, tangents):
         (x,), (t,) = primals, tangents
-        return f(x), factor * scale * (1 - jnp.tanh(scale * x) ** 2) * t
+        return f(x), factor * dfn(x) * t
 
     return f
+
+
+def _tanh_rule(scale, factor):
+    dfn = lambda x: scale * (1 - jnp.tanh(scale * x) ** 2)
+    return _scaled_rule(lambda x: jnp.tanh(scale * x), dfn, factor)
 
 
 @pytest.mark.parametrize(
@@ -1011,13 +1018,4 @@ def test_slopes_beyond_float32s_square_root_of_its_largest_value_are_compared():
 
 
 def _exp_rule(factor):
-    @jax.custom_jvp
-    def f(x):
-        return jnp.exp(x)
-
-    @f.defjvp
-    def _(primals, tangents):
-        (x,), (t,) = primals, tangents
-        return f(x), factor * jnp.exp(x) * t
-
-    return f
+    return _scaled_rule(jnp.exp, jnp.exp, factor)
