@@ -237,9 +237,10 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
     ),
     Cause.STEEP_BELOW_STEPS: lambda ev, h: (
         f"the remainder shrinks like h^{ev.remainders.order:.2f}{_span(ev, h)}, but f's "
-        "values jump across x0 by the same amount at every step down to the smallest "
-        f"({h[-1]:.2g}): f is a jump, or a transition steeper than these steps resolve; "
-        f"AD's slope {fmt_slope(ev.ad)} cannot be judged from them"
+        "values jump across x0 by the same amount at every one of these steps, down to "
+        f"{_smallest_read(ev, h):.2g}{_floor_below(ev, h)}: f is a jump, or a transition "
+        f"steeper than these steps resolve; AD's slope {fmt_slope(ev.ad)} cannot be judged "
+        "from them"
     ),
     Cause.ORDER_ZERO: lambda ev, h: (
         f"the remainder does not shrink with h (order {ev.remainders.order:.2f}"
@@ -295,6 +296,13 @@ def _smallest_read(ev: Evidence, h: np.ndarray) -> float:
     """The smallest step of the fitted window (where AD near x0 is read), else the grid's."""
     w = ev.remainders.window
     return float(h[max(w)]) if len(w) >= 2 else float(h[-1])
+
+
+def _floor_below(ev: Evidence, h: np.ndarray) -> str:
+    """Where the fitted window stops above the grid's smallest step: what lies below."""
+    if _smallest_read(ev, h) <= h[-1]:
+        return ""
+    return f" (the smaller steps, to {h[-1]:.2g}, lie too near the roundoff floor to read)"
 
 
 def _prec(ev: Evidence) -> str:
