@@ -581,9 +581,9 @@ def _ad_off_exact_and_measured(ev: Evidence) -> bool:
     nothing is condemned."""
     gap = _ad_exact_gap(ev)
     # (decide asks only where the exact slopes are known and finite, and AD finite where a
-    # verdict is smooth: the gap is a number there, and this test a guard)
+    # verdict is smooth: the gap is a number there, and this test a guard never taken)
     if math.isnan(gap):  # pragma: no mutate
-        return False
+        return False  # pragma: no mutate
     ex = np.asarray(ev.exact_plus)
     d_meas = float(max(np.linalg.norm(ev.plus.value - ex), np.linalg.norm(ev.minus.value - ex)))
     if not np.isfinite(d_meas):
