@@ -664,7 +664,9 @@ def certified_grad(
                 if not tied and not guards:
                     return ad(unknown, res.grad_finite)
             g, undecided, _, _, transverse = _ld_grad_at(f, args, nums)
-            if not transverse and _size([args[i] for i in nums]) > 1:
+            # (one input element: the reversed identity is the identity, the same analysis
+            # again; ``>=`` reads alike, at the cost of one more run)
+            if not transverse and _size([args[i] for i in nums]) > 1:  # pragma: no mutate
                 transverse = _transverse_reversed(f, args, nums)
             tied = _mark_transverse(tied, transverse)
             jumps = [s for s in tied if s.kind == "jump"]
