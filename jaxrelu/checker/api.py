@@ -27,7 +27,7 @@ from .._jaxpr.driver import compile_cached
 from ..kinks import KinkSite, sites_of, undecided_ties
 from . import grid
 from .evaluate import Measurements, measure
-from .explain import explain
+from .explain import explain, read_end
 from .problem import Problem, random_direction, setup
 from .remainders import (
     CLEAN,
@@ -474,8 +474,8 @@ def _read(steps: np.ndarray, j: _Judged) -> np.ndarray:
     below it the remainders are at the floor (or left out as quantized), and f may vary
     on scales between them and x0 (x + sin(x) at 1e6 in float32, read at steps of 16 up,
     where AD swings between 0 and 2)."""
-    st, w = steps[j.keep], j.ev.remainders.window
-    return st[: max(w) + 1] if len(w) >= 2 else st
+    st = steps[j.keep]
+    return st[: read_end(j.ev.remainders.window, len(st)) + 1]
 
 
 _NEAR_ROWS = 10  # AD near x0: 4 rows at the grid's smallest steps, 6 at those read

@@ -10,7 +10,7 @@ import numpy as np
 from .remainders import RemainderEvidence
 from .verdict import Cause, Evidence
 
-__all__ = ["explain", "fmt_slope"]
+__all__ = ["explain", "fmt_slope", "read_end"]
 
 
 def fmt_slope(v: np.ndarray | float | None) -> str:
@@ -256,15 +256,10 @@ _TEXT: dict[Cause, Callable[[Evidence, np.ndarray], str]] = {
         "close for the steps to resolve"
     ),
     Cause.NO_NONSMOOTH_SITE: lambda ev, h: (
-        f"the remainders look nonsmooth (order {ev.remainders.order:.2f}{_span(ev, h)}), "
-        "but the program has no nonsmooth operation (from its jaxpr) and AD's slope "
-        f"{fmt_slope(ev.ad)} is finite: f is differentiable at x0, and varies on a scale "
-        f"the steps in {_prec(ev)} do not resolve; no claim about AD's slope"
-        if not math.isnan(ev.remainders.order)
-        else "the remainders look nonsmooth, but the program has no nonsmooth operation "
-        f"(from its jaxpr) and AD's slope {fmt_slope(ev.ad)} is finite: f is differentiable "
-        f"at x0, and varies on a scale the steps in {_prec(ev)} do not resolve; no claim "
-        "about AD's slope"
+        f"the remainders look nonsmooth{_order(ev, h)}, but the program has no nonsmooth "
+        f"operation (from its jaxpr) and AD's slope {fmt_slope(ev.ad)} is finite: f is "
+        f"differentiable at x0, and varies on a scale the steps in {_prec(ev)} do not "
+        "resolve; no claim about AD's slope"
     ),
     Cause.FLAT_AD_OFF_EXACT: lambda ev, h: (
         "the remainders stay at roundoff level, but AD's slope "
@@ -292,10 +287,21 @@ def _below_switch(ev: Evidence, h: np.ndarray) -> str:
     )
 
 
+def read_end(window: tuple[int, ...], n: int) -> int:
+    """Index of the smallest step a verdict read: its fitted window's (two steps or
+    more), else the grid's last of ``n``. AD near ``x0`` is read there too."""
+    return int(max(window)) if len(window) >= 2 else n - 1
+
+
 def _smallest_read(ev: Evidence, h: np.ndarray) -> float:
-    """The smallest step of the fitted window (where AD near x0 is read), else the grid's."""
-    w = ev.remainders.window
-    return float(h[max(w)]) if len(w) >= 2 else float(h[-1])
+    return float(h[read_end(ev.remainders.window, len(h))])
+
+
+def _order(ev: Evidence, h: np.ndarray) -> str:
+    """`` (order p over h in [a, b])`` where an order was fitted."""
+    if math.isnan(ev.remainders.order):
+        return ""
+    return f" (order {ev.remainders.order:.2f}{_span(ev, h)})"
 
 
 def _floor_below(ev: Evidence, h: np.ndarray) -> str:

@@ -178,8 +178,8 @@ class Evidence:
             undecided one).
         tied: elements exactly on a switch (over all sites); ``tied_jumps`` those of
             sites that are jumps.
-        no_sites: the kink analysis knows every primitive and finds no nonsmooth site
-            at all along ``±d``: the program is a composition of smooth operations.
+        no_sites: the kink analysis knows every primitive and meets no nonsmooth
+            operation along ``±d``, none behind ``stop_gradient`` either: a smooth program.
         radius_plus, radius_minus: distance to the nearest switch along ``±d``.
         piecewise_linear: the program is piecewise linear in ``x``.
         below_switch: number of grid steps below the nearest switch (both sides).
@@ -619,9 +619,9 @@ def _ad_exact_gap(ev: Evidence) -> float:
     ex = ev.exact_plus
     if ex is None:
         return math.nan
-    # (verdicts reached with AD not finite are never smooth or linear, where the gap is
-    # read, and a non-finite exact slope makes the allowance infinite: the verdicts read
-    # alike without this test, which keeps NumPy's warnings about inf - inf quiet)
+    # (the gap is read only for verdicts reached with AD finite, and a non-finite exact
+    # slope makes the allowance infinite: the verdicts read alike without this test,
+    # which keeps NumPy's warnings about inf - inf quiet)
     if not (ev.ad_finite and np.all(np.isfinite(ex))):  # pragma: no mutate
         return math.nan
     return float(np.linalg.norm(ev.ad - ex))
